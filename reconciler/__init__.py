@@ -1,0 +1,1 @@
+"""The catalog core: schema, store, git source, reconcile, schedule, dispatch, write-back, CLI."""

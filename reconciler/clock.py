@@ -1,0 +1,45 @@
+"""Time as the catalog sees it: a clock seam for tests and one text format for the store."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+# Fixed-width UTC text: sorts the same as the times it stands for, so SQL can compare it.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+class Clock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> None:
+        threading.Event().wait(max(0.0, seconds))
+
+
+class FakeClock(Clock):
+    """A clock tests move by hand; `sleep` advances it instead of waiting."""
+
+    def __init__(self, start: datetime | None = None):
+        self._now = start or datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta | float) -> None:
+        self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(max(0.0, seconds))

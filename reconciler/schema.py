@@ -1,0 +1,221 @@
+"""Pydantic models of the catalog's YAML files: services, checks and catalog.yaml."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
+Text = Annotated[StrictStr, Field(max_length=200)]
+Frequency = Literal["hourly", "daily", "weekly", "ad-hoc"]
+
+FREQUENCY_PERIODS: dict[str, timedelta] = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+}
+DEFAULT_FREQUENCY = "daily"
+DEFAULT_TIMEOUT = "6h"
+DEFAULT_WRITEBACK_BRANCH = "catalog-results"
+DEFAULT_WRITEBACK_PATH = "results/"
+
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_REPOSITORY = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+|https?://\S+)$")
+
+
+def slugify(name: str) -> str:
+    """`Payments API` -> `payments-api`: lower case, runs of other characters become one dash."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100]
+
+
+def parse_duration(value: str | int) -> timedelta:
+    """`6h`, `30m`, `1d12h`, `90s`, `2w`, or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30m, 6h or 2d")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION.match(value.strip())
+        if not value.strip() or not match:
+            raise ValueError(f"{value!r} is not a duration such as 30m, 6h or 2d")
+        weeks, days, hours, minutes, secs = (int(g or 0) for g in match.groups())
+        seconds = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + secs
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    if seconds > 30 * 86400:
+        raise ValueError("must be at most 30 days")
+    return timedelta(seconds=seconds)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_repository(value: str | None) -> str | None:
+    if value is not None and not _REPOSITORY.match(value):
+        raise ValueError('must be "owner/repo" or a URL')
+    return value
+
+
+class Service(_Strict):
+    """One file under services/."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    slug: Slug | None = None
+    priority: Annotated[StrictInt, Field(ge=1, le=10)]
+    type: Text | None = None
+    description: Annotated[StrictStr, Field(max_length=20_000)] | None = None
+    owner: Text | None = None
+    repository: Text | None = None
+    active: StrictBool = True
+    tags: Annotated[list[Text], Field(max_length=50)] = []
+    dependencies: Annotated[list[Slug], Field(max_length=200)] = []
+    meta: dict[Text, Annotated[StrictStr, Field(max_length=2000)]] = {}
+
+    _repository = field_validator("repository")(_check_repository)
+
+    @property
+    def identity(self) -> str:
+        return self.slug or slugify(self.name)
+
+    @model_validator(mode="after")
+    def _name_gives_a_slug(self) -> "Service":
+        if not self.identity:
+            raise ValueError("name has no letters or digits to make a slug from; set slug")
+        return self
+
+
+class Selector(_Strict):
+    """Targets services by their fields; all given fields must match."""
+
+    type: Text | None = None
+    owner: Text | None = None
+    tags: Annotated[list[Text], Field(max_length=50)] | None = None
+    max_priority: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Selector":
+        if self.type is None and self.owner is None and not self.tags and self.max_priority is None:
+            raise ValueError("a selector needs at least one of type, owner, tags, max_priority")
+        return self
+
+
+Targets = Union[Literal["all", "none"], Annotated[list[Slug], Field(min_length=1)], Selector]
+
+
+class Check(_Strict):
+    """One file under checks/."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    slug: Slug | None = None
+    description: Annotated[StrictStr, Field(max_length=20_000)] | None = None
+    frequency: Frequency | None = None
+    schedule: Annotated[StrictStr, Field(max_length=100)] | None = None
+    timeout: StrictStr | StrictInt | None = None
+    active: StrictBool = True
+    services: Targets = "all"
+    repository: Text | None = None
+
+    _repository = field_validator("repository")(_check_repository)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_a_duration(cls, value: Any) -> Any:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"{value!r} is not a cron expression such as '0 3 * * 1'")
+        return value
+
+    @model_validator(mode="after")
+    def _frequency_or_schedule(self) -> "Check":
+        if self.frequency is not None and self.schedule is not None:
+            raise ValueError("give either frequency or schedule, not both")
+        if not self.identity:
+            raise ValueError("name has no letters or digits to make a slug from; set slug")
+        return self
+
+    @property
+    def identity(self) -> str:
+        return self.slug or slugify(self.name)
+
+
+class Defaults(_Strict):
+    frequency: Frequency = DEFAULT_FREQUENCY
+    timeout: StrictStr | StrictInt = DEFAULT_TIMEOUT
+    repository: Text | None = None
+
+    _repository = field_validator("repository")(_check_repository)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_a_duration(cls, value: Any) -> Any:
+        parse_duration(value)
+        return value
+
+
+class Writeback(_Strict):
+    branch: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")] = (
+        DEFAULT_WRITEBACK_BRANCH
+    )
+    path: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")] = (
+        DEFAULT_WRITEBACK_PATH
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_stays_inside(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("must stay inside the repository (no '..')")
+        return value.rstrip("/") + "/"
+
+
+class CatalogConfig(_Strict):
+    """catalog.yaml: catalog-wide defaults and write-back settings."""
+
+    defaults: Defaults = Defaults()
+    writeback: Writeback = Writeback()
+
+
+KINDS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
+
+
+def json_schema(kind: str | None = None) -> dict:
+    """The JSON Schema of one kind of file, or of all three under $defs."""
+    if kind is not None:
+        schema = KINDS[kind].model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"Service catalog: {kind} file"
+        return schema
+    defs: dict = {}
+    for name, model in KINDS.items():
+        one = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(one.pop("$defs", {}))
+        defs[model.__name__] = one
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Service catalog files",
+        "anyOf": [{"$ref": f"#/$defs/{m.__name__}"} for m in KINDS.values()],
+        "$defs": defs,
+    }
