@@ -1,0 +1,58 @@
+"""Shared fixtures: a copy of the example catalog, a synced store, YAML writing helpers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.clock import Clock
+from reconciler.gitsource import DirectorySource
+from reconciler.reconcile import SyncReport, sync
+from reconciler.store import Store
+
+PROJECT = Path(__file__).resolve().parent.parent
+EXAMPLE = PROJECT / "catalog-repo-example"
+
+
+def write_catalog(root: Path, services: list[dict] = (), checks: list[dict] = (), catalog: dict | None = None) -> Path:
+    """Write service and check dicts as YAML files (named by slug or slugified name) under root."""
+    from reconciler.schema import slugify
+
+    for kind, items in (("services", services), ("checks", checks)):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for item in items:
+            name = item.get("slug") or slugify(item["name"])
+            (root / kind / f"{name}.yaml").write_text(yaml.safe_dump(dict(item), sort_keys=False))
+    if catalog is not None:
+        (root / "catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    return root
+
+
+def sync_directory(store: Store, root: Path, clock: Clock | None = None, **options) -> SyncReport:
+    return sync(store, DirectorySource(root), clock=clock, **options)
+
+
+@pytest.fixture
+def example_dir(tmp_path: Path) -> Path:
+    """A fresh copy of catalog-repo-example (without its health-check scripts' caches)."""
+    target = tmp_path / "catalog"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "state" / "catalog.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def synced_store(store: Store, example_dir: Path) -> Store:
+    """A store synced from the example catalog: 11 services, 6 checks."""
+    report = sync_directory(store, example_dir)
+    assert report.outcome == "applied" and not report.errors, report.errors
+    return store
