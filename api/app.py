@@ -1,0 +1,154 @@
+"""The app factory: `create_app(store, settings)` builds the Litestar app, so tests hand in their own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from litestar import Litestar, MediaType, get
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Message, Scope
+
+from api.actions import ActionController, SyncController, webhook_github
+from api.auth import SECURITY_SCHEME, AuthMiddleware
+from api.catalog import CheckController, ServiceController
+from api.errors import EXCEPTION_HANDLERS
+from api.pages import PAGE_HANDLERS, template_config
+from api.results import ResultController
+from reconciler.clock import Clock
+from reconciler.settings import Settings
+from reconciler.store import Store
+from reconciler.tokens import TokenVerifier
+
+MAX_BODY_BYTES = 1024 * 1024  # results carry at most a 64 KiB message; nothing needs more
+access_log = logging.getLogger("catalog.access")
+log = logging.getLogger("catalog.api")
+
+SyncTrigger = Callable[[], None]
+CheckRunner = Callable[[str, "str | None"], list]
+
+
+@get("/healthz", tags=["operations"], summary="Liveness: the server answers and its database opens",
+     media_type=MediaType.JSON, sync_to_thread=False)
+def healthz(state: State) -> dict:
+    return {"status": "ok", "schema_version": state.store.schema_version()}
+
+
+def create_app(
+    store: Store,
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sync_trigger: SyncTrigger | None = None,
+    check_runner: CheckRunner | None = None,
+) -> Litestar:
+    """The whole HTTP face: API, webhook, dashboard pages, OpenAPI at /schema."""
+    clock = clock or Clock()
+    verifier = TokenVerifier(store, clock)
+    state = State({
+        "store": store,
+        "settings": settings,
+        "clock": clock,
+        "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
+        "check_runner": check_runner or default_check_runner(store, settings, clock),
+        "writer": ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer"),
+    })
+    return Litestar(
+        route_handlers=[
+            healthz, ResultController, ServiceController, CheckController, SyncController,
+            ActionController, webhook_github, *PAGE_HANDLERS,
+        ],
+        state=state,
+        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[_log_access],
+        request_max_body_size=MAX_BODY_BYTES,
+        template_config=template_config(),
+        openapi_config=OpenAPIConfig(
+            title="Service catalog API",
+            version="1",
+            description=(
+                "Services, checks and their immutable results. Authenticate with "
+                "`Authorization: Token <token>` (also `token <token>` or `Bearer <token>`)."
+            ),
+            path="/schema",
+            components=Components(security_schemes={
+                SECURITY_SCHEME: SecurityScheme(
+                    type="apiKey", name="Authorization", security_scheme_in="header",
+                    description="`Token <token>`, `token <token>` or `Bearer <token>`; "
+                                "tokens come from `catalog token create`.",
+                ),
+            }),
+        ),
+        on_shutdown=[lambda app: app.state.writer.shutdown(wait=True)],
+        logging_config=None,
+        debug=False,
+    )
+
+
+async def _log_access(message: Message, scope: Scope) -> None:
+    """One line per request: method, path (never the query or headers, so never a token), status."""
+    if message["type"] == "http.response.start":
+        state = scope.setdefault("state", {})
+        state["access_status"] = message["status"]
+    elif message["type"] == "http.response.body" and not message.get("more_body", False):
+        state = scope.get("state", {})
+        started = state.get("started_at")
+        took = f" {1000 * (time.perf_counter() - started):.1f}ms" if started else ""
+        user = scope.get("user")
+        who = getattr(user, "name", None) or "-"
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('%s %s %s %s%s', scope.get("method"), scope.get("path"),
+                            state.get("access_status", "-"), who, took)
+
+
+def default_sync_trigger(store: Store, settings: Settings) -> SyncTrigger:
+    """Start a sync of the configured repository in a background thread; one at a time."""
+    running = threading.Lock()
+
+    def run() -> None:
+        from reconciler.gitsource import source_from_settings
+        from reconciler.reconcile import sync
+
+        try:
+            report = sync(store, source_from_settings(settings))
+            log.info("background sync: %s", report)
+        except Exception:  # a sync failure is recorded in sync_runs by the reconciler; log it too
+            log.exception("background sync failed")
+        finally:
+            running.release()
+
+    def trigger() -> None:
+        if not running.acquire(blocking=False):
+            return  # a sync is running; it will read the newest revision anyway
+        threading.Thread(target=run, name="catalog-sync", daemon=True).start()
+
+    return trigger
+
+
+def default_check_runner(store: Store, settings: Settings, clock: Clock) -> CheckRunner:
+    """Dispatch a check now through the configured dispatcher (reconciler.schedule.run_check)."""
+
+    def run(check_slug: str, service_slug: str | None) -> list:
+        from reconciler.dispatch import dispatcher_from_settings
+        from reconciler.schedule import run_check
+
+        dispatcher = dispatcher_from_settings(settings, store)
+        return run_check(store, dispatcher, check_slug, service_slug, settings=settings, clock=clock)
+
+    return run
+
+
+def serve(app: Litestar, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the app with uvicorn (uvloop + httptools) until interrupted; our own access log, not uvicorn's."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+                log_level="info", server_header=False, timeout_graceful_shutdown=10)

@@ -1,0 +1,54 @@
+"""Catalog reads: services and checks, each with its latest results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import FromPath, QueryParameter
+
+from api.auth import SECURITY, requires_read
+from api.models import CheckDetail, CheckList, ServiceDetail, ServiceList, error_responses
+
+IncludeRemoved = Annotated[bool, QueryParameter(description="also list soft-deleted (removed) entries")]
+
+
+class ServiceController(Controller):
+    path = "/api/services"
+    tags = ["catalog"]
+    security = SECURITY
+    guards = [requires_read]
+
+    @get("/", summary="Services in the catalog, by slug", responses=error_responses(401, 403), sync_to_thread=True)
+    def list_services(
+        self,
+        state: State,
+        type: Annotated[str | None, QueryParameter(description="exact type, e.g. web")] = None,
+        owner: Annotated[str | None, QueryParameter(description="exact owner")] = None,
+        tag: Annotated[str | None, QueryParameter(description="services carrying this tag")] = None,
+        include_removed: IncludeRemoved = False,
+    ) -> ServiceList:
+        return {"services": state.store.list_services(type=type, owner=owner, tag=tag, include_removed=include_removed)}
+
+    @get("/{slug:str}", summary="One service with its latest result per check and their counts",
+         responses=error_responses(401, 403, 404), sync_to_thread=False)
+    def get_service(self, state: State, slug: FromPath[str]) -> ServiceDetail:
+        return state.store.get_service(slug)
+
+
+class CheckController(Controller):
+    path = "/api/checks"
+    tags = ["catalog"]
+    security = SECURITY
+    guards = [requires_read]
+
+    @get("/", summary="Checks in the catalog, by slug", responses=error_responses(401, 403), sync_to_thread=False)
+    def list_checks(self, state: State, include_removed: IncludeRemoved = False) -> CheckList:
+        return {"checks": state.store.list_checks(include_removed=include_removed)}
+
+    @get("/{slug:str}", summary="One check with its latest result per service and their counts",
+         responses=error_responses(401, 403, 404), sync_to_thread=True)
+    def get_check(self, state: State, slug: FromPath[str]) -> CheckDetail:
+        return state.store.get_check(slug)
+

@@ -1,0 +1,279 @@
+"""What the dashboard pages show, built from store rows: outcomes, staleness, the matrix, timelines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+from reconciler.clock import format_time
+from reconciler.schema import FREQUENCY_PERIODS
+from reconciler.store import Store
+
+# Symbols so that colour is never the only signal; labels are what a screen reader says.
+SYMBOLS = {
+    "pass": "✓", "warning": "!", "fail": "✗", "error": "⚠", "skipped": "–",
+    "pending": "…", "sent": "…", "timed-out": "◷", "none": "?",
+}
+LABELS = {
+    "pass": "pass", "warning": "warning", "fail": "fail", "error": "error", "skipped": "skipped",
+    "pending": "pending", "sent": "sent, waiting for the Action", "timed-out": "timed out", "none": "never run",
+}
+FAILING = {"fail", "error", "timed-out"}
+RESULT_FILTERS = ("pass", "warning", "fail", "error", "skipped", "unknown")
+STATUS_FILTERS = ("pending", "sent", "completed", "timed-out", "error")
+_SAFE_LINK = re.compile(r"^(?:https?:|mailto:|[/#?.]|[^:]*$)", re.IGNORECASE)
+
+
+def outcome(row: dict | None) -> str:
+    """One word for a result row: its result once completed, else its status; `none` for no row."""
+    if row is None:
+        return "none"
+    return row["result"] if row["status"] == "completed" else row["status"]
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False})
+    # Only http(s), mailto and relative links: no javascript:, data:, vbscript:, file: ...
+    md.validateLink = lambda url: bool(_SAFE_LINK.match(url.strip()))
+    return md
+
+
+_MD = _markdown()
+
+
+def render_markdown(text: str | None) -> str:
+    """Markdown to HTML with raw HTML escaped and links limited to safe schemes."""
+    return _MD.render(text or "")
+
+
+def safe_url(url: str | None) -> str | None:
+    """A result's or repository's URL if it is http(s), else None (never a javascript: link)."""
+    if url and re.match(r"^https?://", url.strip(), re.IGNORECASE):
+        return url.strip()
+    return None
+
+
+def repository_url(repository: str | None) -> str | None:
+    if not repository:
+        return None
+    return safe_url(repository) or f"https://github.com/{repository}"
+
+
+def targets(check: dict, service: dict) -> bool:
+    """Whether a check applies to a service now (inactive services are never targeted)."""
+    if not service["active"]:
+        return False
+    kind = check["target_kind"]
+    if kind == "all":
+        return True
+    if kind == "none":
+        return False
+    if kind == "list":
+        return service["slug"] in check["targets"]
+    if check["target_type"] is not None and service["type"] != check["target_type"]:
+        return False
+    if check["target_owner"] is not None and service["owner"] != check["target_owner"]:
+        return False
+    if check["target_max_priority"] is not None and service["priority"] > check["target_max_priority"]:
+        return False
+    return all(tag in service["tags"] for tag in check["target_tags"] or ())
+
+
+def stale_cutoff(check: dict, now: datetime) -> str | None:
+    """Results created before this time are stale: a newer run should have finished by now.
+
+    For a frequency: older than one period plus the check's timeout. For a cron schedule: created
+    before the last scheduled time whose run's timeout has passed. Ad-hoc checks never go stale.
+    """
+    timeout = timedelta(seconds=check["timeout_seconds"])
+    if check["schedule"]:
+        from croniter import croniter
+
+        last_due = croniter(check["schedule"], now - timeout).get_prev(datetime)
+        return format_time(last_due)
+    period = FREQUENCY_PERIODS.get(check["frequency"] or "")
+    return format_time(now - period - timeout) if period else None
+
+
+def parse_stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def age(text: str | None, now: datetime) -> str:
+    """`3 h ago`, `2 d ago`: how old a stored time is."""
+    if not text:
+        return "never"
+    seconds = int((now - parse_stamp(text)).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def schedule_text(check: dict) -> str:
+    if check["schedule"]:
+        return f"cron {check['schedule']} (UTC)"
+    return "on request only (ad-hoc)" if check["frequency"] == "ad-hoc" else check["frequency"]
+
+
+def targets_text(check: dict) -> str:
+    kind = check["target_kind"]
+    if kind == "all":
+        return "all active services"
+    if kind == "none":
+        return "no service: one result per run, for the organisation"
+    if kind == "list":
+        return "listed services: " + ", ".join(check["targets"])
+    parts = []
+    if check["target_type"] is not None:
+        parts.append(f"type {check['target_type']}")
+    if check["target_owner"] is not None:
+        parts.append(f"owner {check['target_owner']}")
+    if check["target_tags"]:
+        parts.append("tags " + ", ".join(check["target_tags"]))
+    if check["target_max_priority"] is not None:
+        parts.append(f"priority 1..{check['target_max_priority']}")
+    return "services with " + " and ".join(parts)
+
+
+@dataclass(slots=True)
+class Cell:
+    """One result shown in a table cell. A class, not a dict: Jinja reads attributes fastest."""
+
+    key: str
+    symbol: str
+    title: str
+    result_id: int | None = None
+    stale: bool = False
+    running: bool = False
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+def cell(latest: dict | None, running: dict | None, cutoff: str | None, targeted: bool) -> Cell | None:
+    """The latest finished result of a pair, flagged stale or running; None if not targeted."""
+    if latest is None:
+        if running is None:
+            return _NEVER_RUN if targeted else None
+        key = running["status"]
+        return Cell(key, SYMBOLS[key], LABELS[key], running["id"])
+    key = latest["result"] if latest["status"] == "completed" else latest["status"]
+    stale = cutoff is not None and latest["created_at"] < cutoff
+    title = LABELS[key] + (", stale" if stale else "") + (", a newer run is " + running["status"] if running else "")
+    return Cell(key, SYMBOLS[key], title, latest["result_id"], stale, running is not None,
+                latest["created_at"], latest["finished_at"])
+
+
+_NEVER_RUN = Cell("none", SYMBOLS["none"], LABELS["none"])
+
+
+def overall(cells: list[dict | None]) -> str:
+    """`passing`, `N failing` or `unknown` over a service's cells (the badge's words)."""
+    present = [c for c in cells if c is not None]
+    failing = sum(1 for c in present if c.key in FAILING)
+    if failing:
+        return f"{failing} failing"
+    if any(c.key in ("pass", "warning", "skipped") for c in present):
+        return "passing"
+    return "unknown"
+
+
+def matrix(
+    store: Store, now: datetime, *, owner: str | None, type: str | None, tag: str | None, page: int, per_page: int
+) -> dict[str, Any]:
+    """Services (rows, one page of them) against checks aimed at services (columns); totals over all rows."""
+    services = store.dashboard_services(owner=owner, type=type, tag=tag)
+    all_checks = store.dashboard_checks()
+    checks = [c for c in all_checks if c["target_kind"] != "none"]
+    cutoffs = {c["id"]: stale_cutoff(c, now) for c in all_checks}
+    pages = max(1, -(-len(services) // per_page))
+    page = min(page, pages)
+    shown = services[(page - 1) * per_page: page * per_page]
+    ids = [s["id"] for s in shown]
+    # Only the shown page is read cell by cell; the totals are one aggregate query over every row.
+    latest = store.dashboard_latest(service_ids=ids + [0])
+    running = store.dashboard_open_runs(service_ids=ids + [0])
+    rows = []
+    for service in shown:
+        sid = service["id"]
+        cells = [
+            cell(latest.get((c["id"], sid)), running.get((c["id"], sid)), cutoffs[c["id"]], targets(c, service))
+            for c in checks
+        ]
+        rows.append({"service": service, "cells": cells, "overall": overall(cells)})
+    organisation = []
+    for check in all_checks:
+        if check["target_kind"] == "none":
+            pair = (check["id"], 0)
+            organisation.append(
+                {"check": check, "cell": cell(latest.get(pair), running.get(pair), cutoffs[check["id"]], True)}
+            )
+    return {
+        "rows": rows, "checks": checks, "organisation": organisation, "page": page, "pages": pages,
+        "service_count": len(services),
+        "totals": store.dashboard_summary(cutoffs, owner=owner, type=type, tag=tag),
+    }
+
+
+def service_checks(store: Store, service: dict, now: datetime) -> list[dict]:
+    """The latest result of each check that targets or has results for the service, with its timeline."""
+    latest = store.dashboard_latest(service_ids=[service["id"]])
+    running = store.dashboard_open_runs(service_ids=[service["id"]])
+    timelines = store.dashboard_timelines(service["id"])
+    entries = []
+    for check in store.dashboard_checks():
+        pair = (check["id"], service["id"])
+        one = cell(latest.get(pair), running.get(pair), stale_cutoff(check, now), targets(check, service))
+        if one is None:
+            continue
+        history = timelines.get(check["id"], [])
+        entries.append({"check": check, "cell": one, "age": age(one.finished_at, now), "timeline": timeline(history)})
+    return entries
+
+
+def timeline(history: list[dict]) -> dict:
+    """An inline-SVG strip, one bar per finished result, oldest left; plus a text summary."""
+    bars = []
+    for index, row in enumerate(history):
+        key = outcome(row)
+        bars.append({
+            "x": index * 10, "key": key, "id": row["id"],
+            "title": f"#{row['id']} {LABELS[key]} {row['finished_at'][:16].replace('T', ' ')} UTC",
+        })
+    counts: dict[str, int] = {}
+    for bar in bars:
+        counts[bar["key"]] = counts.get(bar["key"], 0) + 1
+    summary = ", ".join(f"{n} {LABELS[k]}" for k, n in counts.items()) or "no finished results yet"
+    return {"bars": bars, "width": max(10, len(bars) * 10), "summary": f"last {len(bars)}: {summary}"}
+
+
+def pass_rates(store: Store, check: dict, now: datetime, days: int = 30) -> list[dict]:
+    """Per day of the last `days`: finished, passed and the pass rate in percent (None: no runs)."""
+    since = (now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
+    by_day = {row["day"]: row for row in store.dashboard_pass_rates(check["id"], since)}
+    out = []
+    for offset in range(days):
+        day = (now - timedelta(days=days - 1 - offset)).strftime("%Y-%m-%d")
+        row = by_day.get(day)
+        finished = row["finished"] if row else 0
+        passed = row["passed"] if row else 0
+        out.append({
+            "day": day, "finished": finished, "passed": passed, "failed": row["failed"] if row else 0,
+            "rate": round(100 * passed / finished) if finished else None, "x": offset * 12,
+        })
+    return out
+
+
+def age_span(seconds: int) -> str:
+    """A duration in the units people say: `30 min`, `6 h`, `1 d 12 h`."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")) if n]
+    return " ".join(parts) or "0 s"

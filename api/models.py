@@ -1,0 +1,243 @@
+"""The shapes the API answers with, for the OpenAPI document (handlers return plain dicts of these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from reconciler.store import RESULT_VALUES
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_URL_LENGTH = 2048
+
+
+class ErrorDetail(TypedDict, total=False):
+    status: int
+    code: str
+    message: str
+    details: list[dict[str, Any]]
+
+
+class ErrorOut(TypedDict):
+    """Every error, whatever the route: `{"error": {"status", "code", "message"}}`."""
+
+    error: ErrorDetail
+
+
+class ResultOut(TypedDict):
+    id: int
+    check_id: int
+    service_id: int | None
+    check: str
+    service: str | None
+    status: str
+    result: str
+    message: str | None
+    url: str | None
+    revision: str | None
+    trigger: str
+    created_at: str
+    sent_at: str | None
+    finished_at: str | None
+
+
+class ResultPage(TypedDict):
+    results: list[ResultOut]
+    next: str | None
+
+
+class ServiceOut(TypedDict):
+    id: int
+    slug: str
+    name: str
+    priority: int
+    type: str | None
+    description: str | None
+    owner: str | None
+    repository: str | None
+    active: bool
+    tags: list[str]
+    dependencies: list[str]
+    meta: dict[str, str]
+    path: str
+    error: str | None
+    removed_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class LatestResult(TypedDict):
+    """A result in a summary: no message (GET /api/results/{id} has it)."""
+
+    id: int
+    status: str
+    result: str
+    url: str | None
+    created_at: str
+    sent_at: str | None
+    finished_at: str | None
+
+
+class ServiceLatest(LatestResult):
+    check: str
+
+
+class CheckLatest(LatestResult):
+    service: str | None
+
+
+class ServiceDetail(ServiceOut):
+    latest_results: list[ServiceLatest]
+    counts: dict[str, int]
+
+
+class ServiceList(TypedDict):
+    services: list[ServiceOut]
+
+
+class CheckOut(TypedDict):
+    id: int
+    slug: str
+    name: str
+    description: str | None
+    frequency: str | None
+    schedule: str | None
+    timeout_seconds: int
+    active: bool
+    repository: str | None
+    targets: Any
+    target_kind: str
+    path: str
+    error: str | None
+    removed_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class CheckDetail(CheckOut):
+    latest_results: list[CheckLatest]
+    counts: dict[str, int]
+
+
+class CheckList(TypedDict):
+    checks: list[CheckOut]
+
+
+class SyncRunOut(TypedDict):
+    id: int
+    started_at: str
+    finished_at: str
+    duration_ms: float
+    outcome: str
+    previous_revision: str | None
+    attempted_revision: str | None
+    applied_revision: str | None
+    created: int
+    updated: int
+    removed: int
+    unchanged: int
+    errors: list[dict[str, Any]]
+    message: str | None
+
+
+class SyncStatus(TypedDict):
+    last_run: SyncRunOut | None
+
+
+class Accepted(TypedDict, total=False):
+    status: str
+    note: str
+
+
+class RunOut(TypedDict):
+    results: list[ResultOut]
+
+
+class Health(TypedDict):
+    status: str
+    schema_version: int
+
+
+_ERROR_TEXT = {
+    400: "Bad request (a malformed body or parameter)",
+    401: "No token, or an unknown or revoked token",
+    403: "The token lacks the scope this route needs",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body too large (1 MiB at most)",
+    415: "Unsupported content type",
+    422: "Invalid values",
+    502: "An upstream service (git, GitHub) failed",
+    503: "The server is not configured for this",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses in the one error shape; 400 is always listed (bad parameters)."""
+    return {
+        status: ResponseSpec(data_container=ErrorOut, description=_ERROR_TEXT.get(status, "Error"))
+        for status in sorted({400, *statuses})
+    }
+
+
+_ANSWER_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["result"],
+    properties={
+        "result": Schema(type=OpenAPIType.STRING, enum=list(RESULT_VALUES)),
+        "message": Schema(type=OpenAPIType.STRING, max_length=MAX_MESSAGE_BYTES,
+                          description=f"free text, at most {MAX_MESSAGE_BYTES} bytes of UTF-8"),
+        "url": Schema(type=OpenAPIType.STRING, format="uri", max_length=MAX_URL_LENGTH,
+                      description="http(s) link to the run that produced the result"),
+    },
+)
+
+
+@dataclass
+class AnswerOperation(Operation):
+    """PATCH /api/results/{id} reads its body by hand (JSON or form), so its schema is given here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="The answer of a check run, as JSON or as a form (the origin project's Actions send forms).",
+            content={
+                "application/json": OpenAPIMediaType(schema=_ANSWER_SCHEMA),
+                "application/x-www-form-urlencoded": OpenAPIMediaType(schema=_ANSWER_SCHEMA),
+            },
+        )
+
+
+_RUN_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={"service": Schema(type=OpenAPIType.STRING, description="run on this service only")},
+)
+
+
+@dataclass
+class RunOperation(Operation):
+    """POST /api/checks/{slug}/run takes an optional body (JSON or form) naming one service."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=False,
+            content={
+                "application/json": OpenAPIMediaType(schema=_RUN_SCHEMA),
+                "application/x-www-form-urlencoded": OpenAPIMediaType(schema=_RUN_SCHEMA),
+            },
+        )
+
+
+@dataclass
+class WebhookOperation(Operation):
+    """POST /webhooks/github: GitHub's event payload, signed with X-Hub-Signature-256."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="A GitHub webhook delivery (push and ping are acted on; other events are ignored).",
+            content={"application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))},
+        )

@@ -1,0 +1,264 @@
+"""Server-rendered dashboard pages (Jinja2 through Litestar's template support), login and logout."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from litestar import Request, Response, Router, get, post
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import Cookie, State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException
+from litestar.params import Body, Parameter
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from api import dashboard
+from api.auth import COOKIE_NAME, NotAuthenticated, identity_of, requires_read
+from api.badges import BADGE_HANDLERS
+from reconciler.errors import NotFound
+from reconciler.tokens import verify_token
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+MATRIX_PAGE_SIZE = 50
+RESULTS_PAGE_SIZE = 50
+COOKIE_MAX_AGE = 30 * 86400
+
+
+def template_config() -> TemplateConfig:
+    """Jinja2 templates from api/templates, autoescape on for every file."""
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.globals.update(symbols=dashboard.SYMBOLS, labels=dashboard.LABELS, outcome=dashboard.outcome)
+    environment.filters["when"] = lambda text: text[:19].replace("T", " ") + " UTC" if text else "–"
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+
+
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> Template:
+    identity = identity_of(request)
+    context.setdefault("title", "")
+    context.update(
+        user=identity.name,
+        public_read=request.app.state.settings.public_read,
+        path=request.url.path,
+    )
+    return Template(template_name=name, context=context, status_code=status_code,
+                    headers={"Cache-Control": "no-store"})
+
+
+def _now(state: State) -> datetime:
+    return state.clock.now()
+
+
+def _query(**params: Any) -> str:
+    """`?a=1&b=2` from the params that are set (for filter and paging links)."""
+    kept = {key: value for key, value in params.items() if value not in (None, "")}
+    return "?" + urlencode(kept) if kept else ""
+
+
+# -- pages ------------------------------------------------------------------------------------------
+
+
+@get("/", name="dashboard", sync_to_thread=True)
+def show_dashboard(
+    request: Request, state: State,
+    owner: str | None = None, type: str | None = None, tag: str | None = None,
+    page: Annotated[int, Parameter(ge=1, le=100_000)] = 1,
+) -> Template:
+    store, now = state.store, _now(state)
+    grid = dashboard.matrix(store, now, owner=owner or None, type=type or None, tag=tag or None,
+                            page=page, per_page=MATRIX_PAGE_SIZE)
+    last_sync = store.dashboard_last_sync()
+    return _page(
+        request, "dashboard.html", title="Dashboard",
+        grid=grid, rows=grid["rows"], page=grid["page"], pages=grid["pages"], service_count=grid["service_count"],
+        facets=store.dashboard_facets(), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
+        page_link=lambda n: _query(owner=owner, type=type, tag=tag, page=n),
+        last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
+        open_count=store.dashboard_open_count(), file_errors=store.dashboard_file_errors(),
+    )
+
+
+@get("/services/{slug:str}", name="service", sync_to_thread=True)
+def show_service(request: Request, state: State, slug: str) -> Template:
+    store, now = state.store, _now(state)
+    service = store.dashboard_service(slug)
+    known = store.dashboard_service_names(service["dependencies"])
+    entries = dashboard.service_checks(store, service, now)
+    return _page(
+        request, "service.html", title=service["name"], service=service,
+        description=dashboard.render_markdown(service["description"]),
+        repository_url=dashboard.repository_url(service["repository"]),
+        dependencies=[{"slug": s, "known": known.get(s)} for s in service["dependencies"]],
+        dependents=store.dashboard_dependents(slug), entries=entries,
+        overall=dashboard.overall([entry["cell"] for entry in entries]),
+        history=store.dashboard_results(service=slug, limit=RESULTS_PAGE_SIZE),
+        updated_age=dashboard.age(service["updated_at"], now),
+    )
+
+
+@get("/checks/{slug:str}", name="check", sync_to_thread=True)
+def show_check(request: Request, state: State, slug: str) -> Template:
+    store, now = state.store, _now(state)
+    check = store.dashboard_check(slug)
+    latest = store.dashboard_latest(check_id=check["id"])
+    running = store.dashboard_open_runs(check_id=check["id"])
+    cutoff = dashboard.stale_cutoff(check, now)
+    services = []
+    if check["target_kind"] == "none":
+        pair = (check["id"], 0)
+        one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, True)
+        services.append({"service": None, "cell": one, "age": dashboard.age(one.finished_at, now)})
+    else:
+        for service in store.dashboard_services():
+            pair = (check["id"], service["id"])
+            one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, dashboard.targets(check, service))
+            if one is not None:
+                services.append({"service": service, "cell": one, "age": dashboard.age(one.finished_at, now)})
+    rates = dashboard.pass_rates(store, check, now)
+    return _page(
+        request, "check.html", title=check["name"], check=check,
+        description=dashboard.render_markdown(check["description"]),
+        schedule=dashboard.schedule_text(check), targets=dashboard.targets_text(check),
+        timeout=dashboard.age_span(check["timeout_seconds"]), services=services, rates=rates,
+        rate_days=sum(1 for r in rates if r["rate"] is not None),
+    )
+
+
+@get("/results", name="results", sync_to_thread=True)
+def list_results(
+    request: Request, state: State,
+    service: str | None = None, check: str | None = None, result: str | None = None,
+    status: str | None = None, before: Annotated[int | None, Parameter(ge=1)] = None,
+) -> Template:
+    store, now = state.store, _now(state)
+    problems = []
+    if result and result not in dashboard.RESULT_FILTERS:
+        problems.append(f"unknown result {result!r}: use one of {', '.join(dashboard.RESULT_FILTERS)}")
+        result = None
+    if status and status not in dashboard.STATUS_FILTERS:
+        problems.append(f"unknown status {status!r}: use one of {', '.join(dashboard.STATUS_FILTERS)}")
+        status = None
+    rows = store.dashboard_results(service=service or None, check=check or None, result=result, status=status,
+                                   before_id=before, limit=RESULTS_PAGE_SIZE + 1)
+    more = len(rows) > RESULTS_PAGE_SIZE
+    rows = rows[:RESULTS_PAGE_SIZE]
+    filters = {"service": service or "", "check": check or "", "result": result or "", "status": status or ""}
+    return _page(
+        request, "results.html", title="Results", rows=rows, filters=filters, problems=problems,
+        older=_query(**filters, before=rows[-1]["id"]) if more else None,
+        newest=_query(**filters) if before else None,
+        now=now, age=dashboard.age, services=store.dashboard_services(), checks=store.dashboard_checks(),
+        result_choices=dashboard.RESULT_FILTERS, status_choices=dashboard.STATUS_FILTERS,
+    )
+
+
+@get("/results/{result_id:int}", name="result", sync_to_thread=True)
+def show_result(request: Request, state: State, result_id: int) -> Template:
+    store, now = state.store, _now(state)
+    row = store.dashboard_result(result_id)
+    return _page(
+        request, "result.html", title=f"Result {result_id}", result=row, key=dashboard.outcome(row),
+        link=dashboard.safe_url(row["url"]), created_age=dashboard.age(row["created_at"], now),
+        finished_age=dashboard.age(row["finished_at"], now) if row["finished_at"] else None,
+    )
+
+
+@get("/sync", name="sync", sync_to_thread=True)
+def list_sync_runs(
+    request: Request, state: State, before: Annotated[int | None, Parameter(ge=1)] = None
+) -> Template:
+    store, now = state.store, _now(state)
+    runs = store.dashboard_sync_runs(before_id=before, limit=31)
+    more = len(runs) > 30
+    runs = runs[:30]
+    return _page(
+        request, "sync.html", title="Sync", runs=runs, now=now, age=dashboard.age,
+        older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.dashboard_file_errors(),
+    )
+
+
+# -- login and logout -------------------------------------------------------------------------------
+
+
+def _local_path(target: str | None) -> str:
+    """Only a path on this server (never `//evil.example` or `https://...`): no open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@get("/login", name="login", sync_to_thread=False)
+def show_login(request: Request, next: str | None = None) -> Template:
+    reason = request.scope.get("state", {}).get("auth_error")
+    return _page(request, "login.html", title="Sign in", next=_local_path(next), error=None, reason=reason)
+
+
+@post("/login", sync_to_thread=True, status_code=303)
+def login(
+    request: Request, state: State,
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response:
+    token = (data.get("token") or "").strip()
+    target = _local_path(data.get("next"))
+    identity = verify_token(state.store, token, now=_now(state)) if token else None
+    if identity is None or not identity.has("read"):
+        error = "That token is unknown or revoked." if identity is None else (
+            f"Token {identity.name!r} lacks the 'read' scope; create one with "
+            "`catalog token create NAME --scope read`."
+        )
+        if not token:
+            error = "Paste a token first."
+        return _page(request, "login.html", status_code=401, title="Sign in", next=target, error=error, reason=None)
+    cookie = Cookie(key=COOKIE_NAME, value=token, httponly=True, samesite="lax", path="/",
+                    max_age=COOKIE_MAX_AGE, secure=request.url.scheme == "https")
+    return Redirect(path=target, status_code=303, cookies=[cookie])
+
+
+@post("/logout", sync_to_thread=False, status_code=303)
+def logout() -> Response:
+    return Redirect(path="/login", status_code=303,
+                    cookies=[Cookie(key=COOKIE_NAME, value="", path="/", max_age=0, httponly=True, samesite="lax")])
+
+
+# -- errors as pages --------------------------------------------------------------------------------
+
+
+def redirect_to_login(request: Request, _: NotAuthenticated) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(path=f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def not_found_page(request: Request, error: Exception) -> Response:
+    message = str(error) if isinstance(error, NotFound) else "page not found"
+    return _page(request, "error.html", status_code=404, title="Not found", message=message)
+
+
+def forbidden_page(request: Request, error: HTTPException) -> Response:
+    return _page(request, "error.html", status_code=error.status_code, title="Not allowed", message=error.detail)
+
+
+PAGE_HANDLERS: list = [
+    Router(
+        path="/",
+        route_handlers=[show_dashboard, show_service, show_check, list_results, show_result, list_sync_runs],
+        guards=[requires_read],
+        include_in_schema=False,
+        exception_handlers={NotAuthenticated: redirect_to_login, NotFound: not_found_page, 403: forbidden_page},
+    ),
+    Router(path="/", route_handlers=[show_login, login, logout], include_in_schema=False),
+    *BADGE_HANDLERS,
+    create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False,
+                               cache_control=None),
+]

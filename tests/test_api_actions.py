@@ -1,0 +1,242 @@
+"""Actions (run a check, sync, GitHub webhook) and operability (healthz, OpenAPI, errors, access log, serve)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api_support import auth, make_token, new_result
+from reconciler.errors import NotFound
+from reconciler.settings import Settings
+
+SECRET = "webhook-secret"
+
+
+class Calls:
+    """Records the seams' calls: sync_trigger() and check_runner(slug, service)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.syncs = 0
+        self.runs: list[tuple] = []
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def run(self, check: str, service: str | None) -> list:
+        self.runs.append((check, service))
+        if check == "no-such-check":
+            raise NotFound(f"check {check!r} does not exist")
+        return [new_result(self.store, check, service or "payments-api", trigger="ad-hoc")]
+
+
+@pytest.fixture
+def calls(synced_store):
+    return Calls(synced_store)
+
+
+@pytest.fixture
+def app(synced_store, tmp_path, calls):
+    settings = Settings(home=tmp_path, webhook_secret=SECRET, branch="main")
+    return create_app(synced_store, settings, sync_trigger=calls.sync, check_runner=calls.run)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as client:
+        yield client
+
+
+def test_run_check_dispatches_through_the_runner(client, synced_store, calls):
+    runner = make_token(synced_store, "checks:run", name="runner")
+    response = client.post("/api/checks/has-owner/run", headers=auth(runner))
+    assert response.status_code == 201, response.text
+    assert response.json()["results"][0]["trigger"] == "ad-hoc"
+    response = client.post("/api/checks/has-owner/run?service=users-api", headers=auth(runner))
+    assert response.status_code == 201
+    response = client.post("/api/checks/has-owner/run", json={"service": "users-db"}, headers=auth(runner))
+    assert response.status_code == 201
+    assert calls.runs == [("has-owner", None), ("has-owner", "users-api"), ("has-owner", "users-db")]
+
+
+def test_run_check_errors(client, synced_store, calls):
+    runner = make_token(synced_store, "checks:run", name="runner")
+    reader = make_token(synced_store, "read", name="reader")
+    assert client.post("/api/checks/has-owner/run").status_code == 401
+    assert client.post("/api/checks/has-owner/run", headers=auth(reader)).status_code == 403
+    assert client.post("/api/checks/no-such-check/run", headers=auth(runner)).status_code == 404
+    clash = client.post("/api/checks/has-owner/run?service=a", json={"service": "b"}, headers=auth(runner))
+    assert clash.status_code == 422 and "two different services" in clash.json()["error"]["message"]
+    assert client.post("/api/checks/has-owner/run", json={"servic": "a"}, headers=auth(runner)).status_code == 422
+    assert calls.runs == [("no-such-check", None)]
+
+
+def test_post_sync_starts_a_sync_and_needs_the_sync_scope(client, synced_store, calls):
+    assert client.post("/api/sync").status_code == 401
+    assert client.post("/api/sync", headers=auth(make_token(synced_store, "read", name="r"))).status_code == 403
+    response = client.post("/api/sync", headers=auth(make_token(synced_store, "sync", name="s")))
+    assert response.status_code == 202 and response.json()["status"] == "started"
+    assert calls.syncs == 1
+
+
+# -- the GitHub webhook ----------------------------------------------------------------------------
+
+
+def _deliver(client, event: str, payload: dict, *, delivery: str = "d-1", secret: str = SECRET, signature=None):
+    body = json.dumps(payload).encode()
+    digest = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+               "X-Hub-Signature-256": signature if signature is not None else digest}
+    return client.post("/webhooks/github", content=body, headers=headers)
+
+
+PUSH = {"ref": "refs/heads/main", "after": "abc123", "repository": {"full_name": "acme/catalog", "default_branch": "main"}}
+
+
+def test_signed_push_starts_a_sync_at_once(client, calls):
+    response = _deliver(client, "push", PUSH)
+    assert response.status_code == 202 and response.json()["status"] == "started"
+    assert calls.syncs == 1
+
+
+def test_redelivered_push_is_ignored(client, calls):
+    assert _deliver(client, "push", PUSH, delivery="same").json()["status"] == "started"
+    again = _deliver(client, "push", PUSH, delivery="same")
+    assert again.status_code == 202 and "already received" in again.json()["note"]
+    assert calls.syncs == 1
+
+
+def test_ping_is_answered_and_other_events_and_branches_are_ignored(client, calls):
+    assert _deliver(client, "ping", {"zen": "Keep it logically awesome."}).status_code == 200
+    issues = _deliver(client, "issues", {"action": "opened"}, delivery="d-2")
+    assert issues.status_code == 202 and issues.json()["status"] == "ignored"
+    writeback = _deliver(client, "push", {**PUSH, "ref": "refs/heads/catalog-results"}, delivery="d-3")
+    assert writeback.json()["status"] == "ignored" and "refs/heads/main" in writeback.json()["note"]
+    assert calls.syncs == 0
+
+
+@pytest.mark.parametrize("signature", ["", "sha256=00", "sha1=abc", None])
+def test_bad_signatures_are_refused(client, calls, signature):
+    kwargs = {"secret": "wrong-secret"} if signature is None else {"signature": signature}
+    response = _deliver(client, "push", PUSH, **kwargs)
+    assert response.status_code == 401
+    assert "X-Hub-Signature-256" in response.json()["error"]["message"]
+    assert calls.syncs == 0
+
+
+def test_webhook_without_a_configured_secret_is_refused_clearly(synced_store, tmp_path, calls):
+    app = create_app(synced_store, Settings(home=tmp_path), sync_trigger=calls.sync)
+    with TestClient(app) as client:
+        response = _deliver(client, "push", PUSH)
+    assert response.status_code == 503
+    assert "CATALOG_WEBHOOK_SECRET" in response.json()["error"]["message"]
+    assert calls.syncs == 0
+
+
+def test_push_without_a_configured_branch_follows_the_default_branch(synced_store, tmp_path, calls):
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=SECRET), sync_trigger=calls.sync)
+    with TestClient(app) as client:
+        assert _deliver(client, "push", {**PUSH, "ref": "refs/heads/feature"}).json()["status"] == "ignored"
+        assert _deliver(client, "push", PUSH, delivery="d-2").json()["status"] == "started"
+    assert calls.syncs == 1
+
+
+def test_push_with_a_broken_body_is_a_clear_error(client, calls):
+    body = b"{broken"
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    response = client.post("/webhooks/github", content=body, headers={
+        "X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "Content-Type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+    assert calls.syncs == 0
+
+
+# -- operability -----------------------------------------------------------------------------------
+
+
+def test_healthz_answers_without_a_token(client):
+    assert client.get("/healthz").json() == {"status": "ok", "schema_version": 1}
+
+
+def test_framework_errors_use_the_one_error_shape(client):
+    assert client.get("/no/such/path").json() == {"error": {"status": 404, "code": "not_found", "message": "Not Found"}}
+    not_allowed = client.delete("/api/services")
+    assert not_allowed.status_code == 405 and not_allowed.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_openapi_documents_every_route_with_auth_and_error_shape(client):
+    schema = client.get("/schema/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["catalogToken"] == {
+        "type": "apiKey", "name": "Authorization", "in": "header",
+        "description": schema["components"]["securitySchemes"]["catalogToken"]["description"]}
+    expected = {
+        ("/api/results/{result_id}", "patch"), ("/api/results/{result_id}", "get"), ("/api/results", "get"),
+        ("/api/services", "get"), ("/api/services/{slug}", "get"), ("/api/checks", "get"),
+        ("/api/checks/{slug}", "get"), ("/api/sync", "get"), ("/api/sync", "post"),
+        ("/api/checks/{slug}/run", "post"), ("/webhooks/github", "post"), ("/healthz", "get"),
+    }
+    documented = {(path, method) for path, item in schema["paths"].items() for method in item}
+    assert expected <= documented
+    for path, method in expected - {("/healthz", "get"), ("/webhooks/github", "post")}:
+        operation = schema["paths"][path][method]
+        assert operation["security"] == [{"catalogToken": []}], (path, method)
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+    patch = schema["paths"]["/api/results/{result_id}"]["patch"]
+    assert set(patch["requestBody"]["content"]) == {"application/json", "application/x-www-form-urlencoded"}
+    assert {"200", "401", "403", "404", "409", "422"} <= set(patch["responses"])
+
+
+def test_access_log_has_a_line_per_request_and_never_the_token(client, synced_store, caplog):
+    reader = make_token(synced_store, "read", name="reader")
+    with caplog.at_level(logging.INFO, logger="catalog.access"):
+        client.get("/api/services?owner=x", headers=auth(reader))
+        client.get("/api/services", cookies={"catalog_token": reader})
+        client.get("/missing")
+    lines = [record.getMessage() for record in caplog.records if record.name == "catalog.access"]
+    assert len(lines) == 3
+    assert lines[0].startswith("GET /api/services 200 reader ")
+    assert lines[2].startswith("GET /missing 404 -")
+    assert not any(reader in line for line in lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_catalog_serve_runs_the_api(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "CATALOG_HOME": str(tmp_path / "home")}
+    created = subprocess.run([sys.executable, "-m", "reconciler.cli", "token", "create", "r", "--scope", "read"],
+                             capture_output=True, text=True, env=env, check=True)
+    server = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "catalog serve did not start"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        services = requests.get(f"http://127.0.0.1:{port}/api/services", headers=auth(created.stdout.strip()), timeout=5)
+        assert services.json() == {"services": []}
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    assert "GET /api/services 200 r " in output
+    assert created.stdout.strip() not in output

@@ -1,0 +1,222 @@
+"""PATCH /api/results/{id}: what the origin's Actions send works, and a result is recorded only once."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import requests
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api_support import auth, live_server, make_token, new_result
+from reconciler.settings import Settings
+from reconciler.tokens import revoke_token
+from reconciler.clock import Clock
+
+
+@pytest.fixture
+def app(synced_store, tmp_path):
+    return create_app(synced_store, Settings(home=tmp_path), sync_trigger=lambda: None)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def writer(synced_store) -> str:
+    return make_token(synced_store, "results:write", name="action")
+
+
+def test_form_body_completes_a_pending_result(client, synced_store, writer):
+    result = new_result(synced_store)
+    response = client.patch(f"/api/results/{result['id']}", data={"result": "pass", "message": "all good"},
+                            headers=auth(writer))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["id"], body["status"], body["result"], body["message"]) == (result["id"], "completed", "pass", "all good")
+    assert (body["check"], body["service"]) == ("has-owner", "payments-api")
+    assert synced_store.get_result(result["id"])["status"] == "completed"
+
+
+def test_json_body_with_trailing_slash_and_a_link(client, synced_store, writer):
+    result = new_result(synced_store)
+    response = client.patch(f"/api/results/{result['id']}/", json={"result": "fail", "url": "https://github.com/a/b/actions/runs/1"},
+                            headers=auth(writer))
+    assert response.status_code == 200, response.text
+    assert response.json()["url"] == "https://github.com/a/b/actions/runs/1"
+    assert response.json()["result"] == "fail"
+
+
+@pytest.mark.parametrize("scheme", ["Token", "token", "Bearer"])
+def test_every_authorization_scheme_is_accepted(client, synced_store, writer, scheme):
+    result = new_result(synced_store)
+    response = client.patch(f"/api/results/{result['id']}", data={"result": "pass"}, headers=auth(writer, scheme))
+    assert response.status_code == 200, response.text
+
+
+def test_token_in_the_dashboard_cookie_is_accepted(client, synced_store, writer):
+    result = new_result(synced_store)
+    client.cookies.set("catalog_token", writer)
+    response = client.patch(f"/api/results/{result['id']}", data={"result": "skipped"})
+    assert response.status_code == 200, response.text
+
+
+def test_second_answer_is_refused_with_409_and_changes_nothing(client, synced_store, writer):
+    result = new_result(synced_store)
+    assert client.patch(f"/api/results/{result['id']}", data={"result": "pass"}, headers=auth(writer)).status_code == 200
+    before = synced_store.get_result(result["id"])
+    response = client.patch(f"/api/results/{result['id']}", data={"result": "fail", "message": "retry"}, headers=auth(writer))
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+    assert "already completed" in response.json()["error"]["message"]
+    assert synced_store.get_result(result["id"]) == before
+
+
+def test_unknown_result_is_404(client, writer):
+    response = client.patch("/api/results/999999", data={"result": "pass"}, headers=auth(writer))
+    assert response.status_code == 404
+    assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "result 999999 does not exist"}}
+
+
+def test_non_numeric_id_is_an_error_in_the_json_shape(client, writer):
+    response = client.patch("/api/results/abc", data={"result": "pass"}, headers=auth(writer))
+    assert response.status_code in (400, 404)
+    assert set(response.json()["error"]) >= {"status", "code", "message"}
+
+
+def test_missing_bad_and_revoked_tokens_are_401_and_wrong_scope_is_403(client, synced_store):
+    result = new_result(synced_store)
+    url = f"/api/results/{result['id']}"
+    assert client.patch(url, data={"result": "pass"}).status_code == 401
+    missing = client.patch(url, data={"result": "pass"}, headers=auth("cat_not-a-real-token"))
+    assert missing.status_code == 401
+    assert "unknown or revoked" in missing.json()["error"]["message"]
+    assert client.patch(url, data={"result": "pass"}, headers={"Authorization": "Basic abc"}).status_code == 401
+    reader = make_token(synced_store, "read", name="reader")
+    forbidden = client.patch(url, data={"result": "pass"}, headers=auth(reader))
+    assert forbidden.status_code == 403
+    assert "results:write" in forbidden.json()["error"]["message"]
+    revoked = make_token(synced_store, "results:write", name="gone")
+    revoke_token(synced_store, "gone", now=Clock().now())
+    assert client.patch(url, data={"result": "pass"}, headers=auth(revoked)).status_code == 401
+    assert synced_store.get_result(result["id"])["status"] == "pending"
+
+
+def test_admin_token_may_answer(client, synced_store):
+    result = new_result(synced_store)
+    admin = make_token(synced_store, "admin", name="root")
+    assert client.patch(f"/api/results/{result['id']}", data={"result": "pass"}, headers=auth(admin)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"data": {}}, 422, "empty"),
+        ({"data": {"message": "no result"}}, 422, "'result' is required"),
+        ({"data": {"result": "passed"}}, 422, "must be one of"),
+        ({"json": {"result": 1}}, 422, "must be one of"),
+        ({"json": ["pass"]}, 422, "must be an object"),
+        ({"data": {"result": "pass", "status": "completed"}}, 422, "unknown field 'status'"),
+        ({"content": b"result=pass&result=fail", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+         422, "more than once"),
+        ({"data": {"result": "pass", "message": "x" * (64 * 1024 + 1)}}, 422, "64 KiB"),
+        ({"data": {"result": "pass", "url": "javascript:alert(1)"}}, 422, "http(s) link"),
+        ({"json": {"result": "pass", "message": ["a"]}}, 422, "must be text"),
+        ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        ({"content": b"result=pass", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported content type"),
+        ({"content": b"result=pass&message=" + b"x" * (1024 * 1024 + 10),
+          "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 413, ""),
+    ],
+)
+def test_bad_bodies_get_a_clear_error_and_leave_the_result_pending(client, synced_store, writer, kwargs, status, fragment):
+    result = new_result(synced_store)
+    headers = {**auth(writer), **kwargs.pop("headers", {})}
+    response = client.patch(f"/api/results/{result['id']}", headers=headers, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status
+    assert fragment in error["message"]
+    assert synced_store.get_result(result["id"])["status"] == "pending"
+
+
+def test_message_of_exactly_64_kib_is_kept(client, synced_store, writer):
+    result = new_result(synced_store)
+    message = "é" * (32 * 1024)  # two bytes each: exactly 64 KiB of UTF-8
+    response = client.patch(f"/api/results/{result['id']}", json={"result": "warning", "message": message}, headers=auth(writer))
+    assert response.status_code == 200
+    assert synced_store.get_result(result["id"])["message"] == message
+
+
+# -- through a real server on loopback -----------------------------------------------------------
+
+
+def test_origin_docs_snippet_works_verbatim(app, synced_store, writer):
+    result = new_result(synced_store)
+    with live_server(app) as base:
+        payload = {"server": {"url": base, "endpoint": f"/api/results/{result['id']}/"}}
+        token = writer
+        # From the origin project's health-checks page, unchanged:
+        url = payload["server"]["url"] + payload["server"]["endpoint"]
+        headers = {"Authorization": f"Token {token}"}
+
+        data = {"result": "pass"} # Set the health check to pass
+        res = requests.patch(url, data, headers=headers)
+        print("Response", res.status_code)
+    assert res.status_code == 200
+    assert synced_store.get_result(result["id"])["result"] == "pass"
+
+
+def test_send_result_action_request_byte_for_byte(app, synced_store, writer):
+    result = new_result(synced_store)
+    body = b"result=fail&message=Found+3+services+without+an+owner%3A+admin-console"
+    with live_server(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        request = (
+            f"PATCH /api/results/{result['id']}/ HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\n"
+            "User-Agent: curl/7.88.1\r\n"
+            "Accept: */*\r\n"
+            f"Authorization: token {writer}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "\r\n"
+        ).encode() + body
+        with socket.create_connection((host, int(port)), timeout=5) as connection:
+            connection.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    stored = synced_store.get_result(result["id"])
+    assert (stored["status"], stored["result"]) == ("completed", "fail")
+    assert stored["message"] == "Found 3 services without an owner: admin-console"
+
+
+def test_one_of_100_concurrent_answers_wins_and_99_get_409(app, synced_store, writer):
+    result = new_result(synced_store)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    with live_server(app) as base:
+        start = threading.Barrier(100)
+        url = f"{base}/api/results/{result['id']}"
+
+        def answer(n: int) -> None:
+            session = requests.Session()
+            start.wait()
+            status = session.patch(url, {"result": "pass" if n % 2 else "fail", "message": f"from {n}"},
+                                   headers=auth(writer)).status_code
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=answer, args=(n,)) for n in range(100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(statuses) == [200] + [409] * 99
+    assert synced_store.get_result(result["id"])["status"] == "completed"
