@@ -188,6 +188,81 @@ MIGRATIONS: list[tuple[int, str]] = [
             delivery_id TEXT PRIMARY KEY,
             received_at TEXT NOT NULL
         );
+
+        -- Write-back queue: finished results not yet pushed, filled by triggers, emptied once pushed,
+        -- so a pass costs as much as its batch whatever the length of the history.
+        CREATE TABLE IF NOT EXISTS writeback_queue (
+            result_id INTEGER PRIMARY KEY REFERENCES results(id)
+        );
+        CREATE TRIGGER IF NOT EXISTS writeback_queue_on_finish AFTER UPDATE OF status ON results
+        WHEN NEW.status IN ('completed', 'timed-out', 'error') AND OLD.status IN ('pending', 'sent')
+        BEGIN
+            INSERT OR IGNORE INTO writeback_queue (result_id) VALUES (NEW.id);
+        END;
+        CREATE TRIGGER IF NOT EXISTS writeback_queue_on_insert AFTER INSERT ON results
+        WHEN NEW.status IN ('completed', 'timed-out', 'error')
+        BEGIN
+            INSERT OR IGNORE INTO writeback_queue (result_id) VALUES (NEW.id);
+        END;
+        -- The latest result per (check, service) among those already pushed: the summaries' source.
+        CREATE TABLE IF NOT EXISTS writeback_latest (
+            check_id    INTEGER NOT NULL,
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            result_id   INTEGER NOT NULL,
+            PRIMARY KEY (check_id, service_key)
+        ) WITHOUT ROWID;
+
+        -- Dashboard: the latest finished result of each (check, service) pair, kept by triggers so
+        -- the service x check matrix reads one small table instead of grouping all history.
+        -- Finished results never change, so copying their fields here can never go stale.
+        CREATE TABLE IF NOT EXISTS latest_results (
+            check_id    INTEGER NOT NULL,
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            result_id   INTEGER NOT NULL,
+            status      TEXT NOT NULL,
+            result      TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            PRIMARY KEY (check_id, service_key)
+        ) WITHOUT ROWID;
+        -- Covering: the dashboard's totals read it without touching the table.
+        CREATE INDEX IF NOT EXISTS latest_results_by_service
+            ON latest_results (service_key, check_id, status, result, created_at);
+        CREATE TRIGGER IF NOT EXISTS latest_results_on_finish AFTER UPDATE OF finished_at ON results
+        WHEN NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL
+        BEGIN
+            INSERT INTO latest_results (check_id, service_key, result_id, status, result, created_at, finished_at)
+            VALUES (NEW.check_id, coalesce(NEW.service_id, 0), NEW.id, NEW.status, NEW.result,
+                    NEW.created_at, NEW.finished_at)
+            ON CONFLICT (check_id, service_key) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                created_at = excluded.created_at, finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_results.result_id;
+        END;
+        CREATE TRIGGER IF NOT EXISTS latest_results_on_insert AFTER INSERT ON results
+        WHEN NEW.finished_at IS NOT NULL
+        BEGIN
+            INSERT INTO latest_results (check_id, service_key, result_id, status, result, created_at, finished_at)
+            VALUES (NEW.check_id, coalesce(NEW.service_id, 0), NEW.id, NEW.status, NEW.result,
+                    NEW.created_at, NEW.finished_at)
+            ON CONFLICT (check_id, service_key) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                created_at = excluded.created_at, finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_results.result_id;
+        END;
+        CREATE INDEX IF NOT EXISTS results_by_check ON results (check_id, id);
+
+        -- Dispatch: when each (check, service) pair last ran, in one index seek (due computation).
+        CREATE INDEX IF NOT EXISTS results_by_pair_created ON results (check_id, service_id, created_at);
+        -- Dispatch: a lease and a backoff per pending result, so that two schedulers (or the API's
+        -- run-check and the scheduler) never send one result at once, and a crash is retried later.
+        CREATE TABLE IF NOT EXISTS dispatch_attempts (
+            result_id  INTEGER PRIMARY KEY REFERENCES results(id),
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT NOT NULL,                 -- nobody sends it again before this time
+            holder     TEXT,                          -- the scheduler pass that holds the lease
+            last_error TEXT                           -- the last transient failure, for `status`
+        );
         """,
     ),
 ]
@@ -398,6 +473,13 @@ class Store:
             row["errors"] = json.loads(row["errors"])
         return rows
 
+    def catalog_file_errors(self) -> list[dict]:
+        """Every catalog file whose current version has an error: {path, kind, slug, error (decoded)}."""
+        rows = self.connection.execute(
+            "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
+        ).fetchall()
+        return [{**row, "error": json.loads(row["error"])} for row in rows]
+
     def catalog_counts(self) -> dict[str, int]:
         """Counts for `catalog status`: services, checks, open and finished results."""
         return self.connection.execute(
@@ -451,6 +533,664 @@ class Store:
             raise NotFound(f"result {result_id} does not exist")
         return row
 
+    # -- dispatch ------------------------------------------------------------------------------
+    # The scheduler's reads and writes (reconciler/schedule.py). Per-check cutoffs are computed in
+    # Python (cron needs croniter) and passed in as JSON [[check_id, cutoff_text], ...]; a pair is
+    # due when no result of it was created at or after its cutoff and none is pending or sent.
+
+    _TARGETED_PAIRS = """
+        WITH wanted AS (
+            SELECT c.id, c.target_kind, c.target_type, c.target_owner, c.target_tags, c.target_max_priority,
+                   json_extract(j.value, '$[1]') AS cutoff
+            FROM json_each(:cutoffs) AS j JOIN checks AS c ON c.id = json_extract(j.value, '$[0]')
+        ),
+        pairs AS (
+            SELECT w.id AS check_id, s.id AS service_id, w.cutoff FROM wanted AS w JOIN services AS s
+            WHERE s.removed_at IS NULL AND s.active = 1 AND (:service_id IS NULL OR s.id = :service_id)
+              AND (w.target_kind = 'all'
+                OR (w.target_kind = 'list' AND EXISTS (
+                    SELECT 1 FROM check_targets AS t WHERE t.check_id = w.id AND t.service_slug = s.slug))
+                OR (w.target_kind = 'selector'
+                    AND (w.target_type IS NULL OR s.type = w.target_type)
+                    AND (w.target_owner IS NULL OR s.owner = w.target_owner)
+                    AND (w.target_max_priority IS NULL OR s.priority <= w.target_max_priority)
+                    AND (w.target_tags IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM json_each(w.target_tags) AS need
+                        WHERE need.value NOT IN (SELECT value FROM json_each(s.tags))))))
+            UNION ALL
+            SELECT w.id, NULL, w.cutoff FROM wanted AS w WHERE w.target_kind = 'none' AND :service_id IS NULL
+        )
+    """
+    _DUE_PAIRS = _TARGETED_PAIRS + """
+        SELECT p.check_id, p.service_id FROM pairs AS p
+        WHERE (p.check_id, coalesce(p.service_id, 0)) NOT IN (
+                SELECT check_id, coalesce(service_id, 0) FROM results WHERE status IN ('pending', 'sent'))
+          AND NOT EXISTS (
+                SELECT 1 FROM results AS r
+                WHERE r.check_id = p.check_id AND r.service_id IS p.service_id AND r.created_at >= p.cutoff)
+    """
+
+    def due_pairs(self, cutoffs: list[tuple[int, str]]) -> list[tuple[int, int | None]]:
+        """(check_id, service_id or None) of every due pair, in one query; see the section note."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None  # plain tuples: half a million dicts would cost more than the query
+        return cursor.execute(self._DUE_PAIRS, {"cutoffs": json.dumps(cutoffs), "service_id": None}).fetchall()
+
+    def create_due_results(
+        self,
+        cutoffs: list[tuple[int, str]],
+        *,
+        now: str,
+        revision: str | None,
+        claim_until: str,
+        holder: str,
+        trigger: str = "schedule",
+        service_id: int | None = None,
+        limit: int = -1,
+    ) -> list[dict]:
+        """Create a pending result for every due pair and lease it to the caller, in one transaction.
+
+        The due query and the insert share the transaction, so two schedulers can never both create
+        a result for one pair. The lease (`claim_until`) keeps others from sending these rows.
+        """
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "INSERT INTO results (check_id, service_id, revision, trigger, created_at)"
+                f" SELECT check_id, service_id, :revision, :trigger, :now FROM ({self._DUE_PAIRS} LIMIT :limit)"
+                " RETURNING *",
+                {"cutoffs": json.dumps(cutoffs), "service_id": service_id, "revision": revision,
+                 "trigger": trigger, "now": now, "limit": limit},
+            ).fetchall()
+            conn.execute(
+                "INSERT INTO dispatch_attempts (result_id, attempts, not_before, holder)"
+                " SELECT value, 0, ?, ? FROM json_each(?)",
+                (claim_until, holder, json.dumps([row["id"] for row in rows])),
+            )
+        rows.sort(key=lambda row: row["id"])
+        return rows
+
+    def targeted_service_ids(self, check_id: int) -> list[int | None]:
+        """The active services a check targets now (None alone for `services: none`), open or not."""
+        rows = self.connection.execute(
+            self._TARGETED_PAIRS + " SELECT service_id FROM pairs ORDER BY service_id",
+            {"cutoffs": json.dumps([[check_id, ""]]), "service_id": None},
+        ).fetchall()
+        return [row["service_id"] for row in rows]
+
+    def open_results_of_pair(self, check_id: int, service_id: int | None) -> list[dict]:
+        return self.connection.execute(
+            "SELECT * FROM results WHERE check_id = ? AND service_id IS ? AND status IN ('pending', 'sent')"
+            " ORDER BY id",
+            (check_id, service_id),
+        ).fetchall()
+
+    def claim_pending_results(self, *, now: str, claim_until: str, holder: str, limit: int = 10_000) -> list[dict]:
+        """Lease pending results nobody holds (crash leftovers, deferred retries), oldest first."""
+        with self.transaction() as conn:
+            ids = [
+                row["id"]
+                for row in conn.execute(
+                    "SELECT r.id FROM results AS r LEFT JOIN dispatch_attempts AS d ON d.result_id = r.id"
+                    " WHERE r.status = 'pending' AND (d.not_before IS NULL OR d.not_before <= ?)"
+                    " ORDER BY r.id LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            conn.execute(
+                "INSERT INTO dispatch_attempts (result_id, attempts, not_before, holder)"
+                " SELECT value, 0, :until, :holder FROM json_each(:ids) WHERE true"
+                " ON CONFLICT (result_id) DO UPDATE SET not_before = :until, holder = :holder",
+                {"until": claim_until, "holder": holder, "ids": json.dumps(ids)},
+            )
+            return conn.execute(
+                "SELECT r.*, d.attempts FROM results AS r JOIN dispatch_attempts AS d ON d.result_id = r.id"
+                " WHERE r.id IN (SELECT value FROM json_each(?)) ORDER BY r.id",
+                (json.dumps(ids),),
+            ).fetchall()
+
+    def renew_claim(self, result_id: int, *, holder: str, claim_until: str) -> bool:
+        """Just before sending: extend our lease; False if the result is no longer ours to send."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE dispatch_attempts SET not_before = ?, attempts = attempts + 1"
+                " WHERE result_id = ? AND holder = ?"
+                " AND (SELECT status FROM results WHERE id = ?) = 'pending' RETURNING result_id",
+                (claim_until, result_id, holder, result_id),
+            ).fetchone() is not None
+
+    def mark_result_sent(self, result_id: int, *, now: str) -> bool:
+        """pending -> sent; False when the result moved on already (the Action may have answered)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE results SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'pending' RETURNING id",
+                (now, result_id),
+            ).fetchone() is not None
+
+    def mark_result_failed(self, result_id: int, message: str, *, now: str) -> bool:
+        """pending -> error with the reason (a permanent dispatch failure); False if it moved on."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE results SET status = 'error', message = ?, finished_at = ?"
+                " WHERE id = ? AND status = 'pending' RETURNING id",
+                (message, now, result_id),
+            ).fetchone() is not None
+
+    def defer_results(self, result_ids: list[int], *, until: str, error: str | None) -> None:
+        """Keep pending results for a later pass: nobody sends them before `until`."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dispatch_attempts (result_id, attempts, not_before, last_error)"
+                " SELECT value, 0, :until, :error FROM json_each(:ids) WHERE true"
+                " ON CONFLICT (result_id) DO UPDATE SET not_before = :until, holder = NULL,"
+                " last_error = coalesce(:error, last_error)",
+                {"until": until, "error": error, "ids": json.dumps(result_ids)},
+            )
+
+    def expire_results(self, limits: list[tuple[int, str, str]], *, now: str, dry_run: bool = False) -> list[int]:
+        """Open results sent (or, never sent, created) at or before their check's cutoff -> timed-out.
+
+        `limits` is [[check_id, cutoff_text, message], ...]; returns the ids, sorted.
+        """
+        limit_cte = (
+            "WITH limits AS (SELECT json_extract(value, '$[0]') AS check_id, json_extract(value, '$[1]') AS cutoff,"
+            " json_extract(value, '$[2]') AS message FROM json_each(:limits))"
+        )
+        params = {"limits": json.dumps(limits), "now": now}
+        if dry_run:
+            rows = self.connection.execute(
+                limit_cte + " SELECT r.id FROM results AS r JOIN limits AS l ON l.check_id = r.check_id"
+                " WHERE r.status IN ('pending', 'sent') AND coalesce(r.sent_at, r.created_at) <= l.cutoff",
+                params,
+            ).fetchall()
+        else:
+            with self.transaction() as conn:
+                rows = conn.execute(
+                    limit_cte + " UPDATE results SET status = 'timed-out', finished_at = :now,"
+                    " message = limits.message FROM limits WHERE results.check_id = limits.check_id"
+                    " AND results.status IN ('pending', 'sent')"
+                    " AND coalesce(results.sent_at, results.created_at) <= limits.cutoff RETURNING results.id",
+                    params,
+                ).fetchall()
+        return sorted(row["id"] for row in rows)
+
+    def services_by_id(self, service_ids: list[int]) -> dict[int, dict]:
+        """id -> service row (JSON fields decoded), removed or not."""
+        rows = self.connection.execute(
+            "SELECT * FROM services WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(service_ids)),)
+        )
+        return {row["id"]: _decode_service(row) for row in rows}
+
+    def dispatch_attempt(self, result_id: int) -> dict | None:
+        """The lease and retry state of a result, or None if it was never leased."""
+        return self.connection.execute(
+            "SELECT * FROM dispatch_attempts WHERE result_id = ?", (result_id,)
+        ).fetchone()
+
+    # -- tokens -------------------------------------------------------------------------------
+    # API tokens (reconciler/tokens.py): only sha256 hashes of the secrets are ever stored.
+
+    def insert_token(self, name: str, token_hash: str, scopes: str, created_at: str) -> None:
+        """A new token; a revoked token's name may be taken again (its row is reused)."""
+        with self.transaction() as conn:
+            existing = conn.execute("SELECT revoked_at FROM api_tokens WHERE name = ?", (name,)).fetchone()
+            if existing is not None and existing["revoked_at"] is None:
+                raise Conflict(f"a token named {name!r} already exists; revoke it first or pick another name")
+            conn.execute(
+                "INSERT INTO api_tokens (name, token_hash, scopes, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, scopes = excluded.scopes,"
+                " created_at = excluded.created_at, last_used_at = NULL, revoked_at = NULL",
+                (name, token_hash, scopes, created_at),
+            )
+
+    def list_token_rows(self) -> list[dict]:
+        return self.connection.execute(
+            "SELECT id, name, scopes, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name"
+        ).fetchall()
+
+    def revoke_token(self, name: str, revoked_at: str) -> None:
+        with self.transaction() as conn:
+            row = conn.execute(
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ? RETURNING id",
+                (revoked_at, name),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no token named {name!r}")
+
+    def token_by_hash(self, token_hash: str) -> dict | None:
+        return self.connection.execute(
+            "SELECT id, name, token_hash, scopes, last_used_at, revoked_at FROM api_tokens WHERE token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+
+    def touch_token(self, token_id: int, used_at: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (used_at, token_id))
+
+    # -- reads --------------------------------------------------------------------------------
+    # What the HTTP API serves. JSON columns come back decoded; results carry their slugs.
+
+    def list_services(
+        self, *, type: str | None = None, owner: str | None = None, tag: str | None = None,
+        include_removed: bool = False,
+    ) -> list[dict]:
+        sql, params = "SELECT * FROM services WHERE 1", []
+        if not include_removed:
+            sql += " AND removed_at IS NULL"
+        if type is not None:
+            sql, params = sql + " AND type = ?", params + [type]
+        if owner is not None:
+            sql, params = sql + " AND owner = ?", params + [owner]
+        if tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM json_each(services.tags) WHERE value = ?)"
+            params.append(tag)
+        return [_decode_service(row) for row in self.connection.execute(sql + " ORDER BY slug", params)]
+
+    def get_service(self, slug: str) -> dict:
+        """A service (removed or not) with `latest_results` (one per live check) and their `counts`."""
+        conn = self.connection
+        row = conn.execute("SELECT * FROM services WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {slug!r} does not exist")
+        # One index probe (results_by_pair) per live check, however long the history is. A summary:
+        # no message (up to 64 KiB each); GET /api/results/{id} has the whole result.
+        latest = _fetch_dicts(
+            conn,
+            'SELECT r.id, c.slug AS "check", r.status, r.result, r.url, r.created_at, r.sent_at, r.finished_at'
+            " FROM checks c JOIN results r ON r.id ="
+            " (SELECT max(id) FROM results WHERE check_id = c.id AND service_id = ?)"
+            " WHERE c.removed_at IS NULL ORDER BY c.slug",
+            (row["id"],),
+        )
+        service = _decode_service(row)
+        service["latest_results"] = latest
+        service["counts"] = _count_results(latest)
+        return service
+
+    def list_checks(self, *, include_removed: bool = False) -> list[dict]:
+        sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY slug"
+        return [_decode_check_row(row) for row in self.connection.execute(sql)]
+
+    def get_check(self, slug: str) -> dict:
+        """A check (removed or not) with `latest_results` (one per service it ran on) and `counts`."""
+        conn = self.connection
+        row = conn.execute("SELECT * FROM checks WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"check {slug!r} does not exist")
+        # One index probe per live service, plus the run without a service (`services: none`).
+        columns = "r.id, s.slug AS service, r.status, r.result, r.url, r.created_at, r.sent_at, r.finished_at"
+        latest = _fetch_dicts(
+            conn,
+            f"SELECT {columns} FROM services s JOIN results r ON r.id ="
+            " (SELECT max(id) FROM results WHERE check_id = ? AND service_id = s.id)"
+            " WHERE s.removed_at IS NULL"
+            f" UNION ALL SELECT {columns} FROM results r LEFT JOIN services s ON 0 WHERE r.id ="
+            " (SELECT max(id) FROM results WHERE check_id = ? AND service_id IS NULL)"
+            " ORDER BY service",
+            (row["id"], row["id"]),
+        )
+        check = _decode_check_row(row)
+        check["latest_results"] = latest
+        check["counts"] = _count_results(latest)
+        return check
+
+    def list_results(
+        self, *, service: str | None = None, check: str | None = None, result: str | None = None,
+        status: str | None = None, since: str | None = None, before_id: int | None = None, limit: int = 100,
+    ) -> list[dict]:
+        """Results newest first (by id), filtered; page on with `before_id` = the last id seen."""
+        sql, params = _RESULT_SELECT + " WHERE 1", []
+        if service is not None:
+            sql, params = sql + " AND r.service_id = (SELECT id FROM services WHERE slug = ?)", params + [service]
+        if check is not None:
+            sql, params = sql + " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)", params + [check]
+        if result is not None:
+            sql, params = sql + " AND r.result = ?", params + [result]
+        if status is not None:
+            sql, params = sql + " AND r.status = ?", params + [status]
+        if since is not None:
+            sql, params = sql + " AND r.created_at >= ?", params + [since]
+        if before_id is not None:
+            sql, params = sql + " AND r.id < ?", params + [before_id]
+        return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params + [limit]).fetchall()
+
+    def read_result(self, result_id: int) -> dict:
+        """One result with the slugs of its check and service."""
+        row = self.connection.execute(_RESULT_SELECT + " WHERE r.id = ?", (result_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"result {result_id} does not exist")
+        return row
+
+    def result_slugs(self, check_id: int, service_id: int | None) -> dict:
+        """{"check": slug, "service": slug or None}: to dress a row returned by `complete_result`."""
+        return self.connection.execute(
+            'SELECT (SELECT slug FROM checks WHERE id = ?) AS "check",'
+            " (SELECT slug FROM services WHERE id = ?) AS service",
+            (check_id, service_id),
+        ).fetchone()
+
+    def last_sync_run(self) -> dict | None:
+        row = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None:
+            row["errors"] = json.loads(row["errors"])
+        return row
+
+    def record_webhook_delivery(self, delivery_id: str, received_at: str) -> bool:
+        """True the first time a delivery id is seen, False for a redelivery."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?)"
+                " ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+                (delivery_id, received_at),
+            ).fetchone() is not None
+
+    # -- dashboard ---------------------------------------------------------------------------------
+    # Reads for the web pages and badges. `latest_results` is kept by triggers (see migration 1).
+
+    def dashboard_services(self, *, owner: str | None = None, type: str | None = None, tag: str | None = None) -> list[dict]:
+        """Services in the catalog now, most important first; filters match exactly."""
+        where, params = _service_filter(owner, type, tag)
+        rows = self.connection.execute(
+            "SELECT id, slug, name, priority, type, owner, active, tags, error FROM services"
+            f" WHERE {where} ORDER BY priority, slug",
+            params,
+        ).fetchall()
+        for row in rows:
+            row["tags"] = json.loads(row["tags"])
+        return rows
+
+    def dashboard_facets(self) -> dict[str, list[str]]:
+        """The owners, types and tags in use, for the dashboard's filters."""
+        conn = self.connection
+        live = "FROM services WHERE removed_at IS NULL"
+        return {
+            "owners": [r["v"] for r in conn.execute(f"SELECT DISTINCT owner AS v {live} AND owner IS NOT NULL ORDER BY v")],
+            "types": [r["v"] for r in conn.execute(f"SELECT DISTINCT type AS v {live} AND type IS NOT NULL ORDER BY v")],
+            "tags": [
+                r["v"]
+                for r in conn.execute(
+                    "SELECT DISTINCT t.value AS v FROM services, json_each(services.tags) AS t"
+                    " WHERE services.removed_at IS NULL ORDER BY v"
+                )
+            ],
+        }
+
+    def dashboard_checks(self, *, include_removed: bool = False) -> list[dict]:
+        """Checks with their targets decoded (`targets`, `target_tags`)."""
+        sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY name, slug"
+        return [_decode_check(row) for row in self.connection.execute(sql).fetchall()]
+
+    def dashboard_service(self, slug: str) -> dict:
+        """One service by slug, removed or not, its JSON fields decoded."""
+        row = self.connection.execute("SELECT * FROM services WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {slug!r} does not exist")
+        for key in ("tags", "dependencies", "meta"):
+            row[key] = json.loads(row[key])
+        return row
+
+    def dashboard_check(self, slug: str) -> dict:
+        row = self.connection.execute("SELECT * FROM checks WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"check {slug!r} does not exist")
+        return _decode_check(row)
+
+    def dashboard_service_names(self, slugs: list[str]) -> dict[str, dict]:
+        """slug -> {slug, name, removed_at} for the given slugs that exist."""
+        rows = self.connection.execute(
+            "SELECT slug, name, removed_at FROM services WHERE slug IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(slugs)),),
+        )
+        return {row["slug"]: row for row in rows}
+
+    def dashboard_dependents(self, slug: str) -> list[dict]:
+        """Services in the catalog that list `slug` among their dependencies."""
+        return self.connection.execute(
+            "SELECT slug, name FROM services WHERE removed_at IS NULL"
+            " AND EXISTS (SELECT 1 FROM json_each(services.dependencies) WHERE value = ?) ORDER BY priority, slug",
+            (slug,),
+        ).fetchall()
+
+    def dashboard_latest(
+        self, *, service_ids: list[int] | None = None, check_id: int | None = None
+    ) -> dict[tuple[int, int], dict]:
+        """(check_id, service_key) -> the latest finished result; service_key 0 for `services: none`."""
+        sql, params = "SELECT * FROM latest_results", ()
+        if service_ids is not None:
+            sql, params = sql + " WHERE service_key IN (SELECT value FROM json_each(?))", (json.dumps(service_ids),)
+        elif check_id is not None:
+            sql, params = sql + " WHERE check_id = ?", (check_id,)
+        return {(row["check_id"], row["service_key"]): row for row in self.connection.execute(sql, params)}
+
+    def dashboard_open_runs(
+        self, *, service_ids: list[int] | None = None, check_id: int | None = None
+    ) -> dict[tuple[int, int], dict]:
+        """(check_id, service_key) -> the newest pending or sent result of that pair."""
+        sql = (
+            "SELECT check_id, coalesce(service_id, 0) AS service_key, max(id) AS id, status, created_at"
+            " FROM results WHERE status IN ('pending', 'sent')"
+        )
+        params: tuple = ()
+        if service_ids is not None:
+            sql += " AND coalesce(service_id, 0) IN (SELECT value FROM json_each(?))"
+            params = (json.dumps(service_ids),)
+        elif check_id is not None:
+            sql, params = sql + " AND check_id = ?", (check_id,)
+        rows = self.connection.execute(sql + " GROUP BY check_id, service_key", params)
+        return {(row["check_id"], row["service_key"]): row for row in rows}
+
+    def dashboard_summary(
+        self, cutoffs: dict[int, str | None], *, owner: str | None = None, type: str | None = None,
+        tag: str | None = None,
+    ) -> dict[str, int]:
+        """Counts over the latest finished results of the (filtered) services: by outcome, stale, failing services.
+
+        `cutoffs` maps check ids to the time before which a result is stale. One pass without GROUP BY
+        (a sorter would cost more than the whole scan).
+        """
+        where, params = _service_filter(owner, type, tag)
+        known = [(check_id, cutoff) for check_id, cutoff in cutoffs.items() if cutoff is not None]
+        cutoff_sql = ("CASE l.check_id" + " WHEN ? THEN ?" * len(known) + " END") if known else "NULL"
+        outcome = "CASE WHEN l.status = 'completed' THEN l.result ELSE l.status END"
+        row = self.connection.execute(
+            f"SELECT sum({outcome} = 'pass') AS pass, sum({outcome} = 'warning') AS warning,"
+            f" sum({outcome} = 'fail') AS fail, sum({outcome} = 'error') AS error,"
+            f" sum({outcome} = 'timed-out') AS timed_out, sum({outcome} = 'skipped') AS skipped,"
+            f" sum(l.created_at < {cutoff_sql}) AS stale,"
+            " count(DISTINCT CASE WHEN l.status <> 'completed' OR l.result IN ('fail', 'error')"
+            " THEN l.service_key END) AS failing_services"
+            f" FROM services JOIN latest_results l ON l.service_key = services.id WHERE {where}",
+            [value for pair in known for value in pair] + params,
+        ).fetchone()
+        return {key: value or 0 for key, value in row.items()}
+
+    def dashboard_timelines(self, service_id: int, per_check: int = 30) -> dict[int, list[dict]]:
+        """check_id -> the service's last `per_check` finished results of that check, oldest first."""
+        rows = self.connection.execute(
+            "SELECT * FROM (SELECT id, check_id, status, result, created_at, finished_at,"
+            " row_number() OVER (PARTITION BY check_id ORDER BY id DESC) AS n"
+            " FROM results WHERE service_id = ? AND finished_at IS NOT NULL) WHERE n <= ? ORDER BY check_id, id",
+            (service_id, per_check),
+        )
+        timelines: dict[int, list[dict]] = {}
+        for row in rows:
+            timelines.setdefault(row["check_id"], []).append(row)
+        return timelines
+
+    def dashboard_pass_rates(self, check_id: int, since: str) -> list[dict]:
+        """Per UTC day since `since`: finished results of a check, how many passed, how many failed."""
+        return self.connection.execute(
+            "SELECT substr(finished_at, 1, 10) AS day, count(*) AS finished,"
+            " sum(result = 'pass') AS passed, sum(result IN ('fail', 'error') OR status <> 'completed') AS failed"
+            " FROM results WHERE check_id = ? AND finished_at >= ? GROUP BY day ORDER BY day",
+            (check_id, since),
+        ).fetchall()
+
+    def dashboard_results(
+        self,
+        *,
+        service: str | None = None,
+        check: str | None = None,
+        result: str | None = None,
+        status: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Newest first, with the slugs and names of check and service; keyset paging by `before_id`."""
+        sql = (
+            "SELECT r.*, c.slug AS check_slug, c.name AS check_name, s.slug AS service_slug, s.name AS service_name"
+            " FROM results r JOIN checks c ON c.id = r.check_id LEFT JOIN services s ON s.id = r.service_id WHERE 1"
+        )
+        params: list[Any] = []
+        if service:
+            sql += " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"
+            params.append(service)
+        if check:
+            sql += " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"
+            params.append(check)
+        if result:
+            sql += " AND r.result = ?"
+            params.append(result)
+        if status:
+            sql += " AND r.status = ?"
+            params.append(status)
+        if before_id is not None:
+            sql += " AND r.id < ?"
+            params.append(before_id)
+        params.append(limit)
+        return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params).fetchall()
+
+    def dashboard_result(self, result_id: int) -> dict:
+        rows = self.connection.execute(
+            "SELECT r.*, c.slug AS check_slug, c.name AS check_name, s.slug AS service_slug, s.name AS service_name"
+            " FROM results r JOIN checks c ON c.id = r.check_id LEFT JOIN services s ON s.id = r.service_id"
+            " WHERE r.id = ?",
+            (result_id,),
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"result {result_id} does not exist")
+        return rows[0]
+
+    def dashboard_open_count(self) -> int:
+        return self.connection.execute(
+            "SELECT count(*) AS n FROM results WHERE status IN ('pending', 'sent')"
+        ).fetchone()["n"]
+
+    def dashboard_last_sync(self) -> dict | None:
+        """The newest sync run, errors decoded, or None before the first sync."""
+        row = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None:
+            row["errors"] = json.loads(row["errors"])
+        return row
+
+    def dashboard_sync_runs(self, *, before_id: int | None = None, limit: int = 30) -> list[dict]:
+        rows = self.connection.execute(
+            "SELECT * FROM sync_runs WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before_id if before_id is not None else 2**62, limit),
+        ).fetchall()
+        for row in rows:
+            row["errors"] = json.loads(row["errors"])
+        return rows
+
+    def dashboard_file_errors(self) -> list[dict]:
+        """Catalog files whose current version failed to apply, with their error decoded."""
+        rows = self.connection.execute(
+            "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
+        ).fetchall()
+        for row in rows:
+            row["error"] = json.loads(row["error"])
+        return rows
+
+    # -- writeback ----------------------------------------------------------------------------
+
+    _WRITEBACK_COLUMNS = (
+        "r.id, r.check_id, r.service_id, r.status, r.result, r.message, r.url, r.revision, r.trigger,"
+        " r.created_at, r.finished_at, c.slug AS check_slug, s.slug AS service_slug"
+    )
+
+    def writeback_batch(self, limit: int) -> list[dict]:
+        """The oldest finished results not yet pushed, in id order, with their check and service slugs."""
+        return self.connection.execute(
+            f"SELECT {self._WRITEBACK_COLUMNS} FROM writeback_queue q"
+            " JOIN results r ON r.id = q.result_id JOIN checks c ON c.id = r.check_id"
+            " LEFT JOIN services s ON s.id = r.service_id"
+            " ORDER BY q.result_id LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def writeback_queue_size(self) -> int:
+        return self.connection.execute("SELECT count(*) AS n FROM writeback_queue").fetchone()["n"]
+
+    def writeback_results(self, result_ids: list[int]) -> dict[int, dict]:
+        """Results by id, shaped like `writeback_batch` rows, to compare lines found in git with."""
+        rows = self.connection.execute(
+            f"SELECT {self._WRITEBACK_COLUMNS} FROM results r JOIN checks c ON c.id = r.check_id"
+            " LEFT JOIN services s ON s.id = r.service_id"
+            " WHERE r.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(result_ids)),),
+        ).fetchall()
+        return {row["id"]: row for row in rows}
+
+    def writeback_latest(self) -> dict[tuple[int, int], dict]:
+        """The latest pushed result of each (check, service key) pair; service key 0 for `services: none`."""
+        rows = self.connection.execute(
+            f"SELECT l.service_key, {self._WRITEBACK_COLUMNS} FROM writeback_latest l"
+            " JOIN results r ON r.id = l.result_id JOIN checks c ON c.id = r.check_id"
+            " LEFT JOIN services s ON s.id = r.service_id"
+        ).fetchall()
+        return {(row["check_id"], row.pop("service_key")): row for row in rows}
+
+    def writeback_catalog(self) -> tuple[list[dict], list[dict]]:
+        """Services and checks not removed, by slug: the rows and columns of the results README."""
+        conn = self.connection
+        services = conn.execute(
+            "SELECT id, slug, name, active FROM services WHERE removed_at IS NULL ORDER BY slug"
+        ).fetchall()
+        checks = conn.execute(
+            "SELECT id, slug, name, active, target_kind FROM checks WHERE removed_at IS NULL ORDER BY slug"
+        ).fetchall()
+        return services, checks
+
+    def writeback_entities(self, service_ids: list[int], check_ids: list[int]) -> tuple[dict, dict]:
+        """Services and checks by id (removed ones too: their results stay), for summary files."""
+        conn = self.connection
+        services = conn.execute(
+            "SELECT id, slug, name, active FROM services WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(service_ids),),
+        ).fetchall()
+        checks = conn.execute(
+            "SELECT id, slug, name, active, target_kind FROM checks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(check_ids),),
+        ).fetchall()
+        return {row["id"]: row for row in services}, {row["id"]: row for row in checks}
+
+    def record_writes(self, commits: dict[int, str], *, now: datetime, state: dict[str, Any] | None = None) -> None:
+        """Mark results written (result id -> commit sha), once pushed, in one transaction with `state`."""
+        ids = json.dumps(sorted(commits))
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO result_writes (result_id, commit_sha, written_at) VALUES (?, ?, ?)",
+                [(result_id, sha, format_time(now)) for result_id, sha in sorted(commits.items())],
+            )
+            conn.execute("DELETE FROM writeback_queue WHERE result_id IN (SELECT value FROM json_each(?))", (ids,))
+            conn.execute(
+                "INSERT INTO writeback_latest (check_id, service_key, result_id)"
+                " SELECT check_id, coalesce(service_id, 0), max(id) FROM results"
+                " WHERE id IN (SELECT value FROM json_each(?)) GROUP BY check_id, coalesce(service_id, 0)"
+                " ON CONFLICT (check_id, service_key) DO UPDATE SET result_id = excluded.result_id"
+                " WHERE excluded.result_id > writeback_latest.result_id",
+                (ids,),
+            )
+            for key, value in (state or {}).items():
+                self.set_state(key, value)
+
+    def result_writes(self, result_ids: list[int]) -> dict[int, str]:
+        """The commit each of these results was pushed in (absent: not written yet)."""
+        rows = self.connection.execute(
+            "SELECT result_id, commit_sha FROM result_writes WHERE result_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(result_ids)),),
+        ).fetchall()
+        return {row["result_id"]: row["commit_sha"] for row in rows}
+
 
 _SERVICE_COLUMNS = (
     "slug, name, priority, type, description, owner, repository, active, tags, dependencies, meta, path, digest, error"
@@ -471,6 +1211,63 @@ def _placeholders(columns: str) -> str:
 
 def _updates(columns: str) -> str:
     return ", ".join(f"{name} = excluded.{name}" for name in _names(columns) if name != "slug")
+
+
+def _service_filter(owner: str | None, type: str | None, tag: str | None) -> tuple[str, list]:
+    """The WHERE clause (and its parameters) for live services matching the dashboard's filters."""
+    where, params = "services.removed_at IS NULL", []
+    if owner:
+        where, params = where + " AND services.owner = ?", params + [owner]
+    if type:
+        where, params = where + " AND services.type = ?", params + [type]
+    if tag:
+        where += " AND EXISTS (SELECT 1 FROM json_each(services.tags) WHERE value = ?)"
+        params.append(tag)
+    return where, params
+
+
+def _decode_check(row: dict) -> dict:
+    """A checks row with `targets` and `target_tags` decoded from JSON (dashboard reads)."""
+    row["targets"] = json.loads(row["targets"])
+    row["target_tags"] = json.loads(row["target_tags"]) if row["target_tags"] else None
+    return row
+
+
+# The API's view of a result: every column, plus the slugs of its check and service.
+_RESULT_SELECT = (
+    'SELECT r.*, c.slug AS "check", s.slug AS service FROM results r'
+    " JOIN checks c ON c.id = r.check_id LEFT JOIN services s ON s.id = r.service_id"
+)
+
+
+def _decode_service(row: dict) -> dict:
+    for key in ("tags", "dependencies", "meta"):
+        row[key] = json.loads(row[key])
+    row["active"] = bool(row["active"])
+    return row
+
+
+def _decode_check_row(row: dict) -> dict:
+    row["targets"] = json.loads(row["targets"])
+    row["target_tags"] = json.loads(row["target_tags"]) if row["target_tags"] else None
+    row["active"] = bool(row["active"])
+    return row
+
+
+def _fetch_dicts(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict]:
+    """Like `execute(...).fetchall()`, reading the column names once instead of once per row (hot reads)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    rows = cursor.execute(sql, params).fetchall()
+    names = [column[0] for column in cursor.description] if cursor.description else []
+    return [dict(zip(names, row)) for row in rows]
+
+
+def _count_results(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["result"]] = counts.get(row["result"], 0) + 1
+    return counts
 
 
 def _split_statements(script: str) -> list[str]:

@@ -1,0 +1,122 @@
+"""Server time of each dashboard page with 1,000 services x 20 checks and result history.
+
+Builds a catalog as YAML, syncs it with the real reconciler, records results through the store's
+own create/complete calls, then times each page through the ASGI app in-process (no network), and
+prints the median and worst of several requests per page. Target: <= 50 ms per page.
+
+    python3 bench/bench_pages.py [--services 1000] [--checks 20] [--history 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+from litestar.testing import TestClient  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from reconciler.clock import FakeClock  # noqa: E402
+from reconciler.gitsource import DirectorySource  # noqa: E402
+from reconciler.reconcile import sync  # noqa: E402
+from reconciler.settings import Settings  # noqa: E402
+from reconciler.store import Store  # noqa: E402
+
+OUTCOMES = ["pass"] * 14 + ["warning", "fail", "fail", "error", "skipped"]
+
+
+def build_catalog(root: Path, services: int, checks: int, rng: random.Random) -> None:
+    (root / "services").mkdir(parents=True)
+    (root / "checks").mkdir()
+    owners = [f"team-{n}" for n in range(40)]
+    types = ["web", "worker", "database", "batch"]
+    for n in range(services):
+        service = {
+            "name": f"Service {n:04d}", "priority": rng.randint(1, 10), "type": rng.choice(types),
+            "owner": rng.choice(owners), "tags": rng.sample(["pci", "tier-1", "internal", "gdpr", "edge"], 2),
+            "description": f"Service number **{n}**.",
+        }
+        (root / "services" / f"service-{n:04d}.yaml").write_text(yaml.safe_dump(service))
+    frequencies = ["hourly", "daily", "weekly"]
+    for n in range(checks):
+        check = {"name": f"Check {n:02d}", "frequency": frequencies[n % 3], "services": "all"}
+        if n % 5 == 4:
+            check["services"] = {"max_priority": 5}
+        (root / "checks" / f"check-{n:02d}.yaml").write_text(yaml.safe_dump(check))
+
+
+def record_history(store: Store, clock: FakeClock, history: int, rng: random.Random) -> int:
+    services = store.dashboard_services()
+    checks = store.dashboard_checks()
+    start = clock.now()
+    count = 0
+    with store.transaction():  # the primitives join this one transaction: a fast bulk load
+        for round_ in range(history):
+            at = start - timedelta(days=history - round_)
+            for check in checks:
+                for service in services:
+                    if check["target_kind"] == "selector" and service["priority"] > 5:
+                        continue
+                    row = store.create_result(check["id"], service["id"], now=at)
+                    if round_ < history - 1 or rng.random() > 0.05:  # a few stay pending
+                        store.complete_result(row["id"], rng.choice(OUTCOMES), now=at + timedelta(minutes=3),
+                                              message="<b>checked</b> & fine")
+                    count += 1
+    return count
+
+
+def time_page(client: TestClient, path: str, repeat: int) -> tuple[float, float, int]:
+    client.get(path)  # warm: template compilation, connection, caches
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(path)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+    return statistics.median(timings), max(timings), len(response.content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--checks", type=int, default=20)
+    parser.add_argument("--history", type=int, default=5, help="results per (check, service) pair")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "catalog"
+        build_catalog(root, args.services, args.checks, rng)
+        store = Store(Path(tmp) / "catalog.db")
+        clock = FakeClock()
+        started = time.perf_counter()
+        sync(store, DirectorySource(root), clock=clock)
+        synced = time.perf_counter() - started
+        results = record_history(store, clock, args.history, rng)
+        print(f"catalog: {args.services} services x {args.checks} checks, {results} results "
+              f"(sync {synced:.1f} s)")
+        app = create_app(store, Settings(home=Path(tmp), public_read=True), clock=clock)
+        pages = [
+            "/", "/?page=5", "/?tag=pci", "/?owner=team-3",
+            "/services/service-0001", "/checks/check-00", "/checks/check-04",
+            "/results", "/results?check=check-01&result=fail", f"/results/{results // 2}", "/sync",
+            "/badges/services/service-0001.svg", "/badges/services/service-0001/check-00.svg",
+        ]
+        print(f"{'page':45} {'median ms':>10} {'max ms':>8} {'KiB':>7}")
+        with TestClient(app) as client:
+            for path in pages:
+                median, worst, size = time_page(client, path, args.repeat)
+                flag = "" if median <= 50 else "  over 50 ms"
+                print(f"{path:45} {median:10.1f} {worst:8.1f} {size / 1024:7.1f}{flag}")
+
+
+if __name__ == "__main__":
+    main()
