@@ -1,0 +1,225 @@
+"""`catalog up`: the API, the sync loop, the scheduler and the write-back loop in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.clock import Clock
+from reconciler.dispatch import LOCAL_TOKEN_FILE, dispatcher_from_settings
+from reconciler.errors import NotFound
+from reconciler.gitsource import source_from_settings
+from reconciler.reconcile import sync
+from reconciler.schedule import Scheduler, run_pass
+from reconciler.settings import Settings
+from reconciler.store import Store
+from reconciler.tokens import create_token, revoke_token
+from reconciler.writeback import writeback_pass
+
+log = logging.getLogger("catalog.up")
+
+LOCAL_TOKEN_NAME = "local-dispatcher"
+EXAMPLE_DIRECTORY = "catalog-repo-example"
+
+
+@dataclass
+class Intervals:
+    """Seconds between passes of each loop; each also a CATALOG_*_INTERVAL environment variable."""
+
+    sync: float = 60.0
+    dispatch: float = 15.0
+    writeback: float = 30.0
+
+    @classmethod
+    def from_environment(cls) -> "Intervals":
+        values = {}
+        for name in ("sync", "dispatch", "writeback"):
+            raw = os.environ.get(f"CATALOG_{name.upper()}_INTERVAL")
+            if raw:
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    from reconciler.errors import ConfigError
+
+                    raise ConfigError(f"CATALOG_{name.upper()}_INTERVAL must be a number of seconds, not {raw!r}")
+        return cls(**values)
+
+
+def apply_embedded_defaults(settings: Settings, *, dispatcher_given: bool, public_read_given: bool, host: str) -> list[str]:
+    """With no CATALOG_REPO: serve the example catalog, run its checks locally, public reads on loopback."""
+    notes: list[str] = []
+    if settings.repo:
+        return notes
+    example = find_example_catalog()
+    if example is None:
+        from reconciler.errors import ConfigError
+
+        raise ConfigError(
+            "no catalog repository: set CATALOG_REPO or pass --repo (a git URL or a local path);"
+            f" the embedded example needs a checkout of this project ({EXAMPLE_DIRECTORY}/ not found)"
+        )
+    settings.repo = str(example)
+    notes.append(f"catalog      {example} (the embedded example; set CATALOG_REPO for your own)")
+    if not dispatcher_given:
+        settings.dispatcher = f"local:{example / 'health-checks'}"
+        notes.append(f"checks run   as local scripts in {example / 'health-checks'}")
+    if not public_read_given and host in ("127.0.0.1", "localhost", "::1"):
+        settings.public_read = True
+        notes.append("reads        public on this loopback address (no token needed to look)")
+    return notes
+
+
+def find_example_catalog() -> Path | None:
+    """catalog-repo-example in the working directory, or beside the installed project's source."""
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = base / EXAMPLE_DIRECTORY
+        if (candidate / "services").is_dir():
+            return candidate.resolve()
+    return None
+
+
+def ensure_local_token(store: Store, settings: Settings, clock: Clock) -> Path:
+    """A results:write token for the local check scripts, in $CATALOG_HOME/local-dispatcher.token (0600)."""
+    path = settings.home / LOCAL_TOKEN_FILE
+    if path.exists():
+        from reconciler.tokens import verify_token
+
+        if verify_token(store, path.read_text().strip(), now=clock.now()) is not None:
+            return path
+    try:
+        revoke_token(store, LOCAL_TOKEN_NAME, now=clock.now())
+    except NotFound:
+        pass
+    secret = create_token(store, LOCAL_TOKEN_NAME, ["results:write"], now=clock.now())
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return path
+
+
+class Loops:
+    """The three background loops on one Scheduler thread: sync, dispatch, write-back."""
+
+    def __init__(self, store: Store, settings: Settings, intervals: Intervals, clock: Clock):
+        self.store, self.settings, self.clock = store, settings, clock
+        self.source = source_from_settings(settings)
+        self.dispatcher = dispatcher_from_settings(settings, store, clock=clock)
+        self.scheduler = Scheduler()
+        self.intervals = intervals
+        self._sync_requested = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def sync(self) -> None:
+        self._sync_requested.clear()
+        report = sync(self.store, self.source, clock=self.clock)
+        if report.outcome == "applied":
+            log.info(
+                "synced %s: %d created, %d updated, %d removed, %d file errors",
+                report.revision, report.plan.count("create"), report.plan.count("update"),
+                report.plan.count("remove"), len(report.errors),
+            )
+            for error in report.errors:
+                log.warning("catalog file error: %s", error)
+            self.dispatch()  # new services and checks get their first run now, not a pass later
+
+    def dispatch(self) -> None:
+        report = run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)
+        if report.created or report.expired or report.retried:
+            log.info("dispatch: %s", report)
+
+    def writeback(self) -> None:
+        report = writeback_pass(self.store, self.settings, push=True, clock=self.clock)
+        if report.commit:
+            log.info("write-back: %s", "; ".join(report.lines()))
+        for finding in report.findings:
+            log.warning("write-back: %s", finding)
+
+    def request_sync(self) -> None:
+        """Called by the webhook and POST /api/sync: sync on the loop's thread as soon as it is free."""
+        self._sync_requested.set()
+
+    def _sync_if_requested(self) -> None:
+        if self._sync_requested.is_set():
+            self.sync()
+
+    def start(self) -> None:
+        self.scheduler.every(self.intervals.sync, "sync", self.sync)
+        self.scheduler.every(self.intervals.dispatch, "dispatch", self.dispatch, run_now=False)
+        self.scheduler.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
+        self.scheduler.every(1.0, "requested-sync", self._sync_if_requested, run_now=False)
+        self.thread = threading.Thread(target=self.scheduler.run, name="catalog-loops", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let the job in flight finish (its transaction with it), then stop."""
+        self.scheduler.stop()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals: Intervals | None = None) -> int:
+    """Run everything until SIGINT/SIGTERM; uvicorn owns the signals, the loops stop after it."""
+    import uvicorn
+
+    from api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clock = Clock()
+    store = Store(settings.database_path)
+    intervals = intervals or Intervals.from_environment()
+    token_note = ""
+    if settings.dispatcher.startswith("local:") and not os.environ.get("SERVICE_CATALOG_TOKEN"):
+        token_note = str(ensure_local_token(store, settings, clock))
+    loops = Loops(store, settings, intervals, clock)
+    app = create_app(store, settings, clock=clock, sync_trigger=loops.request_sync)
+    config = uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+        log_level="info", server_header=False, timeout_graceful_shutdown=10, log_config=None,
+    )
+    server = uvicorn.Server(config)
+
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    print(_banner(settings, store, base, notes, token_note), flush=True)
+
+    def start_loops_when_serving() -> None:
+        # The local check scripts PATCH the API: dispatching before it listens would waste a run.
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            loops.start()
+
+    threading.Thread(target=start_loops_when_serving, name="catalog-start", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        loops.stop()
+        store.close()
+    if not server.started:
+        from reconciler.errors import ConfigError
+
+        raise ConfigError(f"could not listen on {base} (is the port in use? try --port)")
+    return 0
+
+
+def _banner(settings: Settings, store: Store, base: str, notes: list[str], token_file: str) -> str:
+    from reconciler.writeback import resolve_target
+
+    lines = ["", "catalog up: everything in one process", ""]
+    lines += [f"  dashboard    {base}/", f"  API          {base}/api/services   (OpenAPI: {base}/schema)"]
+    lines += [f"  {note}" for note in notes]
+    lines.append(f"  state        {settings.home.resolve()} (SQLite: {settings.database_path.resolve()})")
+    if token_file:
+        lines.append(f"  token file   {Path(token_file).resolve()} (results:write, used by the local checks)")
+    try:
+        target = resolve_target(store, settings)
+        lines.append(f"  write-back   {target.url} branch {target.branch}")
+        lines.append(f"               see it with: git -C {target.url} log --stat {target.branch}")
+    except Exception as error:  # the banner never stops the start; the loop will report it
+        lines.append(f"  write-back   not available yet ({error})")
+    lines += ["", "  Stop with Ctrl-C.", ""]
+    return "\n".join(lines)
+
