@@ -28,6 +28,8 @@ class Settings:
     dispatcher: str = "github"
     webhook_secret: str | None = field(default=None, repr=False)
     public_read: bool = False
+    bot_name: str = "catalog-bot"  # author of write-back commits
+    bot_email: str = "catalog-bot@users.noreply.localhost"
 
     @property
     def database_path(self) -> Path:

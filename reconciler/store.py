@@ -357,13 +357,18 @@ class Store:
 
     def catalog_files(self) -> dict[str, dict]:
         """Every catalog file last seen: path -> {kind, slug, digest, error (decoded)}."""
-        rows = self.connection.execute("SELECT path, kind, slug, digest, error FROM catalog_files")
-        return {row["path"]: {**row, "error": json.loads(row["error"]) if row["error"] else None} for row in rows}
+        rows = _fetch_dicts(self.connection, "SELECT path, kind, slug, digest, error FROM catalog_files")
+        for row in rows:
+            if row["error"]:
+                row["error"] = json.loads(row["error"])
+        return {row["path"]: row for row in rows}
 
     def service_index(self) -> dict[str, dict]:
         """slug -> {id, path, digest, dependencies, removed_at} for every service ever synced."""
-        rows = self.connection.execute("SELECT id, slug, path, digest, dependencies, removed_at, error FROM services")
-        return {row["slug"]: {**row, "dependencies": json.loads(row["dependencies"])} for row in rows}
+        rows = _fetch_dicts(self.connection, "SELECT id, slug, path, digest, dependencies, removed_at, error FROM services")
+        for row in rows:
+            row["dependencies"] = [] if row["dependencies"] == "[]" else json.loads(row["dependencies"])
+        return {row["slug"]: row for row in rows}
 
     def check_index(self) -> dict[str, dict]:
         """slug -> {id, path, digest, target_kind, list_targets, removed_at} for every check ever synced."""
@@ -428,9 +433,11 @@ class Store:
                 "UPDATE checks SET removed_at = ?, updated_at = ? WHERE slug = ? AND removed_at IS NULL",
                 [(stamp, stamp, slug) for slug in removed_checks],
             )
-            for (kind, slug), error in entity_errors.items():
-                table = "services" if kind == "service" else "checks"
-                conn.execute(f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS NOT ?", (error, slug, error))
+            for kind, table in (("service", "services"), ("check", "checks")):
+                conn.executemany(
+                    f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS NOT ?",
+                    [(error, slug, error) for (k, slug), error in entity_errors.items() if k == kind],
+                )
             conn.executemany(
                 "INSERT INTO catalog_files (path, kind, slug, digest, error) VALUES (:path, :kind, :slug, :digest, :error)"
                 " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, slug = excluded.slug,"

@@ -1,0 +1,478 @@
+"""Write-back: finished results committed to the results branch of the catalog repository, and pushed."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import subprocess
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import git
+
+from . import writeback_files as files
+from .clock import Clock, format_time
+from .errors import WritebackError
+from .gitsource import GIT_ENV, is_git_repository, redact
+from .schema import CatalogConfig
+from .settings import Settings
+from .store import Store
+
+BATCH_SIZE = 50_000
+PUSH_ATTEMPTS = 6
+BASELINE_KEY = "writeback_verified_commit"  # the newest remote commit this store has checked or pushed
+FINDINGS_KEY = "writeback_findings"  # tampering found so far, newest last (kept for `status`)
+_KEPT_FINDINGS = 200
+_PENDING_REF = "refs/writeback/pending"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where results go: a remote (URL or path), its branch, and the folder on that branch."""
+
+    url: str
+    branch: str
+    path: str
+    local_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class TamperFinding:
+    """A pushed history file that changed other than by growing with lines that match the store."""
+
+    path: str
+    message: str
+    result_id: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "message": self.message, "result_id": self.result_id}
+
+
+@dataclass
+class WritebackReport:
+    """What one pass did."""
+
+    remote: str
+    branch: str
+    path: str
+    local_fallback: bool = False
+    written: list[int] = field(default_factory=list)  # results marked written by this pass
+    appended: int = 0  # history lines this pass added (written minus those found already pushed)
+    commits: list[str] = field(default_factory=list)
+    pushed: bool = False
+    push_retries: int = 0
+    findings: list[TamperFinding] = field(default_factory=list)
+    remaining: int = 0  # finished results still queued after the pass
+
+    @property
+    def commit(self) -> str | None:
+        return self.commits[-1] if self.commits else None
+
+    def lines(self) -> list[str]:
+        """A few human lines for the CLI."""
+        where = f"branch {self.branch} of {self.remote}"
+        out = []
+        if self.local_fallback:
+            out.append(f"the catalog repository is not a git repository: results go to the local bare repository {self.remote}")
+        if self.commits and not self.pushed:
+            out.append(f"committed {self.commit} locally (not pushed); {self.remaining} results stay queued")
+        elif self.written:
+            out.append(f"recorded {len(self.written)} results ({self.appended} new lines) on {where}, commit {self.commit or '-'}")
+        else:
+            out.append(f"nothing to write ({where})")
+        if self.push_retries:
+            out.append(f"the remote moved during the push: re-applied and retried {self.push_retries} times")
+        return out
+
+
+def resolve_target(store: Store, settings: Settings) -> Target:
+    """The remote, branch and folder results go to, from CATALOG_REPO and catalog.yaml's `writeback`."""
+    config = CatalogConfig.model_validate(store.get_state("catalog_config") or {}).writeback
+    repo = settings.repo
+    if repo and ("://" in repo or repo.startswith("git@") or ":" in repo.split("/")[0]):
+        return Target(repo, config.branch, config.path)
+    if repo:
+        local = Path(os.path.expanduser(repo))
+        if not local.exists():
+            raise WritebackError(f"catalog repository {repo} does not exist; finished results stay queued")
+        if is_git_repository(local):
+            return Target(str(local.resolve()), config.branch, config.path)
+    fallback = (settings.home / "results.git").resolve()
+    return Target(str(fallback), config.branch, config.path, local_fallback=True)
+
+
+def writeback_pass(
+    store: Store, settings: Settings, *, push: bool = True, clock: Clock | None = None, batch_size: int = BATCH_SIZE
+) -> WritebackReport:
+    """Commit every queued finished result (one commit per batch of `batch_size`) and push it.
+
+    Each batch appends one line per result to `history/YYYY/MM/DD.jsonl` on top of the remote
+    branch's head, refreshes the summaries it touched and the README, commits once (git
+    fast-import, no working tree) and pushes; results are marked written only after the push.
+    Lines already on the remote for the batch's days (pushed before a crash, or by a racing pass)
+    are recognised and never written twice. History files changed on the remote since the last
+    commit this store verified must only have grown by lines matching the store: anything else
+    is reported as tampering and left as found, never overwritten.
+
+    Raises WritebackError when the remote cannot be reached or keeps rejecting the push: the
+    results stay queued for the next pass. With `push=False` one batch is committed to the local
+    clone's branch only, and nothing is marked written.
+    """
+    clock = clock or Clock()
+    target = resolve_target(store, settings)
+    author = (settings.bot_name, settings.bot_email)
+    report = WritebackReport(redact(target.url), target.branch, target.path, target.local_fallback)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with _exclusive(settings.home / "writeback.lock"):
+        if target.local_fallback and not is_git_repository(Path(target.url)):
+            git.Repo.init(target.url, bare=True)
+        clone = Clone(settings.home / "writeback", target.url)
+        # Checked on every pass, batch or not, so tampering shows up on the next pass after it.
+        head = clone.remote_head(target.branch)
+        findings = verify_since(store, clone, store.get_state(BASELINE_KEY), head, target.path)
+        _remember(store, findings, head, clock)
+        report.findings += findings
+        while batch := store.writeback_batch(batch_size):
+            _write_batch(store, clone, target, batch, report, push=push, clock=clock, author=author)
+            if not push:
+                break
+    report.remaining = store.writeback_queue_size()
+    return report
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """One pass at a time per state folder (its clone is not safe for two writers)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class _Build:
+    commit: str | None
+    appended: list[int]
+    present: list[int]  # batch results whose line was already on the branch
+
+
+def _write_batch(store, clone, target, batch, report, *, push, clock, author) -> None:
+    attempt = 0
+    while True:
+        head = clone.remote_head(target.branch)
+        parent, on_remote = head, True
+        baseline = store.get_state(BASELINE_KEY)
+        findings = verify_since(store, clone, baseline, head, target.path)
+        if head is None and baseline and clone.has_commit(baseline):
+            # The branch vanished from the remote: rebuild on what we last saw rather than start over.
+            findings.append(TamperFinding("", f"branch {target.branch} was deleted on the remote; restoring it from {baseline[:12]}"))
+            parent, on_remote = baseline, False
+        build = _build(store, clone, parent, batch, target, clock, author, findings)
+        _remember(store, findings, head if on_remote else baseline, clock)
+        report.findings += findings
+        if build.commit is None and on_remote:
+            store.record_writes({rid: head for rid in build.present}, now=clock.now())
+            report.written += build.present
+            return
+        if build.commit is None:
+            build.commit = parent  # every line is in the commit we restore: push that alone
+        if not push:
+            clone.set_branch(target.branch, build.commit)
+            report.commits.append(build.commit)
+            return
+        outcome = clone.push(build.commit, target.branch)
+        if outcome is None:
+            commits = {rid: build.commit for rid in build.appended}
+            commits.update({rid: head for rid in build.present if on_remote})
+            commits.update({rid: build.commit for rid in build.present if not on_remote})
+            store.record_writes(commits, now=clock.now(), state={BASELINE_KEY: build.commit})
+            report.written += sorted(commits)
+            report.appended += len(build.appended)
+            report.commits.append(build.commit)
+            report.pushed = True
+            return
+        attempt += 1
+        moved = clone.remote_head(target.branch) != head
+        if not moved or attempt >= PUSH_ATTEMPTS:
+            raise WritebackError(
+                f"push to branch {target.branch} of {redact(target.url)} failed: {outcome};"
+                f" {len(batch)} results stay queued for the next pass"
+            )
+        report.push_retries += 1
+        clock.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))
+
+
+def _remember(store: Store, findings: list[TamperFinding], verified: str | None, clock: Clock) -> None:
+    """Persist findings with the commit they were checked up to, so each is reported once and kept."""
+    state: dict = {}
+    if verified:
+        state[BASELINE_KEY] = verified
+    if findings:
+        kept = store.get_state(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
+        state[FINDINGS_KEY] = kept[-_KEPT_FINDINGS:]
+    if state:
+        store.record_writes({}, now=clock.now(), state=state)
+
+
+def _build(store, clone, parent, batch, target, clock, author, findings) -> _Build:
+    """Append the batch's lines not yet on `parent`, refresh the touched summaries, commit (unpushed)."""
+    by_path: dict[str, list[dict]] = defaultdict(list)
+    for row in batch:
+        by_path[files.history_path(target.path, row["finished_at"])].append(row)
+    changed: dict[str, bytes] = {}
+    appended, present = [], []
+    for path, rows in by_path.items():
+        text = (clone.read(parent, path) or b"").decode("utf-8", errors="replace") if parent else ""
+        existing: dict[int, str] = {}
+        for line in text.split("\n"):
+            result_id = files.line_id(line)
+            if result_id is not None:
+                existing.setdefault(result_id, line)
+        new_lines = []
+        for row in rows:
+            line = files.history_line(row)
+            found = existing.get(row["id"])
+            if found is None:
+                new_lines.append(line)
+                appended.append(row["id"])
+                continue
+            present.append(row["id"])
+            if found != line:
+                findings.append(TamperFinding(path, f"the line of result {row['id']} differs from the store; left as found", row["id"]))
+        if new_lines:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            changed[path] = (text + "\n".join(new_lines) + "\n").encode("utf-8")
+    if not appended:
+        return _Build(None, [], present)
+    changed.update(_summaries(store, batch, target.path, format_time(clock.now())))
+    message = _message(appended)
+    commit = clone.commit(parent, changed, message, author, int(clock.now().timestamp()))
+    return _Build(commit, appended, present)
+
+
+def _summaries(store: Store, batch: list[dict], root: str, as_of: str) -> dict[str, bytes]:
+    """services/<slug>.yaml and checks/<slug>.yaml for what the batch touched, and the README."""
+    latest = store.writeback_latest()
+    for row in batch:
+        key = (row["check_id"], row["service_id"] or 0)
+        if key not in latest or latest[key]["id"] < row["id"]:
+            latest[key] = row
+    service_ids = sorted({row["service_id"] for row in batch if row["service_id"]})
+    check_ids = sorted({row["check_id"] for row in batch})
+    services, checks = store.writeback_entities(service_ids, check_ids)
+    by_service: dict[int, list[dict]] = defaultdict(list)
+    by_check: dict[int, list[dict]] = defaultdict(list)
+    for (check_id, service_key), row in latest.items():
+        if service_key in services:
+            by_service[service_key].append(row)
+        if check_id in checks:
+            by_check[check_id].append(row)
+    out: dict[str, bytes] = {}
+    for service_id, service in services.items():
+        rows = sorted(by_service[service_id], key=lambda row: row["check_slug"])
+        out[f"{root}services/{service['slug']}.yaml"] = files.service_summary(service, rows, as_of).encode()
+    for check_id, check in checks.items():
+        rows = sorted(by_check[check_id], key=lambda row: row["service_slug"] or "")
+        out[f"{root}checks/{check['slug']}.yaml"] = files.check_summary(check, rows, as_of).encode()
+    all_services, all_checks = store.writeback_catalog()
+    out[f"{root}README.md"] = files.readme(all_services, all_checks, latest, as_of).encode()
+    return out
+
+
+def _message(result_ids: list[int]) -> str:
+    """`Record N health check results`, then every id, so `git log --grep` finds any of them."""
+    ids = [str(result_id) for result_id in result_ids]
+    lines = [" ".join(ids[start : start + 15]) for start in range(0, len(ids), 15)]
+    noun = "result" if len(ids) == 1 else "results"
+    return f"Record {len(ids)} health check {noun}\n\nResult ids:\n" + "\n".join(lines) + "\n"
+
+
+def verify_since(store: Store, clone: "Clone", baseline: str | None, head: str | None, root: str) -> list[TamperFinding]:
+    """Findings for history files changed between `baseline` and `head` other than by valid appends."""
+    if not baseline or not head or baseline == head:
+        return []
+    if not clone.has_commit(baseline):
+        return [TamperFinding("", f"commit {baseline[:12]} that was verified before is gone from the branch (history rewritten)")]
+    findings = []
+    if not clone.is_ancestor(baseline, head):
+        findings.append(TamperFinding("", f"the branch history was rewritten: {baseline[:12]} is no longer an ancestor of {head[:12]}"))
+    added: list[tuple[str, str]] = []
+    for old_sha, new_sha, path in clone.changed_files(baseline, head, f"{root}history/"):
+        old = clone.blob(old_sha).decode("utf-8", errors="replace")
+        new = clone.blob(new_sha).decode("utf-8", errors="replace")
+        if new.startswith(old):
+            added += [(path, line) for line in new[len(old) :].split("\n") if line]
+            continue
+        kept = set(new.split("\n"))
+        lost = [line for line in old.split("\n") if line and line not in kept]
+        for line in lost:
+            result_id = files.line_id(line)
+            what = f"the line of result {result_id}" if result_id is not None else "a line"
+            findings.append(TamperFinding(path, f"{what} was changed or removed after it was pushed", result_id))
+        if not lost:
+            findings.append(TamperFinding(path, "pushed lines were reordered or rewritten"))
+        before, replaced = set(old.split("\n")), {files.line_id(line) for line in lost} - {None}
+        added += [
+            (path, line) for line in new.split("\n")
+            if line and line not in before and files.line_id(line) not in replaced  # reported above
+        ]
+    findings += _check_added_lines(store, added, root)
+    return findings
+
+
+def _check_added_lines(store: Store, added: list[tuple[str, str]], root: str) -> list[TamperFinding]:
+    """Lines added on the remote (by us or a racing pass) must be exactly the store's rendering."""
+    ids = {files.line_id(line) for _, line in added} - {None}
+    rows = store.writeback_results(sorted(ids)) if ids else {}
+    findings, seen = [], set()
+    for path, line in added:
+        result_id = files.line_id(line)
+        row = rows.get(result_id) if result_id is not None else None
+        if row is None or row["finished_at"] is None:
+            findings.append(TamperFinding(path, f"a line that is no finished result of this catalog: {line[:80]}", result_id))
+        elif files.history_line(row) != line or files.history_path(root, row["finished_at"]) != path:
+            findings.append(TamperFinding(path, f"the line of result {result_id} does not match the store", result_id))
+        elif result_id in seen:
+            findings.append(TamperFinding(path, f"result {result_id} appears twice", result_id))
+        seen.add(result_id)
+    return findings
+
+
+class Clone:
+    """The write-back's own bare clone (no working tree): fetch, read, commit and push one branch."""
+
+    def __init__(self, path: Path, url: str):
+        path = Path(path)
+        if not (path / "HEAD").is_file():
+            path.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(path, bare=True)
+        self.repo = git.Repo(path)
+        self.repo.git.update_environment(**GIT_ENV)
+        self.url = url
+        urls = self._run("config", "--get", "remote.origin.url", check=False)
+        if not urls:
+            self._run("remote", "add", "origin", url)
+        elif urls.strip() != url:
+            self._run("remote", "set-url", "origin", url)
+
+    def _run(self, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
+        command = ["git", *args]
+        if stdin is not None:
+            process = self.repo.git.execute(command, istream=subprocess.PIPE, as_process=True)
+            out, err = process.proc.communicate(stdin)
+            status = process.proc.returncode
+            out, err = out.decode(errors="replace"), err.decode(errors="replace")
+        else:
+            status, out, err = self.repo.git.execute(command, with_extended_output=True, with_exceptions=False)
+        if check and status != 0:
+            raise WritebackError(f"git {args[0]} failed: {_reason(err or out)}")
+        return out if status == 0 else ""
+
+    def remote_head(self, branch: str) -> str | None:
+        """The remote branch's head, fetched; None when the branch does not exist yet."""
+        status, out, err = self.repo.git.execute(
+            ["git", "ls-remote", "origin", f"refs/heads/{branch}"], with_extended_output=True, with_exceptions=False
+        )
+        if status != 0:
+            raise WritebackError(
+                f"cannot reach {redact(self.url)}: {_reason(err)}; finished results stay queued for the next pass"
+            )
+        if not out.strip():
+            return None
+        head = out.split()[0]
+        if not self.has_commit(head):
+            status, _, err = self.repo.git.execute(
+                ["git", "fetch", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"],
+                with_extended_output=True, with_exceptions=False,
+            )
+            if status != 0:
+                raise WritebackError(f"cannot fetch from {redact(self.url)}: {_reason(err)}; results stay queued")
+            head = self._run("rev-parse", f"refs/remotes/origin/{branch}").strip()
+        return head
+
+    def has_commit(self, sha: str) -> bool:
+        status, _, _ = self.repo.git.execute(
+            ["git", "cat-file", "-e", f"{sha}^{{commit}}"], with_extended_output=True, with_exceptions=False
+        )
+        return status == 0
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        status, _, _ = self.repo.git.execute(
+            ["git", "merge-base", "--is-ancestor", older, newer], with_extended_output=True, with_exceptions=False
+        )
+        return status == 0
+
+    def read(self, commit: str, path: str) -> bytes | None:
+        """A file's bytes at a commit, or None when it does not exist there."""
+        try:
+            return self.repo.commit(commit).tree[path].data_stream.read()
+        except KeyError:
+            return None
+
+    def blob(self, sha: str) -> bytes:
+        if set(sha) == {"0"}:
+            return b""
+        return self.repo.odb.stream(bytes.fromhex(sha)).read()
+
+    def changed_files(self, old: str, new: str, prefix: str) -> list[tuple[str, str, str]]:
+        """(old blob, new blob, path) of files under prefix that differ; zeros for a missing side."""
+        out = self._run("diff", "--raw", "--no-renames", "--no-abbrev", "-z", old, new, "--", prefix)
+        fields = out.split("\0")
+        changes = []
+        for meta, path in zip(fields[0::2], fields[1::2]):
+            parts = meta.split()
+            if len(parts) >= 4:
+                changes.append((parts[2], parts[3], path))
+        return changes
+
+    def commit(self, parent: str | None, changed: dict[str, bytes], message: str, author: tuple[str, str], when: int) -> str:
+        """A commit of `changed` on top of `parent` (a root commit when None), without a working tree."""
+        who = f"{author[0]} <{author[1]}> {when} +0000".encode()
+        body = message.encode()
+        chunks = [
+            f"reset {_PENDING_REF}\ncommit {_PENDING_REF}\n".encode(),
+            b"author " + who + b"\ncommitter " + who + b"\n",
+            b"data %d\n" % len(body), body, b"\n",
+        ]
+        if parent:
+            chunks.append(f"from {parent}\n".encode())
+        for path, content in sorted(changed.items()):
+            chunks += [f"M 100644 inline {path}\n".encode(), b"data %d\n" % len(content), content, b"\n"]
+        chunks.append(b"done\n")
+        self._run("fast-import", "--quiet", "--force", "--done", stdin=b"".join(chunks))
+        return self._run("rev-parse", _PENDING_REF).strip()
+
+    def set_branch(self, branch: str, sha: str) -> None:
+        self._run("update-ref", f"refs/heads/{branch}", sha)
+
+    def push(self, sha: str, branch: str) -> str | None:
+        """None when pushed; else why the remote refused (it moved, or a rule of its own)."""
+        status, out, err = self.repo.git.execute(
+            ["git", "push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"],
+            with_extended_output=True, with_exceptions=False,
+        )
+        if status == 0:
+            return None
+        for line in out.split("\n"):
+            if line.startswith("!"):
+                return line.split("\t")[-1]
+        raise WritebackError(f"cannot push to {redact(self.url)}: {_reason(err)}; results stay queued for the next pass")
+
+
+def _reason(stderr: str) -> str:
+    """git's most telling line, without command lines that may hold a token."""
+    lines = [line.strip() for line in (stderr or "").split("\n") if line.strip()]
+    for line in lines:
+        if line.lower().startswith(("fatal:", "error:")):
+            return redact(line.split(":", 1)[1].strip())
+    return redact(lines[-1]) if lines else "unknown git error"

@@ -1,0 +1,151 @@
+"""The files the write-back commits: history lines, per-service and per-check summaries, README."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterable
+
+# Characters that YAML or line-splitting tools read as line breaks, or YAML refuses; JSON leaves them raw.
+_UNSAFE_CHARACTERS = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+
+
+def _escape(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+SYMBOLS = {
+    "pass": "✅",
+    "warning": "⚠️",
+    "fail": "❌",
+    "error": "🛑",
+    "skipped": "⏭️",
+    "timed-out": "⌛",
+}
+NOT_RUN = "—"
+
+
+def history_line(row: dict) -> str:
+    """One finished result as one line of JSON: sorted keys, no spaces, so the same result gives the same bytes."""
+    record = {
+        "id": row["id"],
+        "check": row["check_slug"],
+        "service": row["service_slug"],
+        "status": row["status"],
+        "result": row["result"],
+        "message": row["message"],
+        "url": row["url"],
+        "created": row["created_at"],
+        "finished": row["finished_at"],
+        "revision": row["revision"],
+        "trigger": row["trigger"],
+    }
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _UNSAFE_CHARACTERS.sub(_escape, text)  # no Unicode line separators: one result, one line
+
+
+def history_path(root: str, finished_at: str) -> str:
+    """`results/history/2026/01/05.jsonl`: the UTC day the result finished."""
+    return f"{root}history/{finished_at[0:4]}/{finished_at[5:7]}/{finished_at[8:10]}.jsonl"
+
+
+def line_id(line: str) -> int | None:
+    """The result id of a history line, or None when the line is not one of ours."""
+    try:
+        value = json.loads(line).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def outcome(row: dict) -> str:
+    """What a glance needs: the result when the check answered, else `timed-out` or `error`."""
+    return row["result"] if row["status"] == "completed" else row["status"]
+
+
+def _summary_entry(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "outcome": outcome(row),
+        "status": row["status"],
+        "result": row["result"],
+        "message": row["message"],
+        "url": row["url"],
+        "finished": row["finished_at"],
+        "revision": row["revision"],
+    }
+
+
+def _scalar(value: object) -> str:
+    """A JSON value is a YAML flow value; only the characters YAML treats specially get escaped."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    return _UNSAFE_CHARACTERS.sub(_escape, text)
+
+
+def _dump(header: dict, section: str, entries: dict[str, dict]) -> str:
+    """YAML with one flow mapping per entry: fast to write, and a changed entry is a one-line diff."""
+    lines = [f"{key}: {_scalar(value)}" for key, value in header.items()]
+    lines.append(f"{section}:" + ("" if entries else " {}"))
+    lines += [f"  {_scalar(key)}: {_scalar(entry)}" for key, entry in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _counts(rows: Iterable[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[outcome(row)] = counts.get(outcome(row), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def service_summary(service: dict, latest: list[dict], as_of: str) -> str:
+    """services/<slug>.yaml: the latest result of each check for the service, and their counts."""
+    header = {"service": service["slug"], "name": service["name"], "as_of": as_of, "counts": _counts(latest)}
+    return _dump(header, "checks", {row["check_slug"]: _summary_entry(row) for row in latest})
+
+
+def check_summary(check: dict, latest: list[dict], as_of: str) -> str:
+    """checks/<slug>.yaml: the latest result of the check for each service (`-` for `services: none`)."""
+    header = {"check": check["slug"], "name": check["name"], "as_of": as_of, "counts": _counts(latest)}
+    return _dump(header, "services", {(row["service_slug"] or "-"): _summary_entry(row) for row in latest})
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def readme(services: list[dict], checks: list[dict], latest: dict[tuple[int, int], dict], as_of: str) -> str:
+    """README.md: every service (rows) against every check (columns), one symbol per latest result."""
+    legend = " · ".join(f"{symbol} {name}" for name, symbol in SYMBOLS.items()) + f" · {NOT_RUN} not run yet"
+    lines = [
+        "# Health check results",
+        "",
+        f"Latest result of every check for every service, as of {as_of}.",
+        "Every result ever recorded is in `history/` (one JSON line per result, by UTC day); "
+        "`git log` on this branch shows when each was written.",
+        "",
+        legend,
+        "",
+    ]
+    per_service = [check for check in checks if check["target_kind"] != "none"]
+    if services and per_service:
+        lines.append("| Service | " + " | ".join(f"[{_cell(c['slug'])}](checks/{c['slug']}.yaml)" for c in per_service) + " |")
+        lines.append("|---|" + ":-:|" * len(per_service))
+        for service in services:
+            cells = []
+            for check in per_service:
+                row = latest.get((check["id"], service["id"]))
+                cells.append(SYMBOLS.get(outcome(row), "?") if row else NOT_RUN)
+            name = f"[{_cell(service['slug'])}](services/{service['slug']}.yaml)"
+            if not service["active"]:
+                name += " (inactive)"
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    unattached = [check for check in checks if check["target_kind"] == "none"]
+    if unattached:
+        lines += ["## Checks without a service", "", "| Check | Latest |", "|---|:-:|"]
+        for check in unattached:
+            row = latest.get((check["id"], 0))
+            symbol = SYMBOLS.get(outcome(row), "?") if row else NOT_RUN
+            lines.append(f"| [{_cell(check['slug'])}](checks/{check['slug']}.yaml) | {symbol} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,331 @@
+"""Write-back to git: history lines, summaries, commits, push races, crashes and tampering."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.clock import FakeClock, format_time
+from reconciler.errors import WritebackError
+from reconciler.settings import Settings
+from reconciler.store import Store
+from reconciler.settings import Settings
+from reconciler.writeback import writeback_pass
+
+from conftest import sync_directory
+
+GIT = ["git", "-c", "user.name=Someone Else", "-c", "user.email=else@example.com"]
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    path = tmp_path / "remote.git"
+    git("init", "-q", "--bare", str(path))
+    return path
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def settings_for(tmp_path: Path, repo: Path | str, home: str = "home") -> Settings:
+    return Settings(home=tmp_path / home, repo=str(repo))
+
+
+def finish(store: Store, clock: FakeClock, check: str, service: str | None, result: str = "pass", **fields) -> dict:
+    """A result created and completed through the store's own primitives."""
+    check_id = store.check_index()[check]["id"]
+    service_id = store.service_index()[service]["id"] if service else None
+    row = store.create_result(check_id, service_id, now=clock.now(), revision=fields.pop("revision", "rev-1"))
+    return store.complete_result(row["id"], result, now=clock.now(), **fields)
+
+
+def remote_lines(remote: Path, path: str, branch: str = "catalog-results") -> list[str]:
+    return git("--git-dir", str(remote), "show", f"{branch}:{path}").splitlines()
+
+
+def history_ids_in_log(remote: Path, branch: str = "catalog-results") -> list[int]:
+    """Every result id added by any commit of `git log -p -- results/history`, in order."""
+    log = git("--git-dir", str(remote), "log", "-p", "--reverse", "--format=", branch, "--", "results/history")
+    return [json.loads(line[1:])["id"] for line in log.splitlines() if line.startswith("+{")]
+
+
+def day_file(clock: FakeClock) -> str:
+    now = clock.now()
+    return f"results/history/{now:%Y/%m/%d}.jsonl"
+
+
+def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, clock):
+    first = finish(synced_store, clock, "has-owner", "payments-api", "pass", message="owner: team-payments", url="https://ci/1")
+    second = finish(synced_store, clock, "has-owner", "users-api", "fail", message='no owner | "quoted"\nline two')
+    audit = finish(synced_store, clock, "github-org-audit", None, "warning")
+    clock.advance(timedelta(days=1))
+    failed = synced_store.create_result(synced_store.check_index()["readme-present"]["id"],
+                                        synced_store.service_index()["storefront-web"]["id"], now=clock.now(), revision="rev-2")
+    synced_store.mark_result_failed(failed["id"], "repository not found", now=format_time(clock.now()))
+    report = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+
+    assert report.pushed and report.written == [first["id"], second["id"], audit["id"], failed["id"]]
+    day_one = [json.loads(line) for line in remote_lines(remote, "results/history/2026/01/05.jsonl")]
+    assert day_one[1] == {
+        "id": second["id"], "check": "has-owner", "service": "users-api", "status": "completed", "result": "fail",
+        "message": 'no owner | "quoted"\nline two', "url": None, "created": second["created_at"],
+        "finished": second["finished_at"], "revision": "rev-1", "trigger": "schedule",
+    }
+    assert [line["id"] for line in day_one] == [first["id"], second["id"], audit["id"]]
+    assert day_one[2]["service"] is None and day_one[0]["url"] == "https://ci/1"
+    day_two = [json.loads(line) for line in remote_lines(remote, "results/history/2026/01/06.jsonl")]
+    assert [(d["id"], d["status"], d["result"], d["revision"]) for d in day_two] == [(failed["id"], "error", "unknown", "rev-2")]
+    raw = remote_lines(remote, "results/history/2026/01/05.jsonl")[0]
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert synced_store.result_writes(report.written) == {rid: report.commit for rid in report.written}
+    assert synced_store.writeback_queue_size() == 0
+
+
+def test_nothing_new_makes_no_commit(synced_store, remote, tmp_path, clock):
+    finish(synced_store, clock, "has-owner", "payments-api")
+    settings = settings_for(tmp_path, remote)
+    writeback_pass(synced_store, settings, clock=clock)
+    head = git("--git-dir", str(remote), "rev-parse", "catalog-results")
+    again = writeback_pass(synced_store, settings, clock=clock)
+    assert again.commits == [] and again.written == [] and not again.findings
+    assert git("--git-dir", str(remote), "rev-parse", "catalog-results") == head
+
+
+def test_commit_is_by_the_bot_and_names_every_result_id(synced_store, remote, tmp_path, clock):
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in ("payments-api", "users-api", "users-db")]
+    writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+    log = git("--git-dir", str(remote), "log", "--format=%an|%s|%b", "catalog-results")
+    author, subject, body = log.split("|", 2)
+    assert author == Settings.bot_name and subject == "Record 3 health check results"
+    assert body.split() == ["Result", "ids:", *map(str, ids)]
+    # an orphan branch: its one commit has no parent
+    assert git("--git-dir", str(remote), "rev-list", "--count", "catalog-results").strip() == "1"
+
+
+def test_summaries_and_readme_show_the_latest_result(synced_store, remote, tmp_path, clock):
+    finish(synced_store, clock, "has-owner", "payments-api", "fail")
+    clock.advance(60)
+    latest = finish(synced_store, clock, "has-owner", "payments-api", "pass", message="fixed")
+    finish(synced_store, clock, "log4j-vulnerability", "payments-api", "warning")
+    writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+
+    service = yaml.safe_load("\n".join(remote_lines(remote, "results/services/payments-api.yaml")))
+    assert service["checks"]["has-owner"]["id"] == latest["id"] and service["checks"]["has-owner"]["message"] == "fixed"
+    assert service["counts"] == {"pass": 1, "warning": 1}
+    check = yaml.safe_load("\n".join(remote_lines(remote, "results/checks/has-owner.yaml")))
+    assert check["services"]["payments-api"]["outcome"] == "pass"
+    readme = remote_lines(remote, "results/README.md")
+    row = next(line for line in readme if line.startswith("| [payments-api](services/payments-api.yaml)"))
+    header = next(line for line in readme if line.startswith("| Service |"))
+    cells = dict(zip([c.strip() for c in header.split("|")[2:-1]], [c.strip() for c in row.split("|")[2:-1]]))
+    assert cells["[has-owner](checks/has-owner.yaml)"] == "✅"
+    assert cells["[log4j-vulnerability](checks/log4j-vulnerability.yaml)"] == "⚠️"
+
+
+def test_a_concurrent_push_from_elsewhere_is_survived(synced_store, remote, tmp_path, clock):
+    finish(synced_store, clock, "has-owner", "payments-api")
+    settings = settings_for(tmp_path, remote)
+    writeback_pass(synced_store, settings, clock=clock)
+    second = finish(synced_store, clock, "has-owner", "users-api")
+    # Someone else pushes between our fetch and our push: git's own pre-push hook does it, once.
+    other = tmp_path / "other"
+    git("clone", "-q", "--branch", "catalog-results", str(remote), str(other))
+    hook = settings.home / "writeback" / "hooks" / "pre-push"
+    hook.write_text(
+        f"#!/bin/sh\nunset GIT_DIR\n[ -e {tmp_path}/raced ] && exit 0\ntouch {tmp_path}/raced\n"
+        f"cd {other} && echo hello > results/NOTES.md && git add results/NOTES.md"
+        " && git -c user.name=x -c user.email=x@x commit -qm notes && git push -q origin HEAD\n"
+    )
+    hook.chmod(0o755)
+    report = writeback_pass(synced_store, settings, clock=clock)
+
+    assert report.pushed and report.push_retries == 1 and clock.slept and report.written == [second["id"]]
+    assert remote_lines(remote, "results/NOTES.md") == ["hello"]
+    assert history_ids_in_log(remote) == [1, second["id"]]
+    assert not report.findings
+
+
+def test_unreachable_remote_then_reachable_writes_every_result_once(synced_store, remote, tmp_path, clock):
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in ("payments-api", "users-api")]
+    settings = settings_for(tmp_path, f"file://{remote}")
+    hidden = tmp_path / "elsewhere.git"
+    remote.rename(hidden)
+    with pytest.raises(WritebackError, match="cannot reach .*stay queued"):
+        writeback_pass(synced_store, settings, clock=clock)
+    assert synced_store.writeback_queue_size() == 2 and synced_store.result_writes(ids) == {}
+    ids.append(finish(synced_store, clock, "has-owner", "users-db")["id"])
+    hidden.rename(remote)
+    report = writeback_pass(synced_store, settings, clock=clock)
+    assert report.written == ids and history_ids_in_log(remote) == ids
+
+
+def test_crash_between_push_and_mark_never_writes_a_line_twice(synced_store, remote, tmp_path, clock):
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in ("payments-api", "users-api")]
+    settings = settings_for(tmp_path, remote)
+    # The database as it was before the pass: restoring it is the crash right after the push.
+    before = tmp_path / "before.db"
+    with sqlite3.connect(before) as copy:
+        synced_store.connection.backup(copy)
+    pushed = writeback_pass(synced_store, settings, clock=clock)
+    source = sqlite3.connect(before)
+    source.backup(synced_store.connection)
+    source.close()
+    crashed = synced_store
+    assert crashed.writeback_queue_size() == 2
+
+    report = writeback_pass(crashed, settings, clock=clock)
+    assert report.written == ids and report.appended == 0 and report.commits == []
+    assert crashed.result_writes(ids) == {rid: pushed.commit for rid in ids}
+    assert history_ids_in_log(remote) == ids and crashed.writeback_queue_size() == 0
+
+
+def test_two_racing_passes_on_one_remote_lose_and_duplicate_nothing(synced_store, remote, tmp_path):
+    clock = FakeClock()
+    slugs = sorted(synced_store.service_index())
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in slugs]
+    start, errors = threading.Barrier(2), []
+
+    def run(home: str) -> None:
+        start.wait()
+        try:
+            writeback_pass(synced_store, settings_for(tmp_path, remote, home))
+        except Exception as error:  # collected: an assertion in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(home,)) for home in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(history_ids_in_log(remote)) == ids
+    assert set(synced_store.result_writes(ids)) == set(ids) and synced_store.writeback_queue_size() == 0
+
+
+def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, tmp_path, clock):
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in ("payments-api", "users-api")]
+    settings = settings_for(tmp_path, remote)
+    writeback_pass(synced_store, settings, clock=clock)
+    work = tmp_path / "tamper"
+    git("clone", "-q", "--branch", "catalog-results", str(remote), str(work))
+    history = work / day_file(clock)
+    lines = history.read_text().splitlines()
+    lines[1] = lines[1].replace('"result":"pass"', '"result":"fail"')
+    history.write_text("\n".join(lines) + "\n")
+    git("commit", "-qam", "nothing to see here", cwd=work)
+    git("push", "-q", "origin", "HEAD", cwd=work)
+
+    later = finish(synced_store, clock, "has-owner", "users-db")
+    report = writeback_pass(synced_store, settings, clock=clock)
+    assert [(f.result_id, f.path) for f in report.findings] == [(ids[1], day_file(clock))]
+    assert "changed or removed after it was pushed" in str(report.findings[0])
+    on_remote = remote_lines(remote, day_file(clock))
+    assert on_remote[:2] == lines[:2] and json.loads(on_remote[2])["id"] == later["id"]
+    assert synced_store.get_state("writeback_findings")[0]["result_id"] == ids[1]
+    assert writeback_pass(synced_store, settings, clock=clock).findings == []  # reported once, kept in state
+
+
+def test_a_forged_line_appended_on_the_remote_is_reported(synced_store, remote, tmp_path, clock):
+    finish(synced_store, clock, "has-owner", "payments-api")
+    settings = settings_for(tmp_path, remote)
+    writeback_pass(synced_store, settings, clock=clock)
+    work = tmp_path / "forge"
+    git("clone", "-q", "--branch", "catalog-results", str(remote), str(work))
+    with open(work / day_file(clock), "a") as history:
+        history.write('{"id":999,"result":"pass"}\n')
+    git("commit", "-qam", "add a result", cwd=work)
+    git("push", "-q", "origin", "HEAD", cwd=work)
+    report = writeback_pass(synced_store, settings, clock=clock)
+    assert [f.result_id for f in report.findings] == [999]
+
+
+def test_a_plain_directory_catalog_writes_to_a_local_bare_repository(synced_store, example_dir, tmp_path, clock):
+    result = finish(synced_store, clock, "has-owner", "payments-api")
+    settings = settings_for(tmp_path, example_dir)
+    report = writeback_pass(synced_store, settings, clock=clock)
+    fallback = settings.home / "results.git"
+    assert report.local_fallback and report.remote == str(fallback.resolve())
+    assert "not a git repository" in report.lines()[0]
+    assert history_ids_in_log(fallback) == [result["id"]]
+    assert not (example_dir / "results").exists()
+
+
+def test_no_push_commits_locally_and_marks_nothing(synced_store, remote, tmp_path, clock):
+    result = finish(synced_store, clock, "has-owner", "payments-api")
+    settings = settings_for(tmp_path, remote)
+    report = writeback_pass(synced_store, settings, push=False, clock=clock)
+    assert report.commit and not report.pushed and report.remaining == 1
+    assert synced_store.result_writes([result["id"]]) == {}
+    assert git("--git-dir", str(remote), "branch", "--list").strip() == ""
+    local = settings.home / "writeback"
+    assert history_ids_in_log(local) == [result["id"]]
+    assert writeback_pass(synced_store, settings, clock=clock).written == [result["id"]]
+    assert history_ids_in_log(remote) == [result["id"]]
+
+
+def test_batches_commit_and_push_one_by_one(synced_store, remote, tmp_path, clock):
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in sorted(synced_store.service_index())[:5]]
+    report = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock, batch_size=2)
+    assert len(report.commits) == 3 and report.written == ids and history_ids_in_log(remote) == ids
+
+
+def test_the_synced_branch_itself_can_hold_the_results(store, example_dir, tmp_path, clock):
+    config = example_dir / "catalog.yaml"
+    config.write_text(config.read_text().replace("branch: catalog-results", "branch: main"))
+    git("init", "-q", "-b", "main", cwd=example_dir)
+    git("add", "-A", cwd=example_dir)
+    git("commit", "-qm", "catalog", cwd=example_dir)
+    remote = tmp_path / "catalog.git"
+    git("clone", "-q", "--bare", str(example_dir), str(remote))
+    sync_directory(store, example_dir)
+    result = finish(store, clock, "has-owner", "payments-api")
+    report = writeback_pass(store, settings_for(tmp_path, remote), clock=clock)
+    assert report.branch == "main" and report.pushed
+    files = git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", "main").split()
+    assert "services/payments-api.yaml" in files and "catalog.yaml" in files
+    assert history_ids_in_log(remote, "main") == [result["id"]]
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CATALOG_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_writeback_reports_the_pass_and_errors_as_one_line(example_dir, remote, tmp_path, clock):
+    home = tmp_path / "home"
+    store = Store(home / "catalog.db")
+    sync_directory(store, example_dir)
+    finish(store, clock, "has-owner", "payments-api")
+    missing = cli("writeback", "--repo", str(tmp_path / "missing"), home=home)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "does not exist" in missing.stderr and store.writeback_queue_size() == 1
+
+    done = cli("writeback", "--repo", str(remote), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "recorded 1 results" in done.stdout and store.writeback_queue_size() == 0
+
+
+def test_summary_files_are_yaml_that_keeps_any_message_intact(synced_store, remote, tmp_path, clock):
+    message = 'colon: "quotes" # not a comment\n- dash\u2028sep \x85 nel \x7f del ✅ {braces} [x]'
+    finish(synced_store, clock, "has-owner", "payments-api", "fail", message=message)
+    writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+    raw = git("--git-dir", str(remote), "show", "catalog-results:results/services/payments-api.yaml")
+    service = yaml.safe_load(raw)
+    assert service["checks"]["has-owner"]["message"] == message and service["counts"] == {"fail": 1}
+    history = json.loads(remote_lines(remote, day_file(clock))[0])
+    assert history["message"] == message
