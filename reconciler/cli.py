@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    validate = commands.add_parser("validate", help="validate a catalog directory (exit 0 valid, 1 invalid)")
+    validate = commands.add_parser(
+        "validate", help="validate a catalog directory (exit 0 valid, 1 invalid)",
+        description="Validate every file of a catalog directory alone and together (slugs, dependencies,"
+        " targets); print file:line:col: message per error. Exit 0 valid, 1 invalid. No store is needed.",
+    )
     validate.add_argument("path", nargs="?", default=".", help="catalog directory (default .)")
     validate.add_argument("--format", choices=("text", "github"), default="text", help="github: ::error annotations")
     validate.set_defaults(handler=cmd_validate)
@@ -47,12 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("kind", nargs="?", choices=("service", "check", "catalog"), help="one kind of file (default: all)")
     schema.set_defaults(handler=cmd_schema)
 
-    plan = commands.add_parser("plan", help="show what a sync would create, update and remove")
+    plan = commands.add_parser(
+        "plan", help="show what a sync would create, update and remove",
+        description="Fetch the catalog repository and print what a sync would create, update and remove,"
+        " without applying it. Exit status: 0 success, 1 error (a file error, a sync that would be refused,"
+        " a failed fetch); with --detailed-exitcode, 2 when there are changes.",
+    )
     _add_settings_flags(plan)
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
     plan.set_defaults(handler=cmd_plan)
 
-    sync = commands.add_parser("sync", help="pull the catalog repository and apply it")
+    sync = commands.add_parser(
+        "sync", help="pull the catalog repository and apply it",
+        description="Pull the catalog repository and apply it in one transaction. Exit status: 0 applied"
+        " cleanly (or the revision was already applied), 3 applied but some files have errors (they keep"
+        " their last good state), 1 refused (mass removal) or failed (fetch, settings).",
+    )
     _add_settings_flags(sync)
     sync.add_argument("--allow-mass-removal", action="store_true", help="allow removing more than half the services")
     sync.set_defaults(handler=cmd_sync)
@@ -121,7 +135,34 @@ def open_store(settings: Settings):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    raise CatalogError("validate is not implemented yet")
+    from .validation import validate_directory
+
+    count, errors = validate_directory(args.path)
+    for error in errors:
+        if args.format == "github":
+            print(_github_annotation(args.path, error))
+        else:
+            print(error)
+    files = f"{count} file{'s' if count != 1 else ''}"
+    if errors:
+        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {files}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{files} valid", file=sys.stderr)
+    return 0
+
+
+def _github_annotation(root: str, error) -> str:
+    """`::error file=F,line=L,col=C::MSG`, escaped as GitHub's workflow commands require."""
+    path = error.location.path if root in (".", "./", "") else f"{root.rstrip('/')}/{error.location.path}"
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text: str) -> str:
+        return data(text).replace(":", "%3A").replace(",", "%2C")
+
+    where = error.location
+    return f"::error file={prop(path)},line={where.line},col={where.col}::{data(error.message)}"
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -132,52 +173,239 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    raise CatalogError("plan is not implemented yet")
+    from .gitsource import source_from_settings
+    from .reconcile import make_plan, mass_removal_refusal
+
+    settings = settings_from(args)
+    source = source_from_settings(settings)
+    plan = make_plan(open_store(settings), source)
+    if plan.same_revision:
+        print(f"no changes: revision {plan.revision} is already applied")
+        return 0
+    print(f"plan: {plan.previous_revision or '(nothing applied yet)'} -> {plan.revision}")
+    for change in plan.changes:
+        print(f"  {change}")
+    print(
+        f"{plan.count('create')} to create, {plan.count('update')} to update,"
+        f" {plan.count('remove')} to remove, {plan.unchanged} unchanged"
+    )
+    _print_file_errors(plan.errors)
+    refusal = mass_removal_refusal(plan)
+    if refusal:
+        print(f"catalog: sync would be refused: {refusal}", file=sys.stderr)
+    if refusal or plan.errors:
+        return EXIT_ERROR
+    return 2 if args.detailed_exitcode and plan.has_changes else 0
+
+
+_EXIT_APPLIED_WITH_ERRORS = 3  # `catalog sync`: applied, but some files kept their last good state
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    raise CatalogError("sync is not implemented yet")
+    from .gitsource import source_from_settings
+    from .reconcile import sync
+
+    settings = settings_from(args)
+    store = open_store(settings)
+    report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
+    if report.outcome == "unchanged":
+        print(f"no changes: revision {report.revision} is already applied ({report.duration_ms:.0f} ms)")
+    else:
+        plan = report.plan
+        print(f"applied {report.revision} (previous: {report.previous_revision or 'none'})")
+        print(
+            f"{plan.count('create')} created, {plan.count('update')} updated,"
+            f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
+        )
+    file_errors = store.catalog_file_errors()
+    if file_errors:
+        # the files with errors kept their last good state; the rest was applied
+        for row in file_errors:
+            error = row["error"]
+            print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
+        count = len(file_errors)
+        print(f"{count} file{'s' if count != 1 else ''} with errors kept their last good state", file=sys.stderr)
+        return _EXIT_APPLIED_WITH_ERRORS
+    return 0
+
+
+def _print_file_errors(errors: list) -> None:
+    for error in errors:
+        print(str(error), file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} (those files keep their last good state)", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    raise CatalogError("status is not implemented yet")
+    store = open_store(settings_from(args))
+    runs = store.sync_runs(limit=1)
+    status = {
+        "applied_revision": store.get_state("applied_revision"),
+        "last_check": store.get_state("last_sync_check"),
+        "last_run": runs[0] if runs else None,
+        "counts": store.catalog_counts(),
+        "file_errors": [row["error"] for row in store.catalog_file_errors()],
+    }
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    run, counts = status["last_run"], status["counts"]
+    if run is None:
+        print("last sync: never (run `catalog sync`)")
+    else:
+        print(f"last sync: {run['outcome']} at {run['finished_at']} in {run['duration_ms']:.0f} ms")
+        print(f"  applied revision:   {status['applied_revision'] or 'none'}")
+        print(f"  attempted revision: {run['attempted_revision'] or 'none'}")
+        print(
+            f"  {run['created']} created, {run['updated']} updated, {run['removed']} removed,"
+            f" {run['unchanged']} unchanged"
+        )
+        if run["message"]:
+            print(f"  message: {run['message']}")
+    if status["last_check"]:
+        print(f"last checked: {status['last_check']['at']} (revision {status['last_check']['revision']})")
+    print(
+        f"services: {counts['services']} ({counts['removed_services']} removed), checks: {counts['checks']}"
+    )
+    print(
+        f"results: {counts['results']} in all, {counts['pending_results']} pending,"
+        f" {counts['sent_results']} sent"
+    )
+    for error in status["file_errors"]:
+        print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
+    return 0
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    raise CatalogError("dispatch is not implemented yet")
+    """One pass; exit 1 when a dispatch failed for good (results in `error`), else 0."""
+    from .clock import Clock, format_time
+    from .dispatch import dispatcher_from_settings
+    from .schedule import due_pairs, expire_results, run_pass
+
+    settings = settings_from(args)
+    store = open_store(settings)
+    clock = Clock()
+    if args.dry_run:
+        now = clock.now()
+        expiring = expire_results(store, now, dry_run=True)
+        pairs = due_pairs(store, now)
+        _print_due(store, pairs)
+        print(f"{len(pairs)} due, {len(expiring)} would time out (at {format_time(now)}); nothing sent", file=sys.stderr)
+        return 0
+    _log_to_stderr()
+    report = run_pass(store, dispatcher_from_settings(settings, store, clock=clock), settings=settings, clock=clock)
+    _print_outcomes(store, report)
+    print(f"dispatch: {report}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else 0
 
 
 def cmd_run_check(args: argparse.Namespace) -> int:
-    raise CatalogError("run-check is not implemented yet")
+    """Exit 1 when a dispatch failed for good; a transient failure leaves the result pending (exit 0)."""
+    from .clock import Clock
+    from .dispatch import dispatcher_from_settings
+    from .schedule import run_check
+
+    settings = settings_from(args)
+    store = open_store(settings)
+    clock = Clock()
+    _log_to_stderr()
+    rows = run_check(
+        store, dispatcher_from_settings(settings, store, clock=clock), args.slug, args.service,
+        settings=settings, clock=clock,
+    )
+    for row in rows:
+        detail = f": {row['message']}" if row["status"] == "error" and row["message"] else ""
+        print(f"result {row['id']}  {row['check']}  {row['service'] or '-'}  {row['status']}{detail}")
+    return EXIT_ERROR if any(row["status"] == "error" for row in rows) else 0
+
+
+def _print_due(store, pairs: list) -> None:
+    checks = {c["id"]: c["slug"] for c in store.list_checks()}
+    services = {s["id"]: s["slug"] for s in store.list_services()}
+    for check_id, service_id in sorted(pairs, key=lambda p: (checks[p[0]], services.get(p[1], ""))):
+        print(f"due  {checks[check_id]}  {services.get(service_id, '-') if service_id else '-'}")
+
+
+def _print_outcomes(store, report) -> None:
+    failed = dict(report.failed)
+    deferred = dict(report.deferred)
+    for result_id in sorted(set(report.expired) | set(report.dispatched) | set(failed) | set(deferred)):
+        row = store.read_result(result_id)
+        outcome = row["status"]
+        if result_id in failed:
+            outcome += f": {failed[result_id]}"
+        elif result_id in deferred:
+            outcome = f"still pending: {deferred[result_id]}"
+        print(f"result {result_id}  {row['check']}  {row['service'] or '-'}  {outcome}")
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    raise CatalogError("token create is not implemented yet")
+    from .clock import Clock
+    from .tokens import create_token
+
+    secret = create_token(open_store(settings_from(args)), args.name, args.scope, now=Clock().now())
+    print(secret)  # alone on stdout, so `TOKEN=$(catalog token create ...)` works
+    return 0
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    raise CatalogError("token list is not implemented yet")
+    from .tokens import list_tokens
+
+    tokens = list_tokens(open_store(settings_from(args)))
+    if not tokens:
+        print("no tokens; create one with: catalog token create NAME --scope read", file=sys.stderr)
+        return 0
+    rows = [("NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED")] + [
+        (t["name"], ",".join(t["scopes"]), t["created_at"], t["last_used_at"] or "never", t["revoked_at"] or "-")
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    raise CatalogError("token revoke is not implemented yet")
+    from .clock import Clock
+    from .tokens import revoke_token
+
+    revoke_token(open_store(settings_from(args)), args.name, now=Clock().now())
+    print(f"revoked token {args.name!r} (servers stop accepting it within seconds)", file=sys.stderr)
+    return 0
 
 
 def cmd_writeback(args: argparse.Namespace) -> int:
-    raise CatalogError("writeback is not implemented yet")
+    """One write-back pass; exit 1 when tampering with pushed history was found (reported, not undone)."""
+    from .writeback import writeback_pass
+
+    settings = settings_from(args)
+    report = writeback_pass(open_store(settings), settings, push=not args.no_push)
+    for line in report.lines():
+        print(line)
+    for finding in report.findings:
+        print(f"catalog: tampering: {finding}", file=sys.stderr)
+    return EXIT_ERROR if report.findings else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    raise CatalogError("serve is not implemented yet")
+    raise CatalogError("serve runs the web API: start it with the `catalog` program this project installs (api.cli)")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    raise CatalogError("up is not implemented yet")
+    raise CatalogError("up runs the web API: start it with the `catalog` program this project installs (api.cli)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argparse.Namespace], int]] | None = None) -> int:
+    """Run one command. `handlers` lets the web layer supply the commands that serve HTTP (serve, up),
+    so this core never imports it."""
     args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: Callable[[argparse.Namespace], int] = (handlers or {}).get(args.command, args.handler)
     try:
         return handler(args)
     except CatalogError as error:

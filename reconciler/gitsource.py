@@ -62,6 +62,7 @@ class GitSource:
         self.branch = branch
         self.description = f"{redact(url)} ({branch or 'default branch'})"
         self._repo: git.Repo | None = None
+        self._default: str | None = None  # the remote's default branch, asked once per process
 
     def fetch(self) -> str:
         repo = self._open_or_clone()
@@ -70,12 +71,12 @@ class GitSource:
                 if repo.remotes.origin.url != self.url:
                     repo.git.remote("set-url", "origin", self.url)
                 repo.git.fetch("origin", "--prune", "--no-tags")
-                branch = self.branch or self._default_branch(repo)
-                ref = f"refs/remotes/origin/{branch}"
-                try:
-                    sha = repo.git.rev_parse("--verify", "--quiet", ref + "^{commit}")
-                except git.GitCommandError:
-                    raise SourceError(f"branch {branch!r} does not exist in {redact(self.url)}") from None
+                if self.branch is None and self._default is None:
+                    self._default = self._default_branch(repo)
+                branch = self.branch or self._default
+                sha = self._branch_head(repo, f"refs/remotes/origin/{branch}")
+                if sha is None:
+                    raise SourceError(f"branch {branch!r} does not exist in {redact(self.url)}")
                 # our own detached checkout at that commit already: the no-op sync stays cheap
                 if repo.head.is_detached and repo.head.commit.hexsha == sha:
                     return sha
@@ -106,6 +107,18 @@ class GitSource:
         except git.GitCommandError as error:
             raise SourceError(f"cannot clone {redact(self.url)}: {_git_reason(error)}") from None
         return self._repo
+
+    @staticmethod
+    def _branch_head(repo: git.Repo, ref: str) -> str | None:
+        """The commit a remote-tracking ref points at; read from the ref files (no git process)."""
+        try:
+            sha = git.SymbolicReference.dereference_recursive(repo, ref)
+        except (ValueError, OSError):
+            return None
+        try:
+            return repo.git.rev_parse("--verify", "--quiet", sha + "^{commit}") if len(sha) != 40 else sha
+        except git.GitCommandError:
+            return None
 
     @staticmethod
     def _default_branch(repo: git.Repo) -> str:

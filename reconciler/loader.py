@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable, Union
 
 import yaml
@@ -20,9 +21,27 @@ from .errors import CatalogFileError, Location
 from .schema import CatalogConfig, Check, Service
 
 try:  # the C parser is ~10x faster; the pure-Python one gives the same results
-    from yaml import CSafeLoader as _YamlLoader
+    from yaml import CSafeLoader as _SafeLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+_PLAIN_SCALAR_TAGS: dict[str, str] = {}  # plain scalar -> resolved tag; keys and enum values repeat a lot
+
+
+class _YamlLoader(_SafeLoader):  # type: ignore[valid-type, misc]
+    """The safe loader, with tag resolution memoised (it runs in Python for every node)."""
+
+    def resolve(self, kind, value, implicit):  # type: ignore[no-untyped-def]
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return "tag:yaml.org,2002:str"  # quoted: always a string (no path resolvers here)
+            tag = _PLAIN_SCALAR_TAGS.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_PLAIN_SCALAR_TAGS) < 50_000 and len(value) < 100:
+                    _PLAIN_SCALAR_TAGS[value] = tag
+            return tag
+        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 20_000  # counted with aliases expanded: stops "billion laughs" before it grows
@@ -51,14 +70,18 @@ class LoadedFile:
 
 def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None:
     """The kind of file a path holds in a catalog, or None when it is not a catalog file."""
-    path = PurePosixPath(relative_path)
     if ignored_prefix and (relative_path + "/").startswith(ignored_prefix.rstrip("/") + "/"):
         return None
     if relative_path == CATALOG_FILE:
         return "catalog"
-    if path.suffix not in YAML_SUFFIXES or len(path.parts) < 2:
+    # plain string operations: this runs once per file of catalogs with 10,000 files
+    top, slash, rest = relative_path.partition("/")
+    if not slash or not rest or not relative_path.endswith(YAML_SUFFIXES):
         return None
-    return KIND_DIRECTORIES.get(path.parts[0])
+    name = rest.rpartition("/")[2]
+    if name in (".yaml", ".yml"):  # a bare suffix is a hidden file, not a YAML file
+        return None
+    return KIND_DIRECTORIES.get(top)
 
 
 def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[str]:
@@ -70,21 +93,22 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
         base = root / directory
         if not base.is_dir() or base.is_symlink():
             continue
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):  # never follows symlinked directories
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            prefix = Path(dirpath).relative_to(root).as_posix() + "/"
             for name in filenames:
-                relative = Path(dirpath, name).relative_to(root).as_posix()
+                relative = prefix + name
                 if kind_of(relative, ignored_prefix):
                     found.append(relative)
     return sorted(found)
 
 
-def read_file(root: Path, relative_path: str) -> LoadedFile:
+def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -> LoadedFile:
     """Read, parse and validate one catalog file; never raises for what is in the file."""
     kind = kind_of(relative_path) or "service"
     loaded = LoadedFile(relative_path, kind, "")
     try:
-        data = _read_bytes(root, relative_path)
+        data = (_jail or _Jail(root)).read(relative_path)
     except CatalogFileError as error:
         loaded.errors.append(error)
         return loaded
@@ -101,7 +125,9 @@ def read_file(root: Path, relative_path: str) -> LoadedFile:
 
 
 def read_files(root: Path, relative_paths: Iterable[str]) -> list[LoadedFile]:
-    return [read_file(root, path) for path in relative_paths]
+    """`read_file` for each path (sharing the resolved root: cheaper for thousands of files)."""
+    jail = _Jail(root)
+    return [read_file(root, path, _jail=jail) for path in relative_paths]
 
 
 def locate(root: Path, relative_path: str, loc: tuple) -> Location:
@@ -117,22 +143,49 @@ def locate(root: Path, relative_path: str, loc: tuple) -> Location:
 
 
 def _read_bytes(root: Path, relative_path: str) -> bytes:
+    return _Jail(root).read(relative_path)
+
+
+class _Jail:
+    """Reads files under one root, refusing any that resolve outside it (symlinks)."""
+
+    def __init__(self, root: Path):
+        self.real_root = os.path.realpath(root)
+        self._inside = self.real_root.rstrip(os.sep) + os.sep
+        self._safe_directories: dict[str, bool] = {"": True}
+
+    def read(self, relative_path: str) -> bytes:
+        # os-level calls and a cache of checked directories: this runs once per file of catalogs
+        # with 10,000 files, where realpath on every path costs more than the YAML parsing
+        directory = relative_path.rpartition("/")[0]
+        safe = self._safe_directories.get(directory)
+        if safe is None:
+            real = os.path.realpath(os.path.join(self.real_root, directory))
+            safe = self._safe_directories[directory] = real.startswith(self._inside)
+        path = os.path.join(self.real_root, relative_path)
+        if not safe or os.path.islink(path):
+            path = os.path.realpath(path)
+            if not path.startswith(self._inside):
+                raise CatalogFileError(
+                    Location(relative_path), "is a symlink pointing outside the repository; refusing to read it"
+                )
+        return _read_regular_file(path, relative_path)
+
+
+def _read_regular_file(resolved: str, relative_path: str) -> bytes:
     start = Location(relative_path)
-    path = root / relative_path
     try:
-        resolved = path.resolve(strict=True)
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CatalogFileError(start, "file does not exist (or is a broken symlink)") from None
-    except (OSError, RuntimeError) as error:
-        raise CatalogFileError(start, f"cannot read file: {error}") from None
-    if not resolved.is_relative_to(root.resolve()):
-        raise CatalogFileError(start, "is a symlink pointing outside the repository; refusing to read it")
-    if not resolved.is_file():
-        raise CatalogFileError(start, "is not a regular file")
-    size = resolved.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CatalogFileError(start, f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes")
-    with open(resolved, "rb") as handle:
+    except OSError as error:
+        raise CatalogFileError(start, f"cannot read file: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise CatalogFileError(start, "is not a regular file")
+        if status.st_size > MAX_FILE_BYTES:
+            raise CatalogFileError(start, f"file is {status.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes")
         data = handle.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise CatalogFileError(start, f"file is over the limit of {MAX_FILE_BYTES:,} bytes")
@@ -157,10 +210,10 @@ def _decode(data: bytes, relative_path: str) -> str:
 
 def parse_yaml(data: bytes, relative_path: str) -> yaml.Node:
     """Compose the YAML into nodes (which keep their line numbers) and check limits and duplicates."""
-    text = _decode(data, relative_path)
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    loader = _YamlLoader(text)
+    _decode(data, relative_path)  # libyaml would take UTF-16 too: insist on UTF-8 first
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    loader = _YamlLoader(data)  # bytes: libyaml reads them without a Python-side re-encoding
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
@@ -213,7 +266,48 @@ def _check_nodes(root: yaml.Node, relative_path: str) -> None:
             stack.extend(node.value)
 
 
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_PLAIN_SCALARS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:float"}
+
+
+class _Unusual(Exception):
+    """A node the fast builder leaves to PyYAML's constructor (merge keys, timestamps, other tags)."""
+
+
 def _construct(node: yaml.Node, relative_path: str) -> Any:
+    """Nodes to Python values: a fast path for plain maps, lists and scalars, else PyYAML's constructor."""
+    constructor = _YamlLoader("")
+    try:
+        return _build(node, constructor)
+    except _Unusual:
+        pass
+    except RecursionError:
+        raise CatalogFileError(Location(relative_path), "YAML is nested too deeply") from None
+    finally:
+        constructor.dispose()
+    return _construct_slowly(node, relative_path)
+
+
+def _build(node: yaml.Node, constructor: Any) -> Any:
+    """Same values as SafeConstructor for the common shapes (checked: nodes are few after _check_nodes)."""
+    tag = node.tag
+    if tag == _STR and isinstance(node, yaml.ScalarNode):
+        return node.value
+    if tag == _MAP and isinstance(node, yaml.MappingNode):
+        mapping = {}
+        for key, value in node.value:
+            if not (isinstance(key, yaml.ScalarNode) and key.tag in _PLAIN_SCALARS or key.tag == _STR):
+                raise _Unusual  # merge keys (<<), complex keys: PyYAML knows the rules
+            mapping[_build(key, constructor)] = _build(value, constructor)
+        return mapping
+    if tag == _SEQ and isinstance(node, yaml.SequenceNode):
+        return [_build(item, constructor) for item in node.value]
+    if tag in _PLAIN_SCALARS and isinstance(node, yaml.ScalarNode):
+        return constructor.construct_object(node)
+    raise _Unusual
+
+
+def _construct_slowly(node: yaml.Node, relative_path: str) -> Any:
     constructor = _YamlLoader("")
     try:
         return constructor.construct_document(node)

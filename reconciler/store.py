@@ -566,12 +566,17 @@ class Store:
                         WHERE need.value NOT IN (SELECT value FROM json_each(s.tags))))))
             UNION ALL
             SELECT w.id, NULL, w.cutoff FROM wanted AS w WHERE w.target_kind = 'none' AND :service_id IS NULL
+        ),
+        open_pairs AS MATERIALIZED (  -- read once (partial index results_open), then indexed
+            SELECT DISTINCT check_id, coalesce(service_id, 0) AS service_key FROM results
+            WHERE status IN ('pending', 'sent')
         )
     """
     _DUE_PAIRS = _TARGETED_PAIRS + """
         SELECT p.check_id, p.service_id FROM pairs AS p
-        WHERE (p.check_id, coalesce(p.service_id, 0)) NOT IN (
-                SELECT check_id, coalesce(service_id, 0) FROM results WHERE status IN ('pending', 'sent'))
+        WHERE NOT EXISTS (
+                SELECT 1 FROM open_pairs AS o
+                WHERE o.check_id = p.check_id AND o.service_key = coalesce(p.service_id, 0))
           AND NOT EXISTS (
                 SELECT 1 FROM results AS r
                 WHERE r.check_id = p.check_id AND r.service_id IS p.service_id AND r.created_at >= p.cutoff)

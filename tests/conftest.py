@@ -56,3 +56,50 @@ def synced_store(store: Store, example_dir: Path) -> Store:
     report = sync_directory(store, example_dir)
     assert report.outcome == "applied" and not report.errors, report.errors
     return store
+
+
+GIT = ["git", "-c", "user.name=Catalog Tests", "-c", "user.email=tests@example.invalid", "-c", "init.defaultBranch=main"]
+
+
+class GitCatalog:
+    """A bare `remote` and a work clone `work` of it: write files, commit, push, like a team would."""
+
+    def __init__(self, base: Path):
+        import subprocess
+
+        self._run = lambda *args, cwd: subprocess.run(
+            [*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        self.remote = base / "remote.git"
+        self.work = base / "work"
+        base.mkdir(parents=True, exist_ok=True)
+        self._run("init", "--quiet", "--bare", str(self.remote), cwd=base)
+        self._run("clone", "--quiet", str(self.remote), str(self.work), cwd=base)
+
+    @property
+    def url(self) -> str:
+        return str(self.remote)
+
+    def git(self, *args: str) -> str:
+        return self._run(*args, cwd=self.work)
+
+    def commit(self, message: str = "Change the catalog", branch: str | None = None) -> str:
+        """Commit everything in the work tree and push it; returns the commit sha."""
+        self.git("add", "--all")
+        self.git("commit", "--quiet", "--allow-empty", "-m", message)
+        self.git("push", "--quiet", "--force", "origin", f"HEAD:{branch or self.branch}")
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def branch(self) -> str:
+        return self.git("rev-parse", "--abbrev-ref", "HEAD")
+
+
+@pytest.fixture
+def git_catalog(tmp_path: Path) -> GitCatalog:
+    """The example catalog committed to a bare remote on branch main (through a work clone)."""
+    repo = GitCatalog(tmp_path / "git")
+    shutil.copytree(EXAMPLE, repo.work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    repo.git("checkout", "--quiet", "-B", "main")
+    repo.commit("The example catalog", branch="main")
+    return repo

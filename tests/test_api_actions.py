@@ -221,7 +221,7 @@ def test_catalog_serve_runs_the_api(tmp_path):
     env = {**os.environ, "CATALOG_HOME": str(tmp_path / "home")}
     created = subprocess.run([sys.executable, "-m", "reconciler.cli", "token", "create", "r", "--scope", "read"],
                              capture_output=True, text=True, env=env, check=True)
-    server = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 20

@@ -1,0 +1,90 @@
+"""Time the reconciler on a synthetic catalog: cold sync, no-op sync, one-file change, peak memory.
+
+    python3 bench/bench_sync.py [--services 10000] [--checks 50] [--repeat 5]
+
+The catalog is generated as a git repository by bench/generate_catalog.py (in a child process, so
+it does not count towards this process's memory) and cloned before timing: the clone is excluded,
+every `git fetch` the sync runs is included. Each sync is the real `reconcile.sync` on a real
+SQLite file. Peak memory is this process's ru_maxrss (resident set high-water mark, whole
+process: interpreter, imports, every sync). Targets (issue 2, N=10,000, M=50): cold <= 1.5 s,
+no-op <= 0.05 s, one-file change <= 0.2 s, peak <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reconciler.gitsource import GitSource  # noqa: E402
+from reconciler.reconcile import sync  # noqa: E402
+from reconciler.store import Store  # noqa: E402
+
+GIT_IDENTITY = ["-c", "user.name=Catalog Bench", "-c", "user.email=bench@example.invalid"]
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *GIT_IDENTITY, *args], cwd=root, check=True, capture_output=True)
+
+
+def timed(store: Store, source: GitSource, expect: str) -> float:
+    started = time.perf_counter()
+    report = sync(store, source)
+    elapsed = time.perf_counter() - started
+    if report.outcome != expect or report.errors:
+        raise SystemExit(f"unexpected sync: {report.outcome}, errors {report.errors[:3]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--checks", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of the no-op and one-file syncs (median shown)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as temporary:
+        work = Path(temporary)
+        origin = work / "origin"
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "generate_catalog.py"), str(origin),
+             "--services", str(args.services), "--checks", str(args.checks)],
+            check=True, capture_output=True,
+        )
+        print(f"generated {args.services} services, {args.checks} checks in {time.perf_counter() - started:.1f} s")
+
+        source = GitSource(str(origin), work / "checkout")
+        source.fetch()  # the clone and its checkout: excluded from the figures
+        store = Store(work / "catalog.db")
+
+        cold = timed(store, source, "applied")
+        noop = [timed(store, source, "unchanged") for _ in range(args.repeat)]
+        one_file = []
+        for run in range(args.repeat):
+            path = origin / "services" / f"service-{(run * 37 + 11) % args.services:05d}.yaml"
+            path.write_text(path.read_text().replace("description: The", f"description: (edit {run}) The", 1))
+            git(origin, "commit", "--quiet", "-am", f"Edit {path.name}")
+            one_file.append(timed(store, source, "applied"))
+        counts = store.catalog_counts()
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    print(f"store: {counts['services']} services, {counts['checks']} checks")
+    print(f"cold sync:        {cold:7.3f} s   (target <= 1.5 s)")
+    print(f"no-op sync:       {statistics.median(noop):7.3f} s   (median of {len(noop)}; target <= 0.05 s)"
+          f"  runs: {', '.join(f'{t:.3f}' for t in noop)}")
+    print(f"one-file change:  {statistics.median(one_file):7.3f} s   (median of {len(one_file)}; target <= 0.2 s)"
+          f"  runs: {', '.join(f'{t:.3f}' for t in one_file)}")
+    print(f"peak memory:      {peak_mb:7.1f} MB  (ru_maxrss of this process; target <= 300 MB)")
+
+
+if __name__ == "__main__":
+    main()

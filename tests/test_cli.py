@@ -1,0 +1,148 @@
+"""The real `catalog` console script, run as a subprocess with CATALOG_HOME in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+CATALOG = shutil.which("catalog")
+pytestmark = pytest.mark.skipif(CATALOG is None, reason="the project is not installed (pip install -e .)")
+
+
+def run(*args, home, cwd=None, repo=None):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+    env["CATALOG_HOME"] = str(home)
+    if repo is not None:
+        env["CATALOG_REPO"] = str(repo)
+    return subprocess.run([CATALOG, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+
+
+def assert_one_line_error(result):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("catalog: ") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_validate_the_example_exits_0(example_dir, tmp_path):
+    result = run("validate", str(example_dir), home=tmp_path / "home")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "18 files valid" in result.stderr
+
+
+def test_validate_a_bad_catalog_prints_file_line_col_and_exits_1(example_dir, tmp_path):
+    (example_dir / "services" / "legacy-reports.yaml").write_text("name: Legacy reports\npriority: 11\n")
+    result = run("validate", home=tmp_path / "home", cwd=example_dir)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["services/legacy-reports.yaml:2:11: priority: must be <= 10"]
+    assert "1 error in 18 files" in result.stderr
+
+
+def test_validate_github_format_escapes_properties_and_message(example_dir, tmp_path):
+    (example_dir / "services" / "legacy-reports.yaml").write_text("name: Legacy reports\npriority: 1\nonwer: x\n")
+    (example_dir / "checks" / "c,d.yaml").write_text("name: C\nservices: [ghost]\n")
+    result = run("validate", "--format", "github", ".", home=tmp_path / "home", cwd=example_dir)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "::error file=checks/c%2Cd.yaml,line=2,col=12::services: unknown service 'ghost'"
+        " (no file under services/ defines it)",
+        "::error file=services/legacy-reports.yaml,line=3,col=1::unknown key 'onwer' (did you mean 'owner'?)",
+    ]
+
+
+def test_github_escaping_rules():
+    from reconciler.cli import _github_annotation
+    from reconciler.errors import CatalogFileError, Location
+
+    error = CatalogFileError(Location("a:b,c%.yaml", 1, 2), "50% bad\nsecond line\r")
+    assert _github_annotation("repo", error) == (
+        "::error file=repo/a%3Ab%2Cc%25.yaml,line=1,col=2::50%25 bad%0Asecond line%0D"
+    )
+
+
+def test_validate_a_path_that_is_not_a_directory(tmp_path):
+    result = run("validate", str(tmp_path / "nowhere"), home=tmp_path / "home")
+    assert_one_line_error(result)
+    assert "is not a directory" in result.stderr
+
+
+def test_schema_prints_valid_json_schema(tmp_path):
+    result = run("schema", "service", home=tmp_path / "home")
+    schema = json.loads(result.stdout)
+    assert result.returncode == 0 and schema["additionalProperties"] is False and "priority" in schema["required"]
+    assert "$defs" in json.loads(run("schema", home=tmp_path / "home").stdout)
+
+
+def test_plan_detailed_exitcode_2_then_0_then_1(example_dir, tmp_path):
+    home = tmp_path / "home"
+    planned = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
+    assert planned.returncode == 2, planned.stderr
+    assert "+ service payments-api  [services/payments-api.yaml]" in planned.stdout
+    assert "17 to create, 0 to update, 0 to remove, 0 unchanged" in planned.stdout
+    assert run("plan", home=home, repo=example_dir).returncode == 0  # changes, but no detailed exit code
+    assert run("sync", home=home, repo=example_dir).returncode == 0
+    unchanged = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
+    assert unchanged.returncode == 0 and "no changes" in unchanged.stdout
+    (example_dir / "services" / "users-db.yaml").write_text("name: Users DB\npriority: 0\n")
+    broken = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
+    assert broken.returncode == 1
+    assert "services/users-db.yaml:2:11: priority: must be >= 1" in broken.stderr
+
+
+def test_plan_without_a_repository_is_one_line(tmp_path):
+    result = run("plan", home=tmp_path / "home")
+    assert_one_line_error(result)
+    assert "CATALOG_REPO" in result.stderr
+
+
+def test_sync_then_status_from_a_git_repository(git_catalog, tmp_path):
+    home = tmp_path / "home"
+    synced = run("sync", home=home, repo=git_catalog.url)
+    assert synced.returncode == 0, synced.stderr
+    head = git_catalog.git("rev-parse", "HEAD")
+    assert f"applied {head}" in synced.stdout and "17 created, 0 updated, 0 removed, 0 unchanged" in synced.stdout
+    again = run("sync", home=home, repo=git_catalog.url)
+    assert again.returncode == 0 and "no changes" in again.stdout
+    status = run("status", home=home)
+    assert status.returncode == 0
+    assert f"applied revision:   {head}" in status.stdout and "services: 11 (0 removed), checks: 6" in status.stdout
+    data = json.loads(run("status", "--json", home=home).stdout)
+    assert data["applied_revision"] == head and data["counts"]["pending_results"] == 0
+    assert data["last_run"]["outcome"] == "applied" and data["file_errors"] == []
+
+
+def test_sync_with_file_errors_exits_3_and_keeps_the_rest(example_dir, tmp_path):
+    home = tmp_path / "home"
+    (example_dir / "services" / "legacy-reports.yaml").write_text("name: Legacy reports\npriority: [1\n")
+    result = run("sync", home=home, repo=example_dir)
+    assert result.returncode == 3
+    assert "services/legacy-reports.yaml:3:1: YAML syntax error" in result.stderr
+    assert "16 created" in result.stdout
+    status = run("status", home=home)
+    assert "error: services/legacy-reports.yaml:3:1" in status.stdout
+
+
+def test_sync_refused_mass_removal_exits_1_then_allowed(example_dir, tmp_path):
+    home = tmp_path / "home"
+    assert run("sync", home=home, repo=example_dir).returncode == 0
+    shutil.rmtree(example_dir / "services")
+    refused = run("sync", home=home, repo=example_dir)
+    assert_one_line_error(refused)
+    assert "refusing to remove 11 of 11 services" in refused.stderr
+    assert "refused" in run("status", home=home).stdout
+    allowed = run("sync", "--allow-mass-removal", home=home, repo=example_dir)
+    assert allowed.returncode == 3 or allowed.returncode == 0, allowed.stderr  # checks now target nothing
+
+
+def test_sync_unreachable_repository_is_one_line(tmp_path):
+    result = run("sync", home=tmp_path / "home", repo="http://user:pw@127.0.0.1:9/catalog.git")
+    assert_one_line_error(result)
+    assert "cannot clone" in result.stderr and "pw" not in result.stderr
+
+
+def test_status_before_any_sync(tmp_path):
+    result = run("status", home=tmp_path / "home")
+    assert result.returncode == 0 and "last sync: never" in result.stdout

@@ -1,0 +1,120 @@
+"""Git and directory sources against real repositories on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import ConfigError, SourceError
+from reconciler.gitsource import DirectorySource, GitSource, redact, source_from_settings
+from reconciler.settings import Settings
+
+
+def test_clone_checks_out_the_default_branch(git_catalog, tmp_path):
+    head = git_catalog.git("rev-parse", "HEAD")
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    assert source.fetch() == head
+    assert (tmp_path / "checkout" / "services" / "payments-api.yaml").is_file()
+
+
+def test_default_branch_is_the_remotes_not_main(git_catalog, tmp_path):
+    git_catalog.git("checkout", "--quiet", "-b", "trunk")
+    (git_catalog.work / "services" / "new.yaml").write_text("name: New\npriority: 5\n")
+    trunk = git_catalog.commit("On trunk", branch="trunk")
+    git_catalog._run("symbolic-ref", "HEAD", "refs/heads/trunk", cwd=git_catalog.remote)
+    assert GitSource(git_catalog.url, tmp_path / "checkout").fetch() == trunk
+
+
+def test_fetch_brings_new_commits_and_reports_changed_paths(git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    first = source.fetch()
+    (git_catalog.work / "services" / "users-db.yaml").unlink()
+    (git_catalog.work / "services" / "new.yaml").write_text("name: New\npriority: 5\n")
+    second = git_catalog.commit()
+    assert source.fetch() == second
+    assert source.changed_paths(first, second) == {"services/users-db.yaml", "services/new.yaml"}
+    assert not (tmp_path / "checkout" / "services" / "users-db.yaml").exists()
+    assert source.fetch() == second  # nothing new: same revision
+
+
+def test_explicit_branch(git_catalog, tmp_path):
+    git_catalog.git("checkout", "--quiet", "-b", "staging")
+    (git_catalog.work / "services" / "staging-only.yaml").write_text("name: Staging only\npriority: 5\n")
+    staging = git_catalog.commit("Staging", branch="staging")
+    source = GitSource(git_catalog.url, tmp_path / "checkout", branch="staging")
+    assert source.fetch() == staging
+    assert (tmp_path / "checkout" / "services" / "staging-only.yaml").exists()
+
+
+def test_missing_branch_is_a_source_error(git_catalog, tmp_path):
+    with pytest.raises(SourceError, match="branch 'nope' does not exist"):
+        GitSource(git_catalog.url, tmp_path / "checkout", branch="nope").fetch()
+
+
+def test_unreachable_url_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="cannot clone"):
+        GitSource(str(tmp_path / "no-such-repo.git"), tmp_path / "checkout").fetch()
+    with pytest.raises(SourceError, match="cannot clone"):
+        GitSource("http://127.0.0.1:9/acme/catalog.git", tmp_path / "checkout2").fetch()
+
+
+def test_remote_gone_after_clone_is_a_source_error(git_catalog, tmp_path):
+    import shutil
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    source.fetch()
+    shutil.rmtree(git_catalog.remote)
+    with pytest.raises(SourceError, match="cannot fetch"):
+        GitSource(git_catalog.url, tmp_path / "checkout").fetch()
+
+
+def test_credentials_never_appear_in_messages(tmp_path):
+    url = "http://x-access-token:s3cr3t@127.0.0.1:9/acme/catalog.git"
+    with pytest.raises(SourceError) as caught:
+        GitSource(url, tmp_path / "checkout").fetch()
+    assert "s3cr3t" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
+    assert redact("https://ghp_abc@github.com/acme/c.git") == "https://***@github.com/acme/c.git"
+    assert "s3cr3t" not in GitSource(url, tmp_path / "c").description
+
+
+def test_unknown_old_revision_gives_no_changed_paths(git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    head = source.fetch()
+    assert source.changed_paths("0" * 40, head) is None
+
+
+def test_checkout_directory_that_is_not_a_clone_is_refused(git_catalog, tmp_path):
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "precious.txt").write_text("mine")
+    with pytest.raises(SourceError, match="is not a git checkout"):
+        GitSource(git_catalog.url, tmp_path / "checkout").fetch()
+    assert (tmp_path / "checkout" / "precious.txt").read_text() == "mine"
+
+
+def test_plain_directory_revision_is_a_content_hash(example_dir):
+    source = DirectorySource(example_dir)
+    first = source.fetch()
+    assert first.startswith("dir-") and source.fetch() == first
+    (example_dir / "services" / "users-db.yaml").write_text("name: Users DB\npriority: 2\n")
+    assert source.fetch() != first
+    assert source.changed_paths(first, source.fetch()) is None
+
+
+def test_missing_directory_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        DirectorySource(tmp_path / "nowhere").fetch()
+
+
+def test_source_from_settings_picks_directory_or_git(example_dir, git_catalog, tmp_path):
+    home = tmp_path / "home"
+    assert isinstance(source_from_settings(Settings(home=home, repo=str(example_dir))), DirectorySource)
+    assert isinstance(source_from_settings(Settings(home=home, repo=git_catalog.url)), GitSource)
+    assert isinstance(source_from_settings(Settings(home=home, repo=str(git_catalog.work))), GitSource)
+    with pytest.raises(ConfigError, match="set CATALOG_REPO"):
+        source_from_settings(Settings(home=home))
+    with pytest.raises(ConfigError, match="does not exist"):
+        source_from_settings(Settings(home=home, repo=str(tmp_path / "nowhere")))
+    with pytest.raises(ConfigError, match="plain directory"):
+        source_from_settings(Settings(home=home, repo=str(example_dir), branch="main"))
+    assert Path(source_from_settings(Settings(home=home, repo=git_catalog.url)).root) == home / "checkout"

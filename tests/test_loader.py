@@ -1,0 +1,214 @@
+"""Every bad input the issue lists: a clear file:line:col error, and through sync nothing is lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import sync_directory, write_catalog
+from reconciler.loader import MAX_FILE_BYTES, list_catalog_files, read_file
+from reconciler.validation import validate_directory
+
+GOOD = b"name: Payments API\nslug: payments-api\npriority: 1\nowner: team-payments\n"
+BOMB = b"".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 10 if previous else ['x'] * 10)}]\n".encode()
+    for previous, name in zip([None, "a", "b", "c", "d"], ["a", "b", "c", "d", "e"])
+)
+
+# (file content, the exact error) for one service file at services/payments-api.yaml
+BAD_FILES = {
+    "syntax error": (
+        b"name: A\npriority: [1\n",
+        "services/payments-api.yaml:3:1: YAML syntax error: did not find expected ',' or ']'"
+        " (while parsing a flow sequence)",
+    ),
+    "wrong type": (b"name: A\npriority: high\n", "services/payments-api.yaml:2:11: priority: must be a whole number"),
+    "priority out of range": (b"name: A\npriority: 11\n", "services/payments-api.yaml:2:11: priority: must be <= 10"),
+    "unknown key": (
+        b"name: A\npriority: 1\nonwer: team-x\n",
+        "services/payments-api.yaml:3:1: unknown key 'onwer' (did you mean 'owner'?)",
+    ),
+    "duplicate key": (
+        b"name: A\npriority: 1\nname: B\n",
+        "services/payments-api.yaml:3:1: duplicate key 'name' (first defined on line 1)",
+    ),
+    "empty file": (b"", "services/payments-api.yaml:1:1: file is empty; it should hold a mapping of fields"),
+    "only a comment": (b"# nothing yet\n", "services/payments-api.yaml:1:1: file is empty; it should hold a mapping of fields"),
+    "a list instead of a mapping": (
+        b"- name: A\n  priority: 1\n",
+        "services/payments-api.yaml:1:1: file holds a list; it should hold a mapping of fields (key: value)",
+    ),
+    "non-UTF-8 bytes": (
+        b"name: caf\xe9\npriority: 1\n",
+        "services/payments-api.yaml:1:10: is not valid UTF-8 (byte 0xe9); save the file as UTF-8",
+    ),
+    "huge file": (
+        b"name: A\npriority: 1\ndescription: " + b"x" * MAX_FILE_BYTES + b"\n",
+        f"services/payments-api.yaml:1:1: file is {MAX_FILE_BYTES + 34:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes",
+    ),
+    "alias bomb": (
+        BOMB,
+        "services/payments-api.yaml:1:1: file expands to more than 20,000 YAML nodes (aliases included);"
+        " refusing it as a possible alias bomb",
+    ),
+    "unsafe tag": (
+        b"name: !!python/object/apply:os.system ['true']\npriority: 1\n",
+        "services/payments-api.yaml:1:7: YAML error: could not determine a constructor for the tag"
+        " 'tag:yaml.org,2002:python/object/apply:os.system'",
+    ),
+}
+
+
+def _one_service_root(tmp_path: Path, content: bytes) -> Path:
+    (tmp_path / "services").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "services" / "payments-api.yaml").write_bytes(content)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_gets_one_error_with_file_line_col(tmp_path, case):
+    content, expected = BAD_FILES[case]
+    loaded = read_file(_one_service_root(tmp_path, content), "services/payments-api.yaml")
+    assert loaded.model is None
+    assert [str(error) for error in loaded.errors] == [expected]
+
+
+def test_wrong_types_each_get_their_own_line(tmp_path):
+    loaded = read_file(_one_service_root(tmp_path, b"name: A\npriority: high\nactive: maybe\n"), "services/payments-api.yaml")
+    assert [str(e) for e in loaded.errors] == [
+        "services/payments-api.yaml:2:11: priority: must be a whole number",
+        "services/payments-api.yaml:3:9: active: must be true or false",
+    ]
+
+
+def test_symlink_outside_the_repository_is_refused(tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_bytes(GOOD)
+    root = tmp_path / "repo"
+    (root / "services").mkdir(parents=True)
+    os.symlink(secret, root / "services" / "payments-api.yaml")
+    loaded = read_file(root, "services/payments-api.yaml")
+    assert [str(e) for e in loaded.errors] == [
+        "services/payments-api.yaml:1:1: is a symlink pointing outside the repository; refusing to read it"
+    ]
+
+
+def test_symlinked_directory_outside_the_repository_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.yaml").write_bytes(GOOD)
+    root = tmp_path / "repo"
+    (root / "services").mkdir(parents=True)
+    os.symlink(outside, root / "services" / "team")
+    assert "symlink pointing outside" in str(read_file(root, "services/team/x.yaml").errors[0])
+    assert list_catalog_files(root) == []  # not followed when listing either
+
+
+def test_symlink_inside_the_repository_is_read(tmp_path):
+    root = _one_service_root(tmp_path, GOOD)
+    os.symlink("payments-api.yaml", root / "services" / "alias.yaml")
+    assert read_file(root, "services/alias.yaml").ok
+
+
+def test_a_good_file_gives_its_model_and_digest(tmp_path):
+    loaded = read_file(_one_service_root(tmp_path, GOOD), "services/payments-api.yaml")
+    assert loaded.ok and loaded.model.identity == "payments-api" and len(loaded.digest) == 64
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    assert read_file(_one_service_root(tmp_path, b"\xef\xbb\xbf" + GOOD), "services/payments-api.yaml").ok
+
+
+def test_merge_keys_and_anchors_still_work(tmp_path):
+    content = b"base: &base {slack_channel: '#x'}\n"
+    root = _one_service_root(tmp_path, b"name: A\npriority: 1\nmeta:\n  <<: {slack_channel: '#x'}\n  oncall: y\n")
+    loaded = read_file(root, "services/payments-api.yaml")
+    assert loaded.ok and loaded.model.meta == {"slack_channel": "#x", "oncall": "y"}
+    assert content  # anchors are exercised by the alias bomb case
+
+
+def test_selector_errors_point_into_the_selector(tmp_path):
+    (tmp_path / "checks").mkdir()
+    (tmp_path / "checks" / "c.yaml").write_text("name: C\nservices:\n  type: web\n  max_priority: 0\n")
+    loaded = read_file(tmp_path, "checks/c.yaml")
+    assert [str(e) for e in loaded.errors] == ["checks/c.yaml:4:17: services.max_priority: must be >= 1"]
+
+
+# -- rules across files -------------------------------------------------------------------------
+
+
+def _errors(root: Path) -> list[str]:
+    return [str(error) for error in validate_directory(root)[1]]
+
+
+def test_duplicate_slug_across_files_names_both_files(tmp_path):
+    write_catalog(tmp_path, services=[{"name": "A", "slug": "a", "priority": 1}])
+    (tmp_path / "services" / "b.yaml").write_text("name: B\nslug: a\npriority: 2\n")
+    assert _errors(tmp_path) == ["services/b.yaml:2:7: slug 'a' is already defined in services/a.yaml"]
+
+
+def test_unknown_dependency_points_at_the_list_item(tmp_path):
+    write_catalog(tmp_path, services=[{"name": "A", "slug": "a", "priority": 1, "dependencies": ["a-db", "nope"]}])
+    write_catalog(tmp_path, services=[{"name": "A db", "slug": "a-db", "priority": 1}])
+    assert _errors(tmp_path) == [
+        "services/a.yaml:6:3: dependencies: unknown service 'nope' (no file under services/ defines it)"
+    ]
+
+
+def test_dependency_cycle_is_reported_in_each_file_with_both_files_named(tmp_path):
+    write_catalog(tmp_path, services=[
+        {"name": "A", "slug": "a", "priority": 1, "dependencies": ["b"]},
+        {"name": "B", "slug": "b", "priority": 1, "dependencies": ["a"]},
+    ])
+    cycle = "dependency cycle: a -> b -> a (services/a.yaml, services/b.yaml)"
+    assert _errors(tmp_path) == [f"services/a.yaml:5:3: {cycle}", f"services/b.yaml:5:3: {cycle}"]
+
+
+def test_check_targeting_an_unknown_service(tmp_path):
+    write_catalog(
+        tmp_path,
+        services=[{"name": "A", "slug": "a", "priority": 1}],
+        checks=[{"name": "C", "slug": "c", "services": ["a", "ghost"]}],
+    )
+    assert _errors(tmp_path) == [
+        "checks/c.yaml:5:3: services: unknown service 'ghost' (no file under services/ defines it)"
+    ]
+
+
+def test_the_example_catalog_validates_cleanly(example_dir):
+    count, errors = validate_directory(example_dir)
+    assert (count, errors) == (18, [])
+
+
+# -- through sync: a bad file keeps its entity at its last good state ---------------------------
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES) + ["symlink outside"])
+def test_bad_file_through_sync_loses_nothing(tmp_path, store, case):
+    root = write_catalog(tmp_path / "repo", services=[
+        {"name": "Payments API", "slug": "payments-api", "priority": 1, "owner": "team-payments"},
+        {"name": "Users API", "slug": "users-api", "priority": 2},
+    ], checks=[{"name": "Has owner", "slug": "has-owner"}])
+    assert sync_directory(store, root).outcome == "applied"
+    path = root / "services" / "payments-api.yaml"
+    if case == "symlink outside":
+        (tmp_path / "outside.yaml").write_bytes(GOOD.replace(b"priority: 1", b"priority: 9"))
+        path.unlink()
+        os.symlink(tmp_path / "outside.yaml", path)
+        expected_start = "services/payments-api.yaml:1:1: is a symlink pointing outside"
+    else:
+        path.write_bytes(BAD_FILES[case][0])
+        expected_start = BAD_FILES[case][1]
+    (root / "services" / "users-api.yaml").write_text("name: Users API\nslug: users-api\npriority: 3\n")
+
+    report = sync_directory(store, root)
+
+    assert report.outcome == "applied"
+    assert [str(e) for e in report.errors][0].startswith(expected_start)
+    payments = store.get_service("payments-api")
+    assert payments["priority"] == 1 and payments["owner"] == "team-payments"  # last good state
+    assert payments["error"].startswith(expected_start)
+    assert store.get_service("users-api")["priority"] == 3  # the other file still applied
+    assert store.catalog_counts()["services"] == 2

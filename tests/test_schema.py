@@ -1,0 +1,116 @@
+"""The pydantic models of catalog files, their helpers, and the JSON Schemas shipped in the example."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import shutil
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from conftest import EXAMPLE
+from reconciler.schema import CatalogConfig, Check, Service, json_schema, parse_duration, slugify
+
+
+def test_slugify_makes_identities_from_names():
+    assert slugify("Payments API") == "payments-api"
+    assert slugify("  Über -- Service #2 ") == "ber-service-2"
+    assert slugify("x" * 150) == "x" * 100
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("6h", timedelta(hours=6)), ("30m", timedelta(minutes=30)), ("1d12h", timedelta(hours=36)),
+    ("2w", timedelta(weeks=2)), (90, timedelta(seconds=90)),
+])
+def test_parse_duration_accepts_the_documented_forms(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "6 hours", "0m", "31d", True, "-1h"])
+def test_parse_duration_refuses_nonsense(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_service_defaults_and_identity():
+    service = Service(name="Payments API", priority=1)
+    assert service.identity == "payments-api" and service.active is True and service.tags == []
+    assert Service(name="X", slug="custom", priority=10).identity == "custom"
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": "A", "priority": 0},
+    {"name": "A", "priority": "1"},  # strict: a quoted number is a typo worth reporting
+    {"name": "A", "priority": 1, "onwer": "x"},
+    {"name": "A", "priority": 1, "slug": "Not A Slug"},
+    {"name": "A", "priority": 1, "repository": "not a repo"},
+    {"name": "A", "priority": 1, "meta": {"k": 1}},
+    {"name": "!!!", "priority": 1},
+    {"priority": 1},
+])
+def test_service_refuses_bad_fields(fields):
+    with pytest.raises(ValidationError):
+        Service.model_validate(fields)
+
+
+def test_check_targets_every_form():
+    assert Check(name="C").services == "all"
+    assert Check(name="C", services="none").services == "none"
+    assert Check(name="C", services=["a", "b"]).services == ["a", "b"]
+    assert Check(name="C", services={"type": "web", "max_priority": 3}).services.max_priority == 3
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": "C", "frequency": "daily", "schedule": "0 3 * * 1"},
+    {"name": "C", "schedule": "every monday"},
+    {"name": "C", "frequency": "monthly"},
+    {"name": "C", "timeout": "soon"},
+    {"name": "C", "services": {}},
+    {"name": "C", "services": []},
+    {"name": "C", "services": "some"},
+])
+def test_check_refuses_bad_fields(fields):
+    with pytest.raises(ValidationError):
+        Check.model_validate(fields)
+
+
+def test_catalog_config_defaults_and_writeback_path():
+    config = CatalogConfig()
+    assert (config.defaults.frequency, config.writeback.branch, config.writeback.path) == ("daily", "catalog-results", "results/")
+    assert CatalogConfig.model_validate({"writeback": {"path": "history"}}).writeback.path == "history/"
+    with pytest.raises(ValidationError):
+        CatalogConfig.model_validate({"writeback": {"path": "../outside"}})
+
+
+def test_json_schema_forbids_unknown_keys():
+    for kind in ("service", "check", "catalog"):
+        assert json_schema(kind)["additionalProperties"] is False
+    assert set(json_schema()["$defs"]) >= {"Service", "Check", "CatalogConfig", "Selector"}
+
+
+@pytest.mark.parametrize("kind", ["service", "check", "catalog"])
+def test_example_schemas_equal_catalog_schema_output(kind):
+    """The schemas editors use in the example never go stale: regenerate with `catalog schema KIND`."""
+    catalog = shutil.which("catalog")
+    printed = subprocess.run([catalog, "schema", kind], capture_output=True, text=True, check=True).stdout if catalog else None
+    shipped = json.loads((EXAMPLE / "schemas" / f"{kind}.schema.json").read_text())
+    assert shipped == json_schema(kind)
+    if printed is not None:
+        assert json.loads(printed) == shipped
+
+
+def test_example_files_point_editors_at_the_schemas():
+    for path in sorted(EXAMPLE.glob("services/*.yaml")) + sorted(EXAMPLE.glob("checks/*.yaml")):
+        kind = "service" if path.parent.name == "services" else "check"
+        assert path.read_text().startswith(f"# yaml-language-server: $schema=../schemas/{kind}.schema.json"), path
+
+
+def test_example_has_a_pull_request_workflow_running_validate():
+    import yaml
+
+    workflow = yaml.safe_load((EXAMPLE / ".github" / "workflows" / "validate.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any("catalog validate --format github ." in step for step in steps)
