@@ -245,6 +245,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "last_run": runs[0] if runs else None,
         "counts": store.catalog_counts(),
         "file_errors": [row["error"] for row in store.catalog_file_errors()],
+        "writeback_tampering": store.get_state("writeback_findings", []),
     }
     if args.json:
         print(json.dumps(status, indent=2))
@@ -273,6 +274,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for error in status["file_errors"]:
         print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
+    for finding in status["writeback_tampering"]:
+        print(f"tampering: {finding['path']}: {finding['message']}")
     return 0
 
 

@@ -146,3 +146,18 @@ def test_sync_unreachable_repository_is_one_line(tmp_path):
 def test_status_before_any_sync(tmp_path):
     result = run("status", home=tmp_path / "home")
     assert result.returncode == 0 and "last sync: never" in result.stdout
+
+
+def test_status_shows_writeback_tampering_found_earlier(tmp_path):
+    from reconciler.store import Store
+
+    home = tmp_path / "home"
+    store = Store(home / "catalog.db")
+    store.set_state("writeback_findings", [
+        {"path": "results/history/2026/01/05.jsonl", "message": "line 3 was changed after it was pushed", "result_id": 7},
+    ])
+    store.close()
+    result = run("status", home=home)
+    assert result.returncode == 0
+    assert "tampering: results/history/2026/01/05.jsonl: line 3 was changed after it was pushed" in result.stdout
+    assert json.loads(run("status", "--json", home=home).stdout)["writeback_tampering"][0]["result_id"] == 7

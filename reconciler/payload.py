@@ -1,0 +1,146 @@
+"""The dispatch payload: the origin project's `repository_dispatch` contract (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from .errors import DispatchError
+
+MAX_EVENT_TYPE = 100
+MAX_PAYLOAD_KEYS = 10
+MAX_PAYLOAD_BYTES = 64 * 1024
+_OWNER_REPO = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?$")
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One dispatch: what to send, and where (`repository` = the Action's "owner/repo", or None)."""
+
+    result_id: int
+    event_type: str
+    repository: str | None
+    client_payload: dict
+    data: dict
+
+    @property
+    def body(self) -> dict:
+        return {"event_type": self.event_type, "client_payload": self.client_payload}
+
+
+def build_payload(
+    result: dict,
+    check: dict,
+    service: dict | None,
+    *,
+    server_url: str,
+    catalog_repository: str | None,
+    catalog_config: dict | None,
+) -> Payload:
+    """The payload of one result row, from its check and service rows (as the store returns them)."""
+    defaults = (catalog_config or {}).get("defaults") or {}
+    repository = check.get("repository") or defaults.get("repository")
+    data = {
+        "server": {"url": server_url, "endpoint": f"/api/results/{result['id']}/"},
+        "check": check_object(check, repository),
+        "result": result_object(result, check, service),
+        "service": service_object(service) if service else None,
+        "source": {
+            "path": service["path"] if service else None,
+            "check_path": check["path"],
+            "repository": catalog_repository,
+            "revision": result.get("revision"),
+        },
+    }
+    encoded = base64.b64encode(json.dumps(data, separators=(",", ":")).encode("utf-8")).decode("ascii")
+    client_payload = {
+        "data": encoded,
+        "check": check["slug"],
+        "service": service["slug"] if service else None,
+        "repository": service.get("repository") if service else None,
+        "server": server_url,
+    }
+    return Payload(result["id"], check["slug"], repository, client_payload, data)
+
+
+def check_limits(payload: Payload) -> None:
+    """GitHub's limits on `repository_dispatch`, checked before sending: a permanent error if broken."""
+    if not 1 <= len(payload.event_type) <= MAX_EVENT_TYPE:
+        raise DispatchError(f"event_type {payload.event_type!r} must be 1..{MAX_EVENT_TYPE} characters", transient=False)
+    if len(payload.client_payload) > MAX_PAYLOAD_KEYS:
+        raise DispatchError(f"client_payload has {len(payload.client_payload)} keys; GitHub allows {MAX_PAYLOAD_KEYS}", transient=False)
+    size = len(json.dumps(payload.client_payload, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise DispatchError(
+            f"client_payload is {size} bytes, over GitHub's 64 KB limit;"
+            " shorten the description of the check or the service",
+            transient=False,
+        )
+
+
+def owner_and_repo(repository: str) -> tuple[str, str]:
+    """`acme/checks` or `https://github.com/acme/checks(.git)` -> ("acme", "checks")."""
+    text = repository.strip()
+    if "://" in text:
+        text = urlparse(text).path.strip("/")
+    match = _OWNER_REPO.match(text)
+    if not match:
+        raise DispatchError(f"repository {repository!r} is not \"owner/repo\" or a repository URL", transient=False)
+    return match.group(1), match.group(2)
+
+
+def decode_data(encoded: str) -> dict:
+    """What an Action does with `client_payload.data` (the origin project's documented code)."""
+    return json.loads(base64.b64decode(encoded).decode("utf-8"))
+
+
+def check_object(check: dict, repository: str | None) -> dict:
+    return {
+        "id": check["id"],
+        "slug": check["slug"],
+        "name": check["name"],
+        "description": check.get("description"),
+        "frequency": check.get("frequency"),
+        "schedule": check.get("schedule"),
+        "timeout": check["timeout_seconds"],
+        "active": bool(check.get("active", True)),
+        "services": check.get("targets"),
+        "repository": repository,
+    }
+
+
+def service_object(service: dict) -> dict:
+    return {
+        "id": service["id"],
+        "slug": service["slug"],
+        "name": service["name"],
+        "priority": service["priority"],
+        "type": service.get("type"),
+        "description": service.get("description"),
+        "owner": service.get("owner"),
+        "repository": service.get("repository"),
+        "active": bool(service.get("active", True)),
+        "tags": service.get("tags", []),
+        "dependencies": service.get("dependencies", []),
+        "meta": service.get("meta", {}),
+    }
+
+
+def result_object(result: dict, check: dict, service: dict | None) -> dict:
+    return {
+        "id": result["id"],
+        "check": check["slug"],
+        "service": service["slug"] if service else None,
+        "status": result["status"],
+        "result": result["result"],
+        "message": result.get("message"),
+        "url": result.get("url"),
+        "revision": result.get("revision"),
+        "trigger": result.get("trigger"),
+        "created_at": result["created_at"],
+        "sent_at": result.get("sent_at"),
+        "finished_at": result.get("finished_at"),
+    }

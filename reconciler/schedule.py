@@ -1,0 +1,359 @@
+"""The scheduler: what is due, the life of a result (created, sent, error, timed-out), and the loop.
+
+A result is created `pending` before its dispatch and leased to the pass creating it, so nothing
+else sends it meanwhile; `sent` once the dispatcher succeeds (only if still pending: the Action
+may have answered already); `error` on a permanent failure; left pending with a backoff on a
+transient one; `timed-out` when its check's timeout passes unanswered. A crash leaves pending rows
+whose lease runs out: the next pass sends those same rows again, so no pair gets a second result
+for one period. (A crash after GitHub's 204 but before `sent` is recorded sends that result
+twice; the Action's second answer is then refused with 409, as the result is already finished.)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+import schedule as schedule_library
+from croniter import croniter
+
+from .clock import Clock, format_time
+from .errors import Conflict, DispatchError, InvalidInput, NotFound
+from .payload import build_payload
+from .schema import FREQUENCY_PERIODS
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("catalog.schedule")
+
+CLAIM_SECONDS = 300  # a lease outlives any one send (GitHub's timeout, the local time limit)
+RETRY_BASE_SECONDS = 30  # a transient failure without a hint: 30 s, 1 min, 2 min ... up to an hour
+RETRY_MAX_SECONDS = 3600
+STOP_AFTER_TRANSIENT = 3  # consecutive transient failures end a pass: the service is down, wait
+# Created per pass at most: with one POST a second a pass takes ~8 minutes; the rest stay due
+# and are created by the next passes, instead of waiting as pending rows that may time out.
+MAX_PER_PASS = 500
+NEVER = "9999"  # a cutoff no result is created after: every targeted pair counts as due
+
+
+@dataclass
+class PassReport:
+    """What one pass did, by result id."""
+
+    expired: list[int] = field(default_factory=list)
+    created: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    deferred: list[tuple[int, str]] = field(default_factory=list)  # transient: still pending
+    answered_first: list[int] = field(default_factory=list)  # the Action answered before `sent`
+
+    @property
+    def dispatched(self) -> list[int]:
+        return self.sent + self.answered_first
+
+    @property
+    def still_pending(self) -> list[int]:
+        return [result_id for result_id, _ in self.deferred]
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.expired)} timed out, {len(self.created)} created, {len(self.retried)} retried,"
+            f" {len(self.dispatched)} dispatched, {len(self.failed)} failed, {len(self.deferred)} still pending"
+        )
+
+
+# -- due computation ---------------------------------------------------------------------------
+
+
+def check_cutoff(check: dict, now: datetime) -> str | None:
+    """A pair of this check is due when its last result was created before this time; None: never."""
+    if not check["active"] or check["removed_at"] is not None:
+        return None
+    if check["schedule"]:
+        # the newest scheduled time at or before now (croniter's start is exclusive, hence +1 s)
+        start = now.replace(microsecond=0) + timedelta(seconds=1)
+        return format_time(croniter(check["schedule"], start).get_prev(datetime))
+    period = FREQUENCY_PERIODS.get(check["frequency"])
+    if period is None:
+        return None  # ad-hoc: only on request
+    # "created at least one period ago": created_at <= now - period, i.e. < now - period + 1 µs
+    return format_time(now - period + timedelta(microseconds=1))
+
+
+def due_cutoffs(checks: list[dict], now: datetime) -> list[tuple[int, str]]:
+    cutoffs = []
+    for check in checks:
+        cutoff = check_cutoff(check, now)
+        if cutoff is not None:
+            cutoffs.append((check["id"], cutoff))
+    return cutoffs
+
+
+def due_pairs(store: Store, now: datetime) -> list[tuple[int, int | None]]:
+    """(check_id, service_id or None) of every pair due now; one query over the store."""
+    return store.due_pairs(due_cutoffs(store.list_checks(), now))
+
+
+def expiry_limits(checks: list[dict], now: datetime) -> list[tuple[int, str, str]]:
+    """[check_id, cutoff, message]: open results sent (or created) at or before cutoff have timed out."""
+    return [
+        (
+            check["id"],
+            format_time(now - timedelta(seconds=check["timeout_seconds"])),
+            f"no answer within {_duration(check['timeout_seconds'])} (the check's timeout)",
+        )
+        for check in checks
+    ]
+
+
+def expire_results(store: Store, now: datetime, *, dry_run: bool = False) -> list[int]:
+    """Turn open results whose check's timeout has passed into `timed-out`; their ids."""
+    limits = expiry_limits(store.list_checks(include_removed=True), now)
+    return store.expire_results(limits, now=format_time(now), dry_run=dry_run)
+
+
+# -- one pass ----------------------------------------------------------------------------------
+
+
+def run_pass(
+    store: Store,
+    dispatcher,
+    *,
+    settings: Settings,
+    clock: Clock | None = None,
+    max_results: int = MAX_PER_PASS,
+) -> PassReport:
+    """Expire timed-out results, create and dispatch due pairs, then retry pending leftovers."""
+    clock = clock or Clock()
+    holder = uuid.uuid4().hex
+    report = PassReport()
+    now = clock.now()
+    checks = store.list_checks(include_removed=True)
+    report.expired = store.expire_results(expiry_limits(checks, now), now=format_time(now))
+    created = store.create_due_results(
+        due_cutoffs(checks, now),
+        now=format_time(now),
+        revision=store.get_state("applied_revision"),
+        claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
+        holder=holder,
+        limit=max_results,
+    )
+    report.created = [row["id"] for row in created]
+    retries = store.claim_pending_results(
+        now=format_time(now),
+        claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
+        holder=holder,
+        limit=max(0, max_results - len(created)),
+    )
+    report.retried = [row["id"] for row in retries]
+    _send_all(store, dispatcher, created + retries, {c["id"]: c for c in checks}, settings, clock, holder, report)
+    log.info("dispatch pass: %s", report)
+    return report
+
+
+def run_check(
+    store: Store,
+    dispatcher,
+    check_slug: str,
+    service_slug: str | None = None,
+    *,
+    settings: Settings,
+    clock: Clock | None = None,
+) -> list[dict]:
+    """Dispatch a check now on all its services, or on one; works for `ad-hoc` checks too.
+
+    Returns the created results (with their `check` and `service` slugs) after their dispatch.
+    NotFound: unknown or removed check or service. InvalidInput: an inactive check or service, or a
+    service the check does not target. Conflict: every pair asked for already has a result pending
+    or sent (one open result per pair; pairs that have one are skipped when others do not).
+    """
+    clock = clock or Clock()
+    checks = store.list_checks(include_removed=True)
+    check = next((c for c in checks if c["slug"] == check_slug), None)
+    if check is None:
+        raise NotFound(f"check {check_slug!r} does not exist")
+    if check["removed_at"] is not None:
+        raise NotFound(f"check {check_slug!r} was removed from the catalog")
+    if not check["active"]:
+        raise InvalidInput(f"check {check_slug!r} is inactive (active: false in {check['path']})")
+    targeted = store.targeted_service_ids(check["id"])
+    service_id = None
+    if service_slug is not None:
+        service = store.dashboard_service(service_slug)  # NotFound when unknown
+        if service["removed_at"] is not None:
+            raise NotFound(f"service {service_slug!r} was removed from the catalog")
+        if check["target_kind"] == "none":
+            raise InvalidInput(f"check {check_slug!r} runs without a service (services: none); leave out the service")
+        if not service["active"]:
+            raise InvalidInput(f"service {service_slug!r} is inactive (active: false)")
+        if service["id"] not in targeted:
+            raise InvalidInput(f"check {check_slug!r} does not target service {service_slug!r} (its services: {check['targets']})")
+        service_id = service["id"]
+    elif not targeted:
+        raise InvalidInput(f"check {check_slug!r} targets no active service")
+    now = clock.now()
+    holder = uuid.uuid4().hex
+    created = store.create_due_results(
+        [(check["id"], NEVER)],
+        now=format_time(now),
+        revision=store.get_state("applied_revision"),
+        claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
+        holder=holder,
+        trigger="ad-hoc",
+        service_id=service_id,
+    )
+    if not created:
+        open_rows = store.open_results_of_pair(check["id"], service_id) if service_slug or check["target_kind"] == "none" else []
+        which = f" on {service_slug!r}" if service_slug else ""
+        detail = f" (result {open_rows[0]['id']} is {open_rows[0]['status']})" if open_rows else ""
+        raise Conflict(
+            f"check {check_slug!r}{which} is already running{detail}; it finishes when answered or timed out"
+        )
+    report = PassReport(created=[row["id"] for row in created])
+    _send_all(store, dispatcher, created, {check["id"]: check}, settings, clock, holder, report)
+    return [store.read_result(row["id"]) for row in created]
+
+
+def _send_all(
+    store: Store, dispatcher, rows: list[dict], checks: dict[int, dict], settings: Settings, clock: Clock,
+    holder: str, report: PassReport,
+) -> None:
+    """Send leased rows one at a time; stop early (rows stay pending) when the dispatcher must wait."""
+    if not rows:
+        return
+    config = store.get_state("catalog_config")
+    services = store.services_by_id([row["service_id"] for row in rows if row["service_id"] is not None])
+    transient_in_a_row = 0
+    for index, row in enumerate(rows):
+        now = clock.now()
+        if not store.renew_claim(row["id"], holder=holder, claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS))):
+            continue  # answered, expired, or taken over by another pass since we leased it
+        check = checks.get(row["check_id"])
+        service = services.get(row["service_id"]) if row["service_id"] is not None else None
+        try:
+            payload = build_payload(
+                row, check, service, server_url=settings.server_url,
+                catalog_repository=settings.repo, catalog_config=config,
+            )
+            dispatcher.send(payload)
+        except DispatchError as error:
+            if not error.transient:
+                transient_in_a_row = 0
+                if store.mark_result_failed(row["id"], str(error), now=format_time(clock.now())):
+                    report.failed.append((row["id"], str(error)))
+                continue
+            transient_in_a_row += 1
+            delay = error.retry_after if error.retry_after is not None else _retry_delay(row.get("attempts", 0))
+            until = format_time(clock.now() + timedelta(seconds=delay))
+            store.defer_results([row["id"]], until=until, error=str(error))
+            report.deferred.append((row["id"], str(error)))
+            if error.retry_after is not None or transient_in_a_row >= STOP_AFTER_TRANSIENT:
+                rest = [r["id"] for r in rows[index + 1:]]
+                if rest:
+                    store.defer_results(rest, until=until, error=None)
+                    report.deferred.extend((result_id, f"not tried: {error}") for result_id in rest)
+                log.warning("dispatch paused for %.0f s: %s (%d results wait)", delay, error, len(rest) + 1)
+                return
+            continue
+        transient_in_a_row = 0
+        if store.mark_result_sent(row["id"], now=format_time(clock.now())):
+            report.sent.append(row["id"])
+        else:
+            report.answered_first.append(row["id"])
+
+
+def _retry_delay(attempts: int) -> float:
+    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+class Scheduler:
+    """Runs registered periodic jobs with the `schedule` library until stopped.
+
+    A failing job is logged with its reason and retried with backoff (5 s, 10 s ... never more
+    than its interval); it never stops the loop. `run()` stops cleanly on SIGINT/SIGTERM (when
+    called from the main thread) or when `stop()` is called from any thread.
+    """
+
+    def __init__(self, *, retry_base_seconds: float = 5.0, tick_seconds: float = 1.0):
+        self._jobs = schedule_library.Scheduler()
+        self._stopping = threading.Event()
+        self.retry_base_seconds = retry_base_seconds
+        self.tick_seconds = tick_seconds
+        self.failures: dict[str, int] = {}
+
+    def every(self, seconds: float, name: str, job: Callable[[], object], *, run_now: bool = True) -> None:
+        """Run `job` every `seconds` (first at once, unless `run_now` is False)."""
+        entry = self._jobs.every(seconds).seconds
+        entry.do(self._guarded, name, job, entry, seconds)
+        self.failures[name] = 0
+        if run_now:
+            entry.next_run = datetime.now()
+
+    def _guarded(self, name: str, job: Callable[[], object], entry, interval: float) -> None:
+        try:
+            job()
+        except Exception as error:  # a failing job must never stop the loop
+            self.failures[name] += 1
+            entry.interval = min(interval, self.retry_base_seconds * 2 ** (self.failures[name] - 1))
+            log.error("job %s failed (%s: %s); retrying in %.0f s", name, type(error).__name__, error, entry.interval)
+        else:
+            if self.failures[name]:
+                log.info("job %s recovered after %d failures", name, self.failures[name])
+            self.failures[name] = 0
+            entry.interval = interval
+
+    def run(self) -> None:
+        """Run jobs as they fall due until `stop()` or SIGINT/SIGTERM."""
+        previous = self._install_signal_handlers()
+        try:
+            while not self._stopping.is_set():
+                self._jobs.run_pending()
+                idle = self._jobs.idle_seconds
+                self._stopping.wait(self.tick_seconds if idle is None else max(0.0, min(idle, self.tick_seconds)))
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            log.info("scheduler stopped")
+
+    def run_pending(self) -> None:
+        """Run the jobs that are due now, once (for tests and for callers with their own loop)."""
+        self._jobs.run_pending()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        return previous
+
+
+def schedule_dispatch(
+    scheduler: Scheduler, store: Store, dispatcher, *, settings: Settings, clock: Clock | None = None,
+    every_seconds: float = 60.0,
+) -> None:
+    """Register the dispatch pass (expire + dispatch + retry) on a scheduler, every minute by default."""
+    scheduler.every(every_seconds, "dispatch", lambda: run_pass(store, dispatcher, settings=settings, clock=clock))
