@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from .errors import DispatchError
+from .gitsource import redact
 
 MAX_EVENT_TYPE = 100
 MAX_PAYLOAD_KEYS = 10
@@ -51,7 +52,7 @@ def build_payload(
         "source": {
             "path": service["path"] if service else None,
             "check_path": check["path"],
-            "repository": catalog_repository,
+            "repository": redact(catalog_repository) if catalog_repository else None,  # never a token
             "revision": result.get("revision"),
         },
     }

@@ -100,6 +100,15 @@ def test_dispatch_data_decodes_as_the_origin_docs_show_and_names_the_patch_url(s
     assert synced_store.get_result(result_id)["revision"] == synced_store.get_state("applied_revision")
 
 
+def test_credentials_in_the_catalog_url_never_reach_the_payload(synced_store, github, clock):
+    settings = settings_for(github.url, repo="https://x-access-token:s3cret@git.example/acme/catalog.git")
+    run_pass(synced_store, github_dispatcher(github, clock), settings=settings, clock=clock)
+    request = github.dispatches[0]
+    data = json.loads(base64.b64decode(request.body["client_payload"]["data"]).decode("utf-8"))
+    assert "s3cret" not in json.dumps(request.body) and "s3cret" not in json.dumps(data)
+    assert data["source"]["repository"] == "https://***@git.example/acme/catalog.git"
+
+
 @pytest.mark.parametrize("status", [401, 404, 422])
 def test_permanent_github_answers_turn_the_result_into_an_error_with_githubs_message(synced_store, github, clock, status):
     github.script(Answer.error(status, f"GitHub says no ({status})"))
