@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.clock import Clock
 from reconciler.dispatch import LOCAL_TOKEN_FILE, dispatcher_from_settings
-from reconciler.errors import NotFound
+from reconciler.errors import DispatchError, NotFound
 from reconciler.gitsource import source_from_settings
 from reconciler.reconcile import sync
 from reconciler.schedule import Scheduler, run_pass
@@ -102,16 +103,22 @@ def ensure_local_token(store: Store, settings: Settings, clock: Clock) -> Path:
 
 
 class Loops:
-    """The three background loops on one Scheduler thread: sync, dispatch, write-back."""
+    """Sync, dispatch and write-back, each on its own Scheduler thread.
+
+    Separate threads so a long dispatch pass (GitHub is paced at one POST a second) never holds up a
+    webhook's sync or the write-back; SQLite in WAL mode lets them write in turn.
+    """
 
     def __init__(self, store: Store, settings: Settings, intervals: Intervals, clock: Clock):
         self.store, self.settings, self.clock = store, settings, clock
         self.source = source_from_settings(settings)
-        self.dispatcher = dispatcher_from_settings(settings, store, clock=clock)
-        self.scheduler = Scheduler()
+        self._stopping = threading.Event()
+        self.dispatcher = _StopAware(dispatcher_from_settings(settings, store, clock=clock), self._stopping)
         self.intervals = intervals
+        self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback")}
         self._sync_requested = threading.Event()
-        self.thread: threading.Thread | None = None
+        self._dispatch_requested = threading.Event()
+        self.threads: list[threading.Thread] = []
 
     def sync(self) -> None:
         self._sync_requested.clear()
@@ -124,9 +131,10 @@ class Loops:
             )
             for error in report.errors:
                 log.warning("catalog file error: %s", error)
-            self.dispatch()  # new services and checks get their first run now, not a pass later
+            self._dispatch_requested.set()  # new services and checks get their first run now
 
     def dispatch(self) -> None:
+        self._dispatch_requested.clear()
         report = run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)
         if report.created or report.expired or report.retried:
             log.info("dispatch: %s", report)
@@ -139,26 +147,53 @@ class Loops:
             log.warning("write-back: %s", finding)
 
     def request_sync(self) -> None:
-        """Called by the webhook and POST /api/sync: sync on the loop's thread as soon as it is free."""
+        """Called by the webhook and POST /api/sync: sync as soon as the sync thread is free."""
         self._sync_requested.set()
 
-    def _sync_if_requested(self) -> None:
-        if self._sync_requested.is_set():
-            self.sync()
-
     def start(self) -> None:
-        self.scheduler.every(self.intervals.sync, "sync", self.sync)
-        self.scheduler.every(self.intervals.dispatch, "dispatch", self.dispatch, run_now=False)
-        self.scheduler.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
-        self.scheduler.every(1.0, "requested-sync", self._sync_if_requested, run_now=False)
-        self.thread = threading.Thread(target=self.scheduler.run, name="catalog-loops", daemon=True)
-        self.thread.start()
+        sync_loop, dispatch_loop, writeback_loop = (self.schedulers[n] for n in ("sync", "dispatch", "writeback"))
+        sync_loop.every(self.intervals.sync, "sync", self.sync)
+        sync_loop.every(1.0, "requested-sync", _when(self._sync_requested, self.sync), run_now=False)
+        dispatch_loop.every(self.intervals.dispatch, "dispatch", self.dispatch, run_now=False)
+        dispatch_loop.every(1.0, "requested-dispatch", _when(self._dispatch_requested, self.dispatch), run_now=False)
+        writeback_loop.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
+        for name, scheduler in self.schedulers.items():
+            thread = threading.Thread(target=scheduler.run, name=f"catalog-{name}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Let the job in flight finish (its transaction with it), then stop."""
-        self.scheduler.stop()
-        if self.thread is not None:
-            self.thread.join(timeout)
+        """Let the jobs in flight finish (their transactions with them), then stop.
+
+        A dispatch pass stops sending at once: its unsent results stay pending for the next start.
+        """
+        self._stopping.set()
+        for scheduler in self.schedulers.values():
+            scheduler.stop()
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+class _StopAware:
+    """A dispatcher that refuses new sends once shutdown began (a transient failure: retried later)."""
+
+    def __init__(self, inner, stopping: threading.Event):
+        self.inner, self.stopping = inner, stopping
+
+    def send(self, payload) -> None:
+        if self.stopping.is_set():
+            raise DispatchError("shutting down: left pending for the next start", transient=True, retry_after=0)
+        self.inner.send(payload)
+
+
+def _when(event: threading.Event, job):
+    """A job that runs only when `event` was set (by a webhook, or by a sync that applied changes)."""
+
+    def run_if_requested() -> None:
+        if event.is_set():
+            job()
+
+    return run_if_requested
 
 
 def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals: Intervals | None = None) -> int:
@@ -193,6 +228,10 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
             loops.start()
 
     threading.Thread(target=start_loops_when_serving, name="catalog-start", daemon=True).start()
+    # uvicorn re-raises a captured SIGTERM once it has shut down, which with the default action would
+    # kill us before the loops stop (exit -15, a job cut off mid-pass); a handler makes it a no-op.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         server.run()
     finally:
