@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,19 +185,45 @@ def overall(cells: list[dict | None]) -> str:
     return "unknown"
 
 
+# The header's totals scan every latest result (20,000 at 1,000 services x 20 checks): reused for a few
+# seconds of the clock while the store's data version (sync run, newest result, open results) is the
+# same, so a result or a sync shows at once and only the stale count can lag, by at most this long.
+SUMMARY_SECONDS = 5
+_summaries: weakref.WeakKeyDictionary[Store, dict] = weakref.WeakKeyDictionary()
+
+
+def cached_summary(store: Store, key: tuple, now: datetime, compute: Any) -> tuple[Any, datetime]:
+    """`compute()` and the time it describes, reused while the data version and `key` match and it is fresh."""
+    entries = _summaries.setdefault(store, {})
+    version = store.dashboard_version()
+    hit = entries.get(key)
+    if hit is not None and hit[0] == version and timedelta(0) <= now - hit[1] < timedelta(seconds=SUMMARY_SECONDS):
+        return hit[2], hit[1]
+    if len(entries) > 100:  # filters come from the query string: keep the cache bounded
+        entries.clear()
+    value = compute()
+    entries[key] = (version, now, value)
+    return value, now
+
+
+def facets(store: Store, now: datetime) -> dict[str, list[str]]:
+    """The owners, types and tags in use (the filters' choices), through the summary cache."""
+    return cached_summary(store, ("facets",), now, store.dashboard_facets)[0]
+
+
 def matrix(
     store: Store, now: datetime, *, owner: str | None, type: str | None, tag: str | None, page: int, per_page: int
 ) -> dict[str, Any]:
     """Services (rows, one page of them) against checks aimed at services (columns); totals over all rows."""
-    services = store.dashboard_services(owner=owner, type=type, tag=tag)
+    # Only the shown page of services is read; the count and the totals are aggregates in SQL.
+    service_count, page, shown = store.dashboard_service_page(
+        owner=owner, type=type, tag=tag, page=page, per_page=per_page
+    )
     all_checks = store.dashboard_checks()
     checks = [c for c in all_checks if c["target_kind"] != "none"]
     cutoffs = {c["id"]: stale_cutoff(c, now) for c in all_checks}
-    pages = max(1, -(-len(services) // per_page))
-    page = min(page, pages)
-    shown = services[(page - 1) * per_page: page * per_page]
+    pages = max(1, -(-service_count // per_page))
     ids = [s["id"] for s in shown]
-    # Only the shown page is read cell by cell; the totals are one aggregate query over every row.
     latest = store.dashboard_latest(service_ids=ids + [0])
     running = store.dashboard_open_runs(service_ids=ids + [0])
     rows = []
@@ -214,10 +241,13 @@ def matrix(
             organisation.append(
                 {"check": check, "cell": cell(latest.get(pair), running.get(pair), cutoffs[check["id"]], True)}
             )
+    totals, totals_as_of = cached_summary(
+        store, ("totals", owner, type, tag), now,
+        lambda: store.dashboard_summary(cutoffs, owner=owner, type=type, tag=tag),
+    )
     return {
         "rows": rows, "checks": checks, "organisation": organisation, "page": page, "pages": pages,
-        "service_count": len(services),
-        "totals": store.dashboard_summary(cutoffs, owner=owner, type=type, tag=tag),
+        "service_count": service_count, "totals": totals, "totals_as_of": format_time(totals_as_of),
     }
 
 

@@ -27,6 +27,7 @@ from reconciler.tokens import verify_token
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 MATRIX_PAGE_SIZE = 50
+CHECK_PAGE_SIZE = 100  # services listed per page of a check's page
 RESULTS_PAGE_SIZE = 50
 COOKIE_MAX_AGE = 30 * 86400
 
@@ -83,7 +84,7 @@ def show_dashboard(
     return _page(
         request, "dashboard.html", title="Dashboard",
         grid=grid, rows=grid["rows"], page=grid["page"], pages=grid["pages"], service_count=grid["service_count"],
-        facets=store.dashboard_facets(), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
+        facets=dashboard.facets(store, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
         page_link=lambda n: _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
         open_count=store.dashboard_open_count(), file_errors=store.dashboard_file_errors(),
@@ -109,23 +110,30 @@ def show_service(request: Request, state: State, slug: str) -> Template:
 
 
 @get("/checks/{slug:str}", name="check", sync_to_thread=True)
-def show_check(request: Request, state: State, slug: str) -> Template:
+def show_check(
+    request: Request, state: State, slug: str, page: Annotated[int, Parameter(ge=1, le=100_000)] = 1
+) -> Template:
     store, now = state.store, _now(state)
     check = store.dashboard_check(slug)
     latest = store.dashboard_latest(check_id=check["id"])
     running = store.dashboard_open_runs(check_id=check["id"])
     cutoff = dashboard.stale_cutoff(check, now)
-    services = []
     if check["target_kind"] == "none":
-        pair = (check["id"], 0)
-        one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, True)
-        services.append({"service": None, "cell": one, "age": dashboard.age(one.finished_at, now)})
+        listed = [None]
     else:
-        for service in store.dashboard_services():
-            pair = (check["id"], service["id"])
-            one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, dashboard.targets(check, service))
-            if one is not None:
-                services.append({"service": service, "cell": one, "age": dashboard.age(one.finished_at, now)})
+        # Which services have a row is cheap to decide for all of them; cells are built for one page only.
+        listed = [
+            service for service in store.dashboard_services()
+            if (check["id"], service["id"]) in latest or (check["id"], service["id"]) in running
+            or dashboard.targets(check, service)
+        ]
+    pages = max(1, -(-len(listed) // CHECK_PAGE_SIZE))
+    page = min(page, pages)
+    services = []
+    for service in listed[(page - 1) * CHECK_PAGE_SIZE: page * CHECK_PAGE_SIZE]:
+        pair = (check["id"], service["id"] if service else 0)
+        one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, True)
+        services.append({"service": service, "cell": one, "age": dashboard.age(one.finished_at, now)})
     rates = dashboard.pass_rates(store, check, now)
     return _page(
         request, "check.html", title=check["name"], check=check,
@@ -133,6 +141,8 @@ def show_check(request: Request, state: State, slug: str) -> Template:
         schedule=dashboard.schedule_text(check), targets=dashboard.targets_text(check),
         timeout=dashboard.age_span(check["timeout_seconds"]), services=services, rates=rates,
         rate_days=sum(1 for r in rates if r["rate"] is not None),
+        page=page, pages=pages, service_count=len(listed), first=(page - 1) * CHECK_PAGE_SIZE + 1,
+        page_link=lambda n: _query(page=n),
     )
 
 
