@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Protocol
 
@@ -63,6 +64,7 @@ class GitSource:
         self.description = f"{redact(url)} ({branch or 'default branch'})"
         self._repo: git.Repo | None = None
         self._default: str | None = None  # the remote's default branch, asked once per process
+        self._last_diff: tuple[str, str, frozenset[str]] | None = None  # (old, new, paths) of the last fetch
 
     def fetch(self) -> str:
         repo = self._open_or_clone()
@@ -78,20 +80,84 @@ class GitSource:
                 if sha is None:
                     raise SourceError(f"branch {branch!r} does not exist in {redact(self.url)}")
                 # our own detached checkout at that commit already: the no-op sync stays cheap
-                if repo.head.is_detached and repo.head.commit.hexsha == sha:
-                    return sha
+                if repo.head.is_detached:
+                    current = repo.head.commit.hexsha
+                    if current == sha:
+                        return sha
+                    if self._update_changed_files(repo, current, sha):
+                        return sha
+                    repo.git.read_tree(current)  # the index may lag behind the files: make it match them
                 repo.git.checkout("--force", "--detach", sha)
                 return sha
         except git.GitCommandError as error:
             raise SourceError(f"cannot fetch {redact(self.url)}: {_git_reason(error)}") from None
 
     def changed_paths(self, old: str, new: str) -> set[str] | None:
+        if self._last_diff is not None and self._last_diff[:2] == (old, new):
+            return set(self._last_diff[2])  # fetch diffed these two already
         repo = self._open_or_clone()
         try:
             output = repo.git.diff("--name-only", "--no-renames", "-z", old, new)
         except git.GitCommandError:
             return None  # the old revision is unknown here (force-push, new clone): read everything
         return {path for path in output.split("\0") if path}
+
+    def _update_changed_files(self, repo: git.Repo, old: str, new: str) -> bool:
+        """Move the checkout from `old` to `new` by rewriting only the files that differ.
+
+        `checkout --force` of a 10,000-file tree reads, checks and rewrites the whole index (most of
+        a one-file sync's git time); this writes the changed blobs straight into the work tree and
+        leaves the index alone (the checkout is ours alone and nothing reads its index; the fallback
+        resets the index first). False, with nothing changed, for anything but plain files under
+        plain directories: `checkout --force` handles those.
+        """
+        try:
+            raw = repo.git.diff_tree("-r", "-z", "--no-renames", "--no-commit-id", old, new)
+        except git.GitCommandError:
+            return False
+        fields = raw.split("\0")
+        changes = []  # (path, new blob or None for a removal, executable)
+        for meta, path in zip(fields[0::2], fields[1::2]):
+            if not meta.startswith(":"):
+                return False
+            old_mode, new_mode, _, new_blob, status = meta[1:].split(" ")
+            if not _is_plain_path(path) or status not in ("A", "M", "D", "T"):
+                return False
+            if status == "D":
+                if old_mode not in ("100644", "100755"):
+                    return False
+                changes.append((path, None, False))
+            elif new_mode in ("100644", "100755") and old_mode in ("000000", "100644", "100755"):
+                changes.append((path, new_blob, new_mode == "100755"))
+            else:
+                return False  # symlinks, submodules, type changes
+        root = os.path.realpath(self.root)
+        for path, _, _ in changes:  # never write through a symlinked directory
+            parent = os.path.normpath(os.path.join(root, os.path.dirname(path)))
+            if os.path.realpath(parent) != parent:
+                return False
+            target = os.path.join(root, path)
+            if os.path.islink(target) or os.path.isdir(target):
+                return False
+        blobs = _read_blobs(repo, [blob for _, blob, _ in changes if blob])
+        for path, blob, _ in changes:
+            if blob is None:
+                target = os.path.join(root, path)
+                if os.path.lexists(target):
+                    os.unlink(target)
+                _remove_empty_parents(root, os.path.dirname(path))
+        for path, blob, executable in changes:
+            if blob is not None:
+                target = os.path.join(root, path)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                temporary = target + ".catalog-tmp"
+                with open(temporary, "wb") as handle:
+                    handle.write(blobs[blob])
+                os.chmod(temporary, 0o755 if executable else 0o644)
+                os.replace(temporary, target)
+        repo.head.set_reference(git.Commit(repo, bytes.fromhex(new)))  # detached, no reflog: as checkout
+        self._last_diff = (old, new, frozenset(path for path, _, _ in changes))
+        return True
 
     def _open_or_clone(self) -> git.Repo:
         if self._repo is not None:
@@ -128,6 +194,40 @@ class GitSource:
         except git.GitCommandError:
             raise SourceError("the repository has no default branch (is it empty?); set CATALOG_BRANCH") from None
         return head.removeprefix("refs/remotes/origin/")
+
+
+def _is_plain_path(path: str) -> bool:
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and all(part not in ("", ".", "..", ".git") for part in parts)
+
+
+def _read_blobs(repo: git.Repo, blobs: list[str]) -> dict[str, bytes]:
+    """Blob contents by sha, from one `git cat-file --batch` process."""
+    if not blobs:
+        return {}
+    unique = sorted(set(blobs))
+    process = repo.git.cat_file("--batch", as_process=True, istream=subprocess.PIPE)
+    output, _ = process.proc.communicate(("\n".join(unique) + "\n").encode())
+    found, offset = {}, 0
+    for blob in unique:
+        newline = output.index(b"\n", offset)
+        header = output[offset:newline].split()
+        if len(header) != 3 or header[1] != b"blob":
+            raise git.GitCommandError(["git", "cat-file", "--batch"], 128, f"fatal: cannot read blob {blob}")
+        size = int(header[2])
+        found[blob] = output[newline + 1:newline + 1 + size]
+        offset = newline + 1 + size + 1  # the content, then a newline
+    return found
+
+
+def _remove_empty_parents(root: str, directory: str) -> None:
+    """Remove `directory` and its parents while they are empty, as checkout does."""
+    while directory:
+        try:
+            os.rmdir(os.path.join(root, directory))
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
 
 
 def _git_reason(error: git.GitCommandError) -> str:

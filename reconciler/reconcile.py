@@ -21,7 +21,7 @@ from typing import Iterator
 from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
-from .integrity import Entities, find_integrity_errors
+from .integrity import Entities, Focus, find_integrity_errors
 from .loader import CATALOG_FILE, LoadedFile, kind_of, list_catalog_files, read_file, read_files
 from .schema import CatalogConfig, Check, Service, parse_duration
 from .store import Store
@@ -102,7 +102,7 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
     old_config = CatalogConfig.model_validate(store.get_state("catalog_config") or {})
     ignored = old_config.writeback.path
     known = store.catalog_files()
-    services, checks = store.service_index(), store.check_index()
+    services, checks = store.service_index(decode=False), store.check_index()  # dependencies: JSON text
 
     changed = source.changed_paths(previous, revision) if previous else None
     if changed is None:
@@ -157,10 +157,15 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
         records[path] = _record(loaded_file, config)
 
     # cross-file rules until nothing more changes: a changed file that breaks them is a bad file
-    # (back to its last good state), which can in turn break another changed file
+    # (back to its last good state), which can in turn break another changed file. After a git
+    # diff only what the changed files can affect is checked; a full read checks everything.
+    focus = None
+    if changed is not None:
+        former = {known[path]["slug"] for path in (*loaded, *deleted) if path in known and known[path]["kind"] == "service"}
+        focus = Focus(set(loaded), {slug for slug in former if slug})
     while True:
         entities = Entities.build(services, checks, defines, records)
-        found = find_integrity_errors(root, entities, changed_paths=set(loaded))
+        found = find_integrity_errors(root, entities, changed_paths=set(loaded), focus=focus)
         newly_bad = [path for path in found if path in records]
         if not newly_bad:
             break
@@ -181,7 +186,15 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
 
     # entity error marks (only those that change: a one-file sync must not touch 10,000 rows)
     owners: dict[tuple[str, str], tuple[int, str]] = {}
+    marked = None  # after a git diff: only entities a changed file defines or defined, or marked now
+    if focus is not None:
+        marked = {key for path in (*loaded, *file_errors) if (key := defines.get(path))}
+        marked.update((known[path]["kind"], known[path]["slug"]) for path in (*loaded, *deleted) if path in known)
+        marked.update(("service", slug) for slug, row in services.items() if row["error"] is not None)
+        marked.update(("check", slug) for slug, row in checks.items() if row["error"] is not None)
     for path, key in defines.items():
+        if marked is not None and key not in marked:
+            continue
         current = (services if key[0] == "service" else checks).get(key[1])
         # the entity's error is its own file's: a newcomer duplicating its slug does not mark it
         rank = 0 if path in records else 1 if current and current["path"] == path else 2
