@@ -252,8 +252,35 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         CREATE INDEX IF NOT EXISTS results_by_check ON results (check_id, id);
 
-        -- Dispatch: when each (check, service) pair last ran, in one index seek (due computation).
-        CREATE INDEX IF NOT EXISTS results_by_pair_created ON results (check_id, service_id, created_at);
+        -- Dispatch: per (check, service) pair, when its newest result was created and how many of
+        -- its results are open, kept by triggers, so the due computation reads one small row per
+        -- pair (an integer-key seek) instead of searching the history. The key packs both ids.
+        CREATE TABLE IF NOT EXISTS dispatch_pairs (
+            pair_key        INTEGER PRIMARY KEY,      -- check_id * 2^32 + (service_id or 0)
+            last_created_at TEXT NOT NULL,
+            open_results    INTEGER NOT NULL          -- results pending or sent
+        );
+        CREATE TRIGGER IF NOT EXISTS dispatch_pairs_on_insert AFTER INSERT ON results
+        BEGIN
+            INSERT INTO dispatch_pairs (pair_key, last_created_at, open_results)
+            VALUES (NEW.check_id * 4294967296 + coalesce(NEW.service_id, 0), NEW.created_at,
+                    NEW.status IN ('pending', 'sent'))
+            ON CONFLICT (pair_key) DO UPDATE SET
+                last_created_at = max(last_created_at, excluded.last_created_at),
+                open_results = open_results + excluded.open_results;
+        END;
+        -- One write per PATCH: a single integer-key update. (Statuses only move forward, open to
+        -- finished, and a result's check, service and created_at never change: see above.)
+        CREATE TRIGGER IF NOT EXISTS dispatch_pairs_on_finish AFTER UPDATE OF status ON results
+        WHEN OLD.status IN ('pending', 'sent') AND NEW.status NOT IN ('pending', 'sent')
+        BEGIN
+            UPDATE dispatch_pairs SET open_results = open_results - 1
+            WHERE pair_key = NEW.check_id * 4294967296 + coalesce(NEW.service_id, 0);
+        END;
+        INSERT INTO dispatch_pairs (pair_key, last_created_at, open_results)
+        SELECT check_id * 4294967296 + coalesce(service_id, 0), max(created_at), sum(status IN ('pending', 'sent'))
+        FROM results WHERE true GROUP BY check_id, service_id
+        ON CONFLICT (pair_key) DO NOTHING;
         -- Dispatch: a lease and a backoff per pending result, so that two schedulers (or the API's
         -- run-check and the scheduler) never send one result at once, and a crash is retried later.
         CREATE TABLE IF NOT EXISTS dispatch_attempts (
@@ -363,11 +390,15 @@ class Store:
                 row["error"] = json.loads(row["error"])
         return {row["path"]: row for row in rows}
 
-    def service_index(self) -> dict[str, dict]:
-        """slug -> {id, path, digest, dependencies, removed_at} for every service ever synced."""
+    def service_index(self, *, decode: bool = True) -> dict[str, dict]:
+        """slug -> {id, path, digest, dependencies, removed_at} for every service ever synced.
+
+        `decode=False` leaves `dependencies` as its JSON text: a one-file sync reads few of them.
+        """
         rows = _fetch_dicts(self.connection, "SELECT id, slug, path, digest, dependencies, removed_at, error FROM services")
-        for row in rows:
-            row["dependencies"] = [] if row["dependencies"] == "[]" else json.loads(row["dependencies"])
+        if decode:
+            for row in rows:
+                row["dependencies"] = [] if row["dependencies"] == "[]" else json.loads(row["dependencies"])
         return {row["slug"]: row for row in rows}
 
     def check_index(self) -> dict[str, dict]:
@@ -517,22 +548,60 @@ class Store:
                 (check_id, service_id, revision, trigger, format_time(now)),
             ).fetchone()
 
+    _COMPLETE = (
+        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
+        " WHERE id = ? AND status IN ('pending', 'sent') RETURNING *"
+    )
+    # The API's answer also names the check and the service: read in the same statement.
+    _COMPLETE_WITH_SLUGS = _COMPLETE + (
+        ', (SELECT slug FROM checks WHERE id = results.check_id) AS "check",'
+        " (SELECT slug FROM services WHERE id = results.service_id) AS service"
+    )
+
     def complete_result(
         self, result_id: int, result: str, *, now: datetime, message: str | None = None, url: str | None = None
     ) -> dict:
         """Record the answer of an open (pending or sent) result; one atomic conditional update."""
         with self.transaction() as conn:
-            row = conn.execute(
-                "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
-                " WHERE id = ? AND status IN ('pending', 'sent') RETURNING *",
-                (result, message, url, format_time(now), result_id),
-            ).fetchone()
-            if row is not None:
-                return row
-            current = conn.execute("SELECT status FROM results WHERE id = ?", (result_id,)).fetchone()
-        if current is None:
-            raise NotFound(f"result {result_id} does not exist")
-        raise Conflict(f"result {result_id} is already {current['status']} and can never change")
+            return _complete(conn, self._COMPLETE, result_id, (result, message, url, format_time(now), result_id))
+
+    def answer_results(
+        self, answers: list[tuple[int, str, str | None, str | None, datetime]], *, wait: bool = True
+    ) -> list[dict | NotFound | Conflict] | None:
+        """Many `complete_result`s (id, result, message, url, now) in one transaction: one commit for all.
+
+        Each answer gets its row, carrying the slugs of its check and service (the API's answer), or the
+        NotFound or Conflict `complete_result` would have raised. With wait=False it never waits for the
+        write lock (for a caller on an event loop): None at once when another connection holds it (a sync
+        applying, say), to be retried where waiting is harmless.
+        """
+        if wait:
+            with self.transaction() as conn:
+                return [_answer(conn, self._COMPLETE_WITH_SLUGS, answer) for answer in answers]
+        conn = self.connection
+        # A caller that must not wait must not copy the WAL back either (a checkpoint writes and syncs
+        # the database file): it calls `checkpoint()` where waiting is harmless.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        finally:
+            conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            outcomes = [_answer(conn, self._COMPLETE_WITH_SLUGS, answer) for answer in answers]
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return outcomes
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
+        self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def get_result(self, result_id: int) -> dict:
         row = self.connection.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
@@ -543,50 +612,78 @@ class Store:
     # -- dispatch ------------------------------------------------------------------------------
     # The scheduler's reads and writes (reconciler/schedule.py). Per-check cutoffs are computed in
     # Python (cron needs croniter) and passed in as JSON [[check_id, cutoff_text], ...]; a pair is
-    # due when no result of it was created at or after its cutoff and none is pending or sent.
+    # due when no result of it was created at or after its cutoff and none is pending or sent; both
+    # facts come from dispatch_pairs (kept by triggers on results), never from the history itself.
 
-    _TARGETED_PAIRS = """
-        WITH wanted AS (
+    _WANTED = """
+        WITH wanted AS MATERIALIZED (
             SELECT c.id, c.target_kind, c.target_type, c.target_owner, c.target_tags, c.target_max_priority,
                    json_extract(j.value, '$[1]') AS cutoff
             FROM json_each(:cutoffs) AS j JOIN checks AS c ON c.id = json_extract(j.value, '$[0]')
-        ),
-        pairs AS (
-            SELECT w.id AS check_id, s.id AS service_id, w.cutoff FROM wanted AS w JOIN services AS s
-            WHERE s.removed_at IS NULL AND s.active = 1 AND (:service_id IS NULL OR s.id = :service_id)
-              AND (w.target_kind = 'all'
-                OR (w.target_kind = 'list' AND EXISTS (
-                    SELECT 1 FROM check_targets AS t WHERE t.check_id = w.id AND t.service_slug = s.slug))
-                OR (w.target_kind = 'selector'
-                    AND (w.target_type IS NULL OR s.type = w.target_type)
-                    AND (w.target_owner IS NULL OR s.owner = w.target_owner)
-                    AND (w.target_max_priority IS NULL OR s.priority <= w.target_max_priority)
-                    AND (w.target_tags IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM json_each(w.target_tags) AS need
-                        WHERE need.value NOT IN (SELECT value FROM json_each(s.tags))))))
-            UNION ALL
-            SELECT w.id, NULL, w.cutoff FROM wanted AS w WHERE w.target_kind = 'none' AND :service_id IS NULL
-        ),
-        open_pairs AS MATERIALIZED (  -- read once (partial index results_open), then indexed
-            SELECT DISTINCT check_id, coalesce(service_id, 0) AS service_key FROM results
-            WHERE status IN ('pending', 'sent')
         )
     """
-    _DUE_PAIRS = _TARGETED_PAIRS + """
-        SELECT p.check_id, p.service_id FROM pairs AS p
-        WHERE NOT EXISTS (
-                SELECT 1 FROM open_pairs AS o
-                WHERE o.check_id = p.check_id AND o.service_key = coalesce(p.service_id, 0))
-          AND NOT EXISTS (
-                SELECT 1 FROM results AS r
-                WHERE r.check_id = p.check_id AND r.service_id IS p.service_id AND r.created_at >= p.cutoff)
+    # Service `s` is active and targeted by wanted check `w` (not for `services: none`).
+    _TARGETED = """
+        s.removed_at IS NULL AND s.active = 1 AND (:service_id IS NULL OR s.id = :service_id)
+        AND (w.target_kind = 'all'
+          OR (w.target_kind = 'list' AND EXISTS (
+              SELECT 1 FROM check_targets AS t WHERE t.check_id = w.id AND t.service_slug = s.slug))
+          OR (w.target_kind = 'selector'
+              AND (w.target_type IS NULL OR s.type = w.target_type)
+              AND (w.target_owner IS NULL OR s.owner = w.target_owner)
+              AND (w.target_max_priority IS NULL OR s.priority <= w.target_max_priority)
+              AND (w.target_tags IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM json_each(w.target_tags) AS need
+                  WHERE need.value NOT IN (SELECT value FROM json_each(s.tags))))))
     """
+    _TARGETED_PAIRS = _WANTED + f"""
+        , pairs AS (
+            SELECT w.id AS check_id, s.id AS service_id FROM wanted AS w JOIN services AS s WHERE {_TARGETED}
+            UNION ALL
+            SELECT w.id, NULL FROM wanted AS w WHERE w.target_kind = 'none' AND :service_id IS NULL
+        )
+    """
+    # Pair (w, service key) has run recently enough, or has an open result: not due.
+    _NOT_DUE = """
+        EXISTS (SELECT 1 FROM dispatch_pairs AS d WHERE d.pair_key = w.id * 4294967296 + {key}
+                AND (d.open_results > 0 OR d.last_created_at >= w.cutoff))
+    """
+    # One row per wanted check: its due service ids as a JSON array ([null] for `services: none`;
+    # those checks come last, as pairs are created in this order up to a limit). Grouping per check
+    # keeps half a million pairs out of Python and out of a sorter: services are scanned in id
+    # order inside each check, with one integer-key seek into dispatch_pairs each (a LEFT JOIN:
+    # a correlated NOT EXISTS costs half as much again per pair).
+    _DUE_BY_CHECK = _WANTED + f"""
+        , due AS (
+            SELECT w.id AS check_id, (
+                    SELECT json_group_array(s.id) FROM services AS s
+                    LEFT JOIN dispatch_pairs AS d ON d.pair_key = w.id * 4294967296 + s.id
+                    WHERE {_TARGETED}
+                      AND (d.pair_key IS NULL OR (d.open_results = 0 AND d.last_created_at < w.cutoff))
+                   ) AS service_ids
+            FROM wanted AS w WHERE w.target_kind <> 'none'
+            UNION ALL
+            SELECT w.id, CASE WHEN :service_id IS NULL AND NOT {_NOT_DUE.format(key="0")} THEN '[null]' ELSE '[]' END
+            FROM wanted AS w WHERE w.target_kind = 'none'
+        )
+    """
+    _DUE_PAIRS = _DUE_BY_CHECK + """
+        SELECT due.check_id, j.value AS service_id FROM due, json_each(due.service_ids) AS j
+    """
+
+    def due_services(self, cutoffs: list[tuple[int, str]]) -> list[tuple[int, list[int | None]]]:
+        """(check_id, [service_id or None, ...]) per wanted check with due pairs; one query."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            self._DUE_BY_CHECK + " SELECT check_id, service_ids FROM due WHERE service_ids <> '[]'",
+            {"cutoffs": json.dumps(cutoffs), "service_id": None},
+        ).fetchall()
+        return [(check_id, json.loads(service_ids)) for check_id, service_ids in rows]
 
     def due_pairs(self, cutoffs: list[tuple[int, str]]) -> list[tuple[int, int | None]]:
         """(check_id, service_id or None) of every due pair, in one query; see the section note."""
-        cursor = self.connection.cursor()
-        cursor.row_factory = None  # plain tuples: half a million dicts would cost more than the query
-        return cursor.execute(self._DUE_PAIRS, {"cutoffs": json.dumps(cutoffs), "service_id": None}).fetchall()
+        return [(check_id, service_id) for check_id, ids in self.due_services(cutoffs) for service_id in ids]
 
     def create_due_results(
         self,
@@ -818,6 +915,38 @@ class Store:
         service["counts"] = _count_results(latest)
         return service
 
+    # `get_service` as JSON text built by SQLite itself: no Python object per result (the API's hot read).
+    _SERVICE_JSON = """
+        WITH service AS (SELECT * FROM services WHERE slug = ?),
+        latest AS MATERIALIZED (
+            SELECT r.id, c.slug AS "check", r.status, r.result, r.url, r.created_at, r.sent_at, r.finished_at
+            FROM service AS s, checks AS c
+            JOIN results AS r ON r.id = (SELECT max(id) FROM results WHERE check_id = c.id AND service_id = s.id)
+            WHERE c.removed_at IS NULL ORDER BY c.slug
+        )
+        SELECT json_object(
+            'id', id, 'slug', slug, 'name', name, 'priority', priority, 'type', type, 'description', description,
+            'owner', owner, 'repository', repository, 'active', json(iif(active, 'true', 'false')),
+            'tags', json(tags), 'dependencies', json(dependencies), 'meta', json(meta), 'path', path,
+            'digest', digest, 'error', error, 'removed_at', removed_at, 'created_at', created_at, 'updated_at', updated_at,
+            'latest_results', (
+                SELECT json_group_array(json_object(
+                    'id', id, 'check', "check", 'status', status, 'result', result, 'url', url,
+                    'created_at', created_at, 'sent_at', sent_at, 'finished_at', finished_at))
+                FROM latest),
+            'counts', (SELECT json_group_object(result, n) FROM (SELECT result, count(*) AS n FROM latest GROUP BY result))
+        ) FROM service
+    """
+
+    def get_service_json(self, slug: str) -> str:
+        """`get_service(slug)` encoded as JSON (the same fields and values)."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None
+        row = cursor.execute(self._SERVICE_JSON, (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {slug!r} does not exist")
+        return row[0]
+
     def list_checks(self, *, include_removed: bool = False) -> list[dict]:
         sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY slug"
         return [_decode_check_row(row) for row in self.connection.execute(sql)]
@@ -872,14 +1001,6 @@ class Store:
             raise NotFound(f"result {result_id} does not exist")
         return row
 
-    def result_slugs(self, check_id: int, service_id: int | None) -> dict:
-        """{"check": slug, "service": slug or None}: to dress a row returned by `complete_result`."""
-        return self.connection.execute(
-            'SELECT (SELECT slug FROM checks WHERE id = ?) AS "check",'
-            " (SELECT slug FROM services WHERE id = ?) AS service",
-            (check_id, service_id),
-        ).fetchone()
-
     def last_sync_run(self) -> dict | None:
         row = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
         if row is not None:
@@ -901,14 +1022,34 @@ class Store:
     def dashboard_services(self, *, owner: str | None = None, type: str | None = None, tag: str | None = None) -> list[dict]:
         """Services in the catalog now, most important first; filters match exactly."""
         where, params = _service_filter(owner, type, tag)
-        rows = self.connection.execute(
+        rows = _fetch_dicts(
+            self.connection,
             "SELECT id, slug, name, priority, type, owner, active, tags, error FROM services"
             f" WHERE {where} ORDER BY priority, slug",
-            params,
-        ).fetchall()
+            tuple(params),
+        )
         for row in rows:
             row["tags"] = json.loads(row["tags"])
         return rows
+
+    def dashboard_service_page(
+        self, *, owner: str | None = None, type: str | None = None, tag: str | None = None, page: int, per_page: int
+    ) -> tuple[int, int, list[dict]]:
+        """(matching services, the page actually shown, that page's services): like `dashboard_services`
+        sliced, but only one page is read and decoded. A page past the end shows the last one."""
+        where, params = _service_filter(owner, type, tag)
+        conn = self.connection
+        total = conn.execute(f"SELECT count(*) AS n FROM services WHERE {where}", params).fetchone()["n"]
+        page = min(page, max(1, -(-total // per_page)))
+        rows = _fetch_dicts(
+            conn,
+            "SELECT id, slug, name, priority, type, owner, active, tags, error FROM services"
+            f" WHERE {where} ORDER BY priority, slug LIMIT ? OFFSET ?",
+            (*params, per_page, (page - 1) * per_page),
+        )
+        for row in rows:
+            row["tags"] = json.loads(row["tags"])
+        return total, page, rows
 
     def dashboard_facets(self) -> dict[str, list[str]]:
         """The owners, types and tags in use, for the dashboard's filters."""
@@ -971,7 +1112,8 @@ class Store:
             sql, params = sql + " WHERE service_key IN (SELECT value FROM json_each(?))", (json.dumps(service_ids),)
         elif check_id is not None:
             sql, params = sql + " WHERE check_id = ?", (check_id,)
-        return {(row["check_id"], row["service_key"]): row for row in self.connection.execute(sql, params)}
+        rows = _fetch_dicts(self.connection, sql, params)  # up to one row per service: the cheap row path
+        return {(row["check_id"], row["service_key"]): row for row in rows}
 
     def dashboard_open_runs(
         self, *, service_ids: list[int] | None = None, check_id: int | None = None
@@ -986,8 +1128,9 @@ class Store:
             sql += " AND coalesce(service_id, 0) IN (SELECT value FROM json_each(?))"
             params = (json.dumps(service_ids),)
         elif check_id is not None:
-            sql, params = sql + " AND check_id = ?", (check_id,)
-        rows = self.connection.execute(sql + " GROUP BY check_id, service_key", params)
+            # `+check_id`: read the small open-results index, not every result the check ever had.
+            sql, params = sql + " AND +check_id = ?", (check_id,)
+        rows = _fetch_dicts(self.connection, sql + " GROUP BY check_id, service_key", params)
         return {(row["check_id"], row["service_key"]): row for row in rows}
 
     def dashboard_summary(
@@ -997,22 +1140,32 @@ class Store:
         """Counts over the latest finished results of the (filtered) services: by outcome, stale, failing services.
 
         `cutoffs` maps check ids to the time before which a result is stale. One pass without GROUP BY
-        (a sorter would cost more than the whole scan).
+        (a sorter would cost more than the whole scan), services first (CROSS JOIN fixes the order) so
+        each service is one seek into the covering index rather than one services lookup per result.
+        `count(*) FILTER` on plain columns is about 4x cheaper per row than `sum(CASE ... = ...)`: a
+        latest result is finished, and its `result` is not `unknown` only when completed (table CHECK),
+        so `result = 'pass'` means outcome `pass`, and outcome `error` is `result` or `status` error.
         """
         where, params = _service_filter(owner, type, tag)
         known = [(check_id, cutoff) for check_id, cutoff in cutoffs.items() if cutoff is not None]
         cutoff_sql = ("CASE l.check_id" + " WHEN ? THEN ?" * len(known) + " END") if known else "NULL"
-        outcome = "CASE WHEN l.status = 'completed' THEN l.result ELSE l.status END"
-        row = self.connection.execute(
-            f"SELECT sum({outcome} = 'pass') AS pass, sum({outcome} = 'warning') AS warning,"
-            f" sum({outcome} = 'fail') AS fail, sum({outcome} = 'error') AS error,"
-            f" sum({outcome} = 'timed-out') AS timed_out, sum({outcome} = 'skipped') AS skipped,"
-            f" sum(l.created_at < {cutoff_sql}) AS stale,"
-            " count(DISTINCT CASE WHEN l.status <> 'completed' OR l.result IN ('fail', 'error')"
-            " THEN l.service_key END) AS failing_services"
-            f" FROM services JOIN latest_results l ON l.service_key = services.id WHERE {where}",
+        conn = self.connection
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE l.result = 'pass') AS pass,"
+            " count(*) FILTER (WHERE l.result = 'warning') AS warning,"
+            " count(*) FILTER (WHERE l.result = 'fail') AS fail,"
+            " count(*) FILTER (WHERE l.result = 'error' OR l.status = 'error') AS error,"
+            " count(*) FILTER (WHERE l.status = 'timed-out') AS timed_out,"
+            " count(*) FILTER (WHERE l.result = 'skipped') AS skipped,"
+            f" count(*) FILTER (WHERE l.created_at < {cutoff_sql}) AS stale"
+            f" FROM services CROSS JOIN latest_results l ON l.service_key = services.id WHERE {where}",
             [value for pair in known for value in pair] + params,
         ).fetchone()
+        row["failing_services"] = conn.execute(
+            f"SELECT count(*) AS n FROM services WHERE {where} AND EXISTS (SELECT 1 FROM latest_results l"
+            " WHERE l.service_key = services.id AND (l.status <> 'completed' OR l.result IN ('fail', 'error')))",
+            params,
+        ).fetchone()["n"]
         return {key: value or 0 for key, value in row.items()}
 
     def dashboard_timelines(self, service_id: int, per_check: int = 30) -> dict[int, list[dict]]:
@@ -1081,6 +1234,15 @@ class Store:
         if not rows:
             raise NotFound(f"result {result_id} does not exist")
         return rows[0]
+
+    def dashboard_version(self) -> tuple[int, int, int]:
+        """(newest sync run, newest result, open results): changes whenever a sync applies, a result is
+        created or one finishes, so it keys caches of what the catalog and `latest_results` say."""
+        row = self.connection.execute(
+            "SELECT (SELECT max(id) FROM sync_runs) AS sync_run, (SELECT max(id) FROM results) AS result,"
+            " (SELECT count(*) FROM results WHERE status IN ('pending', 'sent')) AS open"
+        ).fetchone()
+        return row["sync_run"] or 0, row["result"] or 0, row["open"]
 
     def dashboard_open_count(self) -> int:
         return self.connection.execute(
@@ -1273,6 +1435,26 @@ def _fetch_dicts(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list
     rows = cursor.execute(sql, params).fetchall()
     names = [column[0] for column in cursor.description] if cursor.description else []
     return [dict(zip(names, row)) for row in rows]
+
+
+def _complete(conn: sqlite3.Connection, sql: str, result_id: int, params: tuple) -> dict:
+    """Run a conditional completing UPDATE ... RETURNING; NotFound or Conflict when it changed nothing."""
+    row = conn.execute(sql, params).fetchone()
+    if row is not None:
+        return row
+    current = conn.execute("SELECT status FROM results WHERE id = ?", (result_id,)).fetchone()
+    if current is None:
+        raise NotFound(f"result {result_id} does not exist")
+    raise Conflict(f"result {result_id} is already {current['status']} and can never change")
+
+
+def _answer(conn: sqlite3.Connection, sql: str, answer: tuple) -> dict | NotFound | Conflict:
+    """One answer of a batch: its row, or (returned, not raised) why it changed nothing."""
+    result_id, result, message, url, now = answer
+    try:
+        return _complete(conn, sql, result_id, (result, message, url, format_time(now), result_id))
+    except (NotFound, Conflict) as error:
+        return error
 
 
 def _count_results(rows: list[dict]) -> dict[str, int]:

@@ -18,7 +18,6 @@ from reconciler.clock import FakeClock, format_time
 from reconciler.errors import WritebackError
 from reconciler.settings import Settings
 from reconciler.store import Store
-from reconciler.settings import Settings
 from reconciler.writeback import writeback_pass
 
 from conftest import sync_directory
