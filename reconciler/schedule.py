@@ -12,7 +12,9 @@ twice; the Action's second answer is then refused with 409, as the result is alr
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -131,7 +133,7 @@ def run_pass(
 ) -> PassReport:
     """Expire timed-out results, create and dispatch due pairs, then retry pending leftovers."""
     clock = clock or Clock()
-    holder = uuid.uuid4().hex
+    holder = new_lease_holder()
     report = PassReport()
     now = clock.now()
     checks = store.list_checks(include_removed=True)
@@ -145,6 +147,8 @@ def run_pass(
         limit=max_results,
     )
     report.created = [row["id"] for row in created]
+    # a pass killed with -9 holds its leases until they expire: free them now, not minutes later
+    store.release_leases(now=format_time(now), keep=holder_is_alive)
     retries = store.claim_pending_results(
         now=format_time(now),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
@@ -198,7 +202,7 @@ def run_check(
     elif not targeted:
         raise InvalidInput(f"check {check_slug!r} targets no active service")
     now = clock.now()
-    holder = uuid.uuid4().hex
+    holder = new_lease_holder()
     created = store.create_due_results(
         [(check["id"], NEVER)],
         now=format_time(now),
@@ -266,6 +270,26 @@ def _send_all(
             report.sent.append(row["id"])
         else:
             report.answered_first.append(row["id"])
+
+
+def new_lease_holder() -> str:
+    """Who holds a lease: host and process, so a restart can tell its dead predecessor's leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def holder_is_alive(holder: str) -> bool:
+    """False only for a holder on this host whose process is gone; other hosts' leases just expire."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _retry_delay(attempts: int) -> float:

@@ -173,6 +173,36 @@ def test_a_crash_after_creating_rows_resends_the_same_rows_once_the_lease_ends(s
     assert len(synced_store.list_results(limit=1000)) == 28  # one result per pair, none lost
 
 
+def test_leases_of_a_scheduler_killed_on_this_host_are_taken_over_at_once(synced_store, clock):
+    import socket
+
+    dead_holder = f"{socket.gethostname()}:{_dead_pid()}:abc"
+    crashed = synced_store.create_due_results(
+        [(c["id"], "9999") for c in synced_store.list_checks() if c["slug"] == "has-owner"],
+        now=format_time(clock.now()), revision="r1",
+        claim_until=format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS)), holder=dead_holder,
+    )
+    live_holder = f"{socket.gethostname()}:{os.getpid()}:live"
+    alive = synced_store.create_due_results(
+        [(c["id"], "9999") for c in synced_store.list_checks() if c["slug"] == "readme-present"],
+        now=format_time(clock.now()), revision="r1",
+        claim_until=format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS)), holder=live_holder,
+    )
+    report = run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
+    assert sorted(report.retried) == sorted(r["id"] for r in crashed)  # no waiting for the lease to end
+    assert not set(report.retried) & {r["id"] for r in alive}  # a live holder keeps its lease
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped): no process has it now."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def test_permanent_failure_sets_error_and_transient_keeps_pending(synced_store, clock):
     failed = run_pass(synced_store, Recorder(fail=DispatchError("nope", transient=False)), settings=SETTINGS, clock=clock, max_results=2)
     assert [synced_store.get_result(i)["status"] for i, _ in failed.failed] == ["error", "error"]
