@@ -20,7 +20,7 @@ from api.auth import SECURITY_SCHEME, AuthMiddleware
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
 from api.pages import PAGE_HANDLERS, template_config
-from api.results import ResultController
+from api.results import AnswerWriter, ResultController
 from reconciler.clock import Clock
 from reconciler.settings import Settings
 from reconciler.store import Store
@@ -51,13 +51,15 @@ def create_app(
     """The whole HTTP face: API, webhook, dashboard pages, OpenAPI at /schema."""
     clock = clock or Clock()
     verifier = TokenVerifier(store, clock)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
     state = State({
         "store": store,
         "settings": settings,
         "clock": clock,
         "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
         "check_runner": check_runner or default_check_runner(store, settings, clock),
-        "writer": ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer"),
+        "writer": writer,
+        "answers": AnswerWriter(store, writer),
     })
     return Litestar(
         route_handlers=[

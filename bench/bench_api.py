@@ -1,6 +1,6 @@
 """Load-test the API with wrk from a separate process: PATCH of distinct results, GET of a service.
 
-    python3 bench/bench_api.py [--services 10000] [--checks 50] [--duration 10] [--connections 32]
+    python3 bench/bench_api.py [--services 10000] [--checks 50] [--duration 10] [--connections 32] [--cache DIR]
 
 Builds a catalog of N services x M checks (synced through the real reconciler), one result per pair
 (most completed), starts `catalog serve` (one uvicorn process: uvloop + httptools), then runs
@@ -11,6 +11,7 @@ Targets (issue 4): PATCH >= 2,000 req/s with p99 <= 25 ms; GET service >= 3,000 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -122,6 +123,12 @@ def run_wrk(script: str, url: str, *, duration: int, connections: int) -> dict:
     return figures
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: CPU per request is steadier than req/s on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -135,6 +142,8 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=50)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the built store in this folder and start later runs from a copy of it")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -144,23 +153,40 @@ def main() -> int:
     home = work / "home"
     try:
         started = time.perf_counter()
-        build_catalog(work / "catalog", args.services, args.checks)
-        store = Store(home / "catalog.db")
-        report = sync(store, DirectorySource(work / "catalog"))
-        assert report.outcome == "applied" and not report.errors, report
-        ids = fill_results(store, pending=max(60_000, 5000 * args.duration))
-        writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
-        reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
-        store.close()
+        pending = max(60_000, 5000 * args.duration)
+        cached = args.cache / f"api-{args.services}x{args.checks}-{pending}" if args.cache else None
+        if cached and (cached / "setup.json").exists():
+            # A copy of a store built before: the setup (a sync of N files, N x M results) takes minutes.
+            home.mkdir(parents=True)
+            shutil.copyfile(cached / "catalog.db", home / "catalog.db")
+            setup = json.loads((cached / "setup.json").read_text())
+            ids, writer, reader = range(*setup["ids"]), setup["writer"], setup["reader"]
+        else:
+            build_catalog(work / "catalog", args.services, args.checks)
+            store = Store(home / "catalog.db")
+            report = sync(store, DirectorySource(work / "catalog"))
+            assert report.outcome == "applied" and not report.errors, report
+            ids = fill_results(store, pending=pending)
+            writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
+            reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
+            store.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store.close()
+            if cached:
+                cached.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(home / "catalog.db", cached / "catalog.db")
+                (cached / "setup.json").write_text(json.dumps(
+                    {"ids": [ids.start, ids.stop], "writer": writer, "reader": reader}))
         print(f"setup: {args.services} services x {args.checks} checks, "
               f"{ids.stop - 1} results, in {time.perf_counter() - started:.1f}s")
 
         port = free_port()
         log = open(work / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "serve", "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
                                   env={**os.environ, "CATALOG_HOME": str(home)}, stdout=log, stderr=log, cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited: {(work / 'server.log').read_text()[-2000:]}")
             try:
                 requests.get(base + "/healthz", timeout=1)
                 break
@@ -170,19 +196,30 @@ def main() -> int:
         try:
             per_thread = len(ids) // 2
             open_before = Store(home / "catalog.db").dashboard_open_count()
+            cpu = cpu_seconds(server.pid)
             patch = run_wrk(PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread))
                             .replace("TOKEN", writer), base, duration=args.duration, connections=args.connections)
+            patch["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(patch["requests"], 1) * 1e6
             done = open_before - Store(home / "catalog.db").dashboard_open_count()
             print(f"PATCH /api/results/{{id}}/ (distinct pending, form body): {patch['rps']:,.0f} req/s, "
                   f"p50 {patch['p50_us'] / 1000:.1f} ms, p99 {patch['p99_us'] / 1000:.1f} ms, "
-                  f"non-2xx {patch['status_errors']}, socket errors {patch['socket_errors']}  "
+                  f"non-2xx {patch['status_errors']}, socket errors {patch['socket_errors']}, "
+                  f"server CPU {patch['cpu_us']:.0f} us/request  "
                   f"[target >= 2,000 req/s, p99 <= 25 ms]")
             print(f"  results completed by the run (from the store): {done:,} of {patch['requests']:,} requests")
+            cpu = cpu_seconds(server.pid)
             get = run_wrk(GET_LUA.replace("SERVICES", str(args.services)).replace("TOKEN", reader),
                           base, duration=args.duration, connections=args.connections)
+            get["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(get["requests"], 1) * 1e6
             print(f"GET /api/services/{{slug}} ({args.services} services x {args.checks} checks): {get['rps']:,.0f} req/s, "
                   f"p50 {get['p50_us'] / 1000:.1f} ms, p99 {get['p99_us'] / 1000:.1f} ms, "
-                  f"non-2xx {get['status_errors']}, socket errors {get['socket_errors']}  [target >= 3,000 req/s]")
+                  f"non-2xx {get['status_errors']}, socket errors {get['socket_errors']}, "
+                  f"server CPU {get['cpu_us']:.0f} us/request  [target >= 3,000 req/s]")
+            cpu = cpu_seconds(server.pid)
+            health = run_wrk('', base + "/healthz", duration=args.duration, connections=args.connections)
+            print(f"GET /healthz (the reference: the framework alone under today's machine load): "
+                  f"{health['rps']:,.0f} req/s, p99 {health['p99_us'] / 1000:.1f} ms, "
+                  f"server CPU {(cpu_seconds(server.pid) - cpu) / max(health['requests'], 1) * 1e6:.0f} us/request")
             print(f"server RSS after the runs: {rss_mb(server.pid):.0f} MB  [target <= 150 MB]")
         finally:
             server.terminate()

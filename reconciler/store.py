@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .clock import format_time
 from .errors import Conflict, NotFound
@@ -290,6 +290,8 @@ MIGRATIONS: list[tuple[int, str]] = [
             holder     TEXT,                          -- the scheduler pass that holds the lease
             last_error TEXT                           -- the last transient failure, for `status`
         );
+        -- Leases still held: what a restart checks for a dead predecessor's, without a full scan.
+        CREATE INDEX IF NOT EXISTS dispatch_leases ON dispatch_attempts (not_before) WHERE holder IS NOT NULL;
         """,
     ),
 ]
@@ -756,6 +758,25 @@ class Store:
                 " WHERE r.id IN (SELECT value FROM json_each(?)) ORDER BY r.id",
                 (json.dumps(ids),),
             ).fetchall()
+
+    def release_leases(self, *, now: str, keep: Callable[[str], bool]) -> int:
+        """End the unexpired leases whose holder `keep` rejects (a scheduler that died); their results
+        become claimable at once."""
+        holders = [
+            row["holder"]
+            for row in self.connection.execute(
+                "SELECT DISTINCT holder FROM dispatch_attempts WHERE holder IS NOT NULL AND not_before > ?", (now,)
+            )
+        ]
+        dead = [holder for holder in holders if not keep(holder)]
+        if not dead:
+            return 0
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE dispatch_attempts SET not_before = ?, holder = NULL"
+                " WHERE holder IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(dead)),
+            ).rowcount
 
     def renew_claim(self, result_id: int, *, holder: str, claim_until: str) -> bool:
         """Just before sending: extend our lease; False if the result is no longer ours to send."""
