@@ -12,6 +12,7 @@ from html import escape
 
 from litestar import Request, Response, get
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from api import dashboard
 from api.auth import requires_read
@@ -66,7 +67,7 @@ def _answer(request: Request, svg: str) -> Response:
 
 
 @get("/badges/services/{name:str}", guards=[requires_read], include_in_schema=False, sync_to_thread=True)
-def service_badge(request: Request, state: State, name: str) -> Response:
+def service_badge(request: Request, state: State, name: FromPath[str]) -> Response:
     """`passing`, `N failing` or `unknown` over every check of the service."""
     store, now = state.store, state.clock.now()
     service = store.dashboard_service(_svg_slug(name))
@@ -76,7 +77,7 @@ def service_badge(request: Request, state: State, name: str) -> Response:
 
 
 @get("/badges/services/{slug:str}/{name:str}", guards=[requires_read], include_in_schema=False, sync_to_thread=True)
-def service_check_badge(request: Request, state: State, slug: str, name: str) -> Response:
+def service_check_badge(request: Request, state: State, slug: FromPath[str], name: FromPath[str]) -> Response:
     """The latest result of one check on one service."""
     store, now = state.store, state.clock.now()
     service = store.dashboard_service(slug)

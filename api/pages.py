@@ -13,7 +13,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -74,8 +74,8 @@ def _query(**params: Any) -> str:
 @get("/", name="dashboard", sync_to_thread=True)
 def show_dashboard(
     request: Request, state: State,
-    owner: str | None = None, type: str | None = None, tag: str | None = None,
-    page: Annotated[int, Parameter(ge=1, le=100_000)] = 1,
+    owner: FromQuery[str | None] = None, type: FromQuery[str | None] = None, tag: FromQuery[str | None] = None,
+    page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1,
 ) -> Template:
     store, now = state.store, _now(state)
     grid = dashboard.matrix(store, now, owner=owner or None, type=type or None, tag=tag or None,
@@ -92,7 +92,7 @@ def show_dashboard(
 
 
 @get("/services/{slug:str}", name="service", sync_to_thread=True)
-def show_service(request: Request, state: State, slug: str) -> Template:
+def show_service(request: Request, state: State, slug: FromPath[str]) -> Template:
     store, now = state.store, _now(state)
     service = store.dashboard_service(slug)
     known = store.dashboard_service_names(service["dependencies"])
@@ -111,7 +111,7 @@ def show_service(request: Request, state: State, slug: str) -> Template:
 
 @get("/checks/{slug:str}", name="check", sync_to_thread=True)
 def show_check(
-    request: Request, state: State, slug: str, page: Annotated[int, Parameter(ge=1, le=100_000)] = 1
+    request: Request, state: State, slug: FromPath[str], page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1
 ) -> Template:
     store, now = state.store, _now(state)
     check = store.dashboard_check(slug)
@@ -149,8 +149,8 @@ def show_check(
 @get("/results", name="results", sync_to_thread=True)
 def list_results(
     request: Request, state: State,
-    service: str | None = None, check: str | None = None, result: str | None = None,
-    status: str | None = None, before: Annotated[int | None, Parameter(ge=1)] = None,
+    service: FromQuery[str | None] = None, check: FromQuery[str | None] = None, result: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None, before: Annotated[int | None, QueryParameter(ge=1)] = None,
 ) -> Template:
     store, now = state.store, _now(state)
     problems = []
@@ -175,7 +175,7 @@ def list_results(
 
 
 @get("/results/{result_id:int}", name="result", sync_to_thread=True)
-def show_result(request: Request, state: State, result_id: int) -> Template:
+def show_result(request: Request, state: State, result_id: FromPath[int]) -> Template:
     store, now = state.store, _now(state)
     row = store.dashboard_result(result_id)
     return _page(
@@ -187,7 +187,7 @@ def show_result(request: Request, state: State, result_id: int) -> Template:
 
 @get("/sync", name="sync", sync_to_thread=True)
 def list_sync_runs(
-    request: Request, state: State, before: Annotated[int | None, Parameter(ge=1)] = None
+    request: Request, state: State, before: Annotated[int | None, QueryParameter(ge=1)] = None
 ) -> Template:
     store, now = state.store, _now(state)
     runs = store.dashboard_sync_runs(before_id=before, limit=31)
@@ -210,7 +210,7 @@ def _local_path(target: str | None) -> str:
 
 
 @get("/login", name="login", sync_to_thread=False)
-def show_login(request: Request, next: str | None = None) -> Template:
+def show_login(request: Request, next: FromQuery[str | None] = None) -> Template:
     reason = request.scope.get("state", {}).get("auth_error")
     return _page(request, "login.html", title="Sign in", next=_local_path(next), error=None, reason=reason)
 
