@@ -135,9 +135,7 @@ class Loops:
 
     def dispatch(self) -> None:
         self._dispatch_requested.clear()
-        report = run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)
-        if report.created or report.expired or report.retried:
-            log.info("dispatch: %s", report)
+        run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)  # logs its own report
 
     def writeback(self) -> None:
         report = writeback_pass(self.store, self.settings, push=True, clock=self.clock)

@@ -199,8 +199,10 @@ class LocalDispatcher:
             output, _ = process.communicate()
             log.warning("check script %s killed after %.0f s; output:\n%s", label, self.time_limit, _text(output))
             return
-        level = logging.INFO if process.returncode == 0 else logging.WARNING
-        log.log(level, "check script %s exited with %s; output:\n%s", label, process.returncode, _text(output))
+        if process.returncode == 0:  # the answer is in the access log and the store; output only on request
+            log.debug("check script %s exited with 0; output:\n%s", label, _text(output))
+        else:
+            log.warning("check script %s exited with %s; output:\n%s", label, process.returncode, _text(output))
 
 
 class LogDispatcher:
