@@ -11,6 +11,7 @@ Targets (issue 4): PATCH >= 2,000 req/s with p99 <= 25 ms; GET service >= 3,000 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from reconciler.clock import Clock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
-from reconciler.store import Store  # noqa: E402
+from reconciler.store import MIGRATIONS, Store  # noqa: E402
 from reconciler.tokens import create_token  # noqa: E402
 
 PATCH_LUA = """
@@ -154,7 +155,9 @@ def main() -> int:
     try:
         started = time.perf_counter()
         pending = max(60_000, 5000 * args.duration)
-        cached = args.cache / f"api-{args.services}x{args.checks}-{pending}" if args.cache else None
+        # The schema's fingerprint in the name: a store built under other migrations is never reused.
+        schema = hashlib.sha1(repr(MIGRATIONS).encode()).hexdigest()[:8]
+        cached = args.cache / f"api-{args.services}x{args.checks}-{pending}-{schema}" if args.cache else None
         if cached and (cached / "setup.json").exists():
             # A copy of a store built before: the setup (a sync of N files, N x M results) takes minutes.
             home.mkdir(parents=True)
