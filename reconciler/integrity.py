@@ -33,6 +33,10 @@ class Entities:
         )
 
 
+def _decode_list(text: str) -> list[str]:
+    return [] if text == "[]" else json.loads(text)
+
+
 def _list_targets(record: dict) -> str:
     return record["targets"] if record["target_kind"] == "list" else "[]"
 
@@ -44,16 +48,24 @@ class _References(Mapping):
         self._defines, self._records, self._kind = defines, records, kind
         self._field_of, self._index, self._stored_key = field_of, index, stored_key
         self._paths: list[str] | None = None
+        self._decoded: dict[str, list[str]] = {}  # a full check asks for each path two or three times
 
     def __getitem__(self, path: str) -> list[str]:
+        decoded = self._decoded.get(path)
+        if decoded is not None:
+            return list(decoded)
         kind_slug = self._defines.get(path)
         if kind_slug is None or kind_slug[0] != self._kind:
             raise KeyError(path)
         record = self._records.get(path)
         if record is not None:
-            return json.loads(self._field_of(record))
-        stored = self._index.get(kind_slug[1], {}).get(self._stored_key, [])
-        return json.loads(stored) if isinstance(stored, str) else stored  # JSON text: store.service_index(decode=False)
+            decoded = _decode_list(self._field_of(record))
+        else:
+            stored = self._index.get(kind_slug[1], {}).get(self._stored_key, [])
+            # JSON text: store.service_index(decode=False)
+            decoded = _decode_list(stored) if isinstance(stored, str) else stored
+        self._decoded[path] = decoded
+        return list(decoded)
 
     def __iter__(self):
         if self._paths is None:

@@ -369,6 +369,12 @@ def _lock_for(store: Store) -> threading.Lock:
 # -- from models to store records ---------------------------------------------------------------
 
 
+# the same text as json.dumps(value) and json.dumps(value, sort_keys=True), without building an
+# encoder per call (json.dumps does whenever it is given an option); records hold no cycles
+_to_json = json.JSONEncoder(check_circular=False).encode
+_to_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+
 def _record(loaded: LoadedFile, config: CatalogConfig) -> dict:
     model = loaded.model
     if isinstance(model, Service):
@@ -381,9 +387,9 @@ def _record(loaded: LoadedFile, config: CatalogConfig) -> dict:
             "owner": model.owner,
             "repository": model.repository,
             "active": int(model.active),
-            "tags": json.dumps(model.tags),
-            "dependencies": json.dumps(model.dependencies),
-            "meta": json.dumps(model.meta, sort_keys=True),
+            "tags": _to_json(model.tags) if model.tags else "[]",
+            "dependencies": _to_json(model.dependencies) if model.dependencies else "[]",
+            "meta": _to_sorted_json(model.meta),
         }
     else:
         assert isinstance(model, Check)
@@ -405,7 +411,7 @@ def _record(loaded: LoadedFile, config: CatalogConfig) -> dict:
             "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
             "target_max_priority": selector.max_priority if selector else None,
         }
-    record["digest"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+    record["digest"] = hashlib.sha256(_to_sorted_json(record).encode()).hexdigest()[:32]
     record["path"] = loaded.path
     record["error"] = None
     return record
