@@ -1,0 +1,334 @@
+"""The store's schema: versioned migrations, applied in order and recorded in schema_migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Version 1 is the first schema. Pre-release: edit it in place; after the first release, append.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS catalog_state (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+
+        CREATE TABLE IF NOT EXISTS services (
+            id           INTEGER PRIMARY KEY,
+            slug         TEXT NOT NULL UNIQUE,
+            name         TEXT NOT NULL,
+            priority     INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 10),
+            type         TEXT,
+            description  TEXT,
+            owner        TEXT,
+            repository   TEXT,
+            active       INTEGER NOT NULL DEFAULT 1,
+            tags         TEXT NOT NULL DEFAULT '[]',   -- JSON list
+            dependencies TEXT NOT NULL DEFAULT '[]',   -- JSON list of slugs
+            meta         TEXT NOT NULL DEFAULT '{}',   -- JSON object, string -> string
+            path         TEXT NOT NULL,                -- file it was last read from
+            digest       TEXT NOT NULL,                -- hash of its definition, to see updates
+            error        TEXT,                         -- its file's current error, if any
+            removed_at   TEXT,                         -- soft delete: results stay forever
+            created_at   TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
+        );
+
+        CREATE TABLE IF NOT EXISTS checks (
+            id                  INTEGER PRIMARY KEY,
+            slug                TEXT NOT NULL UNIQUE,
+            name                TEXT NOT NULL,
+            description         TEXT,
+            frequency           TEXT CHECK (frequency IN ('hourly', 'daily', 'weekly', 'ad-hoc')),
+            schedule            TEXT,                   -- cron, instead of frequency
+            timeout_seconds     INTEGER NOT NULL CHECK (timeout_seconds > 0),
+            active              INTEGER NOT NULL DEFAULT 1,
+            repository          TEXT,
+            targets             TEXT NOT NULL,          -- JSON as written: "all", "none", [..], {..}
+            target_kind         TEXT NOT NULL CHECK (target_kind IN ('all', 'none', 'list', 'selector')),
+            target_type         TEXT,
+            target_owner        TEXT,
+            target_tags         TEXT,                   -- JSON list; a service needs all of them
+            target_max_priority INTEGER,
+            path                TEXT NOT NULL,
+            digest              TEXT NOT NULL,
+            error               TEXT,
+            removed_at          TEXT,
+            created_at          TEXT NOT NULL,
+            updated_at          TEXT NOT NULL,
+            CHECK ((frequency IS NULL) <> (schedule IS NULL))
+        );
+
+        -- Check targeting by a list of slugs (target_kind = 'list').
+        CREATE TABLE IF NOT EXISTS check_targets (
+            check_id     INTEGER NOT NULL REFERENCES checks(id),
+            service_slug TEXT NOT NULL,
+            PRIMARY KEY (check_id, service_slug)
+        ) WITHOUT ROWID;
+
+        -- The last good state of each catalog file, and its current error.
+        CREATE TABLE IF NOT EXISTS catalog_files (
+            path     TEXT PRIMARY KEY,
+            kind     TEXT NOT NULL CHECK (kind IN ('service', 'check', 'catalog')),
+            slug     TEXT,                               -- the entity it defines, when valid
+            digest   TEXT NOT NULL,                      -- hash of the bytes last read
+            error    TEXT                                -- JSON {file,line,col,message} or NULL
+        );
+
+        CREATE TABLE IF NOT EXISTS results (
+            id          INTEGER PRIMARY KEY,
+            check_id    INTEGER NOT NULL REFERENCES checks(id),
+            service_id  INTEGER REFERENCES services(id),  -- NULL for checks with services: none
+            status      TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sent', 'completed', 'timed-out', 'error')),
+            result      TEXT NOT NULL DEFAULT 'unknown'
+                        CHECK (result IN ('unknown', 'pass', 'warning', 'fail', 'error', 'skipped')),
+            message     TEXT,
+            url         TEXT,
+            revision    TEXT,                              -- catalog revision it ran under
+            trigger     TEXT NOT NULL DEFAULT 'schedule' CHECK (trigger IN ('schedule', 'ad-hoc')),
+            created_at  TEXT NOT NULL,
+            sent_at     TEXT,
+            finished_at TEXT,
+            CHECK ((status = 'completed') = (result <> 'unknown')),
+            CHECK ((status IN ('completed', 'timed-out', 'error')) = (finished_at IS NOT NULL))
+        );
+        CREATE INDEX IF NOT EXISTS results_by_pair ON results (check_id, service_id, id);
+        CREATE INDEX IF NOT EXISTS results_open ON results (status) WHERE status IN ('pending', 'sent');
+        CREATE INDEX IF NOT EXISTS results_by_service ON results (service_id, id);
+
+        CREATE TRIGGER IF NOT EXISTS results_never_deleted BEFORE DELETE ON results
+        BEGIN
+            SELECT RAISE(ABORT, 'results can never be deleted');
+        END;
+
+        CREATE TRIGGER IF NOT EXISTS results_finished_never_change BEFORE UPDATE ON results
+        WHEN OLD.status IN ('completed', 'timed-out', 'error')
+        BEGIN
+            SELECT RAISE(ABORT, 'a finished result can never change');
+        END;
+
+        CREATE TRIGGER IF NOT EXISTS results_identity_never_changes BEFORE UPDATE ON results
+        WHEN NEW.id IS NOT OLD.id OR NEW.check_id IS NOT OLD.check_id
+          OR NEW.service_id IS NOT OLD.service_id OR NEW.created_at IS NOT OLD.created_at
+          OR NEW.revision IS NOT OLD.revision OR NEW.trigger IS NOT OLD.trigger
+        BEGIN
+            SELECT RAISE(ABORT, 'the identity of a result can never change');
+        END;
+
+        CREATE TRIGGER IF NOT EXISTS results_status_moves_forward BEFORE UPDATE OF status ON results
+        WHEN NOT (OLD.status = NEW.status OR OLD.status = 'pending'
+                  OR (OLD.status = 'sent' AND NEW.status <> 'pending'))
+        BEGIN
+            SELECT RAISE(ABORT, 'a result status only moves forward');
+        END;
+
+        CREATE TABLE IF NOT EXISTS sync_runs (
+            id                 INTEGER PRIMARY KEY,
+            started_at         TEXT NOT NULL,
+            finished_at        TEXT NOT NULL,
+            duration_ms        REAL NOT NULL,
+            outcome            TEXT NOT NULL,          -- applied | unchanged | refused | failed
+            previous_revision  TEXT,                   -- what was applied before this run
+            attempted_revision TEXT,                   -- what this run read
+            applied_revision   TEXT,                   -- what is applied after this run
+            created            INTEGER NOT NULL DEFAULT 0,
+            updated            INTEGER NOT NULL DEFAULT 0,
+            removed            INTEGER NOT NULL DEFAULT 0,
+            unchanged          INTEGER NOT NULL DEFAULT 0,
+            errors             TEXT NOT NULL DEFAULT '[]',   -- JSON list of {file,line,col,message}
+            message            TEXT
+        );
+
+        CREATE TABLE IF NOT EXISTS api_tokens (
+            id           INTEGER PRIMARY KEY,
+            name         TEXT NOT NULL UNIQUE,
+            token_hash   TEXT NOT NULL UNIQUE,          -- sha256 hex of the secret
+            scopes       TEXT NOT NULL,                 -- JSON list
+            created_at   TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at   TEXT
+        );
+
+        -- Write-back: a row once the result's line is pushed. Insert-only, like results.
+        CREATE TABLE IF NOT EXISTS result_writes (
+            result_id  INTEGER PRIMARY KEY REFERENCES results(id),
+            commit_sha TEXT NOT NULL,
+            written_at TEXT NOT NULL
+        );
+        CREATE TRIGGER IF NOT EXISTS result_writes_never_change BEFORE UPDATE ON result_writes
+        BEGIN
+            SELECT RAISE(ABORT, 'a recorded write-back can never change');
+        END;
+        CREATE TRIGGER IF NOT EXISTS result_writes_never_deleted BEFORE DELETE ON result_writes
+        BEGIN
+            SELECT RAISE(ABORT, 'a recorded write-back can never be deleted');
+        END;
+
+        CREATE TABLE IF NOT EXISTS webhook_deliveries (
+            delivery_id TEXT PRIMARY KEY,
+            received_at TEXT NOT NULL
+        );
+
+        -- Write-back queue: finished results not yet pushed, filled by triggers, emptied once pushed,
+        -- so a pass costs as much as its batch whatever the length of the history.
+        CREATE TABLE IF NOT EXISTS writeback_queue (
+            result_id INTEGER PRIMARY KEY REFERENCES results(id)
+        );
+        CREATE TRIGGER IF NOT EXISTS writeback_queue_on_finish AFTER UPDATE OF status ON results
+        WHEN NEW.status IN ('completed', 'timed-out', 'error') AND OLD.status IN ('pending', 'sent')
+        BEGIN
+            INSERT OR IGNORE INTO writeback_queue (result_id) VALUES (NEW.id);
+        END;
+        CREATE TRIGGER IF NOT EXISTS writeback_queue_on_insert AFTER INSERT ON results
+        WHEN NEW.status IN ('completed', 'timed-out', 'error')
+        BEGIN
+            INSERT OR IGNORE INTO writeback_queue (result_id) VALUES (NEW.id);
+        END;
+        -- The latest result per (check, service) among those already pushed: the summaries' source.
+        CREATE TABLE IF NOT EXISTS writeback_latest (
+            check_id    INTEGER NOT NULL,
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            result_id   INTEGER NOT NULL,
+            PRIMARY KEY (check_id, service_key)
+        ) WITHOUT ROWID;
+
+        -- Dashboard: the latest finished result of each (check, service) pair, kept by triggers so
+        -- the service x check matrix reads one small table instead of grouping all history.
+        -- Finished results never change, so copying their fields here can never go stale.
+        CREATE TABLE IF NOT EXISTS latest_results (
+            check_id    INTEGER NOT NULL,
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            result_id   INTEGER NOT NULL,
+            status      TEXT NOT NULL,
+            result      TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            PRIMARY KEY (check_id, service_key)
+        ) WITHOUT ROWID;
+        -- Covering: the dashboard's totals and the matrix's per-page read (every column) use it
+        -- without touching the table.
+        CREATE INDEX IF NOT EXISTS latest_results_by_service
+            ON latest_results (service_key, check_id, status, result, created_at, result_id, finished_at);
+        CREATE TRIGGER IF NOT EXISTS latest_results_on_finish AFTER UPDATE OF finished_at ON results
+        WHEN NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL
+        BEGIN
+            INSERT INTO latest_results (check_id, service_key, result_id, status, result, created_at, finished_at)
+            VALUES (NEW.check_id, coalesce(NEW.service_id, 0), NEW.id, NEW.status, NEW.result,
+                    NEW.created_at, NEW.finished_at)
+            ON CONFLICT (check_id, service_key) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                created_at = excluded.created_at, finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_results.result_id;
+        END;
+        CREATE TRIGGER IF NOT EXISTS latest_results_on_insert AFTER INSERT ON results
+        WHEN NEW.finished_at IS NOT NULL
+        BEGIN
+            INSERT INTO latest_results (check_id, service_key, result_id, status, result, created_at, finished_at)
+            VALUES (NEW.check_id, coalesce(NEW.service_id, 0), NEW.id, NEW.status, NEW.result,
+                    NEW.created_at, NEW.finished_at)
+            ON CONFLICT (check_id, service_key) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                created_at = excluded.created_at, finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_results.result_id;
+        END;
+        CREATE INDEX IF NOT EXISTS results_by_check ON results (check_id, id);
+
+        -- API: the newest result of ANY status (open ones too) of each (check, service) pair, with the
+        -- fields GET /api/services/{slug} answers, kept by triggers. Keyed by service first, so one
+        -- service's rows sit side by side: one short range read instead of a search per check.
+        CREATE TABLE IF NOT EXISTS latest_runs (
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            check_id    INTEGER NOT NULL,
+            result_id   INTEGER NOT NULL,
+            status      TEXT NOT NULL,
+            result      TEXT NOT NULL,
+            url         TEXT,
+            created_at  TEXT NOT NULL,
+            sent_at     TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (service_key, check_id)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS latest_runs_on_insert AFTER INSERT ON results
+        BEGIN
+            INSERT INTO latest_runs (service_key, check_id, result_id, status, result, url, created_at, sent_at, finished_at)
+            VALUES (coalesce(NEW.service_id, 0), NEW.check_id, NEW.id, NEW.status, NEW.result, NEW.url,
+                    NEW.created_at, NEW.sent_at, NEW.finished_at)
+            ON CONFLICT (service_key, check_id) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                url = excluded.url, created_at = excluded.created_at, sent_at = excluded.sent_at,
+                finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_runs.result_id;
+        END;
+        -- One primary-key update per status change, and only when the result is its pair's newest.
+        CREATE TRIGGER IF NOT EXISTS latest_runs_on_update AFTER UPDATE OF status, result, url, sent_at, finished_at ON results
+        BEGIN
+            UPDATE latest_runs SET status = NEW.status, result = NEW.result, url = NEW.url,
+                sent_at = NEW.sent_at, finished_at = NEW.finished_at
+            WHERE service_key = coalesce(NEW.service_id, 0) AND check_id = NEW.check_id AND result_id = NEW.id;
+        END;
+        INSERT INTO latest_runs (service_key, check_id, result_id, status, result, url, created_at, sent_at, finished_at)
+        SELECT coalesce(service_id, 0), check_id, id, status, result, url, created_at, sent_at, finished_at
+        FROM results WHERE id IN (SELECT max(id) FROM results GROUP BY check_id, service_id)
+        ON CONFLICT (service_key, check_id) DO NOTHING;
+
+        -- Dispatch: per (check, service) pair, when its newest result was created and how many of
+        -- its results are open, kept by triggers, so the due computation reads one small row per
+        -- pair (an integer-key seek) instead of searching the history. The key packs both ids.
+        CREATE TABLE IF NOT EXISTS dispatch_pairs (
+            pair_key        INTEGER PRIMARY KEY,      -- check_id * 2^32 + (service_id or 0)
+            last_created_at TEXT NOT NULL,
+            open_results    INTEGER NOT NULL          -- results pending or sent
+        );
+        CREATE TRIGGER IF NOT EXISTS dispatch_pairs_on_insert AFTER INSERT ON results
+        BEGIN
+            INSERT INTO dispatch_pairs (pair_key, last_created_at, open_results)
+            VALUES (NEW.check_id * 4294967296 + coalesce(NEW.service_id, 0), NEW.created_at,
+                    NEW.status IN ('pending', 'sent'))
+            ON CONFLICT (pair_key) DO UPDATE SET
+                last_created_at = max(last_created_at, excluded.last_created_at),
+                open_results = open_results + excluded.open_results;
+        END;
+        -- One write per PATCH: a single integer-key update. (Statuses only move forward, open to
+        -- finished, and a result's check, service and created_at never change: see above.)
+        CREATE TRIGGER IF NOT EXISTS dispatch_pairs_on_finish AFTER UPDATE OF status ON results
+        WHEN OLD.status IN ('pending', 'sent') AND NEW.status NOT IN ('pending', 'sent')
+        BEGIN
+            UPDATE dispatch_pairs SET open_results = open_results - 1
+            WHERE pair_key = NEW.check_id * 4294967296 + coalesce(NEW.service_id, 0);
+        END;
+        INSERT INTO dispatch_pairs (pair_key, last_created_at, open_results)
+        SELECT check_id * 4294967296 + coalesce(service_id, 0), max(created_at), sum(status IN ('pending', 'sent'))
+        FROM results WHERE true GROUP BY check_id, service_id
+        ON CONFLICT (pair_key) DO NOTHING;
+        -- Dispatch: a lease and a backoff per pending result, so that two schedulers (or the API's
+        -- run-check and the scheduler) never send one result at once, and a crash is retried later.
+        CREATE TABLE IF NOT EXISTS dispatch_attempts (
+            result_id  INTEGER PRIMARY KEY REFERENCES results(id),
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT NOT NULL,                 -- nobody sends it again before this time
+            holder     TEXT,                          -- the scheduler pass that holds the lease
+            last_error TEXT                           -- the last transient failure, for `status`
+        );
+        -- Leases still held: what a restart checks for a dead predecessor's, without a full scan.
+        CREATE INDEX IF NOT EXISTS dispatch_leases ON dispatch_attempts (not_before) WHERE holder IS NOT NULL;
+        """,
+    ),
+]
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

@@ -1,0 +1,159 @@
+"""What the JSON API reads: services, checks, results, sync status."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import NotFound
+from .records import (
+    _RESULT_SELECT,
+    _count_results,
+    _decode_check_row,
+    _decode_service,
+    _fetch_dicts,
+)
+
+
+class ReadQueries:
+    """The Store's methods for the JSON API's reads."""
+
+    # -- reads --------------------------------------------------------------------------------
+    # What the HTTP API serves. JSON columns come back decoded; results carry their slugs.
+
+    def list_services(
+        self, *, type: str | None = None, owner: str | None = None, tag: str | None = None,
+        include_removed: bool = False,
+    ) -> list[dict]:
+        sql, params = "SELECT * FROM services WHERE 1", []
+        if not include_removed:
+            sql += " AND removed_at IS NULL"
+        if type is not None:
+            sql, params = sql + " AND type = ?", params + [type]
+        if owner is not None:
+            sql, params = sql + " AND owner = ?", params + [owner]
+        if tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM json_each(services.tags) WHERE value = ?)"
+            params.append(tag)
+        return [_decode_service(row) for row in self.connection.execute(sql + " ORDER BY slug", params)]
+
+    def get_service(self, slug: str) -> dict:
+        """A service (removed or not) with `latest_results` (one per live check) and their `counts`."""
+        conn = self.connection
+        row = conn.execute("SELECT * FROM services WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {slug!r} does not exist")
+        # One range of `latest_runs` (kept by triggers), however long the history is. A summary:
+        # no message (up to 64 KiB each); GET /api/results/{id} has the whole result.
+        latest = _fetch_dicts(conn, self._SERVICE_LATEST, (row["id"],))
+        service = _decode_service(row)
+        service["latest_results"] = latest
+        service["counts"] = _count_results(latest)
+        return service
+
+    # The newest result of each live check on one service: its rows of `latest_runs`, side by side.
+    _SERVICE_LATEST = (
+        'SELECT l.result_id AS id, c.slug AS "check", l.status, l.result, l.url, l.created_at, l.sent_at,'
+        " l.finished_at FROM latest_runs AS l JOIN checks AS c ON c.id = l.check_id"
+        " WHERE l.service_key = ? AND c.removed_at IS NULL ORDER BY c.slug"
+    )
+
+    # `get_service` as JSON text built by SQLite itself: no Python object per result (the API's hot read).
+    _SERVICE_JSON = """
+        WITH service AS (SELECT * FROM services WHERE slug = ?),
+        latest AS MATERIALIZED (
+            SELECT l.result_id AS id, c.slug AS "check", l.status, l.result, l.url, l.created_at, l.sent_at,
+                l.finished_at
+            FROM service AS s JOIN latest_runs AS l ON l.service_key = s.id JOIN checks AS c ON c.id = l.check_id
+            WHERE c.removed_at IS NULL ORDER BY c.slug
+        )
+        SELECT json_object(
+            'id', id, 'slug', slug, 'name', name, 'priority', priority, 'type', type, 'description', description,
+            'owner', owner, 'repository', repository, 'active', json(iif(active, 'true', 'false')),
+            'tags', json(tags), 'dependencies', json(dependencies), 'meta', json(meta), 'path', path,
+            'digest', digest, 'error', error, 'removed_at', removed_at, 'created_at', created_at, 'updated_at', updated_at,
+            'latest_results', (
+                SELECT json_group_array(json_object(
+                    'id', id, 'check', "check", 'status', status, 'result', result, 'url', url,
+                    'created_at', created_at, 'sent_at', sent_at, 'finished_at', finished_at))
+                FROM latest),
+            'counts', (SELECT json_group_object(result, n) FROM (SELECT result, count(*) AS n FROM latest GROUP BY result))
+        ) FROM service
+    """
+
+    def get_service_json(self, slug: str) -> str:
+        """`get_service(slug)` encoded as JSON (the same fields and values)."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None
+        row = cursor.execute(self._SERVICE_JSON, (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"service {slug!r} does not exist")
+        return row[0]
+
+    def list_checks(self, *, include_removed: bool = False) -> list[dict]:
+        sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY slug"
+        return [_decode_check_row(row) for row in self.connection.execute(sql)]
+
+    def get_check(self, slug: str) -> dict:
+        """A check (removed or not) with `latest_results` (one per service it ran on) and `counts`."""
+        conn = self.connection
+        row = conn.execute("SELECT * FROM checks WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound(f"check {slug!r} does not exist")
+        # One index probe per live service, plus the run without a service (`services: none`).
+        columns = "r.id, s.slug AS service, r.status, r.result, r.url, r.created_at, r.sent_at, r.finished_at"
+        latest = _fetch_dicts(
+            conn,
+            f"SELECT {columns} FROM services s JOIN results r ON r.id ="
+            " (SELECT max(id) FROM results WHERE check_id = ? AND service_id = s.id)"
+            " WHERE s.removed_at IS NULL"
+            f" UNION ALL SELECT {columns} FROM results r LEFT JOIN services s ON 0 WHERE r.id ="
+            " (SELECT max(id) FROM results WHERE check_id = ? AND service_id IS NULL)"
+            " ORDER BY service",
+            (row["id"], row["id"]),
+        )
+        check = _decode_check_row(row)
+        check["latest_results"] = latest
+        check["counts"] = _count_results(latest)
+        return check
+
+    def list_results(
+        self, *, service: str | None = None, check: str | None = None, result: str | None = None,
+        status: str | None = None, since: str | None = None, before_id: int | None = None, limit: int = 100,
+    ) -> list[dict]:
+        """Results newest first (by id), filtered; page on with `before_id` = the last id seen."""
+        sql, params = _RESULT_SELECT + " WHERE 1", []
+        if service is not None:
+            sql, params = sql + " AND r.service_id = (SELECT id FROM services WHERE slug = ?)", params + [service]
+        if check is not None:
+            sql, params = sql + " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)", params + [check]
+        if result is not None:
+            sql, params = sql + " AND r.result = ?", params + [result]
+        if status is not None:
+            sql, params = sql + " AND r.status = ?", params + [status]
+        if since is not None:
+            sql, params = sql + " AND r.created_at >= ?", params + [since]
+        if before_id is not None:
+            sql, params = sql + " AND r.id < ?", params + [before_id]
+        return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params + [limit]).fetchall()
+
+    def read_result(self, result_id: int) -> dict:
+        """One result with the slugs of its check and service."""
+        row = self.connection.execute(_RESULT_SELECT + " WHERE r.id = ?", (result_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"result {result_id} does not exist")
+        return row
+
+    def last_sync_run(self) -> dict | None:
+        row = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None:
+            row["errors"] = json.loads(row["errors"])
+        return row
+
+    def record_webhook_delivery(self, delivery_id: str, received_at: str) -> bool:
+        """True the first time a delivery id is seen, False for a redelivery."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?)"
+                " ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+                (delivery_id, received_at),
+            ).fetchone() is not None
