@@ -9,11 +9,11 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response, Router, get, post
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
 from litestar.params import Body, FromPath, FromQuery, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -87,7 +87,7 @@ def show_dashboard(
         facets=dashboard.facets(store, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
         page_link=lambda n: _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
-        open_count=store.dashboard_open_count(), file_errors=store.dashboard_file_errors(),
+        open_count=store.dashboard_open_count(), file_errors=store.catalog_file_errors(),
     )
 
 
@@ -190,12 +190,12 @@ def list_sync_runs(
     request: Request, state: State, before: Annotated[int | None, QueryParameter(ge=1)] = None
 ) -> Template:
     store, now = state.store, _now(state)
-    runs = store.dashboard_sync_runs(before_id=before, limit=31)
+    runs = store.sync_runs(31, before_id=before)
     more = len(runs) > 30
     runs = runs[:30]
     return _page(
         request, "sync.html", title="Sync", runs=runs, now=now, age=dashboard.age,
-        older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.dashboard_file_errors(),
+        older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.catalog_file_errors(),
     )
 
 

@@ -156,8 +156,12 @@ class CatalogQueries:
     def active_service_count(self) -> int:
         return self.connection.execute("SELECT count(*) AS n FROM services WHERE removed_at IS NULL").fetchone()["n"]
 
-    def sync_runs(self, limit: int = 20) -> list[dict]:
-        rows = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def sync_runs(self, limit: int = 20, *, before_id: int | None = None) -> list[dict]:
+        """Sync runs newest first; page on with `before_id` = the last id seen."""
+        rows = self.connection.execute(
+            "SELECT * FROM sync_runs WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before_id if before_id is not None else 2**62, limit),
+        ).fetchall()
         for row in rows:
             row["errors"] = json.loads(row["errors"])
         return rows

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ..errors import NotFound
-from .records import _decode_check, _fetch_dicts, _service_filter
+from .records import _decode_check, _fetch_dicts, _service_filter, result_filters
 
 
 class DashboardQueries:
@@ -201,24 +200,11 @@ class DashboardQueries:
             "SELECT r.*, c.slug AS check_slug, c.name AS check_name, s.slug AS service_slug, s.name AS service_name"
             " FROM results r JOIN checks c ON c.id = r.check_id LEFT JOIN services s ON s.id = r.service_id WHERE 1"
         )
-        params: list[Any] = []
-        if service:
-            sql += " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"
-            params.append(service)
-        if check:
-            sql += " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"
-            params.append(check)
-        if result:
-            sql += " AND r.result = ?"
-            params.append(result)
-        if status:
-            sql += " AND r.status = ?"
-            params.append(status)
-        if before_id is not None:
-            sql += " AND r.id < ?"
-            params.append(before_id)
-        params.append(limit)
-        return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params).fetchall()
+        conditions, params = result_filters(
+            service=service, check=check, result=result, status=status, before_id=before_id
+        )
+        sql += conditions
+        return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params + [limit]).fetchall()
 
     def dashboard_result(self, result_id: int) -> dict:
         rows = self.connection.execute(
@@ -251,21 +237,3 @@ class DashboardQueries:
         if row is not None:
             row["errors"] = json.loads(row["errors"])
         return row
-
-    def dashboard_sync_runs(self, *, before_id: int | None = None, limit: int = 30) -> list[dict]:
-        rows = self.connection.execute(
-            "SELECT * FROM sync_runs WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before_id if before_id is not None else 2**62, limit),
-        ).fetchall()
-        for row in rows:
-            row["errors"] = json.loads(row["errors"])
-        return rows
-
-    def dashboard_file_errors(self) -> list[dict]:
-        """Catalog files whose current version failed to apply, with their error decoded."""
-        rows = self.connection.execute(
-            "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
-        ).fetchall()
-        for row in rows:
-            row["error"] = json.loads(row["error"])
-        return rows

@@ -11,6 +11,7 @@ from .records import (
     _decode_check_row,
     _decode_service,
     _fetch_dicts,
+    result_filters,
 )
 
 
@@ -121,19 +122,10 @@ class ReadQueries:
         status: str | None = None, since: str | None = None, before_id: int | None = None, limit: int = 100,
     ) -> list[dict]:
         """Results newest first (by id), filtered; page on with `before_id` = the last id seen."""
-        sql, params = _RESULT_SELECT + " WHERE 1", []
-        if service is not None:
-            sql, params = sql + " AND r.service_id = (SELECT id FROM services WHERE slug = ?)", params + [service]
-        if check is not None:
-            sql, params = sql + " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)", params + [check]
-        if result is not None:
-            sql, params = sql + " AND r.result = ?", params + [result]
-        if status is not None:
-            sql, params = sql + " AND r.status = ?", params + [status]
-        if since is not None:
-            sql, params = sql + " AND r.created_at >= ?", params + [since]
-        if before_id is not None:
-            sql, params = sql + " AND r.id < ?", params + [before_id]
+        conditions, params = result_filters(
+            service=service, check=check, result=result, status=status, since=since, before_id=before_id
+        )
+        sql = _RESULT_SELECT + " WHERE 1" + conditions
         return self.connection.execute(sql + " ORDER BY r.id DESC LIMIT ?", params + [limit]).fetchall()
 
     def read_result(self, result_id: int) -> dict:

@@ -80,6 +80,23 @@ def _decode_check_row(row: dict) -> dict:
     return row
 
 
+def result_filters(
+    *, service: str | None = None, check: str | None = None, result: str | None = None,
+    status: str | None = None, since: str | None = None, before_id: int | None = None,
+) -> tuple[str, list]:
+    """` AND ...` conditions on results `r` for the usual filters (slugs, values, since, keyset page)."""
+    clauses = [
+        (service, " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"),
+        (check, " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"),
+        (result, " AND r.result = ?"),
+        (status, " AND r.status = ?"),
+        (since, " AND r.created_at >= ?"),
+        (before_id, " AND r.id < ?"),
+    ]
+    given = [(value, sql) for value, sql in clauses if value is not None and value != ""]
+    return "".join(sql for _, sql in given), [value for value, _ in given]
+
+
 def _fetch_dicts(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict]:
     """Like `execute(...).fetchall()`, reading the column names once instead of once per row (hot reads)."""
     cursor = conn.cursor()
