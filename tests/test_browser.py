@@ -9,7 +9,8 @@ import pytest
 from api.app import create_app
 from reconciler.clock import FakeClock
 from reconciler.settings import Settings
-from test_pages import SCRIPT, populate, running_server
+from api_support import live_server
+from test_pages import SCRIPT, populate
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -39,7 +40,7 @@ def site(synced_store):
     clock = FakeClock()
     ids = populate(synced_store, clock)
     app = create_app(synced_store, Settings(home=Path("unused"), public_read=True), clock=clock)
-    with running_server(app) as base:
+    with live_server(app) as base:
         yield base, ids
 
 

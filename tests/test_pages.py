@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
+from api_support import live_server
 from api.badges import render_badge
 from api.dashboard import render_markdown, stale_cutoff
 from reconciler.clock import FakeClock
@@ -22,27 +18,6 @@ from reconciler.store import Store
 from reconciler.tokens import create_token
 
 SCRIPT = "<script>alert('pwned')</script>"
-
-
-@contextmanager
-def running_server(app):
-    """Serve `app` with uvicorn on a free loopback port; yields the base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def record(store: Store, clock: FakeClock, check: str, service: str | None, result: str, message: str | None = None,
@@ -81,7 +56,7 @@ def site(synced_store: Store, clock: FakeClock):
     """(base URL, result ids) of a public-read server over the example catalog with some history."""
     ids = populate(synced_store, clock)
     app = create_app(synced_store, Settings(home=Path("unused"), public_read=True), clock=clock)
-    with running_server(app) as base:
+    with live_server(app) as base:
         yield base, ids
 
 
@@ -92,7 +67,7 @@ def private_site(synced_store: Store, clock: FakeClock):
     reader = create_token(synced_store, "auditor", ["read"], now=clock.now())
     writer = create_token(synced_store, "action", ["results:write"], now=clock.now())
     app = create_app(synced_store, Settings(home=Path("unused"), public_read=False), clock=clock)
-    with running_server(app) as base:
+    with live_server(app) as base:
         yield base, reader, writer
 
 
@@ -204,7 +179,7 @@ def test_sync_page_lists_runs_and_per_file_errors(synced_store, example_dir, clo
     (example_dir / "services" / "payments-api.yaml").write_text("name: Payments API\npriority: 11\n")
     sync_directory(synced_store, example_dir)
     app = create_app(synced_store, Settings(home=Path("unused"), public_read=True), clock=clock)
-    with running_server(app) as base:
+    with live_server(app) as base:
         html = httpx.get(base + "/sync").text
         assert "services/payments-api.yaml:2:" in html and "priority" in html
         assert "Files failing now" in html
