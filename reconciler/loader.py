@@ -1,4 +1,4 @@
-"""Reading catalog files: safe YAML with line numbers, limits against hostile input, validation.
+"""Reading catalog files: bytes read safely, YAML parsed (see `yamlparse`), models validated.
 
 Every problem becomes a `CatalogFileError` naming `file:line:col`. Nothing here raises for a bad
 file: `read_file` returns the errors beside the (absent) model, so one bad file never stops the rest.
@@ -19,40 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import CatalogFileError, Location
 from .schema import CatalogConfig, Check, Service
-
-try:  # the C parser is ~10x faster; the pure-Python one gives the same results
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
-
-_PLAIN_SCALAR_TAGS: dict[str, str] = {}  # plain scalar -> resolved tag; keys and enum values repeat a lot
-
-
-class _YamlLoader(_SafeLoader):  # type: ignore[valid-type, misc]
-    """The safe loader, with tag resolution memoised (it runs in Python for every node)."""
-
-    def resolve(self, kind, value, implicit, _scalar=yaml.ScalarNode, _tags=_PLAIN_SCALAR_TAGS):  # type: ignore[no-untyped-def]
-        if kind is _scalar:
-            if not implicit[0]:
-                return "tag:yaml.org,2002:str"  # quoted: always a string (no path resolvers here)
-            tag = _tags.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(_PLAIN_SCALAR_TAGS) < 50_000 and len(value) < 100:
-                    _PLAIN_SCALAR_TAGS[value] = tag
-            return tag
-        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
-
-    # no path resolvers are ever registered, so these are no-ops; the C composer calls both for
-    # every node, and skipping the base class's attribute checks saves ~20% of composing
-    def descend_resolver(self, current_node, current_index):  # type: ignore[no-untyped-def]
-        pass
-
-    def ascend_resolver(self):  # type: ignore[no-untyped-def]
-        pass
+from .yamlparse import build_values, compose, node_location, parse_yaml
 
 MAX_FILE_BYTES = 256 * 1024
-MAX_NODES = 20_000  # counted with aliases expanded: stops "billion laughs" before it grows
 CATALOG_FILE = "catalog.yaml"
 KIND_DIRECTORIES = {"services": "service", "checks": "check"}
 MODELS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
@@ -122,8 +91,8 @@ def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -
         return loaded
     loaded.digest = hashlib.sha256(data).hexdigest()
     try:
-        node = _compose(data, relative_path)
-        value = _build_checked(node, relative_path)
+        node = compose(data, relative_path)
+        value = build_values(node, relative_path)
         loaded.model = _validate(value, node, relative_path, kind)
     except _Invalid as invalid:
         loaded.errors.extend(invalid.errors)
@@ -144,7 +113,7 @@ def locate(root: Path, relative_path: str, loc: tuple) -> Location:
         node = parse_yaml(_read_bytes(root, relative_path), relative_path)
     except CatalogFileError:
         return Location(relative_path)
-    return _node_location(node, loc, relative_path)
+    return node_location(node, loc, relative_path)
 
 
 # -- reading bytes safely ---------------------------------------------------------------------
@@ -235,219 +204,6 @@ def _read_up_to(fd: int, expected: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(data: bytes, relative_path: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        before = data[: error.start]
-        line = before.count(b"\n") + 1
-        col = error.start - (before.rfind(b"\n") + 1) + 1
-        raise CatalogFileError(
-            Location(relative_path, line, col),
-            f"is not valid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8",
-        ) from None
-
-
-# -- YAML ---------------------------------------------------------------------------------------
-
-
-def parse_yaml(data: bytes, relative_path: str) -> yaml.Node:
-    """Compose the YAML into nodes (which keep their line numbers) and check limits and duplicates."""
-    node = _compose(data, relative_path)
-    _check_nodes(node, relative_path)
-    return node
-
-
-def _compose(data: bytes, relative_path: str) -> yaml.Node:
-    """`parse_yaml` without the limit and duplicate checks (`_build_checked` makes them)."""
-    _decode(data, relative_path)  # libyaml would take UTF-16 too: insist on UTF-8 first
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    loader = _YamlLoader(data)  # bytes: libyaml reads them without a Python-side re-encoding
-    try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = Location(relative_path, mark.line + 1, mark.column + 1) if mark else Location(relative_path)
-        problem = error.problem or "invalid YAML"
-        context = f" ({error.context})" if error.context else ""
-        raise CatalogFileError(where, f"YAML syntax error: {problem}{context}") from None
-    except yaml.YAMLError as error:
-        raise CatalogFileError(Location(relative_path), f"YAML error: {error}") from None
-    finally:
-        loader.dispose()
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-        raise CatalogFileError(Location(relative_path), "file is empty; it should hold a mapping of fields")
-    if not isinstance(node, yaml.MappingNode):
-        shape = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
-        raise CatalogFileError(
-            _mark(node, relative_path), f"file holds {shape}; it should hold a mapping of fields (key: value)"
-        )
-    return node
-
-
-def _check_nodes(root: yaml.Node, relative_path: str) -> None:
-    """Refuse duplicate keys and documents that expand past MAX_NODES through aliases."""
-    count = 0
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise CatalogFileError(
-                Location(relative_path),
-                f"file expands to more than {MAX_NODES:,} YAML nodes (aliases included); "
-                "refusing it as a possible alias bomb",
-            )
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Node] = {}
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if key.value in seen:
-                        first = seen[key.value].start_mark.line + 1
-                        raise CatalogFileError(
-                            _mark(key, relative_path), f"duplicate key {key.value!r} (first defined on line {first})"
-                        )
-                    seen[key.value] = key
-                stack.append(key)
-                stack.append(value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-
-
-_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
-_PLAIN_SCALARS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:float"}
-
-
-class _Unusual(Exception):
-    """A node the fast builder leaves to PyYAML's constructor (merge keys, timestamps, other tags)."""
-
-
-class _NeedsCheck(Exception):
-    """The fast builder met something `_check_nodes` may refuse: a duplicate key, too many nodes."""
-
-
-_SCALAR_CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for int/bool/null/float scalars
-_PLAIN_SCALAR_VALUES: dict[tuple[str, str], Any] = {}  # (tag, text) -> value; all immutable
-
-
-def _build_checked(node: yaml.Node, relative_path: str) -> Any:
-    """`_check_nodes` then `_construct`, in one walk for the common shapes.
-
-    The walk counts nodes as `_check_nodes` does and looks for the same duplicate keys; anything it
-    is unsure of (a duplicate, too many nodes, an unusual tag, deep nesting) runs the two original
-    steps instead, so errors and values are exactly theirs.
-    """
-    try:
-        return _build_fast(node, [0])
-    except (_NeedsCheck, _Unusual, RecursionError):
-        pass
-    _check_nodes(node, relative_path)
-    return _construct(node, relative_path)
-
-
-def _build_fast(node: yaml.Node, count: list[int]) -> Any:
-    count[0] += 1
-    if count[0] > MAX_NODES:
-        raise _NeedsCheck
-    tag = node.tag
-    node_type = type(node)  # the composer makes exactly these classes
-    if tag == _STR and node_type is yaml.ScalarNode:
-        return node.value
-    if tag == _MAP and node_type is yaml.MappingNode:
-        mapping = {}
-        for key, value in node.value:
-            if type(key) is yaml.ScalarNode and key.tag == _STR:  # the usual key: plain text
-                if key.value in mapping:  # a text key's value is its text
-                    raise _NeedsCheck
-                count[0] += 1
-                mapping[key.value] = _build_fast(value, count)
-                continue
-            if not (isinstance(key, yaml.ScalarNode) and key.tag in _PLAIN_SCALARS or key.tag == _STR):
-                raise _Unusual
-            raise _NeedsCheck  # an int/bool/null key: rare, leave it to the two original steps
-        return mapping
-    if tag == _SEQ and node_type is yaml.SequenceNode:
-        return [_build_fast(item, count) for item in node.value]
-    if tag in _PLAIN_SCALARS and node_type is yaml.ScalarNode:
-        cache_key = (tag, node.value)
-        try:
-            return _PLAIN_SCALAR_VALUES[cache_key]
-        except KeyError:
-            pass
-        value = _SCALAR_CONSTRUCTOR.yaml_constructors[tag](_SCALAR_CONSTRUCTOR, node)
-        if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(node.value) < 100:
-            _PLAIN_SCALAR_VALUES[cache_key] = value
-        return value
-    raise _Unusual
-
-
-def _construct(node: yaml.Node, relative_path: str) -> Any:
-    """Nodes to Python values: a fast path for plain maps, lists and scalars, else PyYAML's constructor."""
-    constructor = _YamlLoader("")
-    try:
-        return _build(node, constructor)
-    except _Unusual:
-        pass
-    except RecursionError:
-        raise CatalogFileError(Location(relative_path), "YAML is nested too deeply") from None
-    finally:
-        constructor.dispose()
-    return _construct_slowly(node, relative_path)
-
-
-def _build(node: yaml.Node, constructor: Any) -> Any:
-    """Same values as SafeConstructor for the common shapes (checked: nodes are few after _check_nodes)."""
-    tag = node.tag
-    if tag == _STR and isinstance(node, yaml.ScalarNode):
-        return node.value
-    if tag == _MAP and isinstance(node, yaml.MappingNode):
-        mapping = {}
-        for key, value in node.value:
-            if not (isinstance(key, yaml.ScalarNode) and key.tag in _PLAIN_SCALARS or key.tag == _STR):
-                raise _Unusual  # merge keys (<<), complex keys: PyYAML knows the rules
-            mapping[_build(key, constructor)] = _build(value, constructor)
-        return mapping
-    if tag == _SEQ and isinstance(node, yaml.SequenceNode):
-        return [_build(item, constructor) for item in node.value]
-    if tag in _PLAIN_SCALARS and isinstance(node, yaml.ScalarNode):
-        return constructor.construct_object(node)
-    raise _Unusual
-
-
-def _construct_slowly(node: yaml.Node, relative_path: str) -> Any:
-    constructor = _YamlLoader("")
-    try:
-        return constructor.construct_document(node)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = Location(relative_path, mark.line + 1, mark.column + 1) if mark else Location(relative_path)
-        raise CatalogFileError(where, f"YAML error: {error.problem or error}") from None
-    except (yaml.YAMLError, ValueError, TypeError) as error:
-        raise CatalogFileError(Location(relative_path), f"YAML error: {error}") from None
-    finally:
-        constructor.dispose()
-
-
-def _mark(node: yaml.Node, relative_path: str) -> Location:
-    return Location(relative_path, node.start_mark.line + 1, node.start_mark.column + 1)
-
-
-def _node_location(node: yaml.Node, loc: tuple, relative_path: str, *, at_key: bool = False) -> Location:
-    """Follow a pydantic error location through the node tree to the line of the offending key."""
-    current, key_node = node, None
-    for part in loc:
-        if isinstance(current, yaml.MappingNode) and isinstance(part, str):
-            match = next(((k, v) for k, v in current.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-            if match is None:
-                continue  # a union branch name or a missing key: stay where we are
-            key_node, current = match
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
-            key_node, current = None, current.value[part]
-    target = key_node if (at_key and key_node is not None) else current
-    return _mark(target, relative_path)
-
-
 # -- validation ---------------------------------------------------------------------------------
 
 
@@ -472,7 +228,7 @@ def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model:
             continue
         field_path = ".".join(str(p) for p in loc if not _is_branch_name(p))
         is_extra = item["type"] == "extra_forbidden"
-        where = _node_location(node, loc, relative_path, at_key=is_extra)
+        where = node_location(node, loc, relative_path, at_key=is_extra)
         message = _message(item, loc, model)
         key = (where.line, where.col, field_path)
         if key not in explained:
