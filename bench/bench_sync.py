@@ -76,6 +76,7 @@ def main() -> None:
             one_file.append(timed(store, source, "applied"))
         counts = store.catalog_counts()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     print(f"store: {counts['services']} services, {counts['checks']} checks")
     print(f"cold sync:        {cold:7.3f} s   (target <= 1.5 s)")
@@ -84,6 +85,8 @@ def main() -> None:
     print(f"one-file change:  {statistics.median(one_file):7.3f} s   (median of {len(one_file)}; target <= 0.2 s)"
           f"  runs: {', '.join(f'{t:.3f}' for t in one_file)}")
     print(f"peak memory:      {peak_mb:7.1f} MB  (ru_maxrss of this process; target <= 300 MB)")
+    print(f"largest child:    {child_mb:7.1f} MB  (the cold sync's second reader, git, or the generator;"
+          " parent + child is an upper bound)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class CatalogFileError(CatalogError):
         self.message = message
         super().__init__(f"{location}: {message}")
 
+    def __reduce__(self):  # picklable with its fields (files are read in a second process)
+        return (type(self), (self.location, self.message))
+
     def as_dict(self) -> dict:
         return {
             "file": self.location.path,
@@ -63,6 +66,9 @@ class CatalogIntegrityError(CatalogFileError):
     def __init__(self, location: Location, message: str, other: Location | None = None):
         self.other = other
         super().__init__(location, message)
+
+    def __reduce__(self):
+        return (type(self), (self.location, self.message, self.other))
 
 
 class SourceError(CatalogError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import sync_directory, write_catalog
-from reconciler.loader import MAX_FILE_BYTES, list_catalog_files, read_file
+from reconciler.loader import MAX_FILE_BYTES, _read_in_two_processes, list_catalog_files, read_file, read_files
 from reconciler.validation import validate_directory
 
 GOOD = b"name: Payments API\nslug: payments-api\npriority: 1\nowner: team-payments\n"
@@ -212,3 +212,16 @@ def test_bad_file_through_sync_loses_nothing(tmp_path, store, case):
     assert payments["error"].startswith(expected_start)
     assert store.get_service("users-api")["priority"] == 3  # the other file still applied
     assert store.catalog_counts()["services"] == 2
+
+
+def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_dir):
+    (example_dir / "services" / "broken.yaml").write_text("name: Broken\npriority: 12\nownr: me\n")
+    (example_dir / "services" / "syntax.yaml").write_bytes(b"name: [\n")
+    (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    paths = list_catalog_files(example_dir)
+    serial = read_files(example_dir, paths, parallel_from=10**9)
+    forked = _read_in_two_processes(example_dir, paths)
+    assert [f.path for f in forked] == paths
+    assert [(f.path, f.kind, f.digest, f.model) for f in forked] == [(f.path, f.kind, f.digest, f.model) for f in serial]
+    assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
+    assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
