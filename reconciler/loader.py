@@ -85,23 +85,30 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
 
 def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -> LoadedFile:
     """Read, parse and validate one catalog file; never raises for what is in the file."""
-    kind = kind_of(relative_path) or "service"
-    loaded = LoadedFile(relative_path, kind, "")
+    loaded, value, node = _parse_file(root, relative_path, _jail or _Jail(root))
+    if not loaded.errors:
+        try:
+            loaded.model = _validate(value, node, relative_path, loaded.kind)
+        except _Invalid as invalid:
+            loaded.errors.extend(invalid.errors)
+    return loaded
+
+
+def _parse_file(root: Path, relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
+    """The file read and parsed to plain values (and its nodes, for error lines); errors in `loaded`."""
+    loaded = LoadedFile(relative_path, kind_of(relative_path) or "service", "")
     try:
-        data = (_jail or _Jail(root)).read(relative_path)
+        data = jail.read(relative_path)
     except CatalogFileError as error:
         loaded.errors.append(error)
-        return loaded
+        return loaded, None, None
     loaded.digest = hashlib.sha256(data).hexdigest()
     try:
         node = compose(data, relative_path)
-        value = build_values(node, relative_path)
-        loaded.model = _validate(value, node, relative_path, kind)
-    except _Invalid as invalid:
-        loaded.errors.extend(invalid.errors)
+        return loaded, build_values(node, relative_path), node
     except CatalogFileError as error:
         loaded.errors.append(error)
-    return loaded
+        return loaded, None, None
 
 
 def read_files(root: Path, relative_paths: Iterable[str], *, parallel_from: int = PARALLEL_FROM) -> list[LoadedFile]:
@@ -114,11 +121,26 @@ def read_files(root: Path, relative_paths: Iterable[str], *, parallel_from: int 
 
 
 def _read_in_two_processes(root: Path, paths: list[str]) -> list[LoadedFile]:
+    """A forked worker parses the second half to plain values (cheap to send back: no models, no
+    nodes); this process validates them, and reads a file again only to place a validation error."""
     half = len(paths) // 2
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        second = pool.apply_async(_read_chunk, (root, paths[half:]))
+        parsed = pool.apply_async(_parse_chunk, (root, paths[half:]))
         first = _read_chunk(root, paths[:half])
-        return first + second.get()
+        second = []
+        for loaded, value in parsed.get():
+            if not loaded.errors:
+                try:
+                    loaded.model = MODELS[loaded.kind].model_validate(value)
+                except ValidationError:
+                    loaded = read_file(root, loaded.path)  # the nodes give the error its line
+            second.append(loaded)
+        return first + second
+
+
+def _parse_chunk(root: Path, paths: list[str]) -> list[tuple[LoadedFile, Any]]:
+    jail = _Jail(root)
+    return [_parse_file(root, path, jail)[:2] for path in paths]
 
 
 def _read_chunk(root: Path, paths: list[str]) -> list[LoadedFile]:
