@@ -93,11 +93,6 @@ def owner_and_repo(repository: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def decode_data(encoded: str) -> dict:
-    """What an Action does with `client_payload.data` (the origin project's documented code)."""
-    return json.loads(base64.b64decode(encoded).decode("utf-8"))
-
-
 def check_object(check: dict, repository: str | None) -> dict:
     return {
         "id": check["id"],

@@ -374,11 +374,3 @@ class Scheduler:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: self.stop())
         return previous
-
-
-def schedule_dispatch(
-    scheduler: Scheduler, store: Store, dispatcher, *, settings: Settings, clock: Clock | None = None,
-    every_seconds: float = 60.0,
-) -> None:
-    """Register the dispatch pass (expire + dispatch + retry) on a scheduler, every minute by default."""
-    scheduler.every(every_seconds, "dispatch", lambda: run_pass(store, dispatcher, settings=settings, clock=clock))

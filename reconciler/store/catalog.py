@@ -153,9 +153,6 @@ class CatalogQueries:
         row["errors"] = json.loads(row["errors"])
         return row
 
-    def active_service_count(self) -> int:
-        return self.connection.execute("SELECT count(*) AS n FROM services WHERE removed_at IS NULL").fetchone()["n"]
-
     def sync_runs(self, limit: int = 20, *, before_id: int | None = None) -> list[dict]:
         """Sync runs newest first; page on with `before_id` = the last id seen."""
         rows = self.connection.execute(

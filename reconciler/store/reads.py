@@ -39,24 +39,7 @@ class ReadQueries:
 
     def get_service(self, slug: str) -> dict:
         """A service (removed or not) with `latest_results` (one per live check) and their `counts`."""
-        conn = self.connection
-        row = conn.execute("SELECT * FROM services WHERE slug = ?", (slug,)).fetchone()
-        if row is None:
-            raise NotFound(f"service {slug!r} does not exist")
-        # One range of `latest_runs` (kept by triggers), however long the history is. A summary:
-        # no message (up to 64 KiB each); GET /api/results/{id} has the whole result.
-        latest = _fetch_dicts(conn, self._SERVICE_LATEST, (row["id"],))
-        service = _decode_service(row)
-        service["latest_results"] = latest
-        service["counts"] = _count_results(latest)
-        return service
-
-    # The newest result of each live check on one service: its rows of `latest_runs`, side by side.
-    _SERVICE_LATEST = (
-        'SELECT l.result_id AS id, c.slug AS "check", l.status, l.result, l.url, l.created_at, l.sent_at,'
-        " l.finished_at FROM latest_runs AS l JOIN checks AS c ON c.id = l.check_id"
-        " WHERE l.service_key = ? AND c.removed_at IS NULL ORDER BY c.slug"
-    )
+        return json.loads(self.get_service_json(slug))
 
     # `get_service` as JSON text built by SQLite itself: no Python object per result (the API's hot read).
     _SERVICE_JSON = """
@@ -82,7 +65,8 @@ class ReadQueries:
     """
 
     def get_service_json(self, slug: str) -> str:
-        """`get_service(slug)` encoded as JSON (the same fields and values)."""
+        """The service as JSON text built by SQLite (the API's hot read): one range of `latest_runs`
+        (kept by triggers) however long the history; no message (GET /api/results/{id} has it)."""
         cursor = self.connection.cursor()
         cursor.row_factory = None
         row = cursor.execute(self._SERVICE_JSON, (slug,)).fetchone()
