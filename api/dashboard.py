@@ -64,26 +64,6 @@ def repository_url(repository: str | None) -> str | None:
     return safe_url(repository) or f"https://github.com/{repository}"
 
 
-def targets(check: dict, service: dict) -> bool:
-    """Whether a check applies to a service now (inactive services are never targeted)."""
-    if not service["active"]:
-        return False
-    kind = check["target_kind"]
-    if kind == "all":
-        return True
-    if kind == "none":
-        return False
-    if kind == "list":
-        return service["slug"] in check["targets"]
-    if check["target_type"] is not None and service["type"] != check["target_type"]:
-        return False
-    if check["target_owner"] is not None and service["owner"] != check["target_owner"]:
-        return False
-    if check["target_max_priority"] is not None and service["priority"] > check["target_max_priority"]:
-        return False
-    return all(tag in service["tags"] for tag in check["target_tags"] or ())
-
-
 def stale_cutoff(check: dict, now: datetime) -> str | None:
     """Results created before this time are stale: a newer run should have finished by now.
 
@@ -226,11 +206,12 @@ def matrix(
     ids = [s["id"] for s in shown]
     latest = store.dashboard_latest(service_ids=ids + [0])
     running = store.dashboard_open_runs(service_ids=ids + [0])
+    targeted = store.targeted_pairs(check_ids=[c["id"] for c in checks], service_ids=ids)
     rows = []
     for service in shown:
         sid = service["id"]
         cells = [
-            cell(latest.get((c["id"], sid)), running.get((c["id"], sid)), cutoffs[c["id"]], targets(c, service))
+            cell(latest.get((c["id"], sid)), running.get((c["id"], sid)), cutoffs[c["id"]], (c["id"], sid) in targeted)
             for c in checks
         ]
         rows.append({"service": service, "cells": cells, "overall": overall(cells)})
@@ -256,10 +237,11 @@ def service_checks(store: Store, service: dict, now: datetime) -> list[dict]:
     latest = store.dashboard_latest(service_ids=[service["id"]])
     running = store.dashboard_open_runs(service_ids=[service["id"]])
     timelines = store.dashboard_timelines(service["id"])
+    targeted = store.targeted_pairs(service_ids=[service["id"]])
     entries = []
     for check in store.dashboard_checks():
         pair = (check["id"], service["id"])
-        one = cell(latest.get(pair), running.get(pair), stale_cutoff(check, now), targets(check, service))
+        one = cell(latest.get(pair), running.get(pair), stale_cutoff(check, now), pair in targeted)
         if one is None:
             continue
         history = timelines.get(check["id"], [])

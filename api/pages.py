@@ -122,10 +122,11 @@ def show_check(
         listed = [None]
     else:
         # Which services have a row is cheap to decide for all of them; cells are built for one page only.
+        targeted = store.targeted_pairs(check_ids=[check["id"]])
         listed = [
             service for service in store.dashboard_services()
             if (check["id"], service["id"]) in latest or (check["id"], service["id"]) in running
-            or dashboard.targets(check, service)
+            or (check["id"], service["id"]) in targeted
         ]
     pages = max(1, -(-len(listed) // CHECK_PAGE_SIZE))
     page = min(page, pages)

@@ -361,3 +361,17 @@ def test_cli_run_check_errors_are_one_line(home, capsys):
     assert capsys.readouterr().err == "catalog: check 'nope' does not exist\n"
     assert cli.main(["run-check", "pci-dependency-review", "--service", "payments-db", "--dispatcher", "log"]) == 0
     assert "pci-dependency-review  payments-db  sent" in capsys.readouterr().out
+
+
+def test_targeted_pairs_select_exactly_the_pairs_a_first_pass_dispatches(synced_store, clock):
+    recorder = Recorder()
+    run_pass(synced_store, recorder, settings=SETTINGS, clock=clock)
+    dispatched = {(p.client_payload["check"], p.client_payload["service"]) for p in recorder.sent}
+    checks = {c["id"]: c["slug"] for c in synced_store.list_checks()}
+    services = {s["id"]: s["slug"] for s in synced_store.list_services()}
+    targeted = {(checks[c], services[s]) for c, s in synced_store.targeted_pairs()}
+    scheduled = {c["slug"] for c in synced_store.list_checks() if c["frequency"] != "ad-hoc"}
+    assert {pair for pair in targeted if pair[0] in scheduled} == {pair for pair in dispatched if pair[1]}
+    assert ("has-owner", "legacy-reports") not in targeted  # inactive services are never targeted
+    assert {s for c, s in targeted if c == "readme-present"} == {
+        "admin-console", "catalog-api", "payments-api", "storefront-web", "users-api"}

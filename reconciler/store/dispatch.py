@@ -73,6 +73,28 @@ class DispatchQueries:
         SELECT due.check_id, j.value AS service_id FROM due, json_each(due.service_ids) AS j
     """
 
+    def targeted_pairs(
+        self, *, check_ids: list[int] | None = None, service_ids: list[int] | None = None
+    ) -> set[tuple[int, int]]:
+        """(check id, service id) pairs the checks' `services:` select, by the rule dispatch uses; None
+        for either list means all. Checks with `services: none` select no service."""
+        rows = self.connection.execute(
+            """
+            WITH w AS MATERIALIZED (
+                SELECT id, target_kind, target_type, target_owner, target_tags, target_max_priority FROM checks
+                WHERE removed_at IS NULL AND (:checks IS NULL OR id IN (SELECT value FROM json_each(:checks)))
+            )
+            SELECT w.id AS check_id, s.id AS service_id FROM w JOIN services AS s
+            WHERE (:services IS NULL OR s.id IN (SELECT value FROM json_each(:services))) AND """
+            + self._TARGETED,
+            {
+                "checks": None if check_ids is None else json.dumps(check_ids),
+                "services": None if service_ids is None else json.dumps(service_ids),
+                "service_id": None,
+            },
+        )
+        return {(row["check_id"], row["service_id"]) for row in rows}
+
     def due_services(self, cutoffs: list[tuple[int, str]]) -> list[tuple[int, list[int | None]]]:
         """(check_id, [service_id or None, ...]) per wanted check with due pairs; one query."""
         cursor = self.connection.cursor()
