@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api_support import auth, make_token, new_result
 from conftest import sync_directory
-from reconciler.clock import FakeClock
+from reconciler.clock import FakeClock, format_time
 from reconciler.settings import Settings
 
 
@@ -83,6 +83,36 @@ def test_service_shows_latest_result_per_check_and_counts(client, synced_store):
                       "readme-present": (pending["id"], "unknown")}
     assert service["counts"] == {"pass": 2, "unknown": 1}
     assert all("message" not in r for r in service["latest_results"])  # a summary; messages may be 64 KiB
+
+
+def test_service_lists_latest_results_by_check_slug_with_every_field(client, synced_store, example_dir):
+    # A check added later gets a higher id but sorts first: the order is the slug's, not the id's.
+    (example_dir / "checks" / "aaa-first.yaml").write_text(
+        "name: First by name\nslug: aaa-first\nfrequency: daily\nservices: all\n")
+    sync_directory(synced_store, example_dir)
+    clock = FakeClock()
+    made = {slug: new_result(synced_store, slug, "users-api", now=clock.now())
+            for slug in ("readme-present", "aaa-first", "has-owner")}
+    synced_store.complete_result(made["has-owner"]["id"], "warning", now=clock.now(), url="https://ci.example/1")
+    assert synced_store.mark_result_sent(made["aaa-first"]["id"], now=format_time(clock.now()))
+
+    service = client.get("/api/services/users-api").json()
+    assert [r["check"] for r in service["latest_results"]] == sorted(made)
+    for row in service["latest_results"]:
+        stored = client.get(f"/api/results/{row['id']}").json()
+        assert row == {key: stored[key] for key in
+                       ("id", "check", "status", "result", "url", "created_at", "sent_at", "finished_at")}
+    assert service["counts"] == {"unknown": 2, "warning": 1}
+
+
+def test_service_without_results_and_without_removed_checks(client, synced_store, example_dir):
+    assert client.get("/api/services/users-api").json()["latest_results"] == []
+    assert client.get("/api/services/users-api").json()["counts"] == {}
+    new_result(synced_store, "readme-present", "storefront-web")
+    (example_dir / "checks" / "readme-present.yaml").unlink()
+    sync_directory(synced_store, example_dir)
+    service = client.get("/api/services/storefront-web").json()
+    assert service["latest_results"] == [] and service["counts"] == {}  # a removed check's results drop out
 
 
 def test_unknown_service_and_check_are_404(client):

@@ -37,6 +37,33 @@ def test_migrations_are_idempotent(tmp_path):
     assert rows == len(MIGRATIONS)
 
 
+def test_a_store_made_by_the_first_release_is_upgraded_with_its_results(tmp_path, example_dir, monkeypatch):
+    """Version 2 rebuilds latest_runs (derived data) from results: the service reads stay the same."""
+    import reconciler.store.database as database
+    from conftest import sync_directory
+
+    path = tmp_path / "catalog.db"
+    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS[:1])  # the schema as the first release made it
+    old = Store(path)
+    sync_directory(old, example_dir)
+    check, service = _ids(old)
+    first = old.create_result(check, service, now=NOW)
+    old.complete_result(first["id"], "fail", now=NOW)
+    second = old.create_result(check, service, now=NOW)
+    orgwide = old.create_result(old.check_index()["github-org-audit"]["id"], None, now=NOW)
+    old.close()
+    monkeypatch.undo()
+
+    store = Store(path)
+    assert store.schema_version() == MIGRATIONS[-1][0]
+    latest = store.get_service("payments-api")["latest_results"]
+    assert [(row["check"], row["id"], row["status"]) for row in latest] == [("has-owner", second["id"], "pending")]
+    store.complete_result(second["id"], "pass", now=NOW)  # the new triggers keep it from here
+    assert store.get_service("payments-api")["counts"] == {"pass": 1}
+    runs = store.connection.execute("SELECT result_id FROM latest_runs WHERE service_key = 0").fetchall()
+    assert [row["result_id"] for row in runs] == [orgwide["id"]]
+
+
 def test_store_uses_wal(store):
     assert store.connection.execute("PRAGMA journal_mode").fetchone()["journal_mode"] == "wal"
 

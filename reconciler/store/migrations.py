@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-# Version 1 is the first schema. Pre-release: edit it in place; after the first release, append.
+# Version 1 is the first schema as it landed on main. Stores exist in the wild now: never edit a
+# landed version, append a new one.
 MIGRATIONS: list[tuple[int, str]] = [
     (
         1,
@@ -313,6 +314,60 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         -- Leases still held: what a restart checks for a dead predecessor's, without a full scan.
         CREATE INDEX IF NOT EXISTS dispatch_leases ON dispatch_attempts (not_before) WHERE holder IS NOT NULL;
+        """,
+    ),
+    (
+        2,
+        """
+        -- latest_runs again (derived data, rebuilt from results), now keyed by check slug, so one
+        -- service's rows come out in the order the API lists them (no sort), and carrying each
+        -- row's JSON, so GET /api/services/{slug} joins ready text instead of building 50 objects
+        -- per request. A check's slug never changes for its id, so copying it here is safe.
+        DROP TRIGGER IF EXISTS latest_runs_on_insert;
+        DROP TRIGGER IF EXISTS latest_runs_on_update;
+        DROP TABLE IF EXISTS latest_runs;
+        CREATE TABLE latest_runs (
+            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
+            check_slug  TEXT NOT NULL,
+            check_id    INTEGER NOT NULL,
+            result_id   INTEGER NOT NULL,
+            status      TEXT NOT NULL,
+            result      TEXT NOT NULL,
+            url         TEXT,
+            created_at  TEXT NOT NULL,
+            sent_at     TEXT,
+            finished_at TEXT,
+            json        TEXT GENERATED ALWAYS AS (json_object(
+                'id', result_id, 'check', check_slug, 'status', status, 'result', result, 'url', url,
+                'created_at', created_at, 'sent_at', sent_at, 'finished_at', finished_at)) STORED,
+            PRIMARY KEY (service_key, check_slug)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER latest_runs_on_insert AFTER INSERT ON results
+        BEGIN
+            INSERT INTO latest_runs (service_key, check_slug, check_id, result_id, status, result, url, created_at,
+                                     sent_at, finished_at)
+            VALUES (coalesce(NEW.service_id, 0), (SELECT slug FROM checks WHERE id = NEW.check_id), NEW.check_id,
+                    NEW.id, NEW.status, NEW.result, NEW.url, NEW.created_at, NEW.sent_at, NEW.finished_at)
+            ON CONFLICT (service_key, check_slug) DO UPDATE SET
+                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                url = excluded.url, created_at = excluded.created_at, sent_at = excluded.sent_at,
+                finished_at = excluded.finished_at
+            WHERE excluded.result_id > latest_runs.result_id;
+        END;
+        -- One primary-key update per status change, and only when the result is its pair's newest.
+        CREATE TRIGGER latest_runs_on_update AFTER UPDATE OF status, result, url, sent_at, finished_at ON results
+        BEGIN
+            UPDATE latest_runs SET status = NEW.status, result = NEW.result, url = NEW.url,
+                sent_at = NEW.sent_at, finished_at = NEW.finished_at
+            WHERE service_key = coalesce(NEW.service_id, 0)
+              AND check_slug = (SELECT slug FROM checks WHERE id = NEW.check_id) AND result_id = NEW.id;
+        END;
+        INSERT INTO latest_runs (service_key, check_slug, check_id, result_id, status, result, url, created_at,
+                                 sent_at, finished_at)
+        SELECT coalesce(r.service_id, 0), c.slug, r.check_id, r.id, r.status, r.result, r.url, r.created_at,
+               r.sent_at, r.finished_at
+        FROM results AS r JOIN checks AS c ON c.id = r.check_id
+        WHERE r.id IN (SELECT max(id) FROM results GROUP BY check_id, service_id);
         """,
     ),
 ]
