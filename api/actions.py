@@ -10,13 +10,14 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
 from api.auth import SECURITY, NotAuthenticated, requires_read, requires_scope
 from api.body import read_fields
 from api.models import Accepted, RunOperation, RunOut, SyncStatus, WebhookOperation, error_responses
+from api.routing import get, post
 from reconciler.clock import format_time
 from reconciler.errors import ConfigError, InvalidInput
 

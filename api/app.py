@@ -8,26 +8,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from litestar import Litestar, MediaType, get
+from litestar import Litestar, MediaType
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
+from api.access import AccessLog
 from api.actions import ActionController, SyncController, webhook_github
 from api.auth import SECURITY_SCHEME, AuthMiddleware
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
+from api.routing import get
 from reconciler.clock import Clock
 from reconciler.settings import Settings
 from reconciler.store import Store
 from reconciler.tokens import TokenVerifier
 
 MAX_BODY_BYTES = 1024 * 1024  # results carry at most a 64 KiB message; nothing needs more
-access_log = logging.getLogger("catalog.access")
 log = logging.getLogger("catalog.api")
 
 SyncTrigger = Callable[[], None]
@@ -47,8 +48,10 @@ def create_app(
     clock: Clock | None = None,
     sync_trigger: SyncTrigger | None = None,
     check_runner: CheckRunner | None = None,
+    access_log: AccessLog | None = None,
 ) -> Litestar:
-    """The whole HTTP face: API, webhook, dashboard pages, OpenAPI at /schema."""
+    """The whole HTTP face: API, webhook, dashboard pages, OpenAPI at /schema; `access_log` gets a
+    line per request (`catalog serve` and `catalog up` give one writing to stderr)."""
     clock = clock or Clock()
     verifier = TokenVerifier(store, clock)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
@@ -69,7 +72,7 @@ def create_app(
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[_log_access],
+        before_send=[_access_logger(access_log)] if access_log else [],
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
         openapi_config=OpenAPIConfig(
@@ -94,20 +97,20 @@ def create_app(
     )
 
 
-async def _log_access(message: Message, scope: Scope) -> None:
-    """One line per request: method, path (never the query or headers, so never a token), status."""
-    if message["type"] == "http.response.start":
-        state = scope.setdefault("state", {})
-        state["access_status"] = message["status"]
-    elif message["type"] == "http.response.body" and not message.get("more_body", False):
-        state = scope.get("state", {})
-        started = state.get("started_at")
-        took = f" {1000 * (time.perf_counter() - started):.1f}ms" if started else ""
-        user = scope.get("user")
-        who = getattr(user, "name", None) or "-"
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s %s %s %s%s', scope.get("method"), scope.get("path"),
-                            state.get("access_status", "-"), who, took)
+def _access_logger(access_log: AccessLog):
+    """A before-send hook: sees every response, unknown routes and errors included."""
+
+    async def log_access(message: Message, scope: Scope) -> None:
+        if message["type"] == "http.response.start":
+            scope.setdefault("state", {})["access_status"] = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            state = scope.get("state", {})
+            started = state.get("started_at")
+            who = getattr(scope.get("user"), "name", None) or "-"
+            access_log.record(scope.get("method"), scope.get("path"), state.get("access_status", "-"), who,
+                              None if started is None else 1000 * (time.perf_counter() - started))
+
+    return log_access
 
 
 def default_sync_trigger(store: Store, settings: Settings) -> SyncTrigger:

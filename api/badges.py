@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 from html import escape
 
-from litestar import Request, Response, get
+from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from api import dashboard
 from api.auth import requires_read
+from api.routing import get
 from reconciler.errors import NotFound
 
 CACHE_SECONDS = 300

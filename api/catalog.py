@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Response
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
 from api.auth import SECURITY, requires_read
 from api.models import CheckDetail, CheckList, ServiceDetail, ServiceList, error_responses
+from api.routing import get
 
 IncludeRemoved = Annotated[bool, QueryParameter(description="also list soft-deleted (removed) entries")]
 

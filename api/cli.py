@@ -21,10 +21,11 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from api.access import AccessLog
     from api.app import create_app, serve
 
     settings = _settings(args)
-    serve(create_app(core.open_store(settings), settings), host=args.host, port=args.port)
+    serve(create_app(core.open_store(settings), settings, access_log=AccessLog()), host=args.host, port=args.port)
     return 0
 
 

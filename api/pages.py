@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, Router
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
@@ -21,6 +21,7 @@ from litestar.template.config import TemplateConfig
 from api import dashboard
 from api.auth import COOKIE_NAME, NotAuthenticated, identity_of, requires_read
 from api.badges import BADGE_HANDLERS
+from api.routing import get, post
 from reconciler.errors import NotFound
 from reconciler.tokens import verify_token
 

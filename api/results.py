@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
-from litestar import Controller, MediaType, Request, get, patch
+from litestar import Controller, MediaType, Request
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
@@ -23,6 +23,7 @@ from api.models import (
     ResultPage,
     error_responses,
 )
+from api.routing import get, patch
 from reconciler.clock import format_time
 from reconciler.errors import InvalidInput
 from reconciler.store import RESULT_VALUES, Store

@@ -198,6 +198,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     """Run everything until SIGINT/SIGTERM; uvicorn owns the signals, the loops stop after it."""
     import uvicorn
 
+    from api.access import AccessLog
     from api.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -208,7 +209,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     if settings.dispatcher.startswith("local:") and not os.environ.get("SERVICE_CATALOG_TOKEN"):
         token_note = str(ensure_local_token(store, settings, clock))
     loops = Loops(store, settings, intervals, clock)
-    app = create_app(store, settings, clock=clock, sync_trigger=loops.request_sync)
+    app = create_app(store, settings, clock=clock, sync_trigger=loops.request_sync, access_log=AccessLog())
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
         log_level="info", server_header=False, timeout_graceful_shutdown=10, log_config=None,

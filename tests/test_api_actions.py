@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
-import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import requests
 from litestar.testing import TestClient
 
+from api.access import AccessLog
 from api.app import create_app
 from api_support import auth, make_token, new_result
 from reconciler.errors import NotFound
@@ -199,17 +201,40 @@ def test_openapi_documents_every_route_with_auth_and_error_shape(client):
     assert {"200", "401", "403", "404", "409", "422"} <= set(patch["responses"])
 
 
-def test_access_log_has_a_line_per_request_and_never_the_token(client, synced_store, caplog):
+def test_access_log_has_a_line_per_request_and_never_the_token(synced_store, tmp_path):
     reader = make_token(synced_store, "read", name="reader")
-    with caplog.at_level(logging.INFO, logger="catalog.access"):
+    stream = io.StringIO()
+    app = create_app(synced_store, Settings(home=tmp_path), sync_trigger=lambda: None, access_log=AccessLog(stream))
+    with TestClient(app) as client:
         client.get("/api/services?owner=x", headers=auth(reader))
-        client.get("/api/services", cookies={"catalog_token": reader})
+        client.cookies.set("catalog_token", reader)
+        client.get("/api/services")
+        client.cookies.clear()
         client.get("/missing")
-    lines = [record.getMessage() for record in caplog.records if record.name == "catalog.access"]
-    assert len(lines) == 3
-    assert lines[0].startswith("GET /api/services 200 reader ")
-    assert lines[2].startswith("GET /missing 404 -")
+        client.patch("/api/results/1", data={"result": "pass"}, headers=auth(reader))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO catalog.access: "
+    assert re.fullmatch(stamp + r"GET /api/services 200 reader \d+\.\dms", lines[0])
+    assert re.fullmatch(stamp + r"GET /api/services 200 reader \d+\.\dms", lines[1])
+    assert re.fullmatch(stamp + r"GET /missing 404 -", lines[2])
+    assert re.fullmatch(stamp + r"PATCH /api/results/1 403 reader \d+\.\dms", lines[3])
     assert not any(reader in line for line in lines)
+
+
+def test_every_guarded_route_is_declared_with_api_routing(client):
+    from api.routing import RouteHandler
+
+    guarded = [handler for route in client.app.routes for handler in getattr(route, "route_handlers", [])
+               if handler.resolve_guards() and "OPTIONS" not in handler.http_methods]  # Litestar's own
+    assert len(guarded) >= 15
+    assert [h.handler_name for h in guarded if not isinstance(h, RouteHandler)] == [], \
+        "declare routes with api.routing's get/post/patch"
+
+
+def test_no_access_log_unless_asked_for(client, synced_store, capsys):
+    client.get("/healthz")
+    assert "catalog.access" not in capsys.readouterr().err
 
 
 def _free_port() -> int:

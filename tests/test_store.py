@@ -39,8 +39,8 @@ def test_migrations_are_idempotent(tmp_path):
 
 def test_a_store_made_by_the_first_release_is_upgraded_with_its_results(tmp_path, example_dir, monkeypatch):
     """Version 2 rebuilds latest_runs (derived data) from results: the service reads stay the same."""
-    import reconciler.store.database as database
     from conftest import sync_directory
+    from reconciler.store import database
 
     path = tmp_path / "catalog.db"
     monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS[:1])  # the schema as the first release made it

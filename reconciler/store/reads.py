@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 from ..errors import NotFound
 from .records import (
+    RESULT_VALUES,
     _RESULT_SELECT,
     _count_results,
     _decode_check_row,
@@ -14,6 +14,9 @@ from .records import (
     _fetch_dicts,
     result_filters,
 )
+
+
+_COUNTED = sorted(("unknown", *RESULT_VALUES))  # a service's counts, keys in this order
 
 
 class ReadQueries:
@@ -69,11 +72,10 @@ class ReadQueries:
             raise NotFound(f"service {slug!r} does not exist")
         service, runs = row
         latest, _, results = (runs or "\t").partition("\t")
-        counts = Counter(results.split(",")) if results else {}
-        return "".join((
-            service[:-1], ',"latest_results":[', latest, '],"counts":',
-            json.dumps({result: counts[result] for result in sorted(counts)}, separators=(",", ":")), "}",
-        ))
+        values = results.split(",")  # each one of RESULT_VALUES or 'unknown' (a CHECK in the schema)
+        counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
+        return f'{service[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
+
 
     def list_checks(self, *, include_removed: bool = False) -> list[dict]:
         sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY slug"
