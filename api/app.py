@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -150,10 +151,43 @@ def default_check_runner(store: Store, settings: Settings, clock: Clock) -> Chec
     return run
 
 
+def server_config(app: Litestar, *, host: str, port: int):
+    """uvicorn's settings for `catalog serve` and `catalog up`: uvloop + httptools, our own access log."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+        proxy_headers=False,  # a proxy's X-Forwarded-For would only change the client address, which nothing uses
+        log_level="info", server_header=False, timeout_graceful_shutdown=10, log_config=None,
+    )
+
+
+def settle_heap() -> None:
+    """Hide the objects alive after start-up (modules, the app and its routes: some 70,000) from the
+    garbage collector. A full collection then scans only what requests allocate; scanning them all
+    paused the server for up to 40 ms under load, which was most of the PATCH p99."""
+    gc.collect()
+    gc.freeze()
+
+
+def run_server(server, base: str) -> None:
+    """`server.run()` (a uvicorn.Server); a port it cannot listen on is a ConfigError, not uvicorn's exit."""
+    from reconciler.errors import ConfigError
+
+    try:
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+    if not server.started:
+        raise ConfigError(f"could not listen on {base} (is the port in use? try --port)")
+
+
 def serve(app: Litestar, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn (uvloop + httptools) until interrupted; our own access log, not uvicorn's."""
+    """Run the app with uvicorn until interrupted."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                log_level="info", server_header=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(server_config(app, host=host, port=port))
+    settle_heap()
+    run_server(server, f"http://{host}:{port}")

@@ -199,7 +199,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     import uvicorn
 
     from api.access import AccessLog
-    from api.app import create_app
+    from api.app import create_app, run_server, server_config, settle_heap
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
@@ -210,11 +210,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
         token_note = str(ensure_local_token(store, settings, clock))
     loops = Loops(store, settings, intervals, clock)
     app = create_app(store, settings, clock=clock, sync_trigger=loops.request_sync, access_log=AccessLog())
-    config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-        log_level="info", server_header=False, timeout_graceful_shutdown=10, log_config=None,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, host=host, port=port))
 
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(_banner(settings, store, base, notes, token_note), flush=True)
@@ -231,15 +227,12 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     # kill us before the loops stop (exit -15, a job cut off mid-pass); a handler makes it a no-op.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    settle_heap()
     try:
-        server.run()
+        run_server(server, base)
     finally:
         loops.stop()
         store.close()
-    if not server.started:
-        from reconciler.errors import ConfigError
-
-        raise ConfigError(f"could not listen on {base} (is the port in use? try --port)")
     return 0
 
 

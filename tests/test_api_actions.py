@@ -267,3 +267,20 @@ def test_catalog_serve_runs_the_api(tmp_path):
         output, _ = server.communicate(timeout=20)
     assert "GET /api/services 200 r " in output
     assert created.stdout.strip() not in output
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_port_in_use_is_one_clear_error(tmp_path, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "CATALOG_HOME": str(tmp_path / "home"), "CATALOG_REPO": str(tmp_path / "empty")}
+        (tmp_path / "empty").mkdir()
+        options = ["--dispatcher", "log"] if command == "up" else []
+        done = subprocess.run([sys.executable, "-m", "api.cli", command, "--port", str(port), *options],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        f"catalog: could not listen on http://127.0.0.1:{port} (is the port in use? try --port)")
+    assert "Traceback" not in done.stderr
