@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe, probe  # noqa: E402
 from reconciler.clock import Clock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
@@ -150,6 +151,7 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 1
 
+    print(describe(probe()), "(before)")
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     home = work / "home"
     try:
@@ -224,6 +226,7 @@ def main() -> int:
                   f"{health['rps']:,.0f} req/s, p99 {health['p99_us'] / 1000:.1f} ms, "
                   f"server CPU {(cpu_seconds(server.pid) - cpu) / max(health['requests'], 1) * 1e6:.0f} us/request")
             print(f"server RSS after the runs: {rss_mb(server.pid):.0f} MB  [target <= 150 MB]")
+            print(describe(probe()), "(after)")
         finally:
             server.terminate()
             server.wait(timeout=20)

@@ -14,7 +14,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -42,10 +42,11 @@ class LoadedFile:
     digest: str  # sha256 of the bytes ("" when they could not be read)
     model: Entity | None = None
     errors: list[CatalogFileError] = field(default_factory=list)
+    summary: dict | None = None  # what `read_files(summarize=...)` made of a valid service
 
     @property
     def ok(self) -> bool:
-        return self.model is not None and not self.errors
+        return (self.model is not None or self.summary is not None) and not self.errors
 
 
 def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None:
@@ -111,25 +112,37 @@ def _parse_file(root: Path, relative_path: str, jail: "_Jail") -> tuple[LoadedFi
         return loaded, None, None
 
 
-def read_files(root: Path, relative_paths: Iterable[str], *, parallel_from: int = PARALLEL_FROM) -> list[LoadedFile]:
+Summarize = Callable[[Service], dict]
+
+
+def read_files(
+    root: Path, relative_paths: Iterable[str], *, summarize: Summarize | None = None,
+    parallel_from: int | None = None,
+) -> list[LoadedFile]:
     """`read_file` for each path, in order. Thousands of files (a cold sync) are read by two processes
-    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores."""
+    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores.
+
+    `summarize` (a module-level function, so a worker can run it) turns each valid service into a
+    plain dict, its `summary`, in the process that read it. The worker sends back summaries instead
+    of models, which cost more to unpickle than to build: such a file's `model` is None.
+    """
     paths = list(relative_paths)
-    if len(paths) >= parallel_from and _may_fork():
-        return _read_in_two_processes(root, paths)
-    return _read_chunk(root, paths)
+    if len(paths) >= (PARALLEL_FROM if parallel_from is None else parallel_from) and _may_fork():
+        return _read_in_two_processes(root, paths, summarize)
+    return _read_chunk(root, paths, summarize)
 
 
-def _read_in_two_processes(root: Path, paths: list[str]) -> list[LoadedFile]:
-    """A forked worker parses the second half to plain values (cheap to send back: no models, no
-    nodes); this process validates them, and reads a file again only to place a validation error."""
+def _read_in_two_processes(root: Path, paths: list[str], summarize: Summarize | None) -> list[LoadedFile]:
+    """A forked worker reads the second half to summaries, or to plain values for what it cannot
+    summarize (checks, catalog.yaml, invalid services); this process validates those, and reads a
+    file again only to place a validation error."""
     half = len(paths) // 2
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        parsed = pool.apply_async(_parse_chunk, (root, paths[half:]))
-        first = _read_chunk(root, paths[:half])
+        parsed = pool.apply_async(_parse_chunk, (root, paths[half:], summarize))
+        first = _read_chunk(root, paths[:half], summarize)
         second = []
         for loaded, value in parsed.get():
-            if not loaded.errors:
+            if not loaded.errors and loaded.summary is None:
                 try:
                     loaded.model = MODELS[loaded.kind].model_validate(value)
                 except ValidationError:
@@ -138,14 +151,29 @@ def _read_in_two_processes(root: Path, paths: list[str]) -> list[LoadedFile]:
         return first + second
 
 
-def _parse_chunk(root: Path, paths: list[str]) -> list[tuple[LoadedFile, Any]]:
+def _parse_chunk(root: Path, paths: list[str], summarize: Summarize | None) -> list[tuple[LoadedFile, Any]]:
     jail = _Jail(root)
-    return [_parse_file(root, path, jail)[:2] for path in paths]
+    parsed = []
+    for path in paths:
+        loaded, value, _ = _parse_file(root, path, jail)
+        if summarize is not None and loaded.kind == "service" and not loaded.errors:
+            try:
+                loaded.summary = summarize(Service.model_validate(value))
+                value = None
+            except ValidationError:
+                pass  # sent as a value: the reader validates it again and places the error
+        parsed.append((loaded, value))
+    return parsed
 
 
-def _read_chunk(root: Path, paths: list[str]) -> list[LoadedFile]:
+def _read_chunk(root: Path, paths: list[str], summarize: Summarize | None = None) -> list[LoadedFile]:
     jail = _Jail(root)  # the resolved root, shared: cheaper for thousands of files
-    return [read_file(root, path, _jail=jail) for path in paths]
+    files = [read_file(root, path, _jail=jail) for path in paths]
+    if summarize is not None:
+        for loaded in files:
+            if loaded.kind == "service" and loaded.ok:
+                loaded.summary = summarize(loaded.model)  # type: ignore[arg-type]
+    return files
 
 
 def _may_fork() -> bool:

@@ -118,7 +118,7 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
         candidates += [path for path, row in known.items() if row["error"] and path not in relevant]
 
     loaded: dict[str, LoadedFile] = {}
-    for loaded_file in read_files(root, candidates):
+    for loaded_file in read_files(root, candidates, summarize=_service_record):
         path = loaded_file.path
         previous_file = known.get(path)
         if previous_file and not previous_file["error"] and loaded_file.digest == previous_file["digest"]:
@@ -153,8 +153,8 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
         if not loaded_file.ok:
             file_errors[path] = loaded_file.errors
             continue
-        defines[path] = (loaded_file.kind, loaded_file.model.identity)  # type: ignore[union-attr]
-        records[path] = _record(loaded_file, config)
+        records[path] = record = _record(loaded_file, config)
+        defines[path] = (loaded_file.kind, record["slug"])
 
     # cross-file rules until nothing more changes: a changed file that breaks them is a bad file
     # (back to its last good state), which can in turn break another changed file. After a git
@@ -376,43 +376,61 @@ _to_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
 
 
 def _record(loaded: LoadedFile, config: CatalogConfig) -> dict:
-    model = loaded.model
-    if isinstance(model, Service):
-        record = {
-            "slug": model.identity,
-            "name": model.name,
-            "priority": model.priority,
-            "type": model.type,
-            "description": model.description,
-            "owner": model.owner,
-            "repository": model.repository,
-            "active": int(model.active),
-            "tags": _to_json(model.tags) if model.tags else "[]",
-            "dependencies": _to_json(model.dependencies) if model.dependencies else "[]",
-            "meta": _to_sorted_json(model.meta),
-        }
+    """The store record of a valid file read now (a service's may be made already: its summary)."""
+    if loaded.summary is not None:
+        record = loaded.summary
+    elif isinstance(loaded.model, Service):
+        record = _service_record(loaded.model)
     else:
-        assert isinstance(model, Check)
-        targets = model.services
-        selector = targets if not isinstance(targets, (str, list)) else None
-        record = {
-            "slug": model.identity,
-            "name": model.name,
-            "description": model.description,
-            "frequency": None if model.schedule else (model.frequency or config.defaults.frequency),
-            "schedule": model.schedule,
-            "timeout_seconds": int(parse_duration(model.timeout or config.defaults.timeout).total_seconds()),
-            "active": int(model.active),
-            "repository": model.repository,
-            "targets": json.dumps(targets.model_dump(exclude_none=True) if selector else targets),
-            "target_kind": "selector" if selector else "list" if isinstance(targets, list) else targets,
-            "target_type": selector.type if selector else None,
-            "target_owner": selector.owner if selector else None,
-            "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
-            "target_max_priority": selector.max_priority if selector else None,
-        }
-    record["digest"] = hashlib.sha256(_to_sorted_json(record).encode()).hexdigest()[:32]
+        assert isinstance(loaded.model, Check)
+        record = _check_record(loaded.model, config)
     record["path"] = loaded.path
     record["error"] = None
     return record
 
+
+def _service_record(model: Service) -> dict:
+    """A service's record without its path; module-level, so that a forked reader can make it."""
+    record = {
+        "slug": model.identity,
+        "name": model.name,
+        "priority": model.priority,
+        "type": model.type,
+        "description": model.description,
+        "owner": model.owner,
+        "repository": model.repository,
+        "active": int(model.active),
+        "tags": _to_json(model.tags) if model.tags else "[]",
+        "dependencies": _to_json(model.dependencies) if model.dependencies else "[]",
+        "meta": _to_sorted_json(model.meta),
+    }
+    record["digest"] = _digest(record)
+    return record
+
+
+def _check_record(model: Check, config: CatalogConfig) -> dict:
+    targets = model.services
+    selector = targets if not isinstance(targets, (str, list)) else None
+    record = {
+        "slug": model.identity,
+        "name": model.name,
+        "description": model.description,
+        "frequency": None if model.schedule else (model.frequency or config.defaults.frequency),
+        "schedule": model.schedule,
+        "timeout_seconds": int(parse_duration(model.timeout or config.defaults.timeout).total_seconds()),
+        "active": int(model.active),
+        "repository": model.repository,
+        "targets": json.dumps(targets.model_dump(exclude_none=True) if selector else targets),
+        "target_kind": "selector" if selector else "list" if isinstance(targets, list) else targets,
+        "target_type": selector.type if selector else None,
+        "target_owner": selector.owner if selector else None,
+        "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
+        "target_max_priority": selector.max_priority if selector else None,
+    }
+    record["digest"] = _digest(record)
+    return record
+
+
+def _digest(record: dict) -> str:
+    """What tells an update from an unchanged definition: a hash of the fields, not of the bytes."""
+    return hashlib.sha256(_to_sorted_json(record).encode()).hexdigest()[:32]

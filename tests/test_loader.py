@@ -215,13 +215,20 @@ def test_bad_file_through_sync_loses_nothing(tmp_path, store, case):
 
 
 def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_dir):
+    from reconciler.reconcile import _service_record
+
     (example_dir / "services" / "broken.yaml").write_text("name: Broken\npriority: 12\nownr: me\n")
     (example_dir / "services" / "syntax.yaml").write_bytes(b"name: [\n")
     (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     paths = list_catalog_files(example_dir)
-    serial = read_files(example_dir, paths, parallel_from=10**9)
-    forked = _read_in_two_processes(example_dir, paths)
-    assert [f.path for f in forked] == paths
-    assert [(f.path, f.kind, f.digest, f.model) for f in forked] == [(f.path, f.kind, f.digest, f.model) for f in serial]
-    assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
-    assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
+    for summarize in (None, _service_record):
+        serial = read_files(example_dir, paths, summarize=summarize, parallel_from=10**9)
+        forked = _read_in_two_processes(example_dir, paths, summarize)
+        assert [f.path for f in forked] == paths
+        assert [(f.path, f.kind, f.digest, f.ok, f.summary) for f in forked] == \
+               [(f.path, f.kind, f.digest, f.ok, f.summary) for f in serial]
+        # a summarized service may come without its model; everything else has it
+        assert [f.model for f in forked if f.summary is None] == [f.model for f in serial if f.summary is None]
+        assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
+        assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
+    assert sum(f.summary is not None for f in forked) == 11  # the example's services, each summarized once

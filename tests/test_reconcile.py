@@ -219,3 +219,40 @@ def subprocess_git(cwd, *args):
     import subprocess
 
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_a_catalog_big_enough_for_two_readers_syncs_as_one_reader_does(tmp_path, monkeypatch):
+    """A fresh `catalog sync` process reads 2,100 files in two processes; in-process, one reads them."""
+    import os
+    import subprocess
+    import sys
+
+    from reconciler import loader
+    from reconciler.store import Store
+
+    root = tmp_path / "big"
+    services = [{"name": f"Svc {n}", "slug": f"svc-{n:04d}", "priority": n % 10 + 1, "owner": f"team-{n % 7}",
+                 "tags": ["bench"] if n % 3 else [], "dependencies": [f"svc-{n % 5:04d}"] if n > 4 else []}
+                for n in range(2_100)]
+    services[1500]["priority"] = 42  # a bad file on the worker's side, and one on this side
+    services[10]["ownr"] = "typo"
+    write_catalog(root, services, [{"name": "Owned", "slug": "owned", "frequency": "daily", "services": "all"}])
+    assert len(loader.list_catalog_files(root)) >= loader.PARALLEL_FROM
+
+    env = {**os.environ, "CATALOG_HOME": str(tmp_path / "forked"), "CATALOG_REPO": str(root)}
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "sync"], env=env, capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr  # applied, with file errors
+    monkeypatch.setattr(loader, "PARALLEL_FROM", 10**9)
+    serial = Store(tmp_path / "serial.db")
+    sync_directory(serial, root)
+
+    forked = Store(tmp_path / "forked" / "catalog.db")
+    columns = "slug, name, priority, type, owner, tags, dependencies, meta, path, digest, error, removed_at"
+    for sql in (f"SELECT {columns} FROM services ORDER BY slug", "SELECT * FROM checks ORDER BY slug",
+                "SELECT * FROM catalog_files ORDER BY path"):
+        rows = [{k: v for k, v in row.items() if k not in ("id", "created_at", "updated_at")}
+                for row in forked.connection.execute(sql)]
+        assert rows == [{k: v for k, v in row.items() if k not in ("id", "created_at", "updated_at")}
+                        for row in serial.connection.execute(sql)]
+    errors = sorted(row["path"] for row in serial.connection.execute("SELECT path FROM catalog_files WHERE error IS NOT NULL"))
+    assert errors == ["services/svc-0010.yaml", "services/svc-1500.yaml"]
