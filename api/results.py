@@ -9,9 +9,12 @@ from datetime import datetime, timezone
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
+import msgspec
+
 from litestar import Controller, MediaType, Request
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
+from litestar.types import ASGIApp
 
 from api.auth import SECURITY, requires_read, requires_scope
 from api.body import read_fields
@@ -23,6 +26,7 @@ from api.models import (
     ResultPage,
     error_responses,
 )
+from api.responses import JSONBytes, ok
 from api.routing import get, patch
 from reconciler.clock import format_time
 from reconciler.errors import InvalidInput
@@ -164,12 +168,13 @@ class ResultController(Controller):
             "(at most 64 KiB) and `url`. A pending or sent result becomes completed; any other answers 409."
         ),
         operation_class=AnswerOperation,
-        responses=error_responses(401, 403, 404, 409, 413, 415, 422),
+        responses={**ok(ResultOut), **error_responses(401, 403, 404, 409, 413, 415, 422)},
         media_type=MediaType.JSON,
     )
-    async def complete_result(self, request: Request, state: State, result_id: FromPath[int]) -> ResultOut:
+    async def complete_result(self, request: Request, state: State, result_id: FromPath[int]) -> ASGIApp:
         result, message, url = parse_answer(await read_fields(request, ANSWER_FIELDS))
-        return await state.answers.answer((result_id, result, message, url, state.clock.now()))
+        row = await state.answers.answer((result_id, result, message, url, state.clock.now()))
+        return JSONBytes(msgspec.json.encode(row))  # the hot write: no Response object (api.responses)
 
     @get("/", guards=[requires_read], summary="Results, newest first, filtered; follow `next` for more",
          responses=error_responses(401, 403, 422), sync_to_thread=True)
