@@ -20,13 +20,20 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 _PLAIN_SCALAR_TAGS: dict[str, str] = {}  # plain scalar -> resolved tag; keys and enum values repeat a lot
 
 
+# The first characters an implicitly typed plain scalar (int, float, bool, null, ...) can start with;
+# any other plain scalar is text, as the base resolver would find after trying no pattern at all.
+# Most scalars of a catalog (names, slugs, owners, links) are unique: no memo helps with them.
+_TYPED_FIRST_CHARACTERS = frozenset(_SafeLoader.yaml_implicit_resolvers)
+assert None not in _TYPED_FIRST_CHARACTERS  # a wildcard resolver would have to see every scalar
+
+
 class _YamlLoader(_SafeLoader):  # type: ignore[valid-type, misc]
     """The safe loader, with tag resolution memoised (it runs in Python for every node)."""
 
     def resolve(self, kind, value, implicit, _scalar=yaml.ScalarNode, _tags=_PLAIN_SCALAR_TAGS):  # type: ignore[no-untyped-def]
         if kind is _scalar:
-            if not implicit[0]:
-                return "tag:yaml.org,2002:str"  # quoted: always a string (no path resolvers here)
+            if not implicit[0] or value[:1] not in _TYPED_FIRST_CHARACTERS:
+                return "tag:yaml.org,2002:str"  # quoted, or no implicit type starts so: text
             tag = _tags.get(value)
             if tag is None:
                 tag = super().resolve(kind, value, implicit)

@@ -232,3 +232,20 @@ def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_d
         assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
         assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
     assert sum(f.summary is not None for f in forked) == 11  # the example's services, each summarized once
+
+
+def test_tag_resolution_shortcut_agrees_with_pyyaml_for_every_plain_scalar_shape():
+    import string
+
+    import yaml
+
+    from reconciler.yamlparse import _YamlLoader
+
+    words = ["yes", "No", "ON", "off", "y", "n", "true", "False", "null", "Null", "~", "", "1e3", "0x1F", "0o17",
+             "017", "1_000", "2026-01-05", "2026-01-05 12:00:00", ".inf", "-.Inf", ".nan", "<<", "=", "!", "&", "*",
+             "12:30", "190:20:30", "+1", "-", "Service 00042", "team-38", "https://x.example", "#svc", "@me", "%x"]
+    words += [c for c in string.printable] + [c + "x" for c in string.printable] + ["\u00e9t\u00e9", "\u4e2d"]
+    ours, theirs = _YamlLoader(""), yaml.SafeLoader("")
+    for word in words:
+        for implicit in ((True, False), (False, True)):
+            assert ours.resolve(yaml.ScalarNode, word, implicit) == theirs.resolve(yaml.ScalarNode, word, implicit), word
