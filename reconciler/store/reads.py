@@ -76,7 +76,6 @@ class ReadQueries:
         counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
         return f'{service[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
 
-
     def list_checks(self, *, include_removed: bool = False) -> list[dict]:
         sql = "SELECT * FROM checks" + ("" if include_removed else " WHERE removed_at IS NULL") + " ORDER BY slug"
         return [_decode_check_row(row) for row in self.connection.execute(sql)]
