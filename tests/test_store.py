@@ -64,6 +64,30 @@ def test_a_store_made_by_the_first_release_is_upgraded_with_its_results(tmp_path
     assert [row["result_id"] for row in runs] == [orgwide["id"]]
 
 
+def test_results_of_a_first_release_store_are_not_due_again_after_the_upgrade(tmp_path, example_dir, monkeypatch):
+    """Migration 2 builds dispatch_pairs from the history: a pair answered an hour ago is not due."""
+    from datetime import timedelta
+
+    from conftest import sync_directory
+    from reconciler.schedule import due_pairs
+    from reconciler.store import database
+
+    path = tmp_path / "catalog.db"
+    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS[:1])
+    old = Store(path)
+    sync_directory(old, example_dir)
+    check, service = _ids(old)
+    answered = old.create_result(check, service, now=NOW)
+    old.complete_result(answered["id"], "pass", now=NOW)
+    old.close()
+    monkeypatch.undo()
+
+    store = Store(path)
+    due = due_pairs(store, NOW + timedelta(minutes=30))  # has-owner runs hourly
+    assert (check, service) not in due
+    assert (check, store.service_index()["users-api"]["id"]) in due
+
+
 def test_store_uses_wal(store):
     assert store.connection.execute("PRAGMA journal_mode").fetchone()["journal_mode"] == "wal"
 

@@ -208,10 +208,9 @@ MIGRATIONS: list[tuple[int, str]] = [
             finished_at TEXT NOT NULL,
             PRIMARY KEY (check_id, service_key)
         ) WITHOUT ROWID;
-        -- Covering: the dashboard's totals and the matrix's per-page read (every column) use it
-        -- without touching the table.
+        -- Covering: the dashboard's totals read it without touching the table.
         CREATE INDEX IF NOT EXISTS latest_results_by_service
-            ON latest_results (service_key, check_id, status, result, created_at, result_id, finished_at);
+            ON latest_results (service_key, check_id, status, result, created_at);
         CREATE TRIGGER IF NOT EXISTS latest_results_on_finish AFTER UPDATE OF finished_at ON results
         WHEN NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL
         BEGIN
@@ -236,43 +235,31 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         CREATE INDEX IF NOT EXISTS results_by_check ON results (check_id, id);
 
-        -- API: the newest result of ANY status (open ones too) of each (check, service) pair, with the
-        -- fields GET /api/services/{slug} answers, kept by triggers. Keyed by service first, so one
-        -- service's rows sit side by side: one short range read instead of a search per check.
-        CREATE TABLE IF NOT EXISTS latest_runs (
-            service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
-            check_id    INTEGER NOT NULL,
-            result_id   INTEGER NOT NULL,
-            status      TEXT NOT NULL,
-            result      TEXT NOT NULL,
-            url         TEXT,
-            created_at  TEXT NOT NULL,
-            sent_at     TEXT,
-            finished_at TEXT,
-            PRIMARY KEY (service_key, check_id)
-        ) WITHOUT ROWID;
-        CREATE TRIGGER IF NOT EXISTS latest_runs_on_insert AFTER INSERT ON results
-        BEGIN
-            INSERT INTO latest_runs (service_key, check_id, result_id, status, result, url, created_at, sent_at, finished_at)
-            VALUES (coalesce(NEW.service_id, 0), NEW.check_id, NEW.id, NEW.status, NEW.result, NEW.url,
-                    NEW.created_at, NEW.sent_at, NEW.finished_at)
-            ON CONFLICT (service_key, check_id) DO UPDATE SET
-                result_id = excluded.result_id, status = excluded.status, result = excluded.result,
-                url = excluded.url, created_at = excluded.created_at, sent_at = excluded.sent_at,
-                finished_at = excluded.finished_at
-            WHERE excluded.result_id > latest_runs.result_id;
-        END;
-        -- One primary-key update per status change, and only when the result is its pair's newest.
-        CREATE TRIGGER IF NOT EXISTS latest_runs_on_update AFTER UPDATE OF status, result, url, sent_at, finished_at ON results
-        BEGIN
-            UPDATE latest_runs SET status = NEW.status, result = NEW.result, url = NEW.url,
-                sent_at = NEW.sent_at, finished_at = NEW.finished_at
-            WHERE service_key = coalesce(NEW.service_id, 0) AND check_id = NEW.check_id AND result_id = NEW.id;
-        END;
-        INSERT INTO latest_runs (service_key, check_id, result_id, status, result, url, created_at, sent_at, finished_at)
-        SELECT coalesce(service_id, 0), check_id, id, status, result, url, created_at, sent_at, finished_at
-        FROM results WHERE id IN (SELECT max(id) FROM results GROUP BY check_id, service_id)
-        ON CONFLICT (service_key, check_id) DO NOTHING;
+        -- Dispatch: when each (check, service) pair last ran, in one index seek (due computation).
+        CREATE INDEX IF NOT EXISTS results_by_pair_created ON results (check_id, service_id, created_at);
+        -- Dispatch: a lease and a backoff per pending result, so that two schedulers (or the API's
+        -- run-check and the scheduler) never send one result at once, and a crash is retried later.
+        CREATE TABLE IF NOT EXISTS dispatch_attempts (
+            result_id  INTEGER PRIMARY KEY REFERENCES results(id),
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT NOT NULL,                 -- nobody sends it again before this time
+            holder     TEXT,                          -- the scheduler pass that holds the lease
+            last_error TEXT                           -- the last transient failure, for `status`
+        );
+        """,
+    ),
+    (
+        2,
+        """
+        -- Version 1 landed in two shapes: the first build's, and a later one's to which (before the
+        -- rule above) these tables and indexes had been added in place. Every statement up to
+        -- latest_runs is idempotent, so both shapes end here with one schema.
+        DROP INDEX IF EXISTS results_by_pair_created;  -- the due computation reads dispatch_pairs
+        -- Covering: the dashboard's totals and the matrix's per-page read (every column) use it
+        -- without touching the table.
+        DROP INDEX IF EXISTS latest_results_by_service;
+        CREATE INDEX latest_results_by_service
+            ON latest_results (service_key, check_id, status, result, created_at, result_id, finished_at);
 
         -- Dispatch: per (check, service) pair, when its newest result was created and how many of
         -- its results are open, kept by triggers, so the due computation reads one small row per
@@ -303,23 +290,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         SELECT check_id * 4294967296 + coalesce(service_id, 0), max(created_at), sum(status IN ('pending', 'sent'))
         FROM results WHERE true GROUP BY check_id, service_id
         ON CONFLICT (pair_key) DO NOTHING;
-        -- Dispatch: a lease and a backoff per pending result, so that two schedulers (or the API's
-        -- run-check and the scheduler) never send one result at once, and a crash is retried later.
-        CREATE TABLE IF NOT EXISTS dispatch_attempts (
-            result_id  INTEGER PRIMARY KEY REFERENCES results(id),
-            attempts   INTEGER NOT NULL DEFAULT 0,
-            not_before TEXT NOT NULL,                 -- nobody sends it again before this time
-            holder     TEXT,                          -- the scheduler pass that holds the lease
-            last_error TEXT                           -- the last transient failure, for `status`
-        );
+
         -- Leases still held: what a restart checks for a dead predecessor's, without a full scan.
         CREATE INDEX IF NOT EXISTS dispatch_leases ON dispatch_attempts (not_before) WHERE holder IS NOT NULL;
-        """,
-    ),
-    (
-        2,
-        """
-        -- latest_runs again (derived data, rebuilt from results), now keyed by check slug, so one
+
+        -- latest_runs (derived data, rebuilt from results), now keyed by check slug, so one
         -- service's rows come out in the order the API lists them (no sort), and carrying each
         -- row's JSON, so GET /api/services/{slug} joins ready text instead of building 50 objects
         -- per request. A check's slug never changes for its id, so copying it here is safe.
