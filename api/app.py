@@ -62,7 +62,6 @@ def create_app(
         "clock": clock,
         "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
         "check_runner": check_runner or default_check_runner(store, settings, clock),
-        "writer": writer,
         "answers": AnswerWriter(store, writer),
     })
     return Litestar(
@@ -92,7 +91,7 @@ def create_app(
                 ),
             }),
         ),
-        on_shutdown=[lambda app: app.state.writer.shutdown(wait=True)],
+        on_shutdown=[lambda app: writer.shutdown(wait=True)],
         logging_config=None,
         debug=False,
     )
@@ -145,7 +144,7 @@ def default_check_runner(store: Store, settings: Settings, clock: Clock) -> Chec
         from reconciler.dispatch import dispatcher_from_settings
         from reconciler.schedule import run_check
 
-        dispatcher = dispatcher_from_settings(settings, store)
+        dispatcher = dispatcher_from_settings(settings)
         return run_check(store, dispatcher, check_slug, service_slug, settings=settings, clock=clock)
 
     return run

@@ -172,10 +172,10 @@ SUMMARY_SECONDS = 5
 _summaries: weakref.WeakKeyDictionary[Store, dict] = weakref.WeakKeyDictionary()
 
 
-def cached_summary(store: Store, key: tuple, now: datetime, compute: Any) -> tuple[Any, datetime]:
-    """`compute()` and the time it describes, reused while the data version and `key` match and it is fresh."""
+def cached_summary(store: Store, version: tuple, key: tuple, now: datetime, compute: Any) -> tuple[Any, datetime]:
+    """`compute()` and the time it describes, reused while the data `version` (`store.dashboard_version()`,
+    read once per page) and `key` match and it is fresh."""
     entries = _summaries.setdefault(store, {})
-    version = store.dashboard_version()
     hit = entries.get(key)
     if hit is not None and hit[0] == version and timedelta(0) <= now - hit[1] < timedelta(seconds=SUMMARY_SECONDS):
         return hit[2], hit[1]
@@ -186,13 +186,14 @@ def cached_summary(store: Store, key: tuple, now: datetime, compute: Any) -> tup
     return value, now
 
 
-def facets(store: Store, now: datetime) -> dict[str, list[str]]:
+def facets(store: Store, version: tuple, now: datetime) -> dict[str, list[str]]:
     """The owners, types and tags in use (the filters' choices), through the summary cache."""
-    return cached_summary(store, ("facets",), now, store.dashboard_facets)[0]
+    return cached_summary(store, version, ("facets",), now, store.dashboard_facets)[0]
 
 
 def matrix(
-    store: Store, now: datetime, *, owner: str | None, type: str | None, tag: str | None, page: int, per_page: int
+    store: Store, version: tuple, now: datetime, *,
+    owner: str | None, type: str | None, tag: str | None, page: int, per_page: int,
 ) -> dict[str, Any]:
     """Services (rows, one page of them) against checks aimed at services (columns); totals over all rows."""
     # Only the shown page of services is read; the count and the totals are aggregates in SQL.
@@ -223,7 +224,7 @@ def matrix(
                 {"check": check, "cell": cell(latest.get(pair), running.get(pair), cutoffs[check["id"]], True)}
             )
     totals, totals_as_of = cached_summary(
-        store, ("totals", owner, type, tag), now,
+        store, version, ("totals", owner, type, tag), now,
         lambda: store.dashboard_summary(cutoffs, owner=owner, type=type, tag=tag),
     )
     return {

@@ -79,16 +79,17 @@ def show_dashboard(
     page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1,
 ) -> Template:
     store, now = state.store, _now(state)
-    grid = dashboard.matrix(store, now, owner=owner or None, type=type or None, tag=tag or None,
+    version = store.dashboard_version()  # (sync run, newest result, open results): read once per page
+    grid = dashboard.matrix(store, version, now, owner=owner or None, type=type or None, tag=tag or None,
                             page=page, per_page=MATRIX_PAGE_SIZE)
-    last_sync = store.dashboard_last_sync()
+    last_sync = store.last_sync_run()
     return _page(
         request, "dashboard.html", title="Dashboard",
         grid=grid, rows=grid["rows"], page=grid["page"], pages=grid["pages"], service_count=grid["service_count"],
-        facets=dashboard.facets(store, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
+        facets=dashboard.facets(store, version, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
         page_link=lambda n: _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
-        open_count=store.dashboard_open_count(), file_errors=store.catalog_file_errors(),
+        open_count=version[2], file_errors=store.catalog_file_errors(),
     )
 
 

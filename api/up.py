@@ -113,7 +113,7 @@ class Loops:
         self.store, self.settings, self.clock = store, settings, clock
         self.source = source_from_settings(settings)
         self._stopping = threading.Event()
-        self.dispatcher = _StopAware(dispatcher_from_settings(settings, store, clock=clock), self._stopping)
+        self.dispatcher = _StopAware(dispatcher_from_settings(settings, clock=clock), self._stopping)
         self.intervals = intervals
         self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback")}
         self._sync_requested = threading.Event()

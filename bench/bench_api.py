@@ -200,12 +200,12 @@ def main() -> int:
         print(f"server: pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
         try:
             per_thread = len(ids) // 2
-            open_before = Store(home / "catalog.db").dashboard_open_count()
+            open_before = Store(home / "catalog.db").dashboard_version()[2]
             cpu = cpu_seconds(server.pid)
             patch = run_wrk(PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread))
                             .replace("TOKEN", writer), base, duration=args.duration, connections=args.connections)
             patch["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(patch["requests"], 1) * 1e6
-            done = open_before - Store(home / "catalog.db").dashboard_open_count()
+            done = open_before - Store(home / "catalog.db").dashboard_version()[2]
             print(f"PATCH /api/results/{{id}}/ (distinct pending, form body): {patch['rps']:,.0f} req/s, "
                   f"p50 {patch['p50_us'] / 1000:.1f} ms, p99 {patch['p99_us'] / 1000:.1f} ms, "
                   f"non-2xx {patch['status_errors']}, socket errors {patch['socket_errors']}, "

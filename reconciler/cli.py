@@ -237,6 +237,8 @@ def _print_file_errors(errors: list) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .writeback import FINDINGS_KEY
+
     store = open_store(settings_from(args))
     runs = store.sync_runs(limit=1)
     status = {
@@ -245,7 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "last_run": runs[0] if runs else None,
         "counts": store.catalog_counts(),
         "file_errors": [row["error"] for row in store.catalog_file_errors()],
-        "writeback_tampering": store.get_state("writeback_findings", []),
+        "writeback_tampering": store.get_state(FINDINGS_KEY, []),
     }
     if args.json:
         print(json.dumps(status, indent=2))
@@ -296,7 +298,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         print(f"{len(pairs)} due, {len(expiring)} would time out (at {format_time(now)}); nothing sent", file=sys.stderr)
         return 0
     _log_to_stderr()
-    report = run_pass(store, dispatcher_from_settings(settings, store, clock=clock), settings=settings, clock=clock)
+    report = run_pass(store, dispatcher_from_settings(settings, clock=clock), settings=settings, clock=clock)
     _print_outcomes(store, report)
     print(f"dispatch: {report}", file=sys.stderr)
     return EXIT_ERROR if report.failed else 0
@@ -313,7 +315,7 @@ def cmd_run_check(args: argparse.Namespace) -> int:
     clock = Clock()
     _log_to_stderr()
     rows = run_check(
-        store, dispatcher_from_settings(settings, store, clock=clock), args.slug, args.service,
+        store, dispatcher_from_settings(settings, clock=clock), args.slug, args.service,
         settings=settings, clock=clock,
     )
     for row in rows:

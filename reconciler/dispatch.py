@@ -38,15 +38,11 @@ LOCAL_TOKEN_FILE = "local-dispatcher.token"
 
 
 class Dispatcher(Protocol):
-    name: str
-
     def send(self, payload: Payload) -> None: ...
 
 
 class GitHubDispatcher:
     """POST {api}/repos/{owner}/{repo}/dispatches, one at a time, paced, honouring rate limits."""
-
-    name = "github"
 
     def __init__(
         self,
@@ -163,8 +159,6 @@ class GitHubDispatcher:
 class LocalDispatcher:
     """Runs DIR/<check-slug> with the environment a GitHub Action gives it: PAYLOAD and SERVICE_CATALOG_TOKEN."""
 
-    name = "local"
-
     def __init__(self, directory: str | Path, token: str = "", *, time_limit: float = DEFAULT_LOCAL_TIME_LIMIT):
         self.directory = Path(directory).resolve()
         if not self.directory.is_dir():
@@ -208,8 +202,6 @@ class LocalDispatcher:
 class LogDispatcher:
     """Prints what would be sent, one JSON line per dispatch (with `data` decoded); counts as sent."""
 
-    name = "log"
-
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream
 
@@ -223,7 +215,7 @@ class LogDispatcher:
         print(json.dumps(line, sort_keys=True), file=self.stream or sys.stdout, flush=True)
 
 
-def dispatcher_from_settings(settings: Settings, store=None, *, clock: Clock | None = None) -> Dispatcher:
+def dispatcher_from_settings(settings: Settings, *, clock: Clock | None = None) -> Dispatcher:
     """`github` (needs CATALOG_GITHUB_TOKEN), `local:DIR` or `log`; ConfigError for anything else."""
     kind = settings.dispatcher
     if kind == "log":

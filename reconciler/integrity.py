@@ -95,16 +95,13 @@ def find_integrity_errors(
             CatalogIntegrityError(where, message, Location(other) if other else None)
         )
 
-    owners: dict[tuple[str, str], list[str]] = {}
-    if focus is None:
-        for path, key in sorted(entities.defines.items()):
-            owners.setdefault(key, []).append(path)
-    else:
+    owners: dict[tuple[str, str], list[str]] = {}  # in path order: the first path of each key decides
+    defined = entities.defines.items()
+    if focus is not None:
         keys = {entities.defines[path] for path in focus.paths if path in entities.defines}
-        for path, key in entities.defines.items():
-            if key in keys:
-                owners.setdefault(key, []).append(path)
-        owners = {key: sorted(paths) for key, paths in sorted(owners.items(), key=lambda item: min(item[1]))}
+        defined = [(path, key) for path, key in defined if key in keys]
+    for path, key in sorted(defined):
+        owners.setdefault(key, []).append(path)
     for (kind, slug), paths in owners.items():
         if len(paths) < 2:
             continue

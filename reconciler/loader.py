@@ -86,7 +86,7 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
 
 def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -> LoadedFile:
     """Read, parse and validate one catalog file; never raises for what is in the file."""
-    loaded, value, node = _parse_file(root, relative_path, _jail or _Jail(root))
+    loaded, value, node = _parse_file(relative_path, _jail or _Jail(root))
     if not loaded.errors:
         try:
             loaded.model = _validate(value, node, relative_path, loaded.kind)
@@ -95,7 +95,7 @@ def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -
     return loaded
 
 
-def _parse_file(root: Path, relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
+def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
     """The file read and parsed to plain values (and its nodes, for error lines); errors in `loaded`."""
     loaded = LoadedFile(relative_path, kind_of(relative_path) or "service", "")
     try:
@@ -155,7 +155,7 @@ def _parse_chunk(root: Path, paths: list[str], summarize: Summarize | None) -> l
     jail = _Jail(root)
     parsed = []
     for path in paths:
-        loaded, value, _ = _parse_file(root, path, jail)
+        loaded, value, _ = _parse_file(path, jail)
         if summarize is not None and loaded.kind == "service" and not loaded.errors:
             try:
                 loaded.summary = summarize(Service.model_validate(value))

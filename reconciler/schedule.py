@@ -356,16 +356,8 @@ class Scheduler:
                 signal.signal(signum, handler)
             log.info("scheduler stopped")
 
-    def run_pending(self) -> None:
-        """Run the jobs that are due now, once (for tests and for callers with their own loop)."""
-        self._jobs.run_pending()
-
     def stop(self) -> None:
         self._stopping.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopping.is_set()
 
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():

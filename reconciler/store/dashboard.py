@@ -226,14 +226,3 @@ class DashboardQueries:
         ).fetchone()
         return row["sync_run"] or 0, row["result"] or 0, row["open"]
 
-    def dashboard_open_count(self) -> int:
-        return self.connection.execute(
-            "SELECT count(*) AS n FROM results WHERE status IN ('pending', 'sent')"
-        ).fetchone()["n"]
-
-    def dashboard_last_sync(self) -> dict | None:
-        """The newest sync run, errors decoded, or None before the first sync."""
-        row = self.connection.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
-        if row is not None:
-            row["errors"] = json.loads(row["errors"])
-        return row
