@@ -16,6 +16,8 @@ import sys
 import time
 from typing import TextIO
 
+from litestar.types import Message, Scope
+
 
 class AccessLog:
     def __init__(self, stream: TextIO | None = None):
@@ -30,15 +32,26 @@ class AccessLog:
         if second != self._second:  # strftime once a second, not once a request
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         took = "" if took_ms is None else f" {took_ms:.1f}ms"
-        line = f"{self._stamp},{int((now - second) * 1000):03d} INFO catalog.access: {method} {path} {status} {caller}{took}\n"
-        if not self._lines:
+        self._lines.append(
+            f"{self._stamp},{int((now - second) * 1000):03d} INFO catalog.access: {method} {path} {status} {caller}{took}\n"
+        )
+        if len(self._lines) == 1:  # the first line of this turn of the loop: write them all at its end
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no event loop: write at once
-                self._lines.append(line)
                 self.flush()
-                return
-        self._lines.append(line)
+
+    async def before_send(self, message: Message, scope: Scope) -> None:
+        """Litestar's before-send hook: it sees every response, unknown routes and errors included.
+        The time taken counts from `api.auth.AuthMiddleware`, which stamps each routed request."""
+        if message["type"] == "http.response.start":
+            scope.setdefault("state", {})["access_status"] = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            state = scope.get("state", {})
+            started = state.get("started_at")
+            who = getattr(scope.get("user"), "name", None) or "-"
+            self.record(scope.get("method"), scope.get("path"), state.get("access_status", "-"), who,
+                        None if started is None else 1000 * (time.perf_counter() - started))
 
     def flush(self) -> None:
         lines, self._lines = self._lines, []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -14,7 +13,6 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import Message, Scope
 
 from api.access import AccessLog
 from api.actions import ActionController, SyncController, webhook_github
@@ -72,7 +70,7 @@ def create_app(
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[_access_logger(access_log)] if access_log else [],
+        before_send=[access_log.before_send] if access_log else [],
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
         openapi_config=OpenAPIConfig(
@@ -95,22 +93,6 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-
-
-def _access_logger(access_log: AccessLog):
-    """A before-send hook: sees every response, unknown routes and errors included."""
-
-    async def log_access(message: Message, scope: Scope) -> None:
-        if message["type"] == "http.response.start":
-            scope.setdefault("state", {})["access_status"] = message["status"]
-        elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            state = scope.get("state", {})
-            started = state.get("started_at")
-            who = getattr(scope.get("user"), "name", None) or "-"
-            access_log.record(scope.get("method"), scope.get("path"), state.get("access_status", "-"), who,
-                              None if started is None else 1000 * (time.perf_counter() - started))
-
-    return log_access
 
 
 def default_sync_trigger(store: Store, settings: Settings) -> SyncTrigger:

@@ -87,7 +87,7 @@ def show_dashboard(
         request, "dashboard.html", title="Dashboard",
         grid=grid, rows=grid["rows"], page=grid["page"], pages=grid["pages"], service_count=grid["service_count"],
         facets=dashboard.facets(store, version, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
-        page_link=lambda n: _query(owner=owner, type=type, tag=tag, page=n),
+        page_link=lambda n: "/" + _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
         open_count=version[2], file_errors=store.catalog_file_errors(),
     )
@@ -145,7 +145,7 @@ def show_check(
         timeout=dashboard.age_span(check["timeout_seconds"]), services=services, rates=rates,
         rate_days=sum(1 for r in rates if r["rate"] is not None),
         page=page, pages=pages, service_count=len(listed), first=(page - 1) * CHECK_PAGE_SIZE + 1,
-        page_link=lambda n: _query(page=n),
+        page_link=lambda n: f"/checks/{check['slug']}" + _query(page=n),
     )
 
 

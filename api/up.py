@@ -135,7 +135,9 @@ class Loops:
 
     def dispatch(self) -> None:
         self._dispatch_requested.clear()
-        run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)  # logs its own report
+        report = run_pass(self.store, self.dispatcher, settings=self.settings, clock=self.clock)
+        if report.created or report.expired or report.retried or report.failed:  # idle passes say nothing
+            log.info("dispatch pass: %s", report)
 
     def writeback(self) -> None:
         report = writeback_pass(self.store, self.settings, push=True, clock=self.clock)

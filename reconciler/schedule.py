@@ -157,8 +157,6 @@ def run_pass(
     )
     report.retried = [row["id"] for row in retries]
     _send_all(store, dispatcher, created + retries, {c["id"]: c for c in checks}, settings, clock, holder, report)
-    if report.created or report.expired or report.retried or report.failed:
-        log.info("dispatch pass: %s", report)
     return report
 
 
