@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.machine import describe, probe  # noqa: E402
+from bench.machine import cpu_seconds, describe, probe  # noqa: E402
+from conftest import write_catalog  # noqa: E402
 from reconciler.clock import Clock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
@@ -75,17 +76,15 @@ end
 
 
 def build_catalog(root: Path, services: int, checks: int) -> None:
-    (root / "services").mkdir(parents=True)
-    (root / "checks").mkdir()
     types = ("web", "worker", "db", "batch")
-    for n in range(1, services + 1):
-        service = {"name": f"Service {n:05d}", "slug": f"service-{n:05d}", "priority": n % 10 + 1,
-                   "type": types[n % 4], "owner": f"team-{n % 40}", "tags": [f"tier-{n % 3}", "bench"],
-                   "meta": {"slack_channel": f"#svc-{n}"}}
-        (root / "services" / f"service-{n:05d}.yaml").write_text(yaml.safe_dump(service))
-    for n in range(1, checks + 1):
-        check = {"name": f"Check {n:02d}", "slug": f"check-{n:02d}", "frequency": "daily", "services": "all"}
-        (root / "checks" / f"check-{n:02d}.yaml").write_text(yaml.safe_dump(check))
+    write_catalog(
+        root,
+        [{"name": f"Service {n:05d}", "slug": f"service-{n:05d}", "priority": n % 10 + 1, "type": types[n % 4],
+          "owner": f"team-{n % 40}", "tags": [f"tier-{n % 3}", "bench"], "meta": {"slack_channel": f"#svc-{n}"}}
+         for n in range(1, services + 1)],
+        [{"name": f"Check {n:02d}", "slug": f"check-{n:02d}", "frequency": "daily", "services": "all"}
+         for n in range(1, checks + 1)],
+    )
 
 
 def fill_results(store: Store, *, pending: int) -> range:
@@ -112,7 +111,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_wrk(script: str, url: str, *, duration: int, connections: int) -> dict:
+def run_wrk(script: str, url: str, *, duration: int, connections: int, pid: int) -> dict:
+    """wrk's figures, and the server's (`pid`) CPU per request over the run as `cpu_us`."""
+    cpu = cpu_seconds(pid)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + DONE_LUA)
     output = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", handle.name, url],
@@ -122,13 +123,8 @@ def run_wrk(script: str, url: str, *, duration: int, connections: int) -> dict:
     figures = dict(item.split("=") for item in line.split()[1:])
     figures = {key: int(value) for key, value in figures.items()}
     figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    figures["cpu_us"] = (cpu_seconds(pid) - cpu) / max(figures["requests"], 1) * 1e6
     return figures
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far: CPU per request is steadier than req/s on a busy machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -201,10 +197,9 @@ def main() -> int:
         try:
             per_thread = len(ids) // 2
             open_before = Store(home / "catalog.db").dashboard_version()[2]
-            cpu = cpu_seconds(server.pid)
+            load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
             patch = run_wrk(PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread))
-                            .replace("TOKEN", writer), base, duration=args.duration, connections=args.connections)
-            patch["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(patch["requests"], 1) * 1e6
+                            .replace("TOKEN", writer), base, **load)
             done = open_before - Store(home / "catalog.db").dashboard_version()[2]
             print(f"PATCH /api/results/{{id}}/ (distinct pending, form body): {patch['rps']:,.0f} req/s, "
                   f"p50 {patch['p50_us'] / 1000:.1f} ms, p99 {patch['p99_us'] / 1000:.1f} ms, "
@@ -212,19 +207,15 @@ def main() -> int:
                   f"server CPU {patch['cpu_us']:.0f} us/request  "
                   f"[target >= 2,000 req/s, p99 <= 25 ms]")
             print(f"  results completed by the run (from the store): {done:,} of {patch['requests']:,} requests")
-            cpu = cpu_seconds(server.pid)
-            get = run_wrk(GET_LUA.replace("SERVICES", str(args.services)).replace("TOKEN", reader),
-                          base, duration=args.duration, connections=args.connections)
-            get["cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(get["requests"], 1) * 1e6
+            get = run_wrk(GET_LUA.replace("SERVICES", str(args.services)).replace("TOKEN", reader), base, **load)
             print(f"GET /api/services/{{slug}} ({args.services} services x {args.checks} checks): {get['rps']:,.0f} req/s, "
                   f"p50 {get['p50_us'] / 1000:.1f} ms, p99 {get['p99_us'] / 1000:.1f} ms, "
                   f"non-2xx {get['status_errors']}, socket errors {get['socket_errors']}, "
                   f"server CPU {get['cpu_us']:.0f} us/request  [target >= 3,000 req/s]")
-            cpu = cpu_seconds(server.pid)
-            health = run_wrk('', base + "/healthz", duration=args.duration, connections=args.connections)
+            health = run_wrk('', base + "/healthz", **load)
             print(f"GET /healthz (the reference: the framework alone under today's machine load): "
                   f"{health['rps']:,.0f} req/s, p99 {health['p99_us'] / 1000:.1f} ms, "
-                  f"server CPU {(cpu_seconds(server.pid) - cpu) / max(health['requests'], 1) * 1e6:.0f} us/request")
+                  f"server CPU {health['cpu_us']:.0f} us/request")
             print(f"server RSS after the runs: {rss_mb(server.pid):.0f} MB  [target <= 150 MB]")
             print(describe(probe()), "(after)")
         finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,9 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import peak_mb  # noqa: E402
 from conftest import sync_directory, write_catalog  # noqa: E402
 from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.dispatch import DEFAULT_PACING_SECONDS  # noqa: E402
@@ -137,7 +138,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         print(f"{'10,000 complete_result calls (the PATCH write), one by one':<58} {elapsed:7.3f} s"
               f"   = {elapsed / len(ids) * 1e6:.0f} µs each")
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = peak_mb()[0]
         print(f"peak RSS of this whole process (SQLite included): {rss:.0f} MB")
         per_hour = 3600 / DEFAULT_PACING_SECONDS
         print(f"GitHub pacing: one POST every {DEFAULT_PACING_SECONDS:.0f} s, one at a time = {per_hour:,.0f} dispatches/hour"

@@ -21,11 +21,12 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import yaml  # noqa: E402
 from litestar.testing import TestClient  # noqa: E402
 
 from api import dashboard  # noqa: E402
+from conftest import write_catalog  # noqa: E402
 from api.app import create_app  # noqa: E402
 from reconciler.clock import FakeClock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
@@ -37,23 +38,22 @@ OUTCOMES = ["pass"] * 14 + ["warning", "fail", "fail", "error", "skipped"]
 
 
 def build_catalog(root: Path, services: int, checks: int, rng: random.Random) -> None:
-    (root / "services").mkdir(parents=True)
-    (root / "checks").mkdir()
     owners = [f"team-{n}" for n in range(40)]
     types = ["web", "worker", "database", "batch"]
-    for n in range(services):
-        service = {
+    service_docs = [
+        {
             "name": f"Service {n:04d}", "priority": rng.randint(1, 10), "type": rng.choice(types),
             "owner": rng.choice(owners), "tags": rng.sample(["pci", "tier-1", "internal", "gdpr", "edge"], 2),
             "description": f"Service number **{n}**.",
         }
-        (root / "services" / f"service-{n:04d}.yaml").write_text(yaml.safe_dump(service))
+        for n in range(services)
+    ]
     frequencies = ["hourly", "daily", "weekly"]
-    for n in range(checks):
-        check = {"name": f"Check {n:02d}", "frequency": frequencies[n % 3], "services": "all"}
-        if n % 5 == 4:
-            check["services"] = {"max_priority": 5}
-        (root / "checks" / f"check-{n:02d}.yaml").write_text(yaml.safe_dump(check))
+    check_docs = [
+        {"name": f"Check {n:02d}", "frequency": frequencies[n % 3], "services": {"max_priority": 5} if n % 5 == 4 else "all"}
+        for n in range(checks)
+    ]
+    write_catalog(root, service_docs, check_docs)
 
 
 def record_history(store: Store, clock: FakeClock, history: int, rng: random.Random) -> int:

@@ -16,7 +16,6 @@ no-op <= 0.05 s, one-file change <= 0.2 s, peak <= 300 MB.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,17 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe, probe  # noqa: E402
+from bench.generate_catalog import git  # noqa: E402
+from bench.machine import describe, peak_mb, probe  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
 from reconciler.store import Store  # noqa: E402
-
-GIT_IDENTITY = ["-c", "user.name=Catalog Bench", "-c", "user.email=bench@example.invalid"]
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *GIT_IDENTITY, *args], cwd=root, check=True, capture_output=True)
-
 
 def timed(store: Store, source: GitSource, expect: str) -> float:
     started = time.perf_counter()
@@ -92,8 +85,7 @@ def main() -> None:
             git(origin, "commit", "--quiet", "-am", f"Edit {path.name}")
             one_file.append(timed(store, source, "applied"))
         counts = store.catalog_counts()
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        own_mb, child_mb = peak_mb()
 
     print(f"store: {counts['services']} services, {counts['checks']} checks")
     print(f"cold sync:        {statistics.median(cold):7.3f} s   (median of {len(cold)}; target <= 1.5 s)"
@@ -102,7 +94,7 @@ def main() -> None:
           f"  runs: {', '.join(f'{t:.3f}' for t in noop)}")
     print(f"one-file change:  {statistics.median(one_file):7.3f} s   (median of {len(one_file)}; target <= 0.2 s)"
           f"  runs: {', '.join(f'{t:.3f}' for t in one_file)}")
-    print(f"peak memory:      {peak_mb:7.1f} MB  (ru_maxrss of this process; target <= 300 MB)")
+    print(f"peak memory:      {own_mb:7.1f} MB  (ru_maxrss of this process; target <= 300 MB)")
     print(f"largest child:    {child_mb:7.1f} MB  (the cold sync's second reader, git, or the generator;"
           " parent + child is an upper bound)")
     print(describe(probe()), "(after)")

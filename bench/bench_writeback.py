@@ -11,7 +11,6 @@ Setup SQL (bulk results) lives here, not in the store: it only fabricates histor
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 import tempfile
@@ -19,10 +18,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench.machine import peak_mb  # noqa: E402
+from conftest import write_catalog  # noqa: E402
 from reconciler.clock import FakeClock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
@@ -35,13 +35,11 @@ CHECKS = 5
 
 
 def make_catalog(root: Path) -> None:
-    (root / "services").mkdir(parents=True)
-    (root / "checks").mkdir()
-    for number in range(SERVICES):
-        slug = f"service-{number:04d}"
-        (root / "services" / f"{slug}.yaml").write_text(yaml.safe_dump({"name": slug, "priority": 1 + number % 10}))
-    for number in range(CHECKS):
-        (root / "checks" / f"check-{number}.yaml").write_text(yaml.safe_dump({"name": f"check-{number}", "frequency": "daily"}))
+    write_catalog(
+        root,
+        [{"name": f"service-{number:04d}", "priority": 1 + number % 10} for number in range(SERVICES)],
+        [{"name": f"check-{number}", "frequency": "daily"} for number in range(CHECKS)],
+    )
 
 
 def setup(work: Path) -> tuple[Store, Settings]:
@@ -67,12 +65,6 @@ def add_finished(store: Store, count: int, *, first_day: str, seconds_apart: flo
             " FROM n JOIN c ON c.k = n.i % ? JOIN s ON s.k = (n.i / ?) % ?",
             (count, first_day, seconds_apart, first_day, seconds_apart, CHECKS, CHECKS, SERVICES),
         )
-
-
-def peak_mb() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
 
 
 def timed_pass(store: Store, settings: Settings, clock: FakeClock, **options):

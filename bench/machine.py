@@ -8,7 +8,10 @@ taken twice as long, and every figure was slower by about as much.
 
 from __future__ import annotations
 
+import os
+import resource
 import time
+from pathlib import Path
 
 
 def probe() -> float:
@@ -25,3 +28,16 @@ def probe() -> float:
 
 def describe(seconds: float) -> str:
     return f"machine speed probe: {seconds:.2f} s for 10M additions (fastest seen here 0.33 s)"
+
+
+def peak_mb() -> tuple[float, float]:
+    """(this process, its largest child): the resident-set high-water marks, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: CPU per request is steadier than req/s on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
