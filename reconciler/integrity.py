@@ -88,9 +88,10 @@ def find_integrity_errors(
     in the focus: the reconciler reads them again on every sync).
     """
     errors: dict[str, list[CatalogIntegrityError]] = {}
+    parsed: dict = {}  # each blamed file is read once
 
     def blame(path: str, loc: tuple, message: str, other: str | None = None) -> None:
-        where = locate(root, path, loc)
+        where = locate(root, path, loc, parsed)
         errors.setdefault(path, []).append(
             CatalogIntegrityError(where, message, Location(other) if other else None)
         )

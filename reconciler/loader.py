@@ -181,20 +181,22 @@ def _may_fork() -> bool:
     return hasattr(os, "fork") and (os.cpu_count() or 1) > 1 and threading.active_count() == 1
 
 
-def locate(root: Path, relative_path: str, loc: tuple) -> Location:
-    """Where a key path such as ("dependencies", 2) sits in a file; the file start if unknown."""
-    try:
-        node = parse_yaml(_read_bytes(root, relative_path), relative_path)
-    except CatalogFileError:
-        return Location(relative_path)
-    return node_location(node, loc, relative_path)
+def locate(root: Path, relative_path: str, loc: tuple, parsed: dict[str, yaml.Node | None] | None = None) -> Location:
+    """Where a key path such as ("dependencies", 2) sits in a file; the file start if unknown.
+    `parsed` keeps the files read for earlier calls: one read per file, however many errors it has."""
+    if parsed is not None and relative_path in parsed:
+        node = parsed[relative_path]
+    else:
+        try:
+            node = parse_yaml(_Jail(root).read(relative_path), relative_path)
+        except CatalogFileError:
+            node = None
+        if parsed is not None:
+            parsed[relative_path] = node
+    return Location(relative_path) if node is None else node_location(node, loc, relative_path)
 
 
 # -- reading bytes safely ---------------------------------------------------------------------
-
-
-def _read_bytes(root: Path, relative_path: str) -> bytes:
-    return _Jail(root).read(relative_path)
 
 
 class _Jail:

@@ -185,7 +185,7 @@ def run_check(
         raise NotFound(f"check {check_slug!r} was removed from the catalog")
     if not check["active"]:
         raise InvalidInput(f"check {check_slug!r} is inactive (active: false in {check['path']})")
-    targeted = store.targeted_service_ids(check["id"])
+    targeted = {service for _, service in store.targeted_pairs(check_ids=[check["id"]])}
     service_id = None
     if service_slug is not None:
         service = store.dashboard_service(service_slug)  # NotFound when unknown
@@ -198,7 +198,7 @@ def run_check(
         if service["id"] not in targeted:
             raise InvalidInput(f"check {check_slug!r} does not target service {service_slug!r} (its services: {check['targets']})")
         service_id = service["id"]
-    elif not targeted:
+    elif not targeted and check["target_kind"] != "none":
         raise InvalidInput(f"check {check_slug!r} targets no active service")
     now = clock.now()
     holder = new_lease_holder()

@@ -149,18 +149,23 @@ _PLAIN_SCALAR_VALUES: dict[tuple[str, str], Any] = {}  # (tag, text) -> value; a
 
 
 def build_values(node: yaml.Node, relative_path: str) -> Any:
-    """`_check_nodes` then `_construct`, in one walk for the common shapes.
+    """`_check_nodes`, then PyYAML's constructor, in one walk for the common shapes.
 
     The walk counts nodes as `_check_nodes` does and looks for the same duplicate keys; anything it
-    is unsure of (a duplicate, too many nodes, an unusual tag, deep nesting) runs the two original
-    steps instead, so errors and values are exactly theirs.
+    is unsure of (a duplicate, too many nodes, an unusual tag or key, deep nesting) runs the two
+    original steps instead, so errors and values are exactly theirs.
     """
+    too_deep = False
     try:
         return _build_fast(node, [0])
-    except (_NeedsCheck, _Unusual, RecursionError):
+    except (_NeedsCheck, _Unusual):
         pass
+    except RecursionError:
+        too_deep = True
     _check_nodes(node, relative_path)
-    return _construct(node, relative_path)
+    if too_deep:
+        raise CatalogFileError(Location(relative_path), "YAML is nested too deeply")
+    return _construct_slowly(node, relative_path)
 
 
 def _build_fast(node: yaml.Node, count: list[int]) -> Any:
@@ -196,39 +201,6 @@ def _build_fast(node: yaml.Node, count: list[int]) -> Any:
         if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(node.value) < 100:
             _PLAIN_SCALAR_VALUES[cache_key] = value
         return value
-    raise _Unusual
-
-
-def _construct(node: yaml.Node, relative_path: str) -> Any:
-    """Nodes to Python values: a fast path for plain maps, lists and scalars, else PyYAML's constructor."""
-    constructor = _YamlLoader("")
-    try:
-        return _build(node, constructor)
-    except _Unusual:
-        pass
-    except RecursionError:
-        raise CatalogFileError(Location(relative_path), "YAML is nested too deeply") from None
-    finally:
-        constructor.dispose()
-    return _construct_slowly(node, relative_path)
-
-
-def _build(node: yaml.Node, constructor: Any) -> Any:
-    """Same values as SafeConstructor for the common shapes (checked: nodes are few after _check_nodes)."""
-    tag = node.tag
-    if tag == _STR and isinstance(node, yaml.ScalarNode):
-        return node.value
-    if tag == _MAP and isinstance(node, yaml.MappingNode):
-        mapping = {}
-        for key, value in node.value:
-            if not (isinstance(key, yaml.ScalarNode) and key.tag in _PLAIN_SCALARS or key.tag == _STR):
-                raise _Unusual  # merge keys (<<), complex keys: PyYAML knows the rules
-            mapping[_build(key, constructor)] = _build(value, constructor)
-        return mapping
-    if tag == _SEQ and isinstance(node, yaml.SequenceNode):
-        return [_build(item, constructor) for item in node.value]
-    if tag in _PLAIN_SCALARS and isinstance(node, yaml.ScalarNode):
-        return constructor.construct_object(node)
     raise _Unusual
 
 

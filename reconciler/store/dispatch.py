@@ -38,13 +38,6 @@ class DispatchQueries:
                   SELECT 1 FROM json_each(w.target_tags) AS need
                   WHERE need.value NOT IN (SELECT value FROM json_each(s.tags))))))
     """
-    _TARGETED_PAIRS = _WANTED + f"""
-        , pairs AS (
-            SELECT w.id AS check_id, s.id AS service_id FROM wanted AS w JOIN services AS s WHERE {_TARGETED}
-            UNION ALL
-            SELECT w.id, NULL FROM wanted AS w WHERE w.target_kind = 'none' AND :service_id IS NULL
-        )
-    """
     # Pair (w, service key) has run recently enough, or has an open result: not due.
     _NOT_DUE = """
         EXISTS (SELECT 1 FROM dispatch_pairs AS d WHERE d.pair_key = w.id * 4294967296 + {key}
@@ -141,14 +134,6 @@ class DispatchQueries:
             )
         rows.sort(key=lambda row: row["id"])
         return rows
-
-    def targeted_service_ids(self, check_id: int) -> list[int | None]:
-        """The active services a check targets now (None alone for `services: none`), open or not."""
-        rows = self.connection.execute(
-            self._TARGETED_PAIRS + " SELECT service_id FROM pairs ORDER BY service_id",
-            {"cutoffs": json.dumps([[check_id, ""]]), "service_id": None},
-        ).fetchall()
-        return [row["service_id"] for row in rows]
 
     def open_results_of_pair(self, check_id: int, service_id: int | None) -> list[dict]:
         return self.connection.execute(
