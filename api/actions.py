@@ -56,7 +56,7 @@ class SyncController(Controller):
     @get("/", guards=[requires_read], sync_to_thread=False, responses=error_responses(401, 403),
          summary="The last sync: revisions, time, counts and per-file errors (null before the first sync)")
     def get_sync(self, state: State) -> SyncStatus:
-        return {"last_run": state.store.last_sync_run()}
+        return {"last_run": state.store.catalog.last_sync_run()}
 
     @post("/", guards=[requires_scope("sync")], status_code=202, sync_to_thread=False,
           summary="Start a sync of the catalog repository in the background; GET /api/sync shows its outcome",
@@ -95,7 +95,7 @@ async def webhook_github(request: Request, state: State) -> Response[Accepted]:
         return _answer(202, "ignored", f"push to {ref!r}; only refs/heads/{branch} is synced")
     if delivery:
         fresh = await anyio.to_thread.run_sync(
-            state.store.record_webhook_delivery, delivery, format_time(state.clock.now()))
+            state.store.catalog.record_webhook_delivery, delivery, format_time(state.clock.now()))
         if not fresh:
             return _answer(202, "ignored", f"delivery {delivery} was already received")
     state.sync_trigger()

@@ -24,7 +24,7 @@ from api.results import AnswerWriter, ResultController
 from api.routing import get
 from reconciler.clock import Clock
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.store import Database
 from reconciler.tokens import TokenVerifier
 
 MAX_BODY_BYTES = 1024 * 1024  # results carry at most a 64 KiB message; nothing needs more
@@ -41,7 +41,7 @@ def healthz(state: State) -> dict:
 
 
 def create_app(
-    store: Store,
+    store: Database,
     settings: Settings,
     *,
     clock: Clock | None = None,
@@ -95,7 +95,7 @@ def create_app(
     )
 
 
-def default_sync_trigger(store: Store, settings: Settings) -> SyncTrigger:
+def default_sync_trigger(store: Database, settings: Settings) -> SyncTrigger:
     """Start a sync of the configured repository in a background thread; one at a time."""
     running = threading.Lock()
 
@@ -119,7 +119,7 @@ def default_sync_trigger(store: Store, settings: Settings) -> SyncTrigger:
     return trigger
 
 
-def default_check_runner(store: Store, settings: Settings, clock: Clock) -> CheckRunner:
+def default_check_runner(store: Database, settings: Settings, clock: Clock) -> CheckRunner:
     """Dispatch a check now through the configured dispatcher (reconciler.schedule.run_check)."""
 
     def run(check_slug: str, service_slug: str | None) -> list:

@@ -71,7 +71,7 @@ def _answer(request: Request, svg: str) -> Response:
 def service_badge(request: Request, state: State, name: FromPath[str]) -> Response:
     """`passing`, `N failing` or `unknown` over every check of the service."""
     store, now = state.store, state.clock.now()
-    service = store.dashboard_service(_svg_slug(name))
+    service = store.reads.service(_svg_slug(name))
     verdict = dashboard.overall([entry["cell"] for entry in dashboard.service_checks(store, service, now)])
     colour = COLOURS["failing" if verdict.endswith("failing") else verdict]
     return _answer(request, render_badge(service["slug"], verdict, colour))
@@ -81,12 +81,12 @@ def service_badge(request: Request, state: State, name: FromPath[str]) -> Respon
 def service_check_badge(request: Request, state: State, slug: FromPath[str], name: FromPath[str]) -> Response:
     """The latest result of one check on one service."""
     store, now = state.store, state.clock.now()
-    service = store.dashboard_service(slug)
-    check = store.dashboard_check(_svg_slug(name))
+    service = store.reads.service(slug)
+    check = store.reads.check(_svg_slug(name))
     pair = (check["id"], service["id"])
     cell = dashboard.cell(
-        store.dashboard_latest(service_ids=[service["id"]]).get(pair),
-        store.dashboard_open_runs(service_ids=[service["id"]]).get(pair),
+        store.pages.latest(service_ids=[service["id"]]).get(pair),
+        store.pages.open_runs(service_ids=[service["id"]]).get(pair),
         dashboard.stale_cutoff(check, now), True,
     )
     key = cell.key if cell.key not in ("pending", "sent") else "none"

@@ -32,14 +32,14 @@ class ServiceController(Controller):
         tag: Annotated[str | None, QueryParameter(description="services carrying this tag")] = None,
         include_removed: IncludeRemoved = False,
     ) -> ServiceList:
-        return {"services": state.store.list_services(type=type, owner=owner, tag=tag, include_removed=include_removed)}
+        return {"services": state.store.reads.services(type=type, owner=owner, tag=tag, include_removed=include_removed)}
 
     @get("/{slug:str}", summary="One service with its latest result per check and their counts",
          responses={**ok(ServiceDetail), **error_responses(401, 403, 404)},
          sync_to_thread=False)
     def get_service(self, state: State, slug: FromPath[str]) -> ASGIApp:
         # The hot read: the store hands over the JSON text it built, sent as it is.
-        return JSONBytes(state.store.get_service_json(slug).encode())
+        return JSONBytes(state.store.reads.service_json(slug).encode())
 
 
 class CheckController(Controller):
@@ -50,10 +50,10 @@ class CheckController(Controller):
 
     @get("/", summary="Checks in the catalog, by slug", responses=error_responses(401, 403), sync_to_thread=False)
     def list_checks(self, state: State, include_removed: IncludeRemoved = False) -> CheckList:
-        return {"checks": state.store.list_checks(include_removed=include_removed)}
+        return {"checks": state.store.reads.checks(include_removed=include_removed)}
 
     @get("/{slug:str}", summary="One check with its latest result per service and their counts",
          responses=error_responses(401, 403, 404), sync_to_thread=True)
     def get_check(self, state: State, slug: FromPath[str]) -> CheckDetail:
-        return state.store.get_check(slug)
+        return state.store.reads.check_with_latest(slug)
 

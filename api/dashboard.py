@@ -12,7 +12,8 @@ from markdown_it import MarkdownIt
 
 from reconciler.clock import format_time
 from reconciler.schema import FREQUENCY_PERIODS
-from reconciler.store import Store
+from reconciler.outcomes import RESULT_VALUES, STATUSES
+from reconciler.store import Database
 
 # Symbols so that colour is never the only signal; labels are what a screen reader says.
 SYMBOLS = {
@@ -24,8 +25,8 @@ LABELS = {
     "pending": "pending", "sent": "sent, waiting for the Action", "timed-out": "timed out", "none": "never run",
 }
 FAILING = {"fail", "error", "timed-out"}
-RESULT_FILTERS = ("pass", "warning", "fail", "error", "skipped", "unknown")
-STATUS_FILTERS = ("pending", "sent", "completed", "timed-out", "error")
+RESULT_FILTERS = (*RESULT_VALUES, "unknown")
+STATUS_FILTERS = STATUSES
 _SAFE_LINK = re.compile(r"^(?:https?:|mailto:|[/#?.]|[^:]*$)", re.IGNORECASE)
 
 
@@ -169,11 +170,11 @@ def overall(cells: list[dict | None]) -> str:
 # seconds of the clock while the store's data version (sync run, newest result, open results) is the
 # same, so a result or a sync shows at once and only the stale count can lag, by at most this long.
 SUMMARY_SECONDS = 5
-_summaries: weakref.WeakKeyDictionary[Store, dict] = weakref.WeakKeyDictionary()
+_summaries: weakref.WeakKeyDictionary[Database, dict] = weakref.WeakKeyDictionary()
 
 
-def cached_summary(store: Store, version: tuple, key: tuple, now: datetime, compute: Any) -> tuple[Any, datetime]:
-    """`compute()` and the time it describes, reused while the data `version` (`store.dashboard_version()`,
+def cached_summary(store: Database, version: tuple, key: tuple, now: datetime, compute: Any) -> tuple[Any, datetime]:
+    """`compute()` and the time it describes, reused while the data `version` (`store.pages.version()`,
     read once per page) and `key` match and it is fresh."""
     entries = _summaries.setdefault(store, {})
     hit = entries.get(key)
@@ -186,28 +187,28 @@ def cached_summary(store: Store, version: tuple, key: tuple, now: datetime, comp
     return value, now
 
 
-def facets(store: Store, version: tuple, now: datetime) -> dict[str, list[str]]:
+def facets(store: Database, version: tuple, now: datetime) -> dict[str, list[str]]:
     """The owners, types and tags in use (the filters' choices), through the summary cache."""
-    return cached_summary(store, version, ("facets",), now, store.dashboard_facets)[0]
+    return cached_summary(store, version, ("facets",), now, store.reads.facets)[0]
 
 
 def matrix(
-    store: Store, version: tuple, now: datetime, *,
+    store: Database, version: tuple, now: datetime, *,
     owner: str | None, type: str | None, tag: str | None, page: int, per_page: int,
 ) -> dict[str, Any]:
     """Services (rows, one page of them) against checks aimed at services (columns); totals over all rows."""
     # Only the shown page of services is read; the count and the totals are aggregates in SQL.
-    service_count, page, shown = store.dashboard_service_page(
+    service_count, page, shown = store.reads.services_page(
         owner=owner, type=type, tag=tag, page=page, per_page=per_page
     )
-    all_checks = store.dashboard_checks()
+    all_checks = store.reads.checks(order="name")
     checks = [c for c in all_checks if c["target_kind"] != "none"]
     cutoffs = {c["id"]: stale_cutoff(c, now) for c in all_checks}
     pages = max(1, -(-service_count // per_page))
     ids = [s["id"] for s in shown]
-    latest = store.dashboard_latest(service_ids=ids + [0])
-    running = store.dashboard_open_runs(service_ids=ids + [0])
-    targeted = store.targeted_pairs(check_ids=[c["id"] for c in checks], service_ids=ids)
+    latest = store.pages.latest(service_ids=ids + [0])
+    running = store.pages.open_runs(service_ids=ids + [0])
+    targeted = store.dispatch.targeted_pairs(check_ids=[c["id"] for c in checks], service_ids=ids)
     rows = []
     for service in shown:
         sid = service["id"]
@@ -225,7 +226,7 @@ def matrix(
             )
     totals, totals_as_of = cached_summary(
         store, version, ("totals", owner, type, tag), now,
-        lambda: store.dashboard_summary(cutoffs, owner=owner, type=type, tag=tag),
+        lambda: store.pages.summary(cutoffs, owner=owner, type=type, tag=tag),
     )
     return {
         "rows": rows, "checks": checks, "organisation": organisation, "page": page, "pages": pages,
@@ -233,14 +234,14 @@ def matrix(
     }
 
 
-def service_checks(store: Store, service: dict, now: datetime) -> list[dict]:
+def service_checks(store: Database, service: dict, now: datetime) -> list[dict]:
     """The latest result of each check that targets or has results for the service, with its timeline."""
-    latest = store.dashboard_latest(service_ids=[service["id"]])
-    running = store.dashboard_open_runs(service_ids=[service["id"]])
-    timelines = store.dashboard_timelines(service["id"])
-    targeted = store.targeted_pairs(service_ids=[service["id"]])
+    latest = store.pages.latest(service_ids=[service["id"]])
+    running = store.pages.open_runs(service_ids=[service["id"]])
+    timelines = store.pages.timelines(service["id"])
+    targeted = store.dispatch.targeted_pairs(service_ids=[service["id"]])
     entries = []
-    for check in store.dashboard_checks():
+    for check in store.reads.checks(order="name"):
         pair = (check["id"], service["id"])
         one = cell(latest.get(pair), running.get(pair), stale_cutoff(check, now), pair in targeted)
         if one is None:
@@ -266,10 +267,10 @@ def timeline(history: list[dict]) -> dict:
     return {"bars": bars, "width": max(10, len(bars) * 10), "summary": f"last {len(bars)}: {summary}"}
 
 
-def pass_rates(store: Store, check: dict, now: datetime, days: int = 30) -> list[dict]:
+def pass_rates(store: Database, check: dict, now: datetime, days: int = 30) -> list[dict]:
     """Per day of the last `days`: finished, passed and the pass rate in percent (None: no runs)."""
     since = (now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
-    by_day = {row["day"]: row for row in store.dashboard_pass_rates(check["id"], since)}
+    by_day = {row["day"]: row for row in store.pages.pass_rates(check["id"], since)}
     out = []
     for offset in range(days):
         day = (now - timedelta(days=days - 1 - offset)).strftime("%Y-%m-%d")

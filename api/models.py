@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
-from reconciler.store import RESULT_VALUES
+from reconciler.outcomes import RESULT_VALUES
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_URL_LENGTH = 2048

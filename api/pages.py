@@ -79,34 +79,34 @@ def show_dashboard(
     page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1,
 ) -> Template:
     store, now = state.store, _now(state)
-    version = store.dashboard_version()  # (sync run, newest result, open results): read once per page
+    version = store.pages.version()  # (sync run, newest result, open results): read once per page
     grid = dashboard.matrix(store, version, now, owner=owner or None, type=type or None, tag=tag or None,
                             page=page, per_page=MATRIX_PAGE_SIZE)
-    last_sync = store.last_sync_run()
+    last_sync = store.catalog.last_sync_run()
     return _page(
         request, "dashboard.html", title="Dashboard",
         grid=grid, rows=grid["rows"], page=grid["page"], pages=grid["pages"], service_count=grid["service_count"],
         facets=dashboard.facets(store, version, now), filters={"owner": owner or "", "type": type or "", "tag": tag or ""},
         page_link=lambda n: "/" + _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
-        open_count=version[2], file_errors=store.catalog_file_errors(),
+        open_count=version[2], file_errors=store.catalog.file_errors(),
     )
 
 
 @get("/services/{slug:str}", name="service", sync_to_thread=True)
 def show_service(request: Request, state: State, slug: FromPath[str]) -> Template:
     store, now = state.store, _now(state)
-    service = store.dashboard_service(slug)
-    known = store.dashboard_service_names(service["dependencies"])
+    service = store.reads.service(slug)
+    known = store.reads.service_names(service["dependencies"])
     entries = dashboard.service_checks(store, service, now)
     return _page(
         request, "service.html", title=service["name"], service=service,
         description=dashboard.render_markdown(service["description"]),
         repository_url=dashboard.repository_url(service["repository"]),
         dependencies=[{"slug": s, "known": known.get(s)} for s in service["dependencies"]],
-        dependents=store.dashboard_dependents(slug), entries=entries,
+        dependents=store.reads.dependents(slug), entries=entries,
         overall=dashboard.overall([entry["cell"] for entry in entries]),
-        history=store.dashboard_results(service=slug, limit=RESULTS_PAGE_SIZE),
+        history=store.results.list(service=slug, limit=RESULTS_PAGE_SIZE),
         updated_age=dashboard.age(service["updated_at"], now),
     )
 
@@ -116,17 +116,17 @@ def show_check(
     request: Request, state: State, slug: FromPath[str], page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1
 ) -> Template:
     store, now = state.store, _now(state)
-    check = store.dashboard_check(slug)
-    latest = store.dashboard_latest(check_id=check["id"])
-    running = store.dashboard_open_runs(check_id=check["id"])
+    check = store.reads.check(slug)
+    latest = store.pages.latest(check_id=check["id"])
+    running = store.pages.open_runs(check_id=check["id"])
     cutoff = dashboard.stale_cutoff(check, now)
     if check["target_kind"] == "none":
         listed = [None]
     else:
         # Which services have a row is cheap to decide for all of them; cells are built for one page only.
-        targeted = store.targeted_pairs(check_ids=[check["id"]])
+        targeted = store.dispatch.targeted_pairs(check_ids=[check["id"]])
         listed = [
-            service for service in store.dashboard_services()
+            service for service in store.reads.services(order="priority")
             if (check["id"], service["id"]) in latest or (check["id"], service["id"]) in running
             or (check["id"], service["id"]) in targeted
         ]
@@ -163,7 +163,7 @@ def list_results(
     if status and status not in dashboard.STATUS_FILTERS:
         problems.append(f"unknown status {status!r}: use one of {', '.join(dashboard.STATUS_FILTERS)}")
         status = None
-    rows = store.dashboard_results(service=service or None, check=check or None, result=result, status=status,
+    rows = store.results.list(service=service or None, check=check or None, result=result, status=status,
                                    before_id=before, limit=RESULTS_PAGE_SIZE + 1)
     more = len(rows) > RESULTS_PAGE_SIZE
     rows = rows[:RESULTS_PAGE_SIZE]
@@ -172,7 +172,7 @@ def list_results(
         request, "results.html", title="Results", rows=rows, filters=filters, problems=problems,
         older=_query(**filters, before=rows[-1]["id"]) if more else None,
         newest=_query(**filters) if before else None,
-        now=now, age=dashboard.age, services=store.dashboard_services(), checks=store.dashboard_checks(),
+        now=now, age=dashboard.age, services=store.reads.services(order="priority"), checks=store.reads.checks(order="name"),
         result_choices=dashboard.RESULT_FILTERS, status_choices=dashboard.STATUS_FILTERS,
     )
 
@@ -180,7 +180,7 @@ def list_results(
 @get("/results/{result_id:int}", name="result", sync_to_thread=True)
 def show_result(request: Request, state: State, result_id: FromPath[int]) -> Template:
     store, now = state.store, _now(state)
-    row = store.dashboard_result(result_id)
+    row = store.results.get(result_id)
     return _page(
         request, "result.html", title=f"Result {result_id}", result=row, key=dashboard.outcome(row),
         link=dashboard.safe_url(row["url"]), created_age=dashboard.age(row["created_at"], now),
@@ -193,12 +193,12 @@ def list_sync_runs(
     request: Request, state: State, before: Annotated[int | None, QueryParameter(ge=1)] = None
 ) -> Template:
     store, now = state.store, _now(state)
-    runs = store.sync_runs(31, before_id=before)
+    runs = store.catalog.sync_runs(31, before_id=before)
     more = len(runs) > 30
     runs = runs[:30]
     return _page(
         request, "sync.html", title="Sync", runs=runs, now=now, age=dashboard.age,
-        older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.catalog_file_errors(),
+        older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.catalog.file_errors(),
     )
 
 

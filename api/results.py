@@ -30,9 +30,9 @@ from api.responses import JSONBytes, ok
 from api.routing import get, patch
 from reconciler.clock import format_time
 from reconciler.errors import InvalidInput
-from reconciler.store import RESULT_VALUES, Store
+from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
+from reconciler.store import Database
 
-STATUSES = ("pending", "sent", "completed", "timed-out", "error")
 ANSWER_FIELDS = ("result", "message", "url")
 # About SQLite's own autocheckpoint interval (1,000 pages) at the ~6 pages an answer dirties.
 CHECKPOINT_EVERY = 200
@@ -87,7 +87,7 @@ class AnswerWriter:
     outcome (row, 404 or 409), and is answered only once its commit is done.
     """
 
-    def __init__(self, store: Store, writer: Executor):
+    def __init__(self, store: Database, writer: Executor):
         self.store = store
         self.writer = writer
         self._batch: list[tuple[tuple, asyncio.Future]] = []
@@ -110,7 +110,7 @@ class AnswerWriter:
         batch, self._batch = self._batch, []
         answers = [answer for answer, _ in batch]
         try:
-            outcomes = self.store.answer_results(answers, wait=False)
+            outcomes = self.store.results.answer(answers, wait=False)
         except Exception as error:
             _settle(batch, error=error)
             return
@@ -118,7 +118,7 @@ class AnswerWriter:
             _settle(batch, outcomes)
             self._after_commit(len(answers))
             return
-        waited = asyncio.get_running_loop().run_in_executor(self.writer, self.store.answer_results, answers)
+        waited = asyncio.get_running_loop().run_in_executor(self.writer, self.store.results.answer, answers)
         waited.add_done_callback(lambda done: _settle_from(batch, done))
 
     def _after_commit(self, answered: int) -> None:
@@ -126,7 +126,7 @@ class AnswerWriter:
         self._uncheckpointed += answered
         if self._uncheckpointed >= CHECKPOINT_EVERY and not self._checkpointing:
             self._uncheckpointed, self._checkpointing = 0, True
-            done = asyncio.get_running_loop().run_in_executor(self.writer, self.store.checkpoint)
+            done = asyncio.get_running_loop().run_in_executor(self.writer, self.store.results.checkpoint)
             done.add_done_callback(self._checkpointed)
 
     def _checkpointed(self, done: asyncio.Future) -> None:
@@ -184,17 +184,17 @@ class ResultController(Controller):
         state: State,
         service: Annotated[str | None, QueryParameter(description="service slug")] = None,
         check: Annotated[str | None, QueryParameter(description="check slug")] = None,
-        result: Annotated[str | None, QueryParameter(enum=["unknown", *RESULT_VALUES])] = None,
+        result: Annotated[str | None, QueryParameter(enum=list(RESULTS))] = None,
         status: Annotated[str | None, QueryParameter(enum=list(STATUSES))] = None,
         since: Annotated[str | None, QueryParameter(description="created at or after this ISO 8601 time")] = None,
         cursor: Annotated[int | None, QueryParameter(ge=1, description="from the `next` link: results before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> ResultPage:
-        if result is not None and result not in ("unknown", *RESULT_VALUES):
-            raise InvalidInput(f"'result' filter must be one of unknown, {', '.join(RESULT_VALUES)}, not {result!r}")
+        if result is not None and result not in RESULTS:
+            raise InvalidInput(f"'result' filter must be one of {', '.join(RESULTS)}, not {result!r}")
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"'status' filter must be one of {', '.join(STATUSES)}, not {status!r}")
-        rows = state.store.list_results(service=service, check=check, result=result, status=status,
+        rows = state.store.results.list(service=service, check=check, result=result, status=status,
                                         since=parse_since(since), before_id=cursor, limit=limit)
         next_link = None
         if len(rows) == limit:
@@ -205,4 +205,4 @@ class ResultController(Controller):
     @get("/{result_id:int}", guards=[requires_read], summary="One result",
          responses=error_responses(401, 403, 404), sync_to_thread=False)
     def get_result(self, state: State, result_id: FromPath[int]) -> ResultOut:
-        return state.store.read_result(result_id)
+        return state.store.results.get(result_id)

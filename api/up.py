@@ -15,8 +15,9 @@ from reconciler.errors import DispatchError, NotFound
 from reconciler.gitsource import source_from_settings
 from reconciler.reconcile import sync
 from reconciler.schedule import Scheduler, run_pass
+from reconciler.cli import open_store
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.store import Database
 from reconciler.tokens import create_token, revoke_token
 from reconciler.writeback import writeback_pass
 
@@ -82,7 +83,7 @@ def find_example_catalog() -> Path | None:
     return None
 
 
-def ensure_local_token(store: Store, settings: Settings, clock: Clock) -> Path:
+def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Path:
     """A results:write token for the local check scripts, in $CATALOG_HOME/local-dispatcher.token (0600)."""
     path = settings.home / LOCAL_TOKEN_FILE
     if path.exists():
@@ -109,7 +110,7 @@ class Loops:
     webhook's sync or the write-back; SQLite in WAL mode lets them write in turn.
     """
 
-    def __init__(self, store: Store, settings: Settings, intervals: Intervals, clock: Clock):
+    def __init__(self, store: Database, settings: Settings, intervals: Intervals, clock: Clock):
         self.store, self.settings, self.clock = store, settings, clock
         self.source = source_from_settings(settings)
         self._stopping = threading.Event()
@@ -205,7 +206,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
-    store = Store(settings.database_path)
+    store = open_store(settings)
     intervals = intervals or Intervals.from_environment()
     token_note = ""
     if settings.dispatcher.startswith("local:") and not os.environ.get("SERVICE_CATALOG_TOKEN"):
@@ -238,13 +239,13 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     return 0
 
 
-def _banner(settings: Settings, store: Store, base: str, notes: list[str], token_file: str) -> str:
+def _banner(settings: Settings, store: Database, base: str, notes: list[str], token_file: str) -> str:
     from reconciler.writeback import resolve_target
 
     lines = ["", "catalog up: everything in one process", ""]
     lines += [f"  dashboard    {base}/", f"  API          {base}/api/services   (OpenAPI: {base}/schema)"]
     lines += [f"  {note}" for note in notes]
-    lines.append(f"  state        {settings.home.resolve()} (SQLite: {settings.database_path.resolve()})")
+    lines.append(f"  state        {settings.home.resolve()} ({store.describe()})")
     if token_file:
         lines.append(f"  token file   {Path(token_file).resolve()} (results:write, used by the local checks)")
     try:

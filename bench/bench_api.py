@@ -33,7 +33,7 @@ from conftest import write_catalog  # noqa: E402
 from reconciler.clock import Clock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
-from reconciler.store import MIGRATIONS, Store  # noqa: E402
+from reconciler.store import Database, open_database  # noqa: E402
 from reconciler.tokens import create_token  # noqa: E402
 
 PATCH_LUA = """
@@ -87,17 +87,17 @@ def build_catalog(root: Path, services: int, checks: int) -> None:
     )
 
 
-def fill_results(store: Store, *, pending: int) -> range:
+def fill_results(store: Database, *, pending: int) -> range:
     """One result per (check, service), 90% completed; then `pending` open results to PATCH."""
     now = Clock().now()
-    services = [row["id"] for row in store.service_index().values()]
-    checks = [row["id"] for row in store.check_index().values()]
+    services = [row["id"] for row in store.catalog.service_index().values()]
+    checks = [row["id"] for row in store.catalog.check_index().values()]
     with store.transaction():  # the store's calls join this one transaction: one commit, fast
         for i, service_id in enumerate(services):
             for j, check_id in enumerate(checks):
                 row = store.create_result(check_id, service_id, now=now)
                 if (i + j) % 10:
-                    store.complete_result(row["id"], ("pass", "fail", "warning")[(i * j) % 3], now=now)
+                    store.results.complete(row["id"], ("pass", "fail", "warning")[(i * j) % 3], now=now)
         first = None
         for k in range(pending):
             row = store.create_result(checks[k % len(checks)], services[k % len(services)], now=now)
@@ -164,7 +164,7 @@ def main() -> int:
             ids, writer, reader = range(*setup["ids"]), setup["writer"], setup["reader"]
         else:
             build_catalog(work / "catalog", args.services, args.checks)
-            store = Store(home / "catalog.db")
+            store = open_database(home / "catalog.db")
             report = sync(store, DirectorySource(work / "catalog"))
             assert report.outcome == "applied" and not report.errors, report
             ids = fill_results(store, pending=pending)
@@ -196,11 +196,11 @@ def main() -> int:
         print(f"server: pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
         try:
             per_thread = len(ids) // 2
-            open_before = Store(home / "catalog.db").dashboard_version()[2]
+            open_before = open_database(home / "catalog.db").dashboard_version()[2]
             load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
             patch = run_wrk(PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread))
                             .replace("TOKEN", writer), base, **load)
-            done = open_before - Store(home / "catalog.db").dashboard_version()[2]
+            done = open_before - open_database(home / "catalog.db").dashboard_version()[2]
             print(f"PATCH /api/results/{{id}}/ (distinct pending, form body): {patch['rps']:,.0f} req/s, "
                   f"p50 {patch['p50_us'] / 1000:.1f} ms, p99 {patch['p99_us'] / 1000:.1f} ms, "
                   f"non-2xx {patch['status_errors']}, socket errors {patch['socket_errors']}, "

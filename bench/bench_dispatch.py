@@ -28,7 +28,7 @@ from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.dispatch import DEFAULT_PACING_SECONDS  # noqa: E402
 from reconciler.schedule import CLAIM_SECONDS, due_cutoffs, run_pass  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
-from reconciler.store import Store  # noqa: E402
+from reconciler.store import Database, open_database  # noqa: E402
 
 
 class NullDispatcher:
@@ -38,7 +38,7 @@ class NullDispatcher:
         pass
 
 
-def build(root: Path, services: int, checks: int) -> Store:
+def build(root: Path, services: int, checks: int) -> Database:
     rnd = random.Random(3)
     service_docs = [
         {"name": f"Service {i}", "slug": f"svc-{i:05d}", "priority": rnd.randint(1, 10),
@@ -55,7 +55,7 @@ def build(root: Path, services: int, checks: int) -> Store:
             doc["frequency"] = ("hourly", "daily", "weekly")[j % 3]
         check_docs.append(doc)
     write_catalog(root / "catalog", service_docs, check_docs, catalog={"defaults": {"repository": "acme/checks"}})
-    store = Store(root / "catalog.db")
+    store = open_database(root / "catalog.db")
     report = sync_directory(store, root / "catalog")
     assert report.outcome == "applied" and not report.errors, report.errors
     return store
@@ -90,17 +90,17 @@ def main() -> None:
         pairs = args.services * args.checks
         print(f"built and synced {args.services} services x {args.checks} checks = {pairs} pairs"
               f" in {time.perf_counter() - started:.1f} s")
-        checks = store.list_checks()
+        checks = store.reads.checks()
         now = clock.now()
         cutoffs = due_cutoffs(checks, now)
 
-        due = timed(f"due computation, no history ({pairs} pairs due)", lambda: store.due_services(cutoffs))
+        due = timed(f"due computation, no history ({pairs} pairs due)", lambda: store.dispatch.due(cutoffs))
         assert sum(len(ids) for _, ids in due) == pairs
         due = timed("  the same as (check, service) tuples (due_pairs)", lambda: store.due_pairs(cutoffs), repeat=3)
         assert len(due) == pairs
 
         def create(limit: int):
-            rows = store.create_due_results(
+            rows = store.dispatch.create_due(
                 cutoffs, now=format_time(now), revision="bench",
                 claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)), holder="bench", limit=limit,
             )
@@ -114,14 +114,14 @@ def main() -> None:
         everything = create(-1)
         print(f"{'create the other ' + str(len(everything)) + ' results':<58} {time.perf_counter() - started:7.3f} s")
         # finish them all (timed-out), so every pair has a run: the steady state
-        store.expire_results([(c["id"], "9999", "bench") for c in checks], now=format_time(now))
+        store.dispatch.expire([(c["id"], "9999", "bench") for c in checks], now=format_time(now))
         clock.advance(timedelta(hours=1, seconds=1))
         cutoffs = due_cutoffs(checks, clock.now())
-        due = timed(f"due computation, {pairs} runs in history (hourly due)", lambda: store.due_services(cutoffs))
+        due = timed(f"due computation, {pairs} runs in history (hourly due)", lambda: store.dispatch.due(cutoffs))
         print(f"{'':<58} -> {sum(len(ids) for _, ids in due)} of {pairs} pairs due")
         clock.advance(timedelta(days=8))
         cutoffs = due_cutoffs(checks, clock.now())
-        due = timed(f"due computation, {pairs} runs in history (all due)", lambda: store.due_services(cutoffs))
+        due = timed(f"due computation, {pairs} runs in history (all due)", lambda: store.dispatch.due(cutoffs))
         assert sum(len(ids) for _, ids in due) == pairs
 
         settings = Settings.resolve({}, {})
@@ -134,7 +134,7 @@ def main() -> None:
         ids = [row["id"] for row in create(10_000)]
         started = time.perf_counter()
         for result_id in ids:
-            store.complete_result(result_id, "pass", now=clock.now(), message="ok")
+            store.results.complete(result_id, "pass", now=clock.now(), message="ok")
         elapsed = time.perf_counter() - started
         print(f"{'10,000 complete_result calls (the PATCH write), one by one':<58} {elapsed:7.3f} s"
               f"   = {elapsed / len(ids) * 1e6:.0f} µs each")

@@ -32,7 +32,7 @@ from reconciler.clock import FakeClock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
-from reconciler.store import Store  # noqa: E402
+from reconciler.store import Database, open_database  # noqa: E402
 
 OUTCOMES = ["pass"] * 14 + ["warning", "fail", "fail", "error", "skipped"]
 
@@ -56,9 +56,9 @@ def build_catalog(root: Path, services: int, checks: int, rng: random.Random) ->
     write_catalog(root, service_docs, check_docs)
 
 
-def record_history(store: Store, clock: FakeClock, history: int, rng: random.Random) -> int:
-    services = store.dashboard_services()
-    checks = store.dashboard_checks()
+def record_history(store: Database, clock: FakeClock, history: int, rng: random.Random) -> int:
+    services = store.reads.services(order="priority")
+    checks = store.reads.checks(order="name")
     start = clock.now()
     count = 0
     with store.transaction():  # the primitives join this one transaction: a fast bulk load
@@ -70,7 +70,7 @@ def record_history(store: Store, clock: FakeClock, history: int, rng: random.Ran
                         continue
                     row = store.create_result(check["id"], service["id"], now=at)
                     if round_ < history - 1 or rng.random() > 0.05:  # a few stay pending
-                        store.complete_result(row["id"], rng.choice(OUTCOMES), now=at + timedelta(minutes=3),
+                        store.results.complete(row["id"], rng.choice(OUTCOMES), now=at + timedelta(minutes=3),
                                               message="<b>checked</b> & fine")
                     count += 1
     return count
@@ -103,7 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "catalog"
         build_catalog(root, args.services, args.checks, rng)
-        store = Store(Path(tmp) / "catalog.db")
+        store = open_database(Path(tmp) / "catalog.db")
         clock = FakeClock()
         started = time.perf_counter()
         sync(store, DirectorySource(root), clock=clock)

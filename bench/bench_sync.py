@@ -30,9 +30,9 @@ from bench.generate_catalog import git  # noqa: E402
 from bench.machine import describe, peak_mb, probe  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
-from reconciler.store import Store  # noqa: E402
+from reconciler.store import Database, open_database  # noqa: E402
 
-def timed(store: Store, source: GitSource, expect: str) -> float:
+def timed(store: Database, source: GitSource, expect: str) -> float:
     started = time.perf_counter()
     report = sync(store, source)
     elapsed = time.perf_counter() - started
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one_cold:  # a cold sync in this new process: print its seconds
         origin, checkout, database = args.one_cold
-        print(timed(Store(database), GitSource(origin, Path(checkout)), "applied"))
+        print(timed(open_database(database), GitSource(origin, Path(checkout)), "applied"))
         return
 
     print(describe(probe()), "(before)")
@@ -75,7 +75,7 @@ def main() -> None:
                 check=True, capture_output=True, text=True,
             )
             cold.append(float(done.stdout))
-        store = Store(work / "catalog.db")
+        store = open_database(work / "catalog.db")
         cold.insert(0, timed(store, source, "applied"))
         noop = [timed(store, source, "unchanged") for _ in range(args.repeat)]
         one_file = []
@@ -84,7 +84,7 @@ def main() -> None:
             path.write_text(path.read_text().replace("description: The", f"description: (edit {run}) The", 1))
             git(origin, "commit", "--quiet", "-am", f"Edit {path.name}")
             one_file.append(timed(store, source, "applied"))
-        counts = store.catalog_counts()
+        counts = store.catalog.counts()
         own_mb, child_mb = peak_mb()
 
     print(f"store: {counts['services']} services, {counts['checks']} checks")

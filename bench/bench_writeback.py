@@ -27,7 +27,7 @@ from reconciler.clock import FakeClock  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
-from reconciler.store import Store  # noqa: E402
+from reconciler.store import Database, open_database  # noqa: E402
 from reconciler.writeback import writeback_pass  # noqa: E402
 
 SERVICES = 1000
@@ -42,15 +42,15 @@ def make_catalog(root: Path) -> None:
     )
 
 
-def setup(work: Path) -> tuple[Store, Settings]:
+def setup(work: Path) -> tuple[Database, Settings]:
     make_catalog(work / "catalog")
-    store = Store(work / "home" / "catalog.db")
+    store = open_database(work / "home" / "catalog.db")
     sync(store, DirectorySource(work / "catalog"))
     subprocess.run(["git", "init", "-q", "--bare", str(work / "remote.git")], check=True)
     return store, Settings(home=work / "home", repo=str(work / "remote.git"))
 
 
-def add_finished(store: Store, count: int, *, first_day: str, seconds_apart: float) -> None:
+def add_finished(store: Database, count: int, *, first_day: str, seconds_apart: float) -> None:
     """`count` completed results over all (check, service) pairs, finished `seconds_apart` from each other."""
     with store.transaction() as conn:
         conn.execute(
@@ -67,7 +67,7 @@ def add_finished(store: Store, count: int, *, first_day: str, seconds_apart: flo
         )
 
 
-def timed_pass(store: Store, settings: Settings, clock: FakeClock, **options):
+def timed_pass(store: Database, settings: Settings, clock: FakeClock, **options):
     started = time.perf_counter()
     report = writeback_pass(store, settings, clock=clock, **options)
     return time.perf_counter() - started, report

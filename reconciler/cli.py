@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 from typing import Callable
 
@@ -18,6 +17,8 @@ EXIT_ERROR = 1
 def _add_settings_flags(parser: argparse.ArgumentParser, *, server: bool = False) -> None:
     """The deployment settings of DESIGN.md section 4; each also an environment variable."""
     parser.add_argument("--home", help="state folder: catalog.db and the git checkout (CATALOG_HOME, default .catalog)")
+    parser.add_argument("--database-url", dest="database_url",
+                        help="sqlite:///PATH or postgresql://USER@HOST/DB (CATALOG_DATABASE_URL, default SQLite in the home)")
     parser.add_argument("--repo", help="the catalog repository: URL or local path (CATALOG_REPO)")
     parser.add_argument("--branch", help="branch to sync (CATALOG_BRANCH, default: the remote's default)")
     parser.add_argument("--server-url", dest="server_url", help="public URL of the API, sent in payloads (CATALOG_SERVER_URL)")
@@ -121,14 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ("home", "repo", "branch", "server_url", "dispatcher", "public_read")}
+    flags = {name: getattr(args, name, None)
+             for name in ("home", "database_url", "repo", "branch", "server_url", "dispatcher", "public_read")}
     return Settings.resolve(flags)
 
 
 def open_store(settings: Settings):
-    from .store import Store
+    """The configured database (CATALOG_DATABASE_URL / --database-url, else SQLite in the home), migrated."""
+    from .store import open_database
 
-    return Store(settings.database_path)
+    return open_database(settings.database_url, home=settings.home)
 
 
 # -- command handlers: each turns arguments into one library call and prints its outcome --------
@@ -217,7 +220,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{plan.count('create')} created, {plan.count('update')} updated,"
             f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
         )
-    file_errors = store.catalog_file_errors()
+    file_errors = store.catalog.file_errors()
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
         for row in file_errors:
@@ -240,14 +243,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .writeback import FINDINGS_KEY
 
     store = open_store(settings_from(args))
-    runs = store.sync_runs(limit=1)
+    runs = store.catalog.sync_runs(limit=1)
     status = {
-        "applied_revision": store.get_state("applied_revision"),
-        "last_check": store.get_state("last_sync_check"),
+        "applied_revision": store.state.get("applied_revision"),
+        "last_check": store.state.get("last_sync_check"),
         "last_run": runs[0] if runs else None,
-        "counts": store.catalog_counts(),
-        "file_errors": [row["error"] for row in store.catalog_file_errors()],
-        "writeback_tampering": store.get_state(FINDINGS_KEY, []),
+        "counts": store.catalog.counts(),
+        "file_errors": [row["error"] for row in store.catalog.file_errors()],
+        "writeback_tampering": store.state.get(FINDINGS_KEY, []),
     }
     if args.json:
         print(json.dumps(status, indent=2))
@@ -325,8 +328,8 @@ def cmd_run_check(args: argparse.Namespace) -> int:
 
 
 def _print_due(store, pairs: list) -> None:
-    checks = {c["id"]: c["slug"] for c in store.list_checks()}
-    services = {s["id"]: s["slug"] for s in store.list_services()}
+    checks = {c["id"]: c["slug"] for c in store.reads.checks()}
+    services = {s["id"]: s["slug"] for s in store.reads.services()}
     for check_id, service_id in sorted(pairs, key=lambda p: (checks[p[0]], services.get(p[1], ""))):
         print(f"due  {checks[check_id]}  {services.get(service_id, '-') if service_id else '-'}")
 
@@ -335,7 +338,7 @@ def _print_outcomes(store, report) -> None:
     failed = dict(report.failed)
     deferred = dict(report.deferred)
     for result_id in sorted(set(report.expired) | set(report.dispatched) | set(failed) | set(deferred)):
-        row = store.read_result(result_id)
+        row = store.results.get(result_id)
         outcome = row["status"]
         if result_id in failed:
             outcome += f": {failed[result_id]}"
@@ -421,14 +424,25 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
         return 130
     except BrokenPipeError:
         return EXIT_ERROR
-    except (OSError, sqlite3.Error) as error:
+    except OSError as error:
         print(f"catalog: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as error:  # a bug: still one line, the traceback only on request
-        if os.environ.get("CATALOG_DEBUG"):
-            raise
-        print(f"catalog: internal error ({type(error).__name__}: {error}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
+    except Exception as error:
+        from .store import DATABASE_ERRORS
+
+        if not isinstance(error, DATABASE_ERRORS):
+            return _internal_error(error)
+        print(f"catalog: database error: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}",
+              file=sys.stderr)
         return EXIT_ERROR
+
+
+def _internal_error(error: Exception) -> int:
+    """A bug: still one line, the traceback only on request."""
+    if os.environ.get("CATALOG_DEBUG"):
+        raise error
+    print(f"catalog: internal error ({type(error).__name__}: {error}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

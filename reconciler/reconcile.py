@@ -24,7 +24,7 @@ from .gitsource import Source
 from .integrity import Entities, Focus, find_integrity_errors
 from .loader import CATALOG_FILE, LoadedFile, kind_of, list_catalog_files, read_file, read_files
 from .schema import CatalogConfig, Check, Service, parse_duration
-from .store import Store
+from .store import Database
 
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
@@ -90,19 +90,19 @@ class SyncReport:
         return self.plan.errors if self.plan else []
 
 
-def make_plan(store: Store, source: Source, *, revision: str | None = None) -> Plan:
+def make_plan(store: Database, source: Source, *, revision: str | None = None) -> Plan:
     """Fetch the source and compare it with the store."""
     revision = revision or source.fetch()
-    previous = store.get_state("applied_revision")
+    previous = store.state.get("applied_revision")
     plan = Plan(previous_revision=previous, revision=revision)
     if previous == revision:
         plan.same_revision = True
         return plan
     root = source.root
-    old_config = CatalogConfig.model_validate(store.get_state("catalog_config") or {})
+    old_config = CatalogConfig.model_validate(store.state.get("catalog_config") or {})
     ignored = old_config.writeback.path
-    known = store.catalog_files()
-    services, checks = store.service_index(decode=False), store.check_index()  # dependencies: JSON text
+    known = store.catalog.files()
+    services, checks = store.catalog.service_index(decode=False), store.catalog.check_index()  # dependencies: JSON text
 
     changed = source.changed_paths(previous, revision) if previous else None
     if changed is None:
@@ -265,13 +265,13 @@ def mass_removal_refusal(plan: Plan) -> str | None:
 
 
 def apply_plan(
-    store: Store, plan: Plan, *, now, started: float, started_at=None, allow_mass_removal: bool = False
+    store: Database, plan: Plan, *, now, started: float, started_at=None, allow_mass_removal: bool = False
 ) -> dict:
     refusal = mass_removal_refusal(plan)
     if refusal and not allow_mass_removal:
         raise SyncRefused(refusal)
     outcome_errors = [e.as_dict() for e in plan.errors]
-    return store.apply_catalog(
+    return store.catalog.apply(
         now=now,
         services=plan.service_records,
         checks=plan.check_records,
@@ -286,13 +286,13 @@ def apply_plan(
     )
 
 
-def sync(store: Store, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False) -> SyncReport:
+def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False) -> SyncReport:
     """Fetch, plan and apply; one sync at a time per store. Raises on refusal and source errors."""
     clock = clock or Clock()
     lock = _lock_for(store)
     with lock:
         started, started_at = time.perf_counter(), clock.now()
-        previous = store.get_state("applied_revision")
+        previous = store.state.get("applied_revision")
         try:
             with _collector_paused():
                 plan = make_plan(store, source)
@@ -300,7 +300,7 @@ def sync(store: Store, source: Source, *, clock: Clock | None = None, allow_mass
             _record_failure(store, clock, started, started_at, previous, None, "failed", str(error))
             raise
         if plan.same_revision:
-            store.set_state("last_sync_check", {"at": format_time(clock.now()), "revision": plan.revision})
+            store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
             return SyncReport("unchanged", plan.revision, previous, plan, _ms(started))
         try:
             with _collector_paused():
@@ -313,7 +313,7 @@ def sync(store: Store, source: Source, *, clock: Clock | None = None, allow_mass
             raise
         except Conflict:
             raise
-        store.set_state("last_sync_check", {"at": format_time(clock.now()), "revision": plan.revision})
+        store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
         return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run)
 
 
@@ -321,7 +321,7 @@ def _record_failure(store, clock, started, started_at, previous, attempted, outc
     errors = [e.as_dict() for e in plan.errors] if plan else []
     row = _run_row(plan, outcome, clock.now(), started, previous, errors, message, started_at)
     row.update(previous_revision=previous, attempted_revision=attempted, applied_revision=previous)
-    store.record_sync_run(row)
+    store.catalog.record_sync_run(row)
 
 
 def _run_row(plan, outcome: str, now, started: float, applied, errors: list, message, started_at=None) -> dict:
@@ -361,9 +361,9 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _lock_for(store: Store) -> threading.Lock:
+def _lock_for(store: Database) -> threading.Lock:
     with _SYNC_LOCKS_GUARD:
-        return _SYNC_LOCKS.setdefault(str(Path(store.path).resolve()) if store.path != ":memory:" else id(store), threading.Lock())
+        return _SYNC_LOCKS.setdefault(store.key, threading.Lock())
 
 
 # -- from models to store records ---------------------------------------------------------------

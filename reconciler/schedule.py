@@ -29,7 +29,7 @@ from .errors import Conflict, DispatchError, InvalidInput, NotFound
 from .payload import build_payload
 from .schema import FREQUENCY_PERIODS
 from .settings import Settings
-from .store import Store
+from .store import Database
 
 log = logging.getLogger("catalog.schedule")
 
@@ -97,9 +97,10 @@ def due_cutoffs(checks: list[dict], now: datetime) -> list[tuple[int, str]]:
     return cutoffs
 
 
-def due_pairs(store: Store, now: datetime) -> list[tuple[int, int | None]]:
+def due_pairs(store: Database, now: datetime) -> list[tuple[int, int | None]]:
     """(check_id, service_id or None) of every pair due now; one query over the store."""
-    return store.due_pairs(due_cutoffs(store.list_checks(), now))
+    due = store.dispatch.due(due_cutoffs(store.reads.checks(), now))
+    return [(check_id, service_id) for check_id, service_ids in due for service_id in service_ids]
 
 
 def expiry_limits(checks: list[dict], now: datetime) -> list[tuple[int, str, str]]:
@@ -114,17 +115,17 @@ def expiry_limits(checks: list[dict], now: datetime) -> list[tuple[int, str, str
     ]
 
 
-def expire_results(store: Store, now: datetime, *, dry_run: bool = False) -> list[int]:
+def expire_results(store: Database, now: datetime, *, dry_run: bool = False) -> list[int]:
     """Turn open results whose check's timeout has passed into `timed-out`; their ids."""
-    limits = expiry_limits(store.list_checks(include_removed=True), now)
-    return store.expire_results(limits, now=format_time(now), dry_run=dry_run)
+    limits = expiry_limits(store.reads.checks(include_removed=True), now)
+    return store.dispatch.expire(limits, now=format_time(now), dry_run=dry_run)
 
 
 # -- one pass ----------------------------------------------------------------------------------
 
 
 def run_pass(
-    store: Store,
+    store: Database,
     dispatcher,
     *,
     settings: Settings,
@@ -136,20 +137,20 @@ def run_pass(
     holder = new_lease_holder()
     report = PassReport()
     now = clock.now()
-    checks = store.list_checks(include_removed=True)
-    report.expired = store.expire_results(expiry_limits(checks, now), now=format_time(now))
-    created = store.create_due_results(
+    checks = store.reads.checks(include_removed=True)
+    report.expired = store.dispatch.expire(expiry_limits(checks, now), now=format_time(now))
+    created = store.dispatch.create_due(
         due_cutoffs(checks, now),
         now=format_time(now),
-        revision=store.get_state("applied_revision"),
+        revision=store.state.get("applied_revision"),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
         limit=max_results,
     )
     report.created = [row["id"] for row in created]
     # a pass killed with -9 holds its leases until they expire: free them now, not minutes later
-    store.release_leases(now=format_time(now), keep=holder_is_alive)
-    retries = store.claim_pending_results(
+    store.dispatch.release_leases(now=format_time(now), keep=holder_is_alive)
+    retries = store.dispatch.claim_pending(
         now=format_time(now),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
@@ -161,7 +162,7 @@ def run_pass(
 
 
 def run_check(
-    store: Store,
+    store: Database,
     dispatcher,
     check_slug: str,
     service_slug: str | None = None,
@@ -177,7 +178,7 @@ def run_check(
     or sent (one open result per pair; pairs that have one are skipped when others do not).
     """
     clock = clock or Clock()
-    checks = store.list_checks(include_removed=True)
+    checks = store.reads.checks(include_removed=True)
     check = next((c for c in checks if c["slug"] == check_slug), None)
     if check is None:
         raise NotFound(f"check {check_slug!r} does not exist")
@@ -185,10 +186,10 @@ def run_check(
         raise NotFound(f"check {check_slug!r} was removed from the catalog")
     if not check["active"]:
         raise InvalidInput(f"check {check_slug!r} is inactive (active: false in {check['path']})")
-    targeted = {service for _, service in store.targeted_pairs(check_ids=[check["id"]])}
+    targeted = {service for _, service in store.dispatch.targeted_pairs(check_ids=[check["id"]])}
     service_id = None
     if service_slug is not None:
-        service = store.dashboard_service(service_slug)  # NotFound when unknown
+        service = store.reads.service(service_slug)  # NotFound when unknown
         if service["removed_at"] is not None:
             raise NotFound(f"service {service_slug!r} was removed from the catalog")
         if check["target_kind"] == "none":
@@ -202,17 +203,17 @@ def run_check(
         raise InvalidInput(f"check {check_slug!r} targets no active service")
     now = clock.now()
     holder = new_lease_holder()
-    created = store.create_due_results(
+    created = store.dispatch.create_due(
         [(check["id"], NEVER)],
         now=format_time(now),
-        revision=store.get_state("applied_revision"),
+        revision=store.state.get("applied_revision"),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
         trigger="ad-hoc",
         service_id=service_id,
     )
     if not created:
-        open_rows = store.open_results_of_pair(check["id"], service_id) if service_slug or check["target_kind"] == "none" else []
+        open_rows = store.dispatch.open_results(check["id"], service_id) if service_slug or check["target_kind"] == "none" else []
         which = f" on {service_slug!r}" if service_slug else ""
         detail = f" (result {open_rows[0]['id']} is {open_rows[0]['status']})" if open_rows else ""
         raise Conflict(
@@ -220,22 +221,22 @@ def run_check(
         )
     report = PassReport(created=[row["id"] for row in created])
     _send_all(store, dispatcher, created, {check["id"]: check}, settings, clock, holder, report)
-    return [store.read_result(row["id"]) for row in created]
+    return [store.results.get(row["id"]) for row in created]
 
 
 def _send_all(
-    store: Store, dispatcher, rows: list[dict], checks: dict[int, dict], settings: Settings, clock: Clock,
+    store: Database, dispatcher, rows: list[dict], checks: dict[int, dict], settings: Settings, clock: Clock,
     holder: str, report: PassReport,
 ) -> None:
     """Send leased rows one at a time; stop early (rows stay pending) when the dispatcher must wait."""
     if not rows:
         return
-    config = store.get_state("catalog_config")
-    services = store.services_by_id([row["service_id"] for row in rows if row["service_id"] is not None])
+    config = store.state.get("catalog_config")
+    services = store.reads.services_by_id([row["service_id"] for row in rows if row["service_id"] is not None])
     transient_in_a_row = 0
     for index, row in enumerate(rows):
         now = clock.now()
-        if not store.renew_claim(row["id"], holder=holder, claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS))):
+        if not store.dispatch.renew_claim(row["id"], holder=holder, claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS))):
             continue  # answered, expired, or taken over by another pass since we leased it
         check = checks.get(row["check_id"])
         service = services.get(row["service_id"]) if row["service_id"] is not None else None
@@ -248,24 +249,24 @@ def _send_all(
         except DispatchError as error:
             if not error.transient:
                 transient_in_a_row = 0
-                if store.mark_result_failed(row["id"], str(error), now=format_time(clock.now())):
+                if store.dispatch.mark_failed(row["id"], str(error), now=format_time(clock.now())):
                     report.failed.append((row["id"], str(error)))
                 continue
             transient_in_a_row += 1
             delay = error.retry_after if error.retry_after is not None else _retry_delay(row.get("attempts", 0))
             until = format_time(clock.now() + timedelta(seconds=delay))
-            store.defer_results([row["id"]], until=until, error=str(error))
+            store.dispatch.defer([row["id"]], until=until, error=str(error))
             report.deferred.append((row["id"], str(error)))
             if error.retry_after is not None or transient_in_a_row >= STOP_AFTER_TRANSIENT:
                 rest = [r["id"] for r in rows[index + 1:]]
                 if rest:
-                    store.defer_results(rest, until=until, error=None)
+                    store.dispatch.defer(rest, until=until, error=None)
                     report.deferred.extend((result_id, f"not tried: {error}") for result_id in rest)
                 log.warning("dispatch paused for %.0f s: %s (%d results wait)", delay, error, len(rest) + 1)
                 return
             continue
         transient_in_a_row = 0
-        if store.mark_result_sent(row["id"], now=format_time(clock.now())):
+        if store.dispatch.mark_sent(row["id"], now=format_time(clock.now())):
             report.sent.append(row["id"])
         else:
             report.answered_first.append(row["id"])

@@ -20,6 +20,8 @@ class Settings:
     """Where state lives, where the catalog comes from, and how checks are dispatched."""
 
     home: Path = Path(".catalog")
+    # sqlite:///PATH or postgresql://USER[:PASS]@HOST[:PORT]/DB; default SQLite in `home`. May hold a password.
+    database_url: str | None = field(default=None, repr=False)
     repo: str | None = None
     branch: str | None = None
     server_url: str = DEFAULT_SERVER_URL
@@ -30,10 +32,6 @@ class Settings:
     public_read: bool = False
     bot_name: str = "catalog-bot"  # author of write-back commits
     bot_email: str = "catalog-bot@users.noreply.localhost"
-
-    @property
-    def database_path(self) -> Path:
-        return self.home / "catalog.db"
 
     @property
     def checkout_path(self) -> Path:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .clock import Clock, format_time, parse_time
 from .errors import InvalidInput
-from .store import Store
+from .store import Database
 
 SCOPES = ("read", "results:write", "checks:run", "sync", "admin")
 TOKEN_PREFIX = "cat_"
@@ -53,18 +53,18 @@ def check_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
     return sorted(set(scopes), key=SCOPES.index)
 
 
-def create_token(store: Store, name: str, scopes: list[str], *, now: datetime) -> str:
-    """Store a new token and return its secret, which is never stored and cannot be shown again."""
+def create_token(store: Database, name: str, scopes: list[str], *, now: datetime) -> str:
+    """Database a new token and return its secret, which is never stored and cannot be shown again."""
     name = (name or "").strip()
     if not name or len(name) > MAX_NAME_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in name):
         raise InvalidInput(f"token name must be 1..{MAX_NAME_LENGTH} printable characters without spaces, not {name!r}")
     scopes = check_scopes(scopes)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.insert_token(name, hash_token(secret), json.dumps(scopes), format_time(now))
+    store.tokens.insert(name, hash_token(secret), json.dumps(scopes), format_time(now))
     return secret
 
 
-def list_tokens(store: Store) -> list[dict]:
+def list_tokens(store: Database) -> list[dict]:
     """Every token with its scopes and times; never the secret nor its hash."""
     return [
         {
@@ -74,26 +74,26 @@ def list_tokens(store: Store) -> list[dict]:
             "last_used_at": row["last_used_at"],
             "revoked_at": row["revoked_at"],
         }
-        for row in store.list_token_rows()
+        for row in store.tokens.list()
     ]
 
 
-def revoke_token(store: Store, name: str, *, now: datetime) -> None:
-    store.revoke_token(name, format_time(now))
+def revoke_token(store: Database, name: str, *, now: datetime) -> None:
+    store.tokens.revoke(name, format_time(now))
 
 
-def verify_token(store: Store, secret: str, *, now: datetime) -> Identity | None:
+def verify_token(store: Database, secret: str, *, now: datetime) -> Identity | None:
     """The identity of a live token, or None; records its last use (at most once a minute)."""
     if not secret:
         return None
     digest = hash_token(secret)
-    row = store.token_by_hash(digest)
+    row = store.tokens.by_hash(digest)
     # The lookup is by hash; comparing the hashes again in constant time costs nothing and keeps
     # the check independent of how the database compares strings.
     if row is None or not hmac.compare_digest(row["token_hash"], digest) or row["revoked_at"] is not None:
         return None
     if row["last_used_at"] is None or now - parse_time(row["last_used_at"]) >= TOUCH_INTERVAL:
-        store.touch_token(row["id"], format_time(now))
+        store.tokens.touch(row["id"], format_time(now))
     return Identity(row["name"], frozenset(json.loads(row["scopes"])))
 
 
@@ -104,7 +104,7 @@ class TokenVerifier:
     Bad tokens are never cached, so a token created a moment ago works at once.
     """
 
-    def __init__(self, store: Store, clock: Clock | None = None, cache_seconds: float = 5.0):
+    def __init__(self, store: Database, clock: Clock | None = None, cache_seconds: float = 5.0):
         self.store = store
         self.clock = clock or Clock()
         self.cache_seconds = cache_seconds

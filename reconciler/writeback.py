@@ -20,7 +20,7 @@ from .errors import WritebackError
 from .gitsource import GIT_ENV, is_git_repository, redact
 from .schema import CatalogConfig
 from .settings import Settings
-from .store import Store
+from .store import Database
 
 BATCH_SIZE = 50_000
 PUSH_ATTEMPTS = 6
@@ -92,9 +92,9 @@ class WritebackReport:
         return out
 
 
-def resolve_target(store: Store, settings: Settings) -> Target:
+def resolve_target(store: Database, settings: Settings) -> Target:
     """The remote, branch and folder results go to, from CATALOG_REPO and catalog.yaml's `writeback`."""
-    config = CatalogConfig.model_validate(store.get_state("catalog_config") or {}).writeback
+    config = CatalogConfig.model_validate(store.state.get("catalog_config") or {}).writeback
     repo = settings.repo
     if repo and ("://" in repo or repo.startswith("git@") or ":" in repo.split("/")[0]):
         return Target(repo, config.branch, config.path)
@@ -109,7 +109,7 @@ def resolve_target(store: Store, settings: Settings) -> Target:
 
 
 def writeback_pass(
-    store: Store, settings: Settings, *, push: bool = True, clock: Clock | None = None, batch_size: int = BATCH_SIZE
+    store: Database, settings: Settings, *, push: bool = True, clock: Clock | None = None, batch_size: int = BATCH_SIZE
 ) -> WritebackReport:
     """Commit every queued finished result (one commit per batch of `batch_size`) and push it.
 
@@ -136,14 +136,14 @@ def writeback_pass(
         clone = Clone(settings.home / "writeback", target.url)
         # Checked on every pass, batch or not, so tampering shows up on the next pass after it.
         head = clone.remote_head(target.branch)
-        findings = verify_since(store, clone, store.get_state(BASELINE_KEY), head, target.path)
+        findings = verify_since(store, clone, store.state.get(BASELINE_KEY), head, target.path)
         _remember(store, findings, head, clock)
         report.findings += findings
-        while batch := store.writeback_batch(batch_size):
+        while batch := store.writeback.batch(batch_size):
             _write_batch(store, clone, target, batch, report, push=push, clock=clock, author=author)
             if not push:
                 break
-    report.remaining = store.writeback_queue_size()
+    report.remaining = store.writeback.queue_size()
     return report
 
 
@@ -170,7 +170,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
     while True:
         head = clone.remote_head(target.branch)
         parent, on_remote = head, True
-        baseline = store.get_state(BASELINE_KEY)
+        baseline = store.state.get(BASELINE_KEY)
         findings = verify_since(store, clone, baseline, head, target.path)
         if head is None and baseline and clone.has_commit(baseline):
             # The branch vanished from the remote: rebuild on what we last saw rather than start over.
@@ -180,7 +180,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         _remember(store, findings, head if on_remote else baseline, clock)
         report.findings += findings
         if build.commit is None and on_remote:
-            store.record_writes({rid: head for rid in build.present}, now=clock.now())
+            store.writeback.record_writes({rid: head for rid in build.present}, now=clock.now())
             report.written += build.present
             return
         if build.commit is None:
@@ -194,7 +194,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
             commits = {rid: build.commit for rid in build.appended}
             commits.update({rid: head for rid in build.present if on_remote})
             commits.update({rid: build.commit for rid in build.present if not on_remote})
-            store.record_writes(commits, now=clock.now(), state={BASELINE_KEY: build.commit})
+            store.writeback.record_writes(commits, now=clock.now(), state={BASELINE_KEY: build.commit})
             report.written += sorted(commits)
             report.appended += len(build.appended)
             report.commits.append(build.commit)
@@ -211,16 +211,16 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         clock.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))
 
 
-def _remember(store: Store, findings: list[TamperFinding], verified: str | None, clock: Clock) -> None:
+def _remember(store: Database, findings: list[TamperFinding], verified: str | None, clock: Clock) -> None:
     """Persist findings with the commit they were checked up to, so each is reported once and kept."""
     state: dict = {}
     if verified:
         state[BASELINE_KEY] = verified
     if findings:
-        kept = store.get_state(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
+        kept = store.state.get(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
         state[FINDINGS_KEY] = kept[-_KEPT_FINDINGS:]
     if state:
-        store.record_writes({}, now=clock.now(), state=state)
+        store.writeback.record_writes({}, now=clock.now(), state=state)
 
 
 def _build(store, clone, parent, batch, target, clock, author, findings) -> _Build:
@@ -260,16 +260,16 @@ def _build(store, clone, parent, batch, target, clock, author, findings) -> _Bui
     return _Build(commit, appended, present)
 
 
-def _summaries(store: Store, batch: list[dict], root: str, as_of: str) -> dict[str, bytes]:
+def _summaries(store: Database, batch: list[dict], root: str, as_of: str) -> dict[str, bytes]:
     """services/<slug>.yaml and checks/<slug>.yaml for what the batch touched, and the README."""
-    latest = store.writeback_latest()
+    latest = store.writeback.latest()
     for row in batch:
         key = (row["check_id"], row["service_id"] or 0)
         if key not in latest or latest[key]["id"] < row["id"]:
             latest[key] = row
     service_ids = sorted({row["service_id"] for row in batch if row["service_id"]})
     check_ids = sorted({row["check_id"] for row in batch})
-    services, checks = store.writeback_entities(service_ids, check_ids)
+    services, checks = store.writeback.entities(service_ids, check_ids)
     by_service: dict[int, list[dict]] = defaultdict(list)
     by_check: dict[int, list[dict]] = defaultdict(list)
     for (check_id, service_key), row in latest.items():
@@ -284,7 +284,7 @@ def _summaries(store: Store, batch: list[dict], root: str, as_of: str) -> dict[s
     for check_id, check in checks.items():
         rows = sorted(by_check[check_id], key=lambda row: row["service_slug"] or "")
         out[f"{root}checks/{check['slug']}.yaml"] = files.check_summary(check, rows, as_of).encode()
-    all_services, all_checks = store.writeback_catalog()
+    all_services, all_checks = store.writeback.catalog()
     out[f"{root}README.md"] = files.readme(all_services, all_checks, latest, as_of).encode()
     return out
 
@@ -297,7 +297,7 @@ def _message(result_ids: list[int]) -> str:
     return f"Record {len(ids)} health check {noun}\n\nResult ids:\n" + "\n".join(lines) + "\n"
 
 
-def verify_since(store: Store, clone: "Clone", baseline: str | None, head: str | None, root: str) -> list[TamperFinding]:
+def verify_since(store: Database, clone: "Clone", baseline: str | None, head: str | None, root: str) -> list[TamperFinding]:
     """Findings for history files changed between `baseline` and `head` other than by valid appends."""
     if not baseline or not head or baseline == head:
         return []
@@ -330,10 +330,10 @@ def verify_since(store: Store, clone: "Clone", baseline: str | None, head: str |
     return findings
 
 
-def _check_added_lines(store: Store, added: list[tuple[str, str]], root: str) -> list[TamperFinding]:
+def _check_added_lines(store: Database, added: list[tuple[str, str]], root: str) -> list[TamperFinding]:
     """Lines added on the remote (by us or a racing pass) must be exactly the store's rendering."""
     ids = {files.line_id(line) for _, line in added} - {None}
-    rows = store.writeback_results(sorted(ids)) if ids else {}
+    rows = store.writeback.results(sorted(ids)) if ids else {}
     findings, seen = [], set()
     for path, line in added:
         result_id = files.line_id(line)

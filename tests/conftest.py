@@ -11,7 +11,8 @@ import yaml
 from reconciler.clock import Clock
 from reconciler.gitsource import DirectorySource
 from reconciler.reconcile import SyncReport, sync
-from reconciler.store import Store
+from reconciler.store import Database, open_database
+from postgres_server import PostgresServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "catalog-repo-example"
@@ -31,7 +32,7 @@ def write_catalog(root: Path, services: list[dict] = (), checks: list[dict] = ()
     return root
 
 
-def sync_directory(store: Store, root: Path, clock: Clock | None = None, **options) -> SyncReport:
+def sync_directory(store: Database, root: Path, clock: Clock | None = None, **options) -> SyncReport:
     return sync(store, DirectorySource(root), clock=clock, **options)
 
 
@@ -43,15 +44,34 @@ def example_dir(tmp_path: Path) -> Path:
     return target
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """One throwaway PostgreSQL server for the whole run (started on first use, never skipped)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path: Path) -> str:
+    """A new, empty database on each backend in turn: every test that uses the store runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'state' / 'catalog.db'}"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "state" / "catalog.db")
+def store(database_url: str) -> Database:
+    store = open_database(database_url)
     yield store
     store.close()
 
 
 @pytest.fixture
-def synced_store(store: Store, example_dir: Path) -> Store:
+def synced_store(store: Database, example_dir: Path) -> Database:
     """A store synced from the example catalog: 11 services, 6 checks."""
     report = sync_directory(store, example_dir)
     assert report.outcome == "applied" and not report.errors, report.errors

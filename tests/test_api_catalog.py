@@ -12,6 +12,7 @@ from api_support import auth, make_token, new_result
 from conftest import sync_directory
 from reconciler.clock import FakeClock, format_time
 from reconciler.settings import Settings
+from store_support import answer, finished_result
 
 
 def _client(store, tmp_path, **settings):
@@ -68,12 +69,12 @@ def test_removed_services_are_listed_only_on_request(client, synced_store, examp
 def test_service_shows_latest_result_per_check_and_counts(client, synced_store):
     clock = FakeClock()
     old = new_result(synced_store, "has-owner", "payments-api", now=clock.now())
-    synced_store.complete_result(old["id"], "fail", now=clock.now())
+    answer(synced_store, old["id"], "fail", now=clock.now())
     clock.advance(timedelta(hours=1))
     newer = new_result(synced_store, "has-owner", "payments-api", now=clock.now())
-    synced_store.complete_result(newer["id"], "pass", now=clock.now())
+    answer(synced_store, newer["id"], "pass", now=clock.now())
     log4j = new_result(synced_store, "log4j-vulnerability", "payments-api", now=clock.now())
-    synced_store.complete_result(log4j["id"], "pass", now=clock.now())
+    answer(synced_store, log4j["id"], "pass", now=clock.now())
     pending = new_result(synced_store, "readme-present", "payments-api", now=clock.now())
     new_result(synced_store, "has-owner", "users-api", now=clock.now())  # another service's
 
@@ -93,8 +94,8 @@ def test_service_lists_latest_results_by_check_slug_with_every_field(client, syn
     clock = FakeClock()
     made = {slug: new_result(synced_store, slug, "users-api", now=clock.now())
             for slug in ("readme-present", "aaa-first", "has-owner")}
-    synced_store.complete_result(made["has-owner"]["id"], "warning", now=clock.now(), url="https://ci.example/1")
-    assert synced_store.mark_result_sent(made["aaa-first"]["id"], now=format_time(clock.now()))
+    answer(synced_store, made["has-owner"]["id"], "warning", now=clock.now(), url="https://ci.example/1")
+    assert synced_store.dispatch.mark_sent(made["aaa-first"]["id"], now=format_time(clock.now()))
 
     service = client.get("/api/services/users-api").json()
     assert [r["check"] for r in service["latest_results"]] == sorted(made)
@@ -128,8 +129,9 @@ def test_checks_list_and_latest_result_per_service(client, synced_store):
     assert checks["readme-present"]["targets"] == {"type": "web"}
     assert checks["oncall-configured"]["schedule"] == "0 9 * * 1-5"
     first = new_result(synced_store, "has-owner", "users-api")
+    answer(synced_store, first["id"], "fail", now=FakeClock().now())
     second = new_result(synced_store, "has-owner", "users-api")
-    synced_store.complete_result(second["id"], "warning", now=FakeClock().now())
+    answer(synced_store, second["id"], "warning", now=FakeClock().now())
     other = new_result(synced_store, "has-owner", "users-db")
     orgwide = new_result(synced_store, "github-org-audit", None)
     check = client.get("/api/checks/has-owner").json()
@@ -141,7 +143,7 @@ def test_checks_list_and_latest_result_per_service(client, synced_store):
 
 
 def test_results_are_paged_newest_first_with_a_next_link(client, synced_store):
-    ids = [new_result(synced_store, "has-owner", "users-api")["id"] for _ in range(5)]
+    ids = [finished_result(synced_store, "has-owner", "users-api")["id"] for _ in range(5)]
     new_result(synced_store, "has-owner", "users-db")
     page = client.get("/api/results?service=users-api&limit=2").json()
     assert [r["id"] for r in page["results"]] == ids[::-1][:2]
@@ -156,7 +158,7 @@ def test_results_are_paged_newest_first_with_a_next_link(client, synced_store):
 def test_results_filter_by_check_result_status_and_since(client, synced_store):
     clock = FakeClock()
     early = new_result(synced_store, "has-owner", "users-api", now=clock.now())
-    synced_store.complete_result(early["id"], "fail", now=clock.now())
+    answer(synced_store, early["id"], "fail", now=clock.now())
     clock.advance(timedelta(days=1))
     late = new_result(synced_store, "log4j-vulnerability", "users-api", now=clock.now())
 

@@ -149,13 +149,13 @@ def test_status_before_any_sync(tmp_path):
 
 
 def test_status_shows_writeback_tampering_found_earlier(tmp_path):
-    from reconciler.store import Store
+    from reconciler.store import Database, open_database
 
     home = tmp_path / "home"
-    store = Store(home / "catalog.db")
-    store.set_state("writeback_findings", [
+    store = open_database(home / "catalog.db")
+    store.state.set({"writeback_findings": [
         {"path": "results/history/2026/01/05.jsonl", "message": "line 3 was changed after it was pushed", "result_id": 7},
-    ])
+    ]})
     store.close()
     result = run("status", home=home)
     assert result.returncode == 0

@@ -20,6 +20,7 @@ import yaml
 
 from conftest import EXAMPLE, sync_directory
 from github_standin import Answer, GitHubStandIn
+from store_support import raw_rows
 from reconciler.clock import FakeClock
 from reconciler.dispatch import GitHubDispatcher, LocalDispatcher, LogDispatcher, dispatcher_from_settings, local_token
 from reconciler.errors import ConfigError
@@ -52,7 +53,7 @@ def github_dispatcher(github: GitHubStandIn, clock: FakeClock, **options) -> Git
 
 def results_by_status(store) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for row in store.list_results(limit=1000):
+    for row in store.results.list(limit=1000):
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     return counts
 
@@ -96,8 +97,8 @@ def test_dispatch_data_decodes_as_the_origin_docs_show_and_names_the_patch_url(s
     assert data["result"]["status"] == "pending" and data["result"]["result"] == "unknown"
     assert data["source"]["path"] == "services/payments-api.yaml"
     assert data["source"]["repository"] == "https://git.example/acme/catalog.git"
-    assert data["source"]["revision"] == synced_store.get_state("applied_revision")
-    assert synced_store.get_result(result_id)["revision"] == synced_store.get_state("applied_revision")
+    assert data["source"]["revision"] == synced_store.state.get("applied_revision")
+    assert synced_store.results.get(result_id)["revision"] == synced_store.state.get("applied_revision")
 
 
 def test_credentials_in_the_catalog_url_never_reach_the_payload(synced_store, github, clock):
@@ -116,7 +117,7 @@ def test_permanent_github_answers_turn_the_result_into_an_error_with_githubs_mes
 
     (failed_id, message), = report.failed
     assert f"GitHub answered {status}: GitHub says no ({status})" in message
-    row = synced_store.get_result(failed_id)
+    row = synced_store.results.get(failed_id)
     assert row["status"] == "error" and row["finished_at"] and row["message"] == message
     assert len(report.sent) == 27  # the others went on
 
@@ -156,7 +157,7 @@ def test_retry_after_is_honoured(synced_store, github, clock, answer):
     dispatcher = github_dispatcher(github, clock)
     first = run_pass(synced_store, dispatcher, settings=settings_for(github.url), clock=clock)
     assert first.sent == [] and len(first.deferred) == 28
-    attempt = synced_store.dispatch_attempt(first.deferred[0][0])
+    attempt = raw_rows(synced_store, "SELECT * FROM dispatch_attempts WHERE result_id = ?", (first.deferred[0][0],))[0]
     assert attempt["not_before"] == (clock.now() + timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert "rate limit" in attempt["last_error"]
 
@@ -305,7 +306,7 @@ def test_local_dispatcher_missing_or_non_executable_script_is_an_error_naming_th
     write_script(scripts, "has-owner", "print('hi')\n", executable=False)
     report = run_pass(synced_store, LocalDispatcher(scripts), settings=settings_for(), clock=clock)
 
-    messages = {synced_store.read_result(i)["check"]: m for i, m in report.failed}
+    messages = {synced_store.results.get(i)["check"]: m for i, m in report.failed}
     assert messages["has-owner"] == f"check script {scripts.resolve() / 'has-owner'} is not executable (chmod +x it)"
     assert messages["readme-present"] == f"no check script {scripts.resolve() / 'readme-present'}"
     assert report.sent == []
@@ -347,7 +348,7 @@ def test_the_example_health_check_scripts_answer_every_example_check(synced_stor
     assert not report.failed and len(report.sent) == 31
     answers = {}
     for patch in api.patches:
-        row = synced_store.read_result(int(patch["path"].split("/")[3]))
+        row = synced_store.results.get(int(patch["path"].split("/")[3]))
         answers[(row["check"], row["service"])] = patch["form"]["result"]
         assert patch["auth"] == "Token example-token"
     assert len(answers) == 31

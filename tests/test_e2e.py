@@ -26,7 +26,7 @@ from e2e_support import (
     wait_for,
 )
 from github_standin import GitHubStandIn
-from reconciler.store import Store
+from reconciler.store import Database, open_database
 
 pytestmark = pytest.mark.e2e
 
@@ -107,9 +107,9 @@ def _last_run_at(up: UpProcess, sha: str) -> dict | None:
 
 def _results_in_store(home: Path) -> list[dict]:
     """The results as the SQLite file holds them (read through the store, the server being dead)."""
-    store = Store(home / "catalog.db")
+    store = open_database(home / "catalog.db")
     try:
-        return store.list_results(limit=1000)
+        return store.results.list(limit=1000)
     finally:
         store.close()
 

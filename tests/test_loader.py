@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -207,11 +208,11 @@ def test_bad_file_through_sync_loses_nothing(tmp_path, store, case):
 
     assert report.outcome == "applied"
     assert [str(e) for e in report.errors][0].startswith(expected_start)
-    payments = store.get_service("payments-api")
+    payments = json.loads(store.reads.service_json("payments-api"))
     assert payments["priority"] == 1 and payments["owner"] == "team-payments"  # last good state
     assert payments["error"].startswith(expected_start)
-    assert store.get_service("users-api")["priority"] == 3  # the other file still applied
-    assert store.catalog_counts()["services"] == 2
+    assert json.loads(store.reads.service_json("users-api"))["priority"] == 3  # the other file still applied
+    assert store.catalog.counts()["services"] == 2
 
 
 def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_dir):

@@ -14,23 +14,23 @@ from api.badges import render_badge
 from api.dashboard import render_markdown, stale_cutoff
 from reconciler.clock import FakeClock
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.store import Database
 from reconciler.tokens import create_token
+from store_support import answer
+from store_support import new_result
 
 SCRIPT = "<script>alert('pwned')</script>"
 
 
-def record(store: Store, clock: FakeClock, check: str, service: str | None, result: str, message: str | None = None,
+def record(store: Database, clock: FakeClock, check: str, service: str | None, result: str, message: str | None = None,
            url: str | None = None) -> int:
     """One finished result for (check, service), created and completed at the clock's time."""
-    checks = {c["slug"]: c["id"] for c in store.dashboard_checks()}
-    services = {s["slug"]: s["id"] for s in store.dashboard_services()}
-    row = store.create_result(checks[check], services[service] if service else None, now=clock.now())
-    store.complete_result(row["id"], result, now=clock.now(), message=message, url=url)
+    row = new_result(store, check, service, now=clock.now())
+    answer(store, row["id"], result, now=clock.now(), message=message, url=url)
     return row["id"]
 
 
-def populate(store: Store, clock: FakeClock) -> dict[str, int]:
+def populate(store: Database, clock: FakeClock) -> dict[str, int]:
     """A little history on the example catalog: passes, a failure with a hostile message, a pending run."""
     ids = {}
     clock.advance(timedelta(days=-3))
@@ -40,9 +40,7 @@ def populate(store: Store, clock: FakeClock) -> dict[str, int]:
                            url="javascript:alert(1)")
     ids["pass"] = record(store, clock, "has-owner", "payments-api", "pass", url="https://ci.example/run/1")
     ids["org"] = record(store, clock, "github-org-audit", None, "warning", message="2 admins without 2FA")
-    checks = {c["slug"]: c["id"] for c in store.dashboard_checks()}
-    services = {s["slug"]: s["id"] for s in store.dashboard_services()}
-    ids["pending"] = store.create_result(checks["readme-present"], services["storefront-web"], now=clock.now())["id"]
+    ids["pending"] = new_result(store, "readme-present", "storefront-web", now=clock.now())["id"]
     return ids
 
 
@@ -52,7 +50,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def site(synced_store: Store, clock: FakeClock):
+def site(synced_store: Database, clock: FakeClock):
     """(base URL, result ids) of a public-read server over the example catalog with some history."""
     ids = populate(synced_store, clock)
     app = create_app(synced_store, Settings(home=Path("unused"), public_read=True), clock=clock)
@@ -61,7 +59,7 @@ def site(synced_store: Store, clock: FakeClock):
 
 
 @pytest.fixture
-def private_site(synced_store: Store, clock: FakeClock):
+def private_site(synced_store: Database, clock: FakeClock):
     """(base URL, read token, results-only token) of a server without public read."""
     populate(synced_store, clock)
     reader = create_token(synced_store, "auditor", ["read"], now=clock.now())

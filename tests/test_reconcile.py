@@ -12,19 +12,22 @@ from reconciler.clock import FakeClock
 from reconciler.errors import SyncRefused
 from reconciler.gitsource import DirectorySource, GitSource
 from reconciler.reconcile import make_plan, sync
+from store_support import raw_rows
+from store_support import answer
+from store_support import new_result
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 
 
 def _service(store, slug):
-    return store.connection.execute("SELECT * FROM services WHERE slug = ?", (slug,)).fetchone()
+    return raw_rows(store, "SELECT * FROM services WHERE slug = ?", (slug,))[0]
 
 
 def test_plan_lists_creates_without_applying(store, example_dir):
     plan = make_plan(store, DirectorySource(example_dir))
     assert plan.count("create") == 17 and plan.count("update") == plan.count("remove") == 0
     assert "+ service payments-api  [services/payments-api.yaml]" in [str(c) for c in plan.changes]
-    assert store.catalog_counts()["services"] == 0  # nothing applied
+    assert store.catalog.counts()["services"] == 0  # nothing applied
 
 
 def test_plan_shows_update_and_remove(synced_store, example_dir):
@@ -48,13 +51,13 @@ def test_plan_shows_update_and_remove(synced_store, example_dir):
 def test_apply_writes_every_field(synced_store):
     row = _service(synced_store, "payments-api")
     assert (row["name"], row["priority"], row["owner"], row["type"]) == ("Payments API", 1, "team-payments", "web")
-    check = synced_store.connection.execute("SELECT * FROM checks WHERE slug = 'oncall-configured'").fetchone()
+    check = raw_rows(synced_store, "SELECT * FROM checks WHERE slug = 'oncall-configured'")[0]
     assert check["schedule"] == "0 9 * * 1-5" and check["frequency"] is None and check["timeout_seconds"] == 7200
-    targets = synced_store.connection.execute(
+    targets = raw_rows(synced_store, 
         "SELECT service_slug FROM check_targets WHERE check_id = ? ORDER BY service_slug", (check["id"],)
-    ).fetchall()
+    )
     assert [t["service_slug"] for t in targets] == ["catalog-api", "payments-api", "storefront-web", "users-api"]
-    default = synced_store.connection.execute("SELECT * FROM checks WHERE slug = 'github-org-audit'").fetchone()
+    default = raw_rows(synced_store, "SELECT * FROM checks WHERE slug = 'github-org-audit'")[0]
     assert default["target_kind"] == "none" and default["timeout_seconds"] == 6 * 3600  # catalog.yaml default
 
 
@@ -66,32 +69,31 @@ def test_bad_file_keeps_last_good_state_and_blocks_nothing(synced_store, example
     assert [str(e) for e in report.errors] == [
         "checks/has-owner.yaml:3:12: frequency: must be one of 'hourly', 'daily', 'weekly' or 'ad-hoc'"
     ]
-    check = synced_store.connection.execute("SELECT * FROM checks WHERE slug = 'has-owner'").fetchone()
+    check = raw_rows(synced_store, "SELECT * FROM checks WHERE slug = 'has-owner'")[0]
     assert check["frequency"] == "hourly" and check["removed_at"] is None and "frequency" in check["error"]
     assert _service(synced_store, "users-db")["priority"] == 4
     # fixed: the error mark goes away
     (example_dir / "checks" / "has-owner.yaml").write_text("name: Has an owner\nslug: has-owner\nfrequency: daily\n")
     report = sync_directory(synced_store, example_dir)
     assert report.errors == []
-    check = synced_store.connection.execute("SELECT * FROM checks WHERE slug = 'has-owner'").fetchone()
+    check = raw_rows(synced_store, "SELECT * FROM checks WHERE slug = 'has-owner'")[0]
     assert check["frequency"] == "daily" and check["error"] is None
 
 
 def test_deleting_a_file_soft_deletes_and_keeps_results(synced_store, example_dir):
-    service = _service(synced_store, "legacy-reports")
-    check = synced_store.connection.execute("SELECT id FROM checks WHERE slug = 'has-owner'").fetchone()
-    result = synced_store.create_result(check["id"], service["id"], now=NOW)
-    synced_store.complete_result(result["id"], "fail", now=NOW)
-    (example_dir / "services" / "legacy-reports.yaml").unlink()
+    service = _service(synced_store, "notifications-worker")
+    result = new_result(synced_store, "has-owner", "notifications-worker", now=NOW)
+    answer(synced_store, result["id"], "fail", now=NOW)
+    (example_dir / "services" / "notifications-worker.yaml").unlink()
     report = sync_directory(synced_store, example_dir, clock=FakeClock(NOW))
     assert report.plan.count("remove") == 1
-    row = _service(synced_store, "legacy-reports")
+    row = _service(synced_store, "notifications-worker")
     assert row["removed_at"] == "2026-01-05T12:00:00.000000Z"
-    assert synced_store.get_result(result["id"])["result"] == "fail"
+    assert synced_store.results.get(result["id"])["result"] == "fail"
     # coming back revives the same row: same id, results still attached
-    write_catalog(example_dir, services=[{"name": "Legacy reports", "slug": "legacy-reports", "priority": 9}])
+    write_catalog(example_dir, services=[{"name": "Notifications worker", "slug": "notifications-worker", "priority": 9}])
     sync_directory(synced_store, example_dir)
-    again = _service(synced_store, "legacy-reports")
+    again = _service(synced_store, "notifications-worker")
     assert again["id"] == service["id"] and again["removed_at"] is None
 
 
@@ -107,18 +109,18 @@ def test_moving_a_file_changes_nothing(synced_store, example_dir):
 
 
 def test_removing_more_than_half_is_refused_then_allowed(synced_store, example_dir):
-    revision = synced_store.get_state("applied_revision")
+    revision = synced_store.state.get("applied_revision")
     for name in ("users-db", "search-index", "ledger-worker", "notifications-worker", "admin-console", "legacy-reports"):
         (example_dir / "services" / f"{name}.yaml").unlink()
     for path in (example_dir / "services").glob("*.yaml"):  # drop dependencies on them
         path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("dependencies")) + "\n")
     with pytest.raises(SyncRefused, match="refusing to remove 6 of 11 services"):
         sync_directory(synced_store, example_dir)
-    assert synced_store.catalog_counts()["services"] == 11
-    assert synced_store.get_state("applied_revision") == revision
-    assert synced_store.sync_runs(1)[0]["outcome"] == "refused"
+    assert synced_store.catalog.counts()["services"] == 11
+    assert synced_store.state.get("applied_revision") == revision
+    assert synced_store.catalog.sync_runs(1)[0]["outcome"] == "refused"
     report = sync_directory(synced_store, example_dir, allow_mass_removal=True)
-    assert report.outcome == "applied" and synced_store.catalog_counts()["services"] == 5
+    assert report.outcome == "applied" and synced_store.catalog.counts()["services"] == 5
 
 
 def test_an_empty_repository_is_refused_not_applied(synced_store, example_dir):
@@ -126,24 +128,24 @@ def test_an_empty_repository_is_refused_not_applied(synced_store, example_dir):
     shutil.rmtree(example_dir / "checks")
     with pytest.raises(SyncRefused, match="remove 11 of 11"):
         sync_directory(synced_store, example_dir)
-    assert synced_store.catalog_counts()["services"] == 11
+    assert synced_store.catalog.counts()["services"] == 11
 
 
 def test_same_revision_is_no_work(synced_store, example_dir):
-    runs = len(synced_store.sync_runs())
+    runs = len(synced_store.catalog.sync_runs())
     report = sync_directory(synced_store, example_dir)
     assert report.outcome == "unchanged" and report.plan.same_revision
-    assert len(synced_store.sync_runs()) == runs
+    assert len(synced_store.catalog.sync_runs()) == runs
 
 
 def test_sync_run_is_recorded_with_revisions_counts_duration_errors(synced_store, example_dir):
-    first = synced_store.sync_runs(1)[0]
+    first = synced_store.catalog.sync_runs(1)[0]
     assert first["outcome"] == "applied" and first["previous_revision"] is None
     assert first["created"] == 17 and first["duration_ms"] > 0 and first["errors"] == []
     (example_dir / "services" / "users-db.yaml").write_text("name: Users DB\npriority: zero\n")
     (example_dir / "services" / "new.yaml").write_text("name: New thing\npriority: 5\n")
     sync_directory(synced_store, example_dir)
-    run = synced_store.sync_runs(1)[0]
+    run = synced_store.catalog.sync_runs(1)[0]
     assert run["previous_revision"] == first["applied_revision"]
     assert run["attempted_revision"] == run["applied_revision"] != first["applied_revision"]
     assert (run["created"], run["updated"], run["removed"]) == (1, 0, 0)
@@ -157,8 +159,8 @@ def test_failed_fetch_is_recorded_and_removes_nothing(synced_store, tmp_path):
 
     with pytest.raises(SourceError):
         sync(synced_store, GitSource(str(tmp_path / "gone.git"), tmp_path / "checkout"))
-    assert synced_store.sync_runs(1)[0]["outcome"] == "failed"
-    assert synced_store.catalog_counts()["services"] == 11
+    assert synced_store.catalog.sync_runs(1)[0]["outcome"] == "failed"
+    assert synced_store.catalog.counts()["services"] == 11
 
 
 # -- git: only the changed paths are read; everything when the old revision is unknown -----------
@@ -176,7 +178,7 @@ def test_only_changed_paths_are_reread(store, git_catalog, tmp_path):
     report = sync(store, source)
     assert report.errors == [] and [c.slug for c in report.plan.changes] == ["users-api"]
     # the same corruption with the old revision unknown (e.g. the store came from elsewhere): reported
-    store.set_state("applied_revision", "f" * 40)
+    store.state.set({"applied_revision": "f" * 40})
     git_catalog.commit("Another commit")
     report = sync(store, source)
     assert [e.location.path for e in report.errors] == ["services/users-db.yaml"]
@@ -228,7 +230,7 @@ def test_a_catalog_big_enough_for_two_readers_syncs_as_one_reader_does(tmp_path,
     import sys
 
     from reconciler import loader
-    from reconciler.store import Store
+    from reconciler.store import Database, open_database
 
     root = tmp_path / "big"
     services = [{"name": f"Svc {n}", "slug": f"svc-{n:04d}", "priority": n % 10 + 1, "owner": f"team-{n % 7}",
@@ -243,16 +245,16 @@ def test_a_catalog_big_enough_for_two_readers_syncs_as_one_reader_does(tmp_path,
     done = subprocess.run([sys.executable, "-m", "reconciler.cli", "sync"], env=env, capture_output=True, text=True)
     assert done.returncode == 3, done.stderr  # applied, with file errors
     monkeypatch.setattr(loader, "PARALLEL_FROM", 10**9)
-    serial = Store(tmp_path / "serial.db")
+    serial = open_database(tmp_path / "serial.db")
     sync_directory(serial, root)
 
-    forked = Store(tmp_path / "forked" / "catalog.db")
+    forked = open_database(tmp_path / "forked" / "catalog.db")
     columns = "slug, name, priority, type, owner, tags, dependencies, meta, path, digest, error, removed_at"
     for sql in (f"SELECT {columns} FROM services ORDER BY slug", "SELECT * FROM checks ORDER BY slug",
                 "SELECT * FROM catalog_files ORDER BY path"):
         rows = [{k: v for k, v in row.items() if k not in ("id", "created_at", "updated_at")}
-                for row in forked.connection.execute(sql)]
+                for row in raw_rows(forked, sql)]
         assert rows == [{k: v for k, v in row.items() if k not in ("id", "created_at", "updated_at")}
-                        for row in serial.connection.execute(sql)]
-    errors = sorted(row["path"] for row in serial.connection.execute("SELECT path FROM catalog_files WHERE error IS NOT NULL"))
+                        for row in raw_rows(serial, sql)]
+    errors = sorted(row["path"] for row in raw_rows(serial, "SELECT path FROM catalog_files WHERE error IS NOT NULL"))
     assert errors == ["services/svc-0010.yaml", "services/svc-1500.yaml"]

@@ -19,6 +19,7 @@ from reconciler.dispatch import LogDispatcher
 from reconciler.errors import Conflict, DispatchError, InvalidInput, NotFound
 from reconciler.schedule import CLAIM_SECONDS, Scheduler, due_pairs, run_check, run_pass
 from reconciler.settings import Settings
+from store_support import answer
 
 SETTINGS = Settings.resolve({}, {})
 
@@ -36,13 +37,13 @@ class Recorder:
         if self.fail:
             raise self.fail
         if self.answer:  # the Action answers before the scheduler records `sent`
-            self.store.complete_result(payload.result_id, self.answer, now=datetime.now(timezone.utc))
+            answer(self.store, payload.result_id, self.answer, now=datetime.now(timezone.utc))
         self.sent.append(payload)
 
 
 def slug_pairs(store, pairs) -> set[tuple[str, str | None]]:
-    checks = {c["id"]: c["slug"] for c in store.list_checks()}
-    services = {s["id"]: s["slug"] for s in store.list_services(include_removed=True)}
+    checks = {c["id"]: c["slug"] for c in store.reads.checks()}
+    services = {s["id"]: s["slug"] for s in store.reads.services(include_removed=True)}
     return {(checks[c], services.get(s)) for c, s in pairs}
 
 
@@ -87,8 +88,8 @@ def test_selectors_match_owner_and_all_tags(store, tmp_path, clock):
 
 def test_a_pair_is_due_again_exactly_one_period_after_its_last_run(synced_store, clock):
     run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
-    for row in synced_store.list_results(limit=100):
-        synced_store.complete_result(row["id"], "pass", now=clock.now())
+    for row in synced_store.results.list(limit=100):
+        answer(synced_store, row["id"], "pass", now=clock.now())
     assert due_pairs(synced_store, clock.now()) == []
 
     clock.advance(timedelta(hours=1) - timedelta(microseconds=1))
@@ -106,8 +107,8 @@ def test_a_pair_is_due_again_exactly_one_period_after_its_last_run(synced_store,
 
 def test_a_cron_check_is_due_when_its_next_scheduled_time_has_passed(synced_store, clock):
     run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)  # Monday 12:00: first runs
-    for row in synced_store.list_results(limit=100):
-        synced_store.complete_result(row["id"], "pass", now=clock.now())
+    for row in synced_store.results.list(limit=100):
+        answer(synced_store, row["id"], "pass", now=clock.now())
 
     def oncall_due() -> bool:
         return any(c == "oncall-configured" for c, _ in slug_pairs(synced_store, due_pairs(synced_store, clock.now())))
@@ -119,9 +120,9 @@ def test_a_cron_check_is_due_when_its_next_scheduled_time_has_passed(synced_stor
     run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
     clock.advance(timedelta(days=3, minutes=30))  # Friday 09:30: the pass times out Tuesday's (2h) first
     friday = run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
-    assert "oncall-configured" in {synced_store.read_result(i)["check"] for i in friday.created}
-    for row in synced_store.list_results(status="sent", limit=100):
-        synced_store.complete_result(row["id"], "pass", now=clock.now())
+    assert "oncall-configured" in {synced_store.results.get(i)["check"] for i in friday.created}
+    for row in synced_store.results.list(status="sent", limit=100):
+        answer(synced_store, row["id"], "pass", now=clock.now())
     clock.advance(timedelta(days=2, minutes=30))  # Sunday 10:00: the weekend is not scheduled
     assert not oncall_due()
     clock.advance(timedelta(hours=23))  # Monday 09:00
@@ -142,21 +143,21 @@ def test_an_open_result_keeps_its_pair_from_being_dispatched_again(synced_store,
 
 def test_results_carry_the_applied_revision_and_go_pending_to_sent(synced_store, clock):
     report = run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
-    row = synced_store.get_result(report.sent[0])
+    row = synced_store.results.get(report.sent[0])
     assert row["status"] == "sent" and row["sent_at"] == format_time(clock.now())
-    assert row["revision"] == synced_store.get_state("applied_revision") and row["trigger"] == "schedule"
+    assert row["revision"] == synced_store.state.get("applied_revision") and row["trigger"] == "schedule"
 
 
 def test_an_answer_before_sent_is_kept(synced_store, clock):
     report = run_pass(synced_store, Recorder(synced_store, answer="pass"), settings=SETTINGS, clock=clock, max_results=3)
     assert report.sent == [] and len(report.answered_first) == 3
-    assert {synced_store.get_result(i)["status"] for i in report.answered_first} == {"completed"}
+    assert {synced_store.results.get(i)["status"] for i in report.answered_first} == {"completed"}
 
 
 def test_a_crash_after_creating_rows_resends_the_same_rows_once_the_lease_ends(synced_store, clock):
     # a pass that died right after creating its rows: they are pending and leased
-    crashed = synced_store.create_due_results(
-        [(c["id"], "9999") for c in synced_store.list_checks() if c["slug"] == "has-owner"],
+    crashed = synced_store.dispatch.create_due(
+        [(c["id"], "9999") for c in synced_store.reads.checks() if c["slug"] == "has-owner"],
         now=format_time(clock.now()), revision="r1",
         claim_until=format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS)), holder="dead",
     )
@@ -170,21 +171,21 @@ def test_a_crash_after_creating_rows_resends_the_same_rows_once_the_lease_ends(s
     after = run_pass(synced_store, recorder, settings=SETTINGS, clock=clock)
     assert after.created == [] and sorted(after.retried) == sorted(r["id"] for r in crashed)
     assert sorted(after.sent) == sorted(r["id"] for r in crashed)
-    assert len(synced_store.list_results(limit=1000)) == 28  # one result per pair, none lost
+    assert len(synced_store.results.list(limit=1000)) == 28  # one result per pair, none lost
 
 
 def test_leases_of_a_scheduler_killed_on_this_host_are_taken_over_at_once(synced_store, clock):
     import socket
 
     dead_holder = f"{socket.gethostname()}:{_dead_pid()}:abc"
-    crashed = synced_store.create_due_results(
-        [(c["id"], "9999") for c in synced_store.list_checks() if c["slug"] == "has-owner"],
+    crashed = synced_store.dispatch.create_due(
+        [(c["id"], "9999") for c in synced_store.reads.checks() if c["slug"] == "has-owner"],
         now=format_time(clock.now()), revision="r1",
         claim_until=format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS)), holder=dead_holder,
     )
     live_holder = f"{socket.gethostname()}:{os.getpid()}:live"
-    alive = synced_store.create_due_results(
-        [(c["id"], "9999") for c in synced_store.list_checks() if c["slug"] == "readme-present"],
+    alive = synced_store.dispatch.create_due(
+        [(c["id"], "9999") for c in synced_store.reads.checks() if c["slug"] == "readme-present"],
         now=format_time(clock.now()), revision="r1",
         claim_until=format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS)), holder=live_holder,
     )
@@ -205,32 +206,32 @@ def _dead_pid() -> int:
 
 def test_permanent_failure_sets_error_and_transient_keeps_pending(synced_store, clock):
     failed = run_pass(synced_store, Recorder(fail=DispatchError("nope", transient=False)), settings=SETTINGS, clock=clock, max_results=2)
-    assert [synced_store.get_result(i)["status"] for i, _ in failed.failed] == ["error", "error"]
-    assert synced_store.get_result(failed.failed[0][0])["message"] == "nope"
+    assert [synced_store.results.get(i)["status"] for i, _ in failed.failed] == ["error", "error"]
+    assert synced_store.results.get(failed.failed[0][0])["message"] == "nope"
 
     kept = run_pass(synced_store, Recorder(fail=DispatchError("later", transient=True)), settings=SETTINGS, clock=clock, max_results=2)
-    assert [synced_store.get_result(i)["status"] for i in kept.still_pending] == ["pending", "pending"]
+    assert [synced_store.results.get(i)["status"] for i in kept.still_pending] == ["pending", "pending"]
 
 
 def test_unanswered_results_time_out_after_the_checks_timeout(synced_store, clock):
     run_pass(synced_store, Recorder(), settings=SETTINGS, clock=clock)
     pending_only = run_pass(synced_store, Recorder(fail=DispatchError("down", transient=True)), settings=SETTINGS, clock=clock)
     assert pending_only.created == []
-    answered = synced_store.list_results(check="readme-present", limit=1)[0]
-    synced_store.complete_result(answered["id"], "pass", now=clock.now())
+    answered = synced_store.results.list(check="readme-present", limit=1)[0]
+    answer(synced_store, answered["id"], "pass", now=clock.now())
 
     clock.advance(timedelta(minutes=30))
     report = run_pass(synced_store, Recorder(fail=DispatchError("down", transient=True)), settings=SETTINGS, clock=clock)
-    expired = [synced_store.read_result(i) for i in report.expired]
+    expired = [synced_store.results.get(i) for i in report.expired]
     assert {r["check"] for r in expired} == {"has-owner"} and len(expired) == 10
     assert expired[0]["status"] == "timed-out" and expired[0]["finished_at"] == format_time(clock.now())
     assert expired[0]["message"] == "no answer within 30m (the check's timeout)"
 
     clock.advance(timedelta(hours=6))
     later = run_pass(synced_store, Recorder(fail=DispatchError("down", transient=True)), settings=SETTINGS, clock=clock)
-    statuses = {synced_store.read_result(i)["check"] for i in later.expired}
+    statuses = {synced_store.results.get(i)["check"] for i in later.expired}
     assert {"readme-present", "oncall-configured"} <= statuses
-    assert synced_store.get_result(answered["id"])["status"] == "completed"  # finished rows never change
+    assert synced_store.results.get(answered["id"])["status"] == "completed"  # finished rows never change
 
 
 def test_a_result_never_sent_times_out_from_its_creation(synced_store, clock):
@@ -269,7 +270,7 @@ def test_run_check_on_one_service(synced_store, clock):
 def test_run_check_refuses_bad_requests_clearly(synced_store, clock, check, service, error, text):
     with pytest.raises(error, match=text):
         run_check(synced_store, Recorder(), check, service, settings=SETTINGS, clock=clock)
-    assert synced_store.list_results(limit=10) == []
+    assert synced_store.results.list(limit=10) == []
 
 
 def test_run_check_refuses_a_removed_check(synced_store, example_dir, clock):
@@ -329,9 +330,10 @@ def test_sigterm_stops_the_loop_cleanly():
 
 
 @pytest.fixture
-def home(synced_store, tmp_path, monkeypatch):
-    """The CLI's CATALOG_HOME, holding the synced store."""
+def home(synced_store, database_url, tmp_path, monkeypatch):
+    """The CLI's CATALOG_HOME and CATALOG_DATABASE_URL: the synced store, on either backend."""
     monkeypatch.setenv("CATALOG_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("CATALOG_DATABASE_URL", database_url)
     monkeypatch.delenv("CATALOG_GITHUB_TOKEN", raising=False)
     return tmp_path / "state"
 
@@ -341,7 +343,7 @@ def test_cli_dispatch_dry_run_lists_what_is_due_and_sends_nothing(home, synced_s
     out, err = capsys.readouterr()
     assert "due  has-owner  admin-console" in out and "due  github-org-audit  -" in out
     assert "28 due, 0 would time out" in err
-    assert synced_store.list_results(limit=5) == []
+    assert synced_store.results.list(limit=5) == []
 
 
 def test_cli_dispatch_with_the_log_dispatcher(home, synced_store, capsys):
@@ -367,10 +369,10 @@ def test_targeted_pairs_select_exactly_the_pairs_a_first_pass_dispatches(synced_
     recorder = Recorder()
     run_pass(synced_store, recorder, settings=SETTINGS, clock=clock)
     dispatched = {(p.client_payload["check"], p.client_payload["service"]) for p in recorder.sent}
-    checks = {c["id"]: c["slug"] for c in synced_store.list_checks()}
-    services = {s["id"]: s["slug"] for s in synced_store.list_services()}
-    targeted = {(checks[c], services[s]) for c, s in synced_store.targeted_pairs()}
-    scheduled = {c["slug"] for c in synced_store.list_checks() if c["frequency"] != "ad-hoc"}
+    checks = {c["id"]: c["slug"] for c in synced_store.reads.checks()}
+    services = {s["id"]: s["slug"] for s in synced_store.reads.services()}
+    targeted = {(checks[c], services[s]) for c, s in synced_store.dispatch.targeted_pairs()}
+    scheduled = {c["slug"] for c in synced_store.reads.checks() if c["frequency"] != "ad-hoc"}
     assert {pair for pair in targeted if pair[0] in scheduled} == {pair for pair in dispatched if pair[1]}
     assert ("has-owner", "legacy-reports") not in targeted  # inactive services are never targeted
     assert {s for c, s in targeted if c == "readme-present"} == {

@@ -1,112 +1,47 @@
-"""The SQLite store: migrations, WAL, and results that triggers keep immutable even against raw SQL."""
+"""The store on both backends: results that the database itself keeps immutable, even against raw SQL."""
 
 from __future__ import annotations
-
-import sqlite3
-from datetime import datetime, timezone
 
 import pytest
 
 from reconciler.errors import Conflict, NotFound
-from reconciler.store import MIGRATIONS, Store
-
-NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+from store_support import INTEGRITY_ERRORS, answer, new_result, raw_sql
 
 
-def _ids(store: Store) -> tuple[int, int]:
-    check = store.connection.execute("SELECT id FROM checks WHERE slug = 'has-owner'").fetchone()["id"]
-    service = store.connection.execute("SELECT id FROM services WHERE slug = 'payments-api'").fetchone()["id"]
-    return check, service
+def test_migrations_are_idempotent(store, database_url):
+    from reconciler.store import open_database
+
+    again = open_database(database_url)
+    try:
+        assert again.migrate() == []
+        assert again.schema_version() == store.schema_version() == store.backend.migrations[-1][0]
+    finally:
+        again.close()
 
 
-def _raw(store: Store) -> sqlite3.Connection:
-    """A plain connection, as any other program could open the file."""
-    conn = sqlite3.connect(store.path, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+def test_sqlite_store_uses_wal(tmp_path):
+    from reconciler.store import open_database
 
-
-def test_migrations_are_idempotent(tmp_path):
-    path = tmp_path / "catalog.db"
-    first = Store(path)
-    first.close()
-    again = Store(path)
-    again.migrate()
-    assert again.schema_version() == max(version for version, _ in MIGRATIONS)
-    rows = again.connection.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()["n"]
-    assert rows == len(MIGRATIONS)
-
-
-def test_a_store_made_by_the_first_release_is_upgraded_with_its_results(tmp_path, example_dir, monkeypatch):
-    """Version 2 rebuilds latest_runs (derived data) from results: the service reads stay the same."""
-    from conftest import sync_directory
-    from reconciler.store import database
-
-    path = tmp_path / "catalog.db"
-    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS[:1])  # the schema as the first release made it
-    old = Store(path)
-    sync_directory(old, example_dir)
-    check, service = _ids(old)
-    first = old.create_result(check, service, now=NOW)
-    old.complete_result(first["id"], "fail", now=NOW)
-    second = old.create_result(check, service, now=NOW)
-    orgwide = old.create_result(old.check_index()["github-org-audit"]["id"], None, now=NOW)
-    old.close()
-    monkeypatch.undo()
-
-    store = Store(path)
-    assert store.schema_version() == MIGRATIONS[-1][0]
-    latest = store.get_service("payments-api")["latest_results"]
-    assert [(row["check"], row["id"], row["status"]) for row in latest] == [("has-owner", second["id"], "pending")]
-    store.complete_result(second["id"], "pass", now=NOW)  # the new triggers keep it from here
-    assert store.get_service("payments-api")["counts"] == {"pass": 1}
-    runs = store.connection.execute("SELECT result_id FROM latest_runs WHERE service_key = 0").fetchall()
-    assert [row["result_id"] for row in runs] == [orgwide["id"]]
-
-
-def test_results_of_a_first_release_store_are_not_due_again_after_the_upgrade(tmp_path, example_dir, monkeypatch):
-    """Migration 2 builds dispatch_pairs from the history: a pair answered an hour ago is not due."""
-    from datetime import timedelta
-
-    from conftest import sync_directory
-    from reconciler.schedule import due_pairs
-    from reconciler.store import database
-
-    path = tmp_path / "catalog.db"
-    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS[:1])
-    old = Store(path)
-    sync_directory(old, example_dir)
-    check, service = _ids(old)
-    answered = old.create_result(check, service, now=NOW)
-    old.complete_result(answered["id"], "pass", now=NOW)
-    old.close()
-    monkeypatch.undo()
-
-    store = Store(path)
-    due = due_pairs(store, NOW + timedelta(minutes=30))  # has-owner runs hourly
-    assert (check, service) not in due
-    assert (check, store.service_index()["users-api"]["id"]) in due
-
-
-def test_store_uses_wal(store):
-    assert store.connection.execute("PRAGMA journal_mode").fetchone()["journal_mode"] == "wal"
+    db = open_database(tmp_path / "catalog.db")
+    with db.session() as session:
+        assert session.value("PRAGMA journal_mode") == "wal"
+    db.close()
 
 
 def test_state_round_trips_json(store):
-    store.set_state("k", {"a": [1, 2]})
-    assert store.get_state("k") == {"a": [1, 2]}
-    assert store.get_state("missing", "default") == "default"
+    store.state.set({"k": {"a": [1, 2]}})
+    assert store.state.get("k") == {"a": [1, 2]}
+    assert store.state.get("missing", "default") == "default"
 
 
 def test_finished_result_cannot_change_through_the_store(synced_store):
-    check, service = _ids(synced_store)
-    result = synced_store.create_result(check, service, now=NOW)
-    synced_store.complete_result(result["id"], "pass", now=NOW)
+    result = new_result(synced_store)
+    answer(synced_store, result["id"], "pass")
     with pytest.raises(Conflict, match="already completed"):
-        synced_store.complete_result(result["id"], "fail", now=NOW)
+        answer(synced_store, result["id"], "fail")
     with pytest.raises(NotFound):
-        synced_store.complete_result(999_999, "fail", now=NOW)
-    assert synced_store.get_result(result["id"])["result"] == "pass"
+        answer(synced_store, 999_999, "fail")
+    assert synced_store.results.get(result["id"])["result"] == "pass"
 
 
 @pytest.mark.parametrize("sql", [
@@ -115,53 +50,93 @@ def test_finished_result_cannot_change_through_the_store(synced_store):
     "UPDATE results SET status = 'error', result = 'unknown' WHERE id = ?",
 ])
 def test_finished_result_cannot_change_with_raw_sql(synced_store, sql):
-    check, service = _ids(synced_store)
-    result = synced_store.create_result(check, service, now=NOW)
-    synced_store.complete_result(result["id"], "pass", now=NOW, message="ok")
-    with pytest.raises(sqlite3.IntegrityError, match="finished result can never change|only moves forward"):
-        _raw(synced_store).execute(sql, (result["id"],))
-    assert synced_store.get_result(result["id"])["result"] == "pass"
+    result = new_result(synced_store)
+    answer(synced_store, result["id"], "pass", message="ok")
+    with pytest.raises(INTEGRITY_ERRORS, match="finished result can never change|only moves forward"):
+        raw_sql(synced_store, sql, (result["id"],))
+    assert synced_store.results.get(result["id"])["result"] == "pass"
 
 
 def test_no_result_can_be_deleted_with_raw_sql(synced_store):
-    check, service = _ids(synced_store)
-    open_result = synced_store.create_result(check, service, now=NOW)
-    finished = synced_store.create_result(check, service, now=NOW)
-    synced_store.complete_result(finished["id"], "fail", now=NOW)
-    conn = _raw(synced_store)
+    finished = new_result(synced_store)
+    answer(synced_store, finished["id"], "fail")
+    open_result = new_result(synced_store)
     for row in (open_result, finished):
-        with pytest.raises(sqlite3.IntegrityError, match="can never be deleted"):
-            conn.execute("DELETE FROM results WHERE id = ?", (row["id"],))
-    with pytest.raises(sqlite3.IntegrityError, match="can never be deleted"):
-        conn.execute("DELETE FROM results")
-    assert synced_store.connection.execute("SELECT count(*) AS n FROM results").fetchone()["n"] == 2
+        with pytest.raises(INTEGRITY_ERRORS, match="can never be deleted"):
+            raw_sql(synced_store, "DELETE FROM results WHERE id = ?", (row["id"],))
+    with pytest.raises(INTEGRITY_ERRORS, match="can never be deleted"):
+        raw_sql(synced_store, "DELETE FROM results")
+    assert raw_sql(synced_store, "SELECT count(*) FROM results") == [(2,)]
+
+
+def test_results_cannot_be_truncated_on_postgresql(postgres_server, example_dir):
+    """SQLite has no TRUNCATE (DELETE is refused above); PostgreSQL's is refused by a statement trigger."""
+    from conftest import sync_directory
+    from reconciler.store import open_database
+
+    store = open_database(postgres_server.new_database())
+    try:
+        sync_directory(store, example_dir)
+        new_result(store)
+        with pytest.raises(INTEGRITY_ERRORS, match="can never be deleted"):
+            raw_sql(store, "TRUNCATE results CASCADE")
+        assert raw_sql(store, "SELECT count(*) FROM results") == [(1,)]
+    finally:
+        store.close()
 
 
 def test_status_only_moves_forward_with_raw_sql(synced_store):
-    check, service = _ids(synced_store)
-    result = synced_store.create_result(check, service, now=NOW)
-    conn = _raw(synced_store)
-    conn.execute("UPDATE results SET status = 'sent', sent_at = 'x' WHERE id = ?", (result["id"],))
-    with pytest.raises(sqlite3.IntegrityError, match="only moves forward"):
-        conn.execute("UPDATE results SET status = 'pending' WHERE id = ?", (result["id"],))
-    assert synced_store.get_result(result["id"])["status"] == "sent"
+    result = new_result(synced_store)
+    raw_sql(synced_store, "UPDATE results SET status = 'sent', sent_at = 'x' WHERE id = ?", (result["id"],))
+    with pytest.raises(INTEGRITY_ERRORS, match="only moves forward"):
+        raw_sql(synced_store, "UPDATE results SET status = 'pending' WHERE id = ?", (result["id"],))
+    assert synced_store.results.get(result["id"])["status"] == "sent"
 
 
 def test_result_identity_cannot_change_with_raw_sql(synced_store):
-    check, service = _ids(synced_store)
-    result = synced_store.create_result(check, service, now=NOW)
-    with pytest.raises(sqlite3.IntegrityError, match="identity"):
-        _raw(synced_store).execute("UPDATE results SET service_id = NULL WHERE id = ?", (result["id"],))
+    result = new_result(synced_store)
+    with pytest.raises(INTEGRITY_ERRORS, match="identity"):
+        raw_sql(synced_store, "UPDATE results SET service_id = NULL WHERE id = ?", (result["id"],))
 
 
 def test_completed_result_needs_a_value_and_a_finish_time(synced_store):
-    check, service = _ids(synced_store)
-    result = synced_store.create_result(check, service, now=NOW)
-    with pytest.raises(sqlite3.IntegrityError):
-        _raw(synced_store).execute("UPDATE results SET status = 'completed' WHERE id = ?", (result["id"],))
+    result = new_result(synced_store)
+    with pytest.raises(INTEGRITY_ERRORS):
+        raw_sql(synced_store, "UPDATE results SET status = 'completed' WHERE id = ?", (result["id"],))
+
+
+def test_a_recorded_write_back_can_never_change_or_go(synced_store):
+    from reconciler.clock import Clock
+
+    result = new_result(synced_store)
+    answer(synced_store, result["id"], "pass")
+    synced_store.writeback.record_writes({result["id"]: "a" * 40}, now=Clock().now())
+    with pytest.raises(INTEGRITY_ERRORS, match="can never change"):
+        raw_sql(synced_store, "UPDATE result_writes SET commit_sha = 'b' WHERE result_id = ?", (result["id"],))
+    with pytest.raises(INTEGRITY_ERRORS, match="can never be deleted"):
+        raw_sql(synced_store, "DELETE FROM result_writes")
+    assert synced_store.writeback.writes([result["id"]]) == {result["id"]: "a" * 40}
 
 
 def test_catalog_counts_and_file_errors(synced_store):
-    counts = synced_store.catalog_counts()
+    counts = synced_store.catalog.counts()
     assert (counts["services"], counts["checks"], counts["results"]) == (11, 6, 0)
-    assert synced_store.catalog_file_errors() == []
+    assert synced_store.catalog.file_errors() == []
+
+
+def test_a_database_url_with_an_unknown_scheme_is_a_clear_error():
+    from reconciler.errors import ConfigError
+    from reconciler.store import open_database
+
+    with pytest.raises(ConfigError, match="unknown database URL scheme 'mysql'"):
+        open_database("mysql://db/catalog")
+
+
+def test_an_unreachable_postgresql_is_a_clear_error_without_the_password(tmp_path):
+    from postgres_server import free_port
+    from reconciler.errors import ConfigError
+    from reconciler.store.postgres import PostgresBackend
+
+    with pytest.raises(ConfigError) as raised:
+        PostgresBackend(f"postgresql://catalog:s3cret-pw@127.0.0.1:{free_port()}/catalog?connect_timeout=2")
+    assert "cannot connect" in str(raised.value) and "s3cret-pw" not in str(raised.value)

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.errors import Conflict, InvalidInput, NotFound
-from reconciler.store import Store
+from reconciler.store import Database, open_database
 from reconciler.tokens import (
     Identity,
     TokenVerifier,
@@ -31,9 +31,9 @@ def clock():
 def test_token_is_stored_only_as_its_hash(store, clock):
     secret = create_token(store, "ci", ["results:write"], now=clock.now())
     assert secret.startswith("cat_") and len(secret) > 40
-    rows = store.list_token_rows()
+    rows = store.tokens.list()
     assert [row["name"] for row in rows] == ["ci"]
-    assert store.token_by_hash(hash_token(secret))["name"] == "ci"
+    assert store.tokens.by_hash(hash_token(secret))["name"] == "ci"
     assert secret not in repr(rows)
     assert "token_hash" not in list_tokens(store)[0]
 
@@ -128,7 +128,7 @@ def test_cli_creates_lists_and_revokes_tokens(tmp_path):
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
     assert created.stdout == secret + "\n"  # the token alone, ready for $(...)
-    assert verify_token(Store(home / "catalog.db"), secret, now=FakeClock().now() + timedelta(days=1)).name == "deploy-bot"
+    assert verify_token(open_database(home / "catalog.db"), secret, now=FakeClock().now() + timedelta(days=1)).name == "deploy-bot"
 
     listed = _catalog(home, "token", "list")
     assert listed.returncode == 0

@@ -17,10 +17,12 @@ import yaml
 from reconciler.clock import FakeClock, format_time
 from reconciler.errors import WritebackError
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.store import Database, open_database
 from reconciler.writeback import writeback_pass
 
 from conftest import sync_directory
+from store_support import answer
+from store_support import new_result
 
 GIT = ["git", "-c", "user.name=Someone Else", "-c", "user.email=else@example.com"]
 
@@ -45,12 +47,10 @@ def settings_for(tmp_path: Path, repo: Path | str, home: str = "home") -> Settin
     return Settings(home=tmp_path / home, repo=str(repo))
 
 
-def finish(store: Store, clock: FakeClock, check: str, service: str | None, result: str = "pass", **fields) -> dict:
+def finish(store: Database, clock: FakeClock, check: str, service: str | None, result: str = "pass", **fields) -> dict:
     """A result created and completed through the store's own primitives."""
-    check_id = store.check_index()[check]["id"]
-    service_id = store.service_index()[service]["id"] if service else None
-    row = store.create_result(check_id, service_id, now=clock.now(), revision=fields.pop("revision", "rev-1"))
-    return store.complete_result(row["id"], result, now=clock.now(), **fields)
+    row = new_result(store, check, service, now=clock.now(), revision=fields.pop("revision", "rev-1"))
+    return answer(store, row["id"], result, now=clock.now(), **fields)
 
 
 def remote_lines(remote: Path, path: str, branch: str = "catalog-results") -> list[str]:
@@ -73,9 +73,8 @@ def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, c
     second = finish(synced_store, clock, "has-owner", "users-api", "fail", message='no owner | "quoted"\nline two')
     audit = finish(synced_store, clock, "github-org-audit", None, "warning")
     clock.advance(timedelta(days=1))
-    failed = synced_store.create_result(synced_store.check_index()["readme-present"]["id"],
-                                        synced_store.service_index()["storefront-web"]["id"], now=clock.now(), revision="rev-2")
-    synced_store.mark_result_failed(failed["id"], "repository not found", now=format_time(clock.now()))
+    failed = new_result(synced_store, "readme-present", "storefront-web", now=clock.now(), revision="rev-2")
+    synced_store.dispatch.mark_failed(failed["id"], "repository not found", now=format_time(clock.now()))
     report = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
 
     assert report.pushed and report.written == [first["id"], second["id"], audit["id"], failed["id"]]
@@ -83,7 +82,7 @@ def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, c
     assert day_one[1] == {
         "id": second["id"], "check": "has-owner", "service": "users-api", "status": "completed", "result": "fail",
         "message": 'no owner | "quoted"\nline two', "url": None, "created": second["created_at"],
-        "finished": second["finished_at"], "revision": "rev-1", "trigger": "schedule",
+        "finished": second["finished_at"], "revision": "rev-1", "trigger": "ad-hoc",
     }
     assert [line["id"] for line in day_one] == [first["id"], second["id"], audit["id"]]
     assert day_one[2]["service"] is None and day_one[0]["url"] == "https://ci/1"
@@ -91,8 +90,8 @@ def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, c
     assert [(d["id"], d["status"], d["result"], d["revision"]) for d in day_two] == [(failed["id"], "error", "unknown", "rev-2")]
     raw = remote_lines(remote, "results/history/2026/01/05.jsonl")[0]
     assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert synced_store.result_writes(report.written) == {rid: report.commit for rid in report.written}
-    assert synced_store.writeback_queue_size() == 0
+    assert synced_store.writeback.writes(report.written) == {rid: report.commit for rid in report.written}
+    assert synced_store.writeback.queue_size() == 0
 
 
 def test_nothing_new_makes_no_commit(synced_store, remote, tmp_path, clock):
@@ -166,36 +165,44 @@ def test_unreachable_remote_then_reachable_writes_every_result_once(synced_store
     remote.rename(hidden)
     with pytest.raises(WritebackError, match="cannot reach .*stay queued"):
         writeback_pass(synced_store, settings, clock=clock)
-    assert synced_store.writeback_queue_size() == 2 and synced_store.result_writes(ids) == {}
+    assert synced_store.writeback.queue_size() == 2 and synced_store.writeback.writes(ids) == {}
     ids.append(finish(synced_store, clock, "has-owner", "users-db")["id"])
     hidden.rename(remote)
     report = writeback_pass(synced_store, settings, clock=clock)
     assert report.written == ids and history_ids_in_log(remote) == ids
 
 
-def test_crash_between_push_and_mark_never_writes_a_line_twice(synced_store, remote, tmp_path, clock):
+def test_crash_between_push_and_mark_never_writes_a_line_twice(example_dir, remote, tmp_path, clock):
+    """SQLite only: a file copy taken before the pass and put back after it is the crash (PostgreSQL's
+    commits cannot be undone from outside; its write-back runs the same code)."""
+    from conftest import sync_directory
+
+    synced_store = open_database(tmp_path / "sqlite" / "catalog.db")
+    sync_directory(synced_store, example_dir)
     ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in ("payments-api", "users-api")]
     settings = settings_for(tmp_path, remote)
     # The database as it was before the pass: restoring it is the crash right after the push.
     before = tmp_path / "before.db"
+    live = sqlite3.connect(synced_store.backend.path)
     with sqlite3.connect(before) as copy:
-        synced_store.connection.backup(copy)
+        live.backup(copy)
     pushed = writeback_pass(synced_store, settings, clock=clock)
     source = sqlite3.connect(before)
-    source.backup(synced_store.connection)
+    source.backup(live)
     source.close()
+    live.close()
     crashed = synced_store
-    assert crashed.writeback_queue_size() == 2
+    assert crashed.writeback.queue_size() == 2
 
     report = writeback_pass(crashed, settings, clock=clock)
     assert report.written == ids and report.appended == 0 and report.commits == []
-    assert crashed.result_writes(ids) == {rid: pushed.commit for rid in ids}
-    assert history_ids_in_log(remote) == ids and crashed.writeback_queue_size() == 0
+    assert crashed.writeback.writes(ids) == {rid: pushed.commit for rid in ids}
+    assert history_ids_in_log(remote) == ids and crashed.writeback.queue_size() == 0
 
 
 def test_two_racing_passes_on_one_remote_lose_and_duplicate_nothing(synced_store, remote, tmp_path):
     clock = FakeClock()
-    slugs = sorted(synced_store.service_index())
+    slugs = [s["slug"] for s in synced_store.reads.services() if s["active"]]
     ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in slugs]
     start, errors = threading.Barrier(2), []
 
@@ -213,7 +220,7 @@ def test_two_racing_passes_on_one_remote_lose_and_duplicate_nothing(synced_store
         thread.join()
     assert errors == []
     assert sorted(history_ids_in_log(remote)) == ids
-    assert set(synced_store.result_writes(ids)) == set(ids) and synced_store.writeback_queue_size() == 0
+    assert set(synced_store.writeback.writes(ids)) == set(ids) and synced_store.writeback.queue_size() == 0
 
 
 def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, tmp_path, clock):
@@ -235,7 +242,7 @@ def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, t
     assert "changed or removed after it was pushed" in str(report.findings[0])
     on_remote = remote_lines(remote, day_file(clock))
     assert on_remote[:2] == lines[:2] and json.loads(on_remote[2])["id"] == later["id"]
-    assert synced_store.get_state("writeback_findings")[0]["result_id"] == ids[1]
+    assert synced_store.state.get("writeback_findings")[0]["result_id"] == ids[1]
     assert writeback_pass(synced_store, settings, clock=clock).findings == []  # reported once, kept in state
 
 
@@ -269,7 +276,7 @@ def test_no_push_commits_locally_and_marks_nothing(synced_store, remote, tmp_pat
     settings = settings_for(tmp_path, remote)
     report = writeback_pass(synced_store, settings, push=False, clock=clock)
     assert report.commit and not report.pushed and report.remaining == 1
-    assert synced_store.result_writes([result["id"]]) == {}
+    assert synced_store.writeback.writes([result["id"]]) == {}
     assert git("--git-dir", str(remote), "branch", "--list").strip() == ""
     local = settings.home / "writeback"
     assert history_ids_in_log(local) == [result["id"]]
@@ -278,7 +285,7 @@ def test_no_push_commits_locally_and_marks_nothing(synced_store, remote, tmp_pat
 
 
 def test_batches_commit_and_push_one_by_one(synced_store, remote, tmp_path, clock):
-    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in sorted(synced_store.service_index())[:5]]
+    ids = [finish(synced_store, clock, "has-owner", slug)["id"] for slug in [s["slug"] for s in synced_store.reads.services() if s["active"]][:5]]
     report = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock, batch_size=2)
     assert len(report.commits) == 3 and report.written == ids and history_ids_in_log(remote) == ids
 
@@ -307,16 +314,16 @@ def cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 def test_cli_writeback_reports_the_pass_and_errors_as_one_line(example_dir, remote, tmp_path, clock):
     home = tmp_path / "home"
-    store = Store(home / "catalog.db")
+    store = open_database(home / "catalog.db")
     sync_directory(store, example_dir)
     finish(store, clock, "has-owner", "payments-api")
     missing = cli("writeback", "--repo", str(tmp_path / "missing"), home=home)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
-    assert "does not exist" in missing.stderr and store.writeback_queue_size() == 1
+    assert "does not exist" in missing.stderr and store.writeback.queue_size() == 1
 
     done = cli("writeback", "--repo", str(remote), home=home)
     assert done.returncode == 0, done.stderr
-    assert "recorded 1 results" in done.stdout and store.writeback_queue_size() == 0
+    assert "recorded 1 results" in done.stdout and store.writeback.queue_size() == 0
 
 
 def test_summary_files_are_yaml_that_keeps_any_message_intact(synced_store, remote, tmp_path, clock):

@@ -1,17 +1,24 @@
-"""The SQLite store: schema, migrations and every SQL statement the catalog runs, by concept.
+"""The store: every SQL statement the catalog runs, on SQLite or PostgreSQL, by concept.
 
-The package is the one place with SQL: `database.py` holds the Store (connections, transactions,
-migrations, key/value state); each other module adds the methods of one concept (catalog, results,
-dispatch, tokens, reads, dashboard, writeback) as a mixin of it; `migrations.py` holds the schema.
+`open_database(url)` gives a `Database` (database.py) that owns the backend's connections and
+transactions and holds one repository per concept (catalog, reads, results, dispatch, writeback,
+tokens, pages, state). The backends (`sqlite.py`, `postgres.py`) hold everything dialect-specific:
+connections, migrations (`migrations_*.py`), and the few statements that differ. Callers ask for
+what they need by name and never see a connection.
 
-
-Callers ask for what they need by name and never see a cursor. Times are stored as fixed-width
-UTC text (see `clock.TIME_FORMAT`), so they compare correctly as strings. Results are immutable
-once finished and can never be deleted: triggers enforce it, whatever the caller does.
+Times are stored as fixed-width UTC text (`clock.TIME_FORMAT`), so they compare correctly as text.
+Results are immutable once finished and can never be deleted: triggers enforce it on both backends,
+whatever the caller does.
 """
 
-from .database import Store
-from .migrations import MIGRATIONS
-from .records import FINISHED_STATUSES, OPEN_STATUSES, RESULT_VALUES
+import sqlite3
 
-__all__ = ["Store", "MIGRATIONS", "FINISHED_STATUSES", "OPEN_STATUSES", "RESULT_VALUES"]
+import psycopg
+
+from .database import Database, open_database
+
+# What a backend raises when the database itself fails (a locked or corrupt file, a lost server):
+# the CLI prints these as one line, like its own errors.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+__all__ = ["Database", "open_database", "DATABASE_ERRORS"]

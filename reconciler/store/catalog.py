@@ -1,50 +1,47 @@
-"""What the reconciler reads and writes: services, checks, catalog files, sync runs."""
+"""The catalog as the reconciler keeps it: catalog files, services, checks, sync runs, webhook deliveries."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from ..clock import format_time
 from ..errors import Conflict
-from .records import (
-    _CHECK_COLUMNS,
-    _SERVICE_COLUMNS,
-    _fetch_dicts,
-    _placeholders,
-    _updates,
-)
+from .rows import CHECK_COLUMNS, SERVICE_COLUMNS, decode_sync_run, placeholders, updates
 
 
-class CatalogQueries:
-    """The Store's methods for the reconciler: catalog files, services, checks, sync runs."""
+class CatalogRepository:
+    """What a sync reads to plan and writes to apply, and the record of every sync."""
 
-    # -- catalog: what the reconciler reads and writes ----------------------------------------
+    def __init__(self, db):
+        self.db = db
 
-    def catalog_files(self) -> dict[str, dict]:
+    def files(self) -> dict[str, dict]:
         """Every catalog file last seen: path -> {kind, slug, digest, error (decoded)}."""
-        rows = _fetch_dicts(self.connection, "SELECT path, kind, slug, digest, error FROM catalog_files")
+        with self.db.session() as session:
+            rows = session.all("SELECT path, kind, slug, digest, error FROM catalog_files")
         for row in rows:
             if row["error"]:
                 row["error"] = json.loads(row["error"])
         return {row["path"]: row for row in rows}
 
     def service_index(self, *, decode: bool = True) -> dict[str, dict]:
-        """slug -> {id, path, digest, dependencies, removed_at} for every service ever synced.
+        """slug -> {id, path, digest, dependencies, removed_at, error} for every service ever synced.
 
         `decode=False` leaves `dependencies` as its JSON text: a one-file sync reads few of them.
         """
-        rows = _fetch_dicts(self.connection, "SELECT id, slug, path, digest, dependencies, removed_at, error FROM services")
+        with self.db.session() as session:
+            rows = session.all("SELECT id, slug, path, digest, dependencies, removed_at, error FROM services")
         if decode:
             for row in rows:
                 row["dependencies"] = [] if row["dependencies"] == "[]" else json.loads(row["dependencies"])
         return {row["slug"]: row for row in rows}
 
     def check_index(self) -> dict[str, dict]:
-        """slug -> {id, path, digest, target_kind, list_targets, removed_at} for every check ever synced."""
-        rows = self.connection.execute("SELECT id, slug, path, digest, target_kind, targets, removed_at, error FROM checks")
+        """slug -> {id, path, digest, target_kind, list_targets, removed_at, error} for every check ever synced."""
+        with self.db.session() as session:
+            rows = session.all("SELECT id, slug, path, digest, target_kind, targets, removed_at, error FROM checks")
         index = {}
         for row in rows:
             targets = json.loads(row.pop("targets"))
@@ -52,7 +49,7 @@ class CatalogQueries:
             index[row["slug"]] = row
         return index
 
-    def apply_catalog(
+    def apply(
         self,
         *,
         now: datetime,
@@ -69,114 +66,124 @@ class CatalogQueries:
     ) -> dict:
         """Apply one sync in one transaction; Conflict if another sync applied in the meantime."""
         stamp = format_time(now)
-        with self.transaction() as conn:
-            current = conn.execute("SELECT value FROM catalog_state WHERE key = 'applied_revision'").fetchone()
-            if (json.loads(current["value"]) if current else None) != expected_revision:
+        with self.db.transaction(serialize="sync") as session:
+            current = session.value("SELECT value FROM catalog_state WHERE key = 'applied_revision'")
+            if (json.loads(current) if current else None) != expected_revision:
                 raise Conflict("another sync applied a revision in the meantime; plan again")
-            if services:
-                conn.executemany(
-                    f"INSERT INTO services ({_SERVICE_COLUMNS}, created_at, updated_at)"
-                    f" VALUES ({_placeholders(_SERVICE_COLUMNS)}, :now, :now)"
-                    f" ON CONFLICT (slug) DO UPDATE SET {_updates(_SERVICE_COLUMNS)},"
-                    " updated_at = :now, removed_at = NULL",
-                    [{**record, "now": stamp} for record in services],
-                )
+            session.many(
+                f"INSERT INTO services ({SERVICE_COLUMNS}, created_at, updated_at)"
+                f" VALUES ({placeholders(SERVICE_COLUMNS)}, :now, :now)"
+                f" ON CONFLICT (slug) DO UPDATE SET {updates(SERVICE_COLUMNS)},"
+                " updated_at = :now, removed_at = NULL",
+                [{**record, "now": stamp} for record in services],
+            )
             if checks:
-                conn.executemany(
-                    f"INSERT INTO checks ({_CHECK_COLUMNS}, created_at, updated_at)"
-                    f" VALUES ({_placeholders(_CHECK_COLUMNS)}, :now, :now)"
-                    f" ON CONFLICT (slug) DO UPDATE SET {_updates(_CHECK_COLUMNS)},"
+                session.many(
+                    f"INSERT INTO checks ({CHECK_COLUMNS}, created_at, updated_at)"
+                    f" VALUES ({placeholders(CHECK_COLUMNS)}, :now, :now)"
+                    f" ON CONFLICT (slug) DO UPDATE SET {updates(CHECK_COLUMNS)},"
                     " updated_at = :now, removed_at = NULL",
                     [{**record, "now": stamp} for record in checks],
                 )
-                # the targets of every written check, replaced in three statements (no query per check)
-                slugs = [record["slug"] for record in checks]
-                ids = {
-                    row["slug"]: row["id"]
-                    for row in conn.execute(
-                        "SELECT id, slug FROM checks WHERE slug IN (SELECT value FROM json_each(?))",
-                        (json.dumps(slugs),),
-                    )
-                }
-                conn.executemany("DELETE FROM check_targets WHERE check_id = ?", [(ids[slug],) for slug in slugs])
-                conn.executemany(
-                    "INSERT OR IGNORE INTO check_targets (check_id, service_slug) VALUES (?, ?)",
-                    [
-                        (ids[record["slug"]], slug)
-                        for record in checks if record["target_kind"] == "list"
-                        for slug in json.loads(record["targets"])
-                    ],
-                )
-            conn.executemany(
+                self._replace_targets(session, checks)
+            session.many(
                 "UPDATE services SET removed_at = ?, updated_at = ? WHERE slug = ? AND removed_at IS NULL",
                 [(stamp, stamp, slug) for slug in removed_services],
             )
-            conn.executemany(
+            session.many(
                 "UPDATE checks SET removed_at = ?, updated_at = ? WHERE slug = ? AND removed_at IS NULL",
                 [(stamp, stamp, slug) for slug in removed_checks],
             )
             for kind, table in (("service", "services"), ("check", "checks")):
-                conn.executemany(
-                    f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS NOT ?",
+                session.many(
+                    f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS DISTINCT FROM ?",
                     [(error, slug, error) for (k, slug), error in entity_errors.items() if k == kind],
                 )
-            conn.executemany(
+            session.many(
                 "INSERT INTO catalog_files (path, kind, slug, digest, error) VALUES (:path, :kind, :slug, :digest, :error)"
                 " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, slug = excluded.slug,"
                 " digest = excluded.digest, error = excluded.error",
                 [{**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files],
             )
-            conn.executemany("DELETE FROM catalog_files WHERE path = ?", [(path,) for path in deleted_files])
-            for key, value in state.items():
-                conn.execute(
-                    "INSERT INTO catalog_state (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, json.dumps(value)),
-                )
-            return self._insert_sync_run(conn, sync_run)
+            session.many("DELETE FROM catalog_files WHERE path = ?", [(path,) for path in deleted_files])
+            self.db.state.set(state)
+            return self._insert_sync_run(session, sync_run)
+
+    def _replace_targets(self, session, checks: list[dict]) -> None:
+        """The list targets of every written check, replaced in three statements (no query per check)."""
+        slugs = [record["slug"] for record in checks]
+        ids = {
+            row["slug"]: row["id"]
+            for row in session.all(
+                f"SELECT id, slug FROM checks WHERE slug IN {self.db.dialect.text_table('?')}",
+                (self.db.dialect.ids(slugs),),
+            )
+        }
+        session.many("DELETE FROM check_targets WHERE check_id = ?", [(ids[slug],) for slug in slugs])
+        session.many(
+            "INSERT INTO check_targets (check_id, service_slug) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [
+                (ids[record["slug"]], slug)
+                for record in checks if record["target_kind"] == "list"
+                for slug in json.loads(record["targets"])
+            ],
+        )
 
     def record_sync_run(self, sync_run: dict) -> dict:
         """A sync that applied nothing (refused or failed) is recorded too."""
-        with self.transaction() as conn:
-            return self._insert_sync_run(conn, sync_run)
+        with self.db.transaction() as session:
+            return self._insert_sync_run(session, sync_run)
 
     @staticmethod
-    def _insert_sync_run(conn: sqlite3.Connection, run: dict) -> dict:
-        row = conn.execute(
+    def _insert_sync_run(session, run: dict) -> dict:
+        row = session.one(
             "INSERT INTO sync_runs (started_at, finished_at, duration_ms, outcome, previous_revision,"
             " attempted_revision, applied_revision, created, updated, removed, unchanged, errors, message)"
             " VALUES (:started_at, :finished_at, :duration_ms, :outcome, :previous_revision,"
             " :attempted_revision, :applied_revision, :created, :updated, :removed, :unchanged, :errors, :message)"
             " RETURNING *",
             {**run, "errors": json.dumps(run.get("errors", []))},
-        ).fetchone()
-        row["errors"] = json.loads(row["errors"])
-        return row
+        )
+        return decode_sync_run(row)
 
     def sync_runs(self, limit: int = 20, *, before_id: int | None = None) -> list[dict]:
         """Sync runs newest first; page on with `before_id` = the last id seen."""
-        rows = self.connection.execute(
-            "SELECT * FROM sync_runs WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before_id if before_id is not None else 2**62, limit),
-        ).fetchall()
-        for row in rows:
-            row["errors"] = json.loads(row["errors"])
-        return rows
+        with self.db.session() as session:
+            rows = session.all(
+                "SELECT * FROM sync_runs WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before_id if before_id is not None else 2**62, limit),
+            )
+        return [decode_sync_run(row) for row in rows]
 
-    def catalog_file_errors(self) -> list[dict]:
+    def last_sync_run(self) -> dict | None:
+        runs = self.sync_runs(1)
+        return runs[0] if runs else None
+
+    def file_errors(self) -> list[dict]:
         """Every catalog file whose current version has an error: {path, kind, slug, error (decoded)}."""
-        rows = self.connection.execute(
-            "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
-        ).fetchall()
+        with self.db.session() as session:
+            rows = session.all(
+                "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
+            )
         return [{**row, "error": json.loads(row["error"])} for row in rows]
 
-    def catalog_counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         """Counts for `catalog status`: services, checks, open and finished results."""
-        return self.connection.execute(
-            "SELECT (SELECT count(*) FROM services WHERE removed_at IS NULL) AS services,"
-            " (SELECT count(*) FROM services WHERE removed_at IS NOT NULL) AS removed_services,"
-            " (SELECT count(*) FROM checks WHERE removed_at IS NULL) AS checks,"
-            " (SELECT count(*) FROM results WHERE status = 'pending') AS pending_results,"
-            " (SELECT count(*) FROM results WHERE status = 'sent') AS sent_results,"
-            " (SELECT count(*) FROM results) AS results"
-        ).fetchone()
+        with self.db.session() as session:
+            return session.one(
+                "SELECT (SELECT count(*) FROM services WHERE removed_at IS NULL) AS services,"
+                " (SELECT count(*) FROM services WHERE removed_at IS NOT NULL) AS removed_services,"
+                " (SELECT count(*) FROM checks WHERE removed_at IS NULL) AS checks,"
+                " (SELECT count(*) FROM results WHERE status = 'pending') AS pending_results,"
+                " (SELECT count(*) FROM results WHERE status = 'sent') AS sent_results,"
+                " (SELECT count(*) FROM results) AS results"
+            )
+
+    def record_webhook_delivery(self, delivery_key: str, received_at: str) -> bool:
+        """True the first time a delivery key is seen, False for a redelivery."""
+        with self.db.transaction() as session:
+            return session.one(
+                "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?)"
+                " ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+                (delivery_key, received_at),
+            ) is not None

@@ -1,104 +1,136 @@
-"""The Store: one SQLite file, a connection per thread, transactions, migrations and key/value state."""
+"""The Database: one backend (SQLite or PostgreSQL), its transactions, and one repository per concept.
+
+    db = open_database(url)           # migrates unless told not to
+    db.catalog    services, checks, catalog files, sync runs (the reconciler's writes)
+    db.reads      services and checks as the API and pages read them
+    db.results    results: answers, one result, result lists
+    db.dispatch   due pairs, their results, leases, sent / failed / timed-out
+    db.writeback  the write-back queue, what was pushed, summaries
+    db.tokens     API tokens (hashes only)
+    db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
+    db.state      small key/value facts (applied revision, catalog config, write-back baseline)
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .catalog import CatalogQueries
-from .dashboard import DashboardQueries
-from .dispatch import DispatchQueries
-from .migrations import MIGRATIONS, _split_statements
-from .reads import ReadQueries
-from .records import _row_factory
-from .results import ResultQueries
-from .tokens import TokenQueries
-from .writeback import WritebackQueries
+from ..errors import ConfigError
 
 
-class Store(
-    CatalogQueries, ResultQueries, DispatchQueries, TokenQueries, ReadQueries, DashboardQueries, WritebackQueries,
-):
-    """One SQLite file. Each thread gets its own connection; writes go through `transaction()`."""
+class Database:
+    """A backend and its repositories. Repositories run all SQL; callers never see a connection."""
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self.migrate()
+    def __init__(self, backend):
+        from .catalog import CatalogRepository
+        from .dispatch import DispatchRepository
+        from .pages import PageRepository
+        from .reads import ReadRepository
+        from .results import ResultRepository
+        from .tokens import TokenRepository
+        from .writeback import WritebackRepository
 
-    # -- connections and transactions ---------------------------------------------------------
+        self.backend = backend
+        self.dialect = backend.dialect
+        self.state = StateRepository(self)
+        self.catalog = CatalogRepository(self)
+        self.reads = ReadRepository(self)
+        self.results = ResultRepository(self)
+        self.dispatch = DispatchRepository(self)
+        self.writeback = WritebackRepository(self)
+        self.tokens = TokenRepository(self)
+        self.pages = PageRepository(self)
 
     @property
-    def connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.row_factory = _row_factory
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+    def key(self) -> str:
+        """Names this database, without secrets: equal for two Database objects on one database."""
+        return self.backend.key
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    def describe(self) -> str:
+        """`SQLite: PATH` or `PostgreSQL: URL` (no password), for banners and `catalog status`."""
+        return self.backend.describe()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. Nested use joins the outer one."""
-        conn = self.connection
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def session(self) -> Iterator[Any]:
+        """A connection for reads (each statement on its own, or inside the thread's transaction)."""
+        with self.backend.session() as session:
+            yield session
 
-    def migrate(self) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-            )
-            applied = {row["version"] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, script in MIGRATIONS:
-                if version in applied:
-                    continue
-                for statement in _split_statements(script):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))",
-                    (version,),
-                )
+    @contextmanager
+    def transaction(self, serialize: str | None = None) -> Iterator[Any]:
+        """All or nothing. `serialize` names work that must not interleave with itself across
+        processes (sync, dispatch, ...): on PostgreSQL an advisory lock; SQLite's write lock does it."""
+        with self.backend.transaction() as session:
+            if serialize and self.dialect.serialize:
+                session.run(self.dialect.serialize(serialize))
+            yield session
+
+    def migrate(self) -> list[int]:
+        return self.backend.migrate()
 
     def schema_version(self) -> int:
-        row = self.connection.execute("SELECT max(version) AS v FROM schema_migrations").fetchone()
-        return row["v"] or 0
+        return self.backend.schema_version()
 
-    # -- catalog state (key/value) -------------------------------------------------------------
+    def leader_lock(self):
+        """A lock at most one process holds at a time: the one that runs the loops (`catalog up`)."""
+        return self.backend.leader_lock()
 
-    def get_state(self, key: str, default: Any = None) -> Any:
-        row = self.connection.execute("SELECT value FROM catalog_state WHERE key = ?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else default
+    def close(self) -> None:
+        self.backend.close()
 
-    def set_state(self, key: str, value: Any) -> None:
-        with self.transaction() as conn:
-            conn.execute(
+
+class StateRepository:
+    """Small facts kept as JSON by key: applied revision, catalog config, write-back baseline."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self.db.session() as session:
+            value = session.value("SELECT value FROM catalog_state WHERE key = ?", (key,))
+        return default if value is None else json.loads(value)
+
+    def set(self, values: dict[str, Any]) -> None:
+        """Set each key to its value, in the caller's transaction if there is one."""
+        with self.db.transaction() as session:
+            session.many(
                 "INSERT INTO catalog_state (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
+                [(key, json.dumps(value)) for key, value in values.items()],
             )
+
+
+def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog", migrate: bool = True) -> Database:
+    """The database at `url` (`sqlite:///PATH`, `postgresql://...`, `postgres://...`, or a file path);
+    by default SQLite in `home`. Applies the migrations unless `migrate` is False."""
+    if url is None or url == "":
+        url = Path(home) / "catalog.db"
+    if isinstance(url, Path):
+        backend = _sqlite(url)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresBackend
+
+        backend = PostgresBackend(url)
+    elif url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if not path:
+            raise ConfigError("a SQLite database URL needs a path: sqlite:///ABSOLUTE/PATH.db")
+        backend = _sqlite(path)
+    elif "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"unknown database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://HOST/DB")
+    else:
+        backend = _sqlite(url)
+    db = Database(backend)
+    if migrate:
+        db.migrate()
+    return db
+
+
+def _sqlite(path: str | Path):
+    from .sqlite import SqliteBackend
+
+    return SqliteBackend(path)

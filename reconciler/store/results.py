@@ -1,94 +1,83 @@
-"""Results: the primitives every part shares (create, complete, read)."""
+"""Results: answering them (once), reading one, listing them."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
 from ..clock import format_time
 from ..errors import Conflict, NotFound
-from .records import _answer, _complete
+from .rows import OPEN_SQL, RESULT_SELECT, result_filters
+
+Answer = tuple  # (result_id, result, message, url, now)
 
 
-class ResultQueries:
-    """The Store's methods every part shares for results: create, complete, read."""
+class ResultRepository:
+    """Every result is read the same way (`get`, `list`): its columns plus its check's and service's slug and name."""
 
-    # -- results: the primitives every part shares ---------------------------------------------
-
-    def create_result(
-        self,
-        check_id: int,
-        service_id: int | None,
-        *,
-        now: datetime,
-        revision: str | None = None,
-        trigger: str = "schedule",
-    ) -> dict:
-        """A new pending/unknown result row for one (check, service) run."""
-        with self.transaction() as conn:
-            return conn.execute(
-                "INSERT INTO results (check_id, service_id, revision, trigger, created_at)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING *",
-                (check_id, service_id, revision, trigger, format_time(now)),
-            ).fetchone()
-
+    # One conditional UPDATE: of many concurrent answers to one result exactly one finds it open.
+    # The answer names the check and the service too, read in the same statement.
     _COMPLETE = (
         "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
-        " WHERE id = ? AND status IN ('pending', 'sent') RETURNING *"
-    )
-    # The API's answer also names the check and the service: read in the same statement.
-    _COMPLETE_WITH_SLUGS = _COMPLETE + (
-        ', (SELECT slug FROM checks WHERE id = results.check_id) AS "check",'
+        f" WHERE id = ? AND status IN {OPEN_SQL} RETURNING *,"
+        ' (SELECT slug FROM checks WHERE id = results.check_id) AS "check",'
         " (SELECT slug FROM services WHERE id = results.service_id) AS service"
     )
 
-    def complete_result(
-        self, result_id: int, result: str, *, now: datetime, message: str | None = None, url: str | None = None
-    ) -> dict:
-        """Record the answer of an open (pending or sent) result; one atomic conditional update."""
-        with self.transaction() as conn:
-            return _complete(conn, self._COMPLETE, result_id, (result, message, url, format_time(now), result_id))
+    def __init__(self, db):
+        self.db = db
 
-    def answer_results(
-        self, answers: list[tuple[int, str, str | None, str | None, datetime]], *, wait: bool = True
-    ) -> list[dict | NotFound | Conflict] | None:
-        """Many `complete_result`s (id, result, message, url, now) in one transaction: one commit for all.
+    def answer(self, answers: list[Answer], *, wait: bool = True) -> list[dict | NotFound | Conflict] | None:
+        """Record answers (id, result, message, url, now) of open results, all in one transaction.
 
-        Each answer gets its row, carrying the slugs of its check and service (the API's answer), or the
-        NotFound or Conflict `complete_result` would have raised. With wait=False it never waits for the
-        write lock (for a caller on an event loop): None at once when another connection holds it (a sync
-        applying, say), to be retried where waiting is harmless.
+        Each answer gets its completed row, or the NotFound or Conflict (returned, not raised) that says
+        why it changed nothing. With wait=False (a caller on an event loop) nothing waits: None at once
+        when the database cannot take the transaction right now, to be retried where waiting is harmless.
         """
+        backend = self.db.backend
         if wait:
-            with self.transaction() as conn:
-                return [_answer(conn, self._COMPLETE_WITH_SLUGS, answer) for answer in answers]
-        conn = self.connection
-        # A caller that must not wait must not copy the WAL back either (a checkpoint writes and syncs
-        # the database file): it calls `checkpoint()` where waiting is harmless.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute("PRAGMA busy_timeout = 0")
+            with self.db.transaction() as session:
+                return [self._answer_one(session, answer) for answer in answers]
+        session = backend.try_transaction()
+        if session is None:
+            return None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return None
-            raise
-        finally:
-            conn.execute("PRAGMA busy_timeout = 30000")
-        try:
-            outcomes = [_answer(conn, self._COMPLETE_WITH_SLUGS, answer) for answer in answers]
+            outcomes = [self._answer_one(session, answer) for answer in answers]
         except BaseException:
-            conn.execute("ROLLBACK")
+            backend.rollback()
             raise
-        conn.execute("COMMIT")
+        backend.commit()
         return outcomes
 
-    def checkpoint(self) -> None:
-        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
-        self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    def _answer_one(self, session, answer: Answer) -> dict | NotFound | Conflict:
+        result_id, result, message, url, now = answer
+        row = session.one(self._COMPLETE, (result, message, url, format_time(now), result_id))
+        if row is not None:
+            return row
+        status = session.value("SELECT status FROM results WHERE id = ?", (result_id,))
+        if status is None:
+            return NotFound(f"result {result_id} does not exist")
+        return Conflict(f"result {result_id} is already {status} and can never change")
 
-    def get_result(self, result_id: int) -> dict:
-        row = self.connection.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+    def checkpoint(self) -> None:
+        """Let the backend fold its log back into the database (SQLite's WAL), off the event loop."""
+        self.db.backend.checkpoint()
+
+    def get(self, result_id: int) -> dict:
+        """One result with the slugs and names of its check and service."""
+        with self.db.session() as session:
+            row = session.one(RESULT_SELECT + " WHERE r.id = ?", (result_id,))
         if row is None:
             raise NotFound(f"result {result_id} does not exist")
         return row
+
+    def list(
+        self, *, service: str | None = None, check: str | None = None, result: str | None = None,
+        status: str | None = None, since: str | None = None, before_id: int | None = None, limit: int = 100,
+    ) -> list[dict]:
+        """Results newest first (by id), filtered; page on with `before_id` = the last id seen."""
+        conditions, params = result_filters(
+            service=service, check=check, result=result, status=status, since=since, before_id=before_id
+        )
+        with self.db.session() as session:
+            return session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
+                               params + [limit])

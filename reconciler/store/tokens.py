@@ -1,49 +1,49 @@
-"""API tokens: stored as hashes, revoked, last used."""
+"""API tokens: only sha256 hashes of the secrets are stored (reconciler/tokens.py makes and checks them)."""
 
 from __future__ import annotations
 
 from ..errors import Conflict, NotFound
 
 
-class TokenQueries:
-    """The Store's methods for API tokens."""
+class TokenRepository:
+    def __init__(self, db):
+        self.db = db
 
-    # -- tokens -------------------------------------------------------------------------------
-    # API tokens (reconciler/tokens.py): only sha256 hashes of the secrets are ever stored.
-
-    def insert_token(self, name: str, token_hash: str, scopes: str, created_at: str) -> None:
+    def insert(self, name: str, token_hash: str, scopes: str, created_at: str) -> None:
         """A new token; a revoked token's name may be taken again (its row is reused)."""
-        with self.transaction() as conn:
-            existing = conn.execute("SELECT revoked_at FROM api_tokens WHERE name = ?", (name,)).fetchone()
-            if existing is not None and existing["revoked_at"] is None:
+        with self.db.transaction(serialize="tokens") as session:
+            revoked = session.one("SELECT revoked_at FROM api_tokens WHERE name = ?", (name,))
+            if revoked is not None and revoked["revoked_at"] is None:
                 raise Conflict(f"a token named {name!r} already exists; revoke it first or pick another name")
-            conn.execute(
+            session.run(
                 "INSERT INTO api_tokens (name, token_hash, scopes, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, scopes = excluded.scopes,"
                 " created_at = excluded.created_at, last_used_at = NULL, revoked_at = NULL",
                 (name, token_hash, scopes, created_at),
             )
 
-    def list_token_rows(self) -> list[dict]:
-        return self.connection.execute(
-            "SELECT id, name, scopes, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name"
-        ).fetchall()
+    def list(self) -> list[dict]:
+        with self.db.session() as session:
+            return session.all(
+                "SELECT id, name, scopes, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name"
+            )
 
-    def revoke_token(self, name: str, revoked_at: str) -> None:
-        with self.transaction() as conn:
-            row = conn.execute(
+    def revoke(self, name: str, revoked_at: str) -> None:
+        with self.db.transaction() as session:
+            row = session.one(
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ? RETURNING id",
                 (revoked_at, name),
-            ).fetchone()
+            )
         if row is None:
             raise NotFound(f"no token named {name!r}")
 
-    def token_by_hash(self, token_hash: str) -> dict | None:
-        return self.connection.execute(
-            "SELECT id, name, token_hash, scopes, last_used_at, revoked_at FROM api_tokens WHERE token_hash = ?",
-            (token_hash,),
-        ).fetchone()
+    def by_hash(self, token_hash: str) -> dict | None:
+        with self.db.session() as session:
+            return session.one(
+                "SELECT id, name, token_hash, scopes, last_used_at, revoked_at FROM api_tokens WHERE token_hash = ?",
+                (token_hash,),
+            )
 
-    def touch_token(self, token_id: int, used_at: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (used_at, token_id))
+    def touch(self, token_id: int, used_at: str) -> None:
+        with self.db.transaction() as session:
+            session.run("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (used_at, token_id))

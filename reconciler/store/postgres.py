@@ -1,0 +1,357 @@
+"""The PostgreSQL backend: a psycopg 3 connection pool, its migrations, its SQL dialect, the leader lock.
+
+The repositories write SQL with SQLite's parameter style (`?` and `:name`); `translate` turns it
+into psycopg's (`%s`, `%(name)s`) once per statement text. Statements run through a client-side
+binding cursor, so a NULL or a list parameter needs no type annotation, as on SQLite.
+
+Concurrency: PostgreSQL runs READ COMMITTED. A conditional `UPDATE ... WHERE status IN (open)`
+re-checks its condition after waiting for a concurrent update of the row, so exactly one of many
+answers to a result wins without more locking. Work that reads before it writes across rows (a
+sync's revision check, creating due results, claiming leases) first takes a transaction-scoped
+advisory lock (`serialize`), which is what BEGIN IMMEDIATE gives on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import zlib
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool
+
+from ..errors import ConfigError
+from ..outcomes import RESULTS
+from .migrations_postgres import MIGRATIONS
+from .rows import OPEN_SQL
+
+POOL_SIZE = 16
+# Advisory lock keys: (this application, what). One namespace so other users of the database differ.
+_APP_KEY = zlib.crc32(b"service-catalog") & 0x7FFFFFFF
+_LOCKS = {"migrate": 1, "sync": 2, "dispatch": 3, "tokens": 4, "writeback": 5, "leader": 6}
+
+_TOKENS = re.compile(r"""('(?:[^']|'')*')|("[^"]*")|(::)|(\?)|:([A-Za-z_][A-Za-z0-9_]*)|(%)""")
+
+
+@lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """SQLite-style parameters to psycopg's; literal `%` doubled. String literals are left alone."""
+
+    def replace(match: re.Match) -> str:
+        literal, quoted, cast, positional, name, percent = match.groups()
+        if literal is not None or quoted is not None:
+            return match.group(0).replace("%", "%%")
+        if cast is not None:
+            return "::"
+        if positional is not None:
+            return "%s"
+        if name is not None:
+            return f"%({name})s"
+        return "%%"
+
+    return _TOKENS.sub(replace, sql)
+
+
+class _BoolAsInt(Dumper):
+    """Booleans are stored as 0/1 integers, as on SQLite, so `active = 1` reads the same on both."""
+
+    oid = psycopg.postgres.types["int8"].oid
+
+    def dump(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
+
+    def quote(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class PostgresSession:
+    """One pooled connection in use, with SQLite-style SQL."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def _execute(self, sql: str, params: Sequence | dict, row_factory=dict_row) -> psycopg.Cursor:
+        cursor = psycopg.ClientCursor(self.conn, row_factory=row_factory)
+        cursor.execute(translate(sql), params)
+        return cursor
+
+    def all(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
+        cursor = self._execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+    def one(self, sql: str, params: Sequence | dict = ()) -> dict | None:
+        cursor = self._execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+
+    def tuples(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
+        cursor = self._execute(sql, params, tuple_row)
+        return cursor.fetchall() if cursor.description else []
+
+    def value(self, sql: str, params: Sequence | dict = ()) -> Any:
+        cursor = self._execute(sql, params, tuple_row)
+        row = cursor.fetchone() if cursor.description else None
+        return None if row is None else row[0]
+
+    def run(self, sql: str, params: Sequence | dict = ()) -> int:
+        return self._execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: list) -> None:
+        if rows:
+            with psycopg.ClientCursor(self.conn) as cursor:
+                cursor.executemany(translate(sql), rows)
+
+
+_SERVICE_FIELDS = (
+    "id, slug, name, priority, type, description, owner, repository, active, tags, dependencies, meta, path,"
+    " digest, error, removed_at, created_at, updated_at"
+)
+_COUNTED = sorted(RESULTS)
+
+
+class PostgresDialect:
+    """SQL that differs from SQLite's, as fragments and whole statements."""
+
+    name = "postgresql"
+
+    @staticmethod
+    def service_json(session: PostgresSession, slug: str) -> str | None:
+        """The API's service JSON: the same text as SQLite's, built here from two reads."""
+        service = session.one(f"SELECT {_SERVICE_FIELDS} FROM services WHERE slug = ?", (slug,))
+        if service is None:
+            return None
+        runs = session.all(
+            'SELECT l.result_id AS id, l.check_slug AS "check", l.status, l.result, l.url, l.created_at,'
+            " l.sent_at, l.finished_at FROM latest_runs AS l JOIN checks AS c ON c.id = l.check_id"
+            " WHERE l.service_key = ? AND c.removed_at IS NULL ORDER BY l.check_slug",
+            (service["id"],),
+        )
+        service["active"] = bool(service["active"])
+        for key in ("tags", "dependencies", "meta"):
+            service[key] = json.loads(service[key])
+        values = [run["result"] for run in runs]
+        service["latest_results"] = runs
+        service["counts"] = {result: n for result in _COUNTED if (n := values.count(result))}
+        return json.dumps(service, separators=(",", ":"), ensure_ascii=False)
+
+    @staticmethod
+    def ids(values: Sequence) -> list:
+        return list(values)
+
+    @staticmethod
+    def id_table(param: str) -> str:
+        return f"(SELECT unnest(CAST({param} AS BIGINT[])) AS value)"
+
+    @staticmethod
+    def text_table(param: str) -> str:
+        return f"(SELECT unnest(CAST({param} AS TEXT[])) AS value)"
+
+    @staticmethod
+    def has_element(column: str, param: str) -> str:
+        return f"EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST({column} AS JSONB)) AS e (value) WHERE e.value = {param})"
+
+    @staticmethod
+    def has_all(have: str, need: str) -> str:
+        return f"CAST({have} AS JSONB) @> CAST({need} AS JSONB)"
+
+    @staticmethod
+    def rows_cte(name: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[str, dict]:
+        """`name AS (...)`: a CTE over rows passed as one array parameter per column."""
+        types = {"check_id": "BIGINT"}
+        arrays = ", ".join(f"CAST(:{name}_{i} AS {types.get(column, 'TEXT')}[])" for i, column in enumerate(columns))
+        params = {f"{name}_{i}": [row[i] for row in rows] for i in range(len(columns))}
+        return f"{name} AS MATERIALIZED (SELECT * FROM unnest({arrays}) AS t ({', '.join(columns)}))", params
+
+    @staticmethod
+    def json_elements(column: str, alias: str) -> str:
+        return f"jsonb_array_elements_text({column}) AS {alias} (value)"
+
+    @staticmethod
+    def id_array(expression: str) -> str:
+        return f"coalesce(jsonb_agg({expression} ORDER BY {expression}), CAST('[]' AS JSONB))"
+
+    EMPTY_ARRAY = "CAST('[]' AS JSONB)"
+    NULL_ARRAY = "CAST('[null]' AS JSONB)"
+
+    @staticmethod
+    def serialize(what: str) -> str:
+        return f"SELECT pg_advisory_xact_lock({_APP_KEY}, {_LOCKS[what]})"
+
+    OPEN_RUNS = (
+        "SELECT DISTINCT ON (check_id, coalesce(service_id, 0))"
+        " check_id, coalesce(service_id, 0) AS service_key, id, status, created_at"
+        f" FROM results WHERE status IN {OPEN_SQL}" + " {where}"
+        " ORDER BY check_id, coalesce(service_id, 0), id DESC"
+    )
+    OPEN_RUNS_OF_CHECK = " AND check_id = ?"
+    SERVICES_THEN_LATEST = "services JOIN latest_results AS l ON l.service_key = services.id"
+    DISTINCT_TAGS = (
+        "SELECT DISTINCT t.value AS v FROM services, jsonb_array_elements_text(CAST(services.tags AS JSONB)) AS t (value)"
+        " WHERE services.removed_at IS NULL ORDER BY v"
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for anything printed or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class PostgresBackend:
+    """A PostgreSQL database shared by any number of processes."""
+
+    dialect = PostgresDialect()
+    migrations = MIGRATIONS
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE):
+        self.url = url
+        self._local = threading.local()
+        try:
+            psycopg.connect(url, connect_timeout=10).close()  # fail fast, with the server's own reason
+            self.pool = ConnectionPool(
+                url, min_size=1, max_size=pool_size, open=False, configure=_configure,
+                kwargs={"autocommit": True, "row_factory": dict_row, "keepalives": 1, "keepalives_idle": 10,
+                        "keepalives_interval": 5, "keepalives_count": 3},
+                name="catalog",
+            )
+            self.pool.open(wait=True, timeout=15)
+        except (psycopg.Error, psycopg_pool_errors()) as error:
+            raise ConfigError(f"cannot connect to the database {redact(url)}: {_first_line(error)}") from None
+
+    @property
+    def key(self) -> str:
+        return redact(self.url)
+
+    def describe(self) -> str:
+        return f"PostgreSQL: {redact(self.url)}"
+
+    @contextmanager
+    def session(self) -> Iterator[PostgresSession]:
+        current = getattr(self._local, "session", None)
+        if current is not None:  # inside a transaction: read what it wrote
+            yield current
+            return
+        with self.pool.connection() as conn:
+            yield PostgresSession(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresSession]:
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        with self.pool.connection() as conn:
+            session = PostgresSession(conn)
+            self._local.session = session
+            try:
+                with conn.transaction():
+                    yield session
+            finally:
+                self._local.session = None
+
+    def try_transaction(self) -> None:
+        """PostgreSQL never answers at once: callers on an event loop hand the work to a thread."""
+        return None
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints on its own."""
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- migrations ---------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied, in one transaction, under a lock (replicas may start together)."""
+        done = []
+        with self.transaction() as session:
+            session.run(PostgresDialect.serialize("migrate"))
+            session.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            applied = {row[0] for row in session.tuples("SELECT version FROM schema_migrations")}
+            for version, script in MIGRATIONS:
+                if version in applied:
+                    continue
+                session.conn.execute(script)  # several statements, no parameters: sent as written
+                session.run(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'))",
+                    (version,),
+                )
+                done.append(version)
+        return done
+
+    def schema_version(self) -> int:
+        with self.session() as session:
+            return session.value("SELECT max(version) FROM schema_migrations") or 0
+
+    # -- the leader lock ----------------------------------------------------------------------
+
+    def leader_lock(self) -> "PostgresLeaderLock":
+        return PostgresLeaderLock(self.url)
+
+
+class PostgresLeaderLock:
+    """A session advisory lock on a connection of its own: held while the connection lives.
+
+    When the holder dies, PostgreSQL sees its connection close (at once on kill -9; within the
+    keepalive time if the host vanishes) and the lock is free for the next `acquire`.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn: psycopg.Connection | None = None
+
+    def acquire(self) -> bool:
+        """True if this process holds the lock now (taking it if free); never waits."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.url, autocommit=True, keepalives=1, keepalives_idle=5,
+                                            keepalives_interval=2, keepalives_count=3)
+                self.held = False
+            if getattr(self, "held", False):
+                self.conn.execute("SELECT 1")  # still connected, so still held
+                return True
+            row = self.conn.execute(f"SELECT pg_try_advisory_lock({_APP_KEY}, {_LOCKS['leader']})").fetchone()
+            self.held = bool(row and row[0])
+            return self.held
+        except psycopg.Error:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+        self.conn, self.held = None, False
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.adapters.register_dumper(bool, _BoolAsInt)
+
+
+def psycopg_pool_errors() -> type[Exception]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,92 @@
+"""Row shapes shared by the repositories: column lists, JSON decoders, the result filters."""
+
+from __future__ import annotations
+
+import json
+
+from ..outcomes import FINISHED_STATUSES, OPEN_STATUSES, sql_list
+
+OPEN_SQL = sql_list(OPEN_STATUSES)
+FINISHED_SQL = sql_list(FINISHED_STATUSES)
+
+SERVICE_COLUMNS = (
+    "slug, name, priority, type, description, owner, repository, active, tags, dependencies, meta, path, digest, error"
+)
+CHECK_COLUMNS = (
+    "slug, name, description, frequency, schedule, timeout_seconds, active, repository, targets, target_kind,"
+    " target_type, target_owner, target_tags, target_max_priority, path, digest, error"
+)
+
+# A result as every reader sees it: its columns, plus the slug and name of its check and service.
+RESULT_SELECT = (
+    'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name'
+    " FROM results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+)
+
+
+def names(columns: str) -> list[str]:
+    return [name.strip() for name in columns.split(",")]
+
+
+def placeholders(columns: str) -> str:
+    return ", ".join(f":{name}" for name in names(columns))
+
+
+def updates(columns: str) -> str:
+    return ", ".join(f"{name} = excluded.{name}" for name in names(columns) if name != "slug")
+
+
+def decode_service(row: dict) -> dict:
+    for key in ("tags", "dependencies", "meta"):
+        row[key] = json.loads(row[key])
+    row["active"] = bool(row["active"])
+    return row
+
+
+def decode_check(row: dict) -> dict:
+    row["targets"] = json.loads(row["targets"])
+    row["target_tags"] = json.loads(row["target_tags"]) if row["target_tags"] else None
+    row["active"] = bool(row["active"])
+    return row
+
+
+def decode_sync_run(row: dict) -> dict:
+    row["errors"] = json.loads(row["errors"])
+    return row
+
+
+def count_results(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["result"]] = counts.get(row["result"], 0) + 1
+    return counts
+
+
+def result_filters(
+    *, service: str | None = None, check: str | None = None, result: str | None = None,
+    status: str | None = None, since: str | None = None, before_id: int | None = None,
+) -> tuple[str, list]:
+    """` AND ...` conditions on results `r` for the usual filters (slugs, values, since, keyset page)."""
+    clauses = [
+        (service, " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"),
+        (check, " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"),
+        (result, " AND r.result = ?"),
+        (status, " AND r.status = ?"),
+        (since, " AND r.created_at >= ?"),
+        (before_id, " AND r.id < ?"),
+    ]
+    given = [(value, sql) for value, sql in clauses if value is not None and value != ""]
+    return "".join(sql for _, sql in given), [value for value, _ in given]
+
+
+def service_filter(dialect, owner: str | None, type: str | None, tag: str | None) -> tuple[str, list]:
+    """The WHERE clause (and its parameters) for live services matching the dashboard's filters."""
+    where, params = "services.removed_at IS NULL", []
+    if owner:
+        where, params = where + " AND services.owner = ?", params + [owner]
+    if type:
+        where, params = where + " AND services.type = ?", params + [type]
+    if tag:
+        where += " AND " + dialect.has_element("services.tags", "?")
+        params.append(tag)
+    return where, params

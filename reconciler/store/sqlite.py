@@ -1,0 +1,324 @@
+"""The SQLite backend: one file, a connection per thread, its migrations and its SQL dialect.
+
+Everything that is SQLite-only lives here or in `migrations_sqlite.py`: pragmas, how a transaction
+starts (BEGIN IMMEDIATE takes the one write lock, which is what serialises syncs and schedulers), how
+a list of ids is passed (JSON text read by `json_each`), and the few statements that have no portable
+form. The repositories hold the portable SQL and ask `db.dialect` for the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .migrations_sqlite import MIGRATIONS
+from ..outcomes import RESULTS
+from .rows import OPEN_SQL
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteSession:
+    """One connection in use: the repositories' only way to run SQL (`?` or `:name` parameters)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def all(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
+        cursor = self.conn.execute(sql, params)
+        names = [column[0] for column in cursor.description] if cursor.description else []
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def one(self, sql: str, params: Sequence | dict = ()) -> dict | None:
+        cursor = self.conn.execute(sql, params)
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([column[0] for column in cursor.description], row))
+
+    def tuples(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def value(self, sql: str, params: Sequence | dict = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def run(self, sql: str, params: Sequence | dict = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: list) -> None:
+        if rows:
+            self.conn.executemany(sql, rows)
+
+
+# GET /api/services/{slug}: text SQLite keeps ready. The service's object, then its `latest_runs` rows'
+# stored JSON joined in check-slug order (the table's key order, so no sort), then the rows' results
+# for the counts. JSON text never holds a raw tab, so a tab separates the two.
+_SERVICE_JSON = """
+    SELECT json_object(
+        'id', id, 'slug', slug, 'name', name, 'priority', priority, 'type', type, 'description', description,
+        'owner', owner, 'repository', repository, 'active', json(iif(active, 'true', 'false')),
+        'tags', json(tags), 'dependencies', json(dependencies), 'meta', json(meta), 'path', path,
+        'digest', digest, 'error', error, 'removed_at', removed_at, 'created_at', created_at, 'updated_at', updated_at
+    ), (
+        SELECT group_concat(json, ',') || char(9) || group_concat(result, ',') FROM (
+            SELECT l.json, l.result FROM latest_runs AS l JOIN checks AS c ON c.id = l.check_id
+            WHERE l.service_key = s.id AND c.removed_at IS NULL ORDER BY l.check_slug
+        )
+    ) FROM services AS s WHERE slug = ?
+"""
+_COUNTED = sorted(RESULTS)  # a service's counts, keys in this order
+
+
+class SqliteDialect:
+    """SQL that differs from PostgreSQL's, as fragments and whole statements."""
+
+    name = "sqlite"
+
+    @staticmethod
+    def service_json(session: SqliteSession, slug: str) -> str | None:
+        """The API's service JSON, made by SQLite from stored row JSON (bench/bench_api.py: GET service)."""
+        rows = session.tuples(_SERVICE_JSON, (slug,))
+        if not rows:
+            return None
+        service, runs = rows[0]
+        latest, _, results = (runs or "\t").partition("\t")
+        values = results.split(",")  # each one of RESULTS (a CHECK in the schema)
+        counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
+        return f'{service[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
+
+    @staticmethod
+    def ids(values: Sequence) -> str:
+        """A list parameter, for `id_table`: SQLite reads it as JSON text."""
+        return json.dumps(list(values))
+
+    @staticmethod
+    def id_table(param: str) -> str:
+        """A subquery of one column `value` over a list parameter made by `ids`."""
+        return f"(SELECT value FROM json_each({param}))"
+
+    text_table = id_table
+
+    @staticmethod
+    def has_element(column: str, param: str) -> str:
+        """True when the JSON list in text `column` holds the text parameter."""
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = {param})"
+
+    @staticmethod
+    def has_all(have: str, need: str) -> str:
+        """True when the JSON list in text `have` holds every element of the JSON list in `need`."""
+        return (f"NOT EXISTS (SELECT 1 FROM json_each({need}) AS need"
+                f" WHERE need.value NOT IN (SELECT value FROM json_each({have})))")
+
+    @staticmethod
+    def rows_cte(name: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[str, dict]:
+        """`name AS (...)`: a CTE over rows passed as one parameter (JSON text), and its parameters."""
+        picks = ", ".join(f"json_extract(value, '$[{i}]') AS {column}" for i, column in enumerate(columns))
+        return f"{name} AS MATERIALIZED (SELECT {picks} FROM json_each(:{name}))", {name: json.dumps(rows)}
+
+    @staticmethod
+    def json_elements(column: str, alias: str) -> str:
+        """A table `alias` of one column `value` over the elements of a JSON list column."""
+        return f"json_each({column}) AS {alias}"
+
+    @staticmethod
+    def id_array(expression: str) -> str:
+        """An aggregate of `expression` into a JSON list (in scan order, which is id order here)."""
+        return f"json_group_array({expression})"
+
+    EMPTY_ARRAY = "'[]'"
+    NULL_ARRAY = "'[null]'"
+
+    # No statement to take: BEGIN IMMEDIATE already holds the database's one write lock.
+    serialize = None
+
+    # The latest open result of each pair (SQLite takes the bare columns from the max(id) row).
+    OPEN_RUNS = (
+        "SELECT check_id, coalesce(service_id, 0) AS service_key, max(id) AS id, status, created_at"
+        f" FROM results WHERE status IN {OPEN_SQL}" + " {where} GROUP BY check_id, service_key"
+    )
+    # `+check_id`: read the small open-results index, not every result the check ever had.
+    OPEN_RUNS_OF_CHECK = " AND +check_id = ?"
+    # CROSS JOIN fixes the join order: services first, each one seek into the covering index.
+    SERVICES_THEN_LATEST = "services CROSS JOIN latest_results AS l ON l.service_key = services.id"
+    DISTINCT_TAGS = (
+        "SELECT DISTINCT t.value AS v FROM services, json_each(services.tags) AS t"
+        " WHERE services.removed_at IS NULL ORDER BY v"
+    )
+
+
+class SqliteBackend:
+    """One SQLite file (WAL, synchronous=NORMAL). Each thread gets its own connection."""
+
+    dialect = SqliteDialect()
+    migrations = MIGRATIONS
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+
+    @property
+    def key(self) -> str:
+        """Identifies the database across Database objects in one process (the sync lock's key)."""
+        return str(Path(self.path).resolve()) if self.path != ":memory:" else f"memory:{id(self)}"
+
+    def describe(self) -> str:
+        return f"SQLite: {self.path}"
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.conn = conn
+            self._local.session = SqliteSession(conn)
+        return conn
+
+    @contextmanager
+    def session(self) -> Iterator[SqliteSession]:
+        """This thread's connection, outside any transaction (each statement commits on its own)."""
+        self._connection()
+        yield self._local.session
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteSession]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. Nested use joins the outer one."""
+        conn = self._connection()
+        session = self._local.session
+        if conn.in_transaction:
+            yield session
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield session
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def try_transaction(self) -> SqliteSession | None:
+        """Begin a transaction only if the write lock is free at once (for a caller on an event loop).
+
+        The caller commits with `commit()` or undoes with `rollback()`. Such a caller must not copy
+        the WAL back either (a checkpoint writes and syncs the file): `checkpoint()` does, elsewhere.
+        """
+        conn = self._connection()
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return self._local.session
+
+    def commit(self) -> None:
+        self._connection().execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._connection().execute("ROLLBACK")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
+        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def leader_lock(self) -> "FileLeaderLock":
+        return FileLeaderLock(self.path)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- migrations ---------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied, in one transaction; the versions applied."""
+        done = []
+        with self.transaction() as session:
+            session.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            applied = {row[0] for row in session.tuples("SELECT version FROM schema_migrations")}
+            if applied == {1} and not session.value(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'latest_results'"
+            ):
+                # Version 1 landed in two shapes: the first build's is a prefix of the later one,
+                # whose statements are all IF NOT EXISTS. Replaying it completes the first shape;
+                # version 3 then fills the tables it adds from the history.
+                _run_script(session, MIGRATIONS[0][1])
+            for version, script in MIGRATIONS:
+                if version in applied:
+                    continue
+                _run_script(session, script)
+                session.run(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))", (version,)
+                )
+                done.append(version)
+        return done
+
+    def schema_version(self) -> int:
+        with self.session() as session:
+            return session.value("SELECT max(version) FROM schema_migrations") or 0
+
+
+class FileLeaderLock:
+    """An exclusive lock on `<database>.leader`: one `catalog up` at a time runs the loops on a file.
+
+    The operating system drops it when the holder dies, however it dies."""
+
+    def __init__(self, database_path: str):
+        self.path = None if database_path == ":memory:" else database_path + ".leader"
+        self.file = None
+
+    def acquire(self) -> bool:
+        if self.file is not None or self.path is None:
+            return True
+        file = open(self.path, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.close()
+            return False
+        self.file = file
+        return True
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing drops the lock
+            self.file = None
+
+
+def _run_script(session: SqliteSession, script: str) -> None:
+    for statement in split_statements(script):
+        session.run(statement)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
