@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from .cron import schedule_problem
+
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
 Text = Annotated[StrictStr, Field(max_length=200)]
@@ -141,11 +143,9 @@ class Check(_Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule_is_cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(value):
-                raise ValueError(f"{value!r} is not a cron expression such as '0 3 * * 1'")
+        problem = schedule_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
