@@ -99,7 +99,7 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
         plan.same_revision = True
         return plan
     root = source.root
-    old_config = CatalogConfig.model_validate(store.get_state("catalog_config") or {})
+    old_config = CatalogConfig.from_stored(store.get_state("catalog_config"))
     ignored = old_config.writeback.path
     known = store.catalog_files()
     services, checks = store.service_index(decode=False), store.check_index()  # dependencies: JSON text
