@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
+from anyascii import anyascii
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,8 +41,10 @@ _REPOSITORY = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+|https?:/
 
 
 def slugify(name: str) -> str:
-    """`Payments API` -> `payments-api`: lower case, runs of other characters become one dash."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100]
+    """`Payments API` -> `payments-api`, `Café Ünïcode` -> `cafe-unicode`: transliterated to ASCII,
+    lower case, runs of other characters one dash, at most 100 characters."""
+    # anyascii leaves ASCII as it is, so the slugs of ASCII names are what they always were
+    return re.sub(r"[^a-z0-9]+", "-", anyascii(name).lower()).strip("-")[:100].rstrip("-")
 
 
 def parse_duration(value: str | int) -> timedelta:
