@@ -193,8 +193,7 @@ def check_branch_name(name: str) -> str:
         problems.append("must not be HEAD")
     if _REF_FORBIDDEN.search(name):
         problems.append("must not contain spaces, control characters or any of ~ ^ : ? * [ \\")
-    if ".." in name or "@{" in name:
-        problems.append("must not contain '..' or '@{'")
+    problems += [f"must not contain {part!r}" for part in ("..", "@{") if part in name]
     if name.endswith("."):
         problems.append("must not end with '.'")
     parts = name.split("/")
