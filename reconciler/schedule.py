@@ -70,7 +70,7 @@ class PassReport:
             f" {len(self.dispatched)} dispatched, {len(self.failed)} failed, {len(self.deferred)} still pending"
         )
         if self.unschedulable:
-            text += f"; skipped {len(self.unschedulable)} checks that cannot be scheduled: " + "; ".join(
+            text += "; skipped, as their schedule gives no time: " + "; ".join(
                 f"{slug} ({why})" for slug, why in self.unschedulable
             )
         return text
