@@ -86,8 +86,12 @@ def test_validate_names_file_and_line_of_a_schedule_that_never_fires(example_dir
 # -- a stored check that cannot be scheduled stops nothing ------------------------------------
 
 
-def test_a_pass_skips_and_reports_a_stored_check_that_cannot_be_scheduled(synced_store):
-    store_schedule(Path(synced_store.path), "has-owner", "0 0 30 2 *")
+@pytest.mark.parametrize("schedule, why", [
+    ("0 0 30 2 *", "'0 0 30 2 *' never fires"),
+    ("0 0 1 1 * 0 2030", "'0 0 1 1 * 0 2030' must have five fields"),  # croniter: first time in 2030
+])
+def test_a_pass_skips_and_reports_a_stored_check_that_cannot_be_scheduled(synced_store, schedule, why):
+    store_schedule(Path(synced_store.path), "has-owner", schedule)
     clock = FakeClock()
     assert due_pairs(synced_store, clock.now())  # the other checks are still due
     report = run_pass(synced_store, LogDispatcher(), settings=Settings.resolve({}, {}), clock=clock)
@@ -95,7 +99,7 @@ def test_a_pass_skips_and_reports_a_stored_check_that_cannot_be_scheduled(synced
     slugs = {synced_store.read_result(result_id)["check"] for result_id in report.created}
     assert "has-owner" not in slugs and "readme-present" in slugs
     assert [slug for slug, _ in report.unschedulable] == ["has-owner"]
-    assert "skipped, as their schedule gives no time: has-owner ('0 0 30 2 *' never fires" in str(report)
+    assert f"skipped, as their schedule gives no time: has-owner ({why}" in str(report)
 
 
 @pytest.mark.skipif(CATALOG is None, reason="the project is not installed (pip install -e .)")
