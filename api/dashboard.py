@@ -10,6 +10,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from reconciler import cron
 from reconciler.clock import format_time
 from reconciler.schema import FREQUENCY_PERIODS
 from reconciler.outcomes import RESULT_VALUES, STATUSES
@@ -69,14 +70,13 @@ def stale_cutoff(check: dict, now: datetime) -> str | None:
     """Results created before this time are stale: a newer run should have finished by now.
 
     For a frequency: older than one period plus the check's timeout. For a cron schedule: created
-    before the last scheduled time whose run's timeout has passed. Ad-hoc checks never go stale.
+    before the last scheduled time whose run's timeout has passed. Ad-hoc checks never go stale, nor
+    do checks whose stored schedule gives no time (the scheduler skips and reports those).
     """
     timeout = timedelta(seconds=check["timeout_seconds"])
     if check["schedule"]:
-        from croniter import croniter
-
-        last_due = croniter(check["schedule"], now - timeout).get_prev(datetime)
-        return format_time(last_due)
+        last_due = cron.previous_time(check["schedule"], now - timeout)
+        return format_time(last_due) if last_due else None
     period = FREQUENCY_PERIODS.get(check["frequency"] or "")
     return format_time(now - period - timeout) if period else None
 
@@ -98,9 +98,10 @@ def age(text: str | None, now: datetime) -> str:
     return f"{seconds} s ago"
 
 
-def schedule_text(check: dict) -> str:
+def schedule_text(check: dict, now: datetime) -> str:
     if check["schedule"]:
-        return f"cron {check['schedule']} (UTC)"
+        problem = cron.schedule_problem(check["schedule"], now)
+        return f"cron {check['schedule']} (UTC)" + (f": not scheduled, {problem}" if problem else "")
     return "on request only (ad-hoc)" if check["frequency"] == "ad-hoc" else check["frequency"]
 
 

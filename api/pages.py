@@ -141,7 +141,7 @@ def show_check(
     return _page(
         request, "check.html", title=check["name"], check=check,
         description=dashboard.render_markdown(check["description"]),
-        schedule=dashboard.schedule_text(check), targets=dashboard.targets_text(check),
+        schedule=dashboard.schedule_text(check, now), targets=dashboard.targets_text(check),
         timeout=dashboard.age_span(check["timeout_seconds"]), services=services, rates=rates,
         rate_days=sum(1 for r in rates if r["rate"] is not None),
         page=page, pages=pages, service_count=len(listed), first=(page - 1) * CHECK_PAGE_SIZE + 1,

@@ -99,7 +99,7 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
         plan.same_revision = True
         return plan
     root = source.root
-    old_config = CatalogConfig.model_validate(store.state.get("catalog_config") or {})
+    old_config = CatalogConfig.from_stored(store.state.get("catalog_config"))
     ignored = old_config.writeback.path
     known = store.catalog.files()
     services, checks = store.catalog.service_index(decode=False), store.catalog.check_index()  # dependencies: JSON text

@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import schedule as schedule_library
-from croniter import croniter
 
+from . import cron
 from .clock import Clock, format_time
 from .errors import Conflict, DispatchError, InvalidInput, NotFound
 from .payload import build_payload
@@ -54,6 +54,7 @@ class PassReport:
     failed: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[int, str]] = field(default_factory=list)  # transient: still pending
     answered_first: list[int] = field(default_factory=list)  # the Action answered before `sent`
+    unschedulable: list[tuple[str, str]] = field(default_factory=list)  # (check slug, why): skipped
 
     @property
     def dispatched(self) -> list[int]:
@@ -64,23 +65,37 @@ class PassReport:
         return [result_id for result_id, _ in self.deferred]
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{len(self.expired)} timed out, {len(self.created)} created, {len(self.retried)} retried,"
             f" {len(self.dispatched)} dispatched, {len(self.failed)} failed, {len(self.deferred)} still pending"
         )
+        if self.unschedulable:
+            text += "; skipped, as their schedule gives no time: " + "; ".join(
+                f"{slug} ({why})" for slug, why in self.unschedulable
+            )
+        return text
 
 
 # -- due computation ---------------------------------------------------------------------------
 
 
+class Unschedulable(ValueError):
+    """A stored check whose cron schedule gives no time (written under older rules): it is skipped."""
+
+
 def check_cutoff(check: dict, now: datetime) -> str | None:
-    """A pair of this check is due when its last result was created before this time; None: never."""
+    """A pair of this check is due when its last result was created before this time; None: never.
+
+    Unschedulable: the check's cron schedule has no time at or before now.
+    """
     if not check["active"] or check["removed_at"] is not None:
         return None
     if check["schedule"]:
         # the newest scheduled time at or before now (croniter's start is exclusive, hence +1 s)
-        start = now.replace(microsecond=0) + timedelta(seconds=1)
-        return format_time(croniter(check["schedule"], start).get_prev(datetime))
+        last = cron.previous_time(check["schedule"], now.replace(microsecond=0) + timedelta(seconds=1))
+        if last is None:
+            raise Unschedulable(cron.schedule_problem(check["schedule"], now) or "it has no time at or before now")
+        return format_time(last)
     period = FREQUENCY_PERIODS.get(check["frequency"])
     if period is None:
         return None  # ad-hoc: only on request
@@ -88,10 +103,23 @@ def check_cutoff(check: dict, now: datetime) -> str | None:
     return format_time(now - period + timedelta(microseconds=1))
 
 
-def due_cutoffs(checks: list[dict], now: datetime) -> list[tuple[int, str]]:
+def due_cutoffs(
+    checks: list[dict], now: datetime, *, unschedulable: list[tuple[str, str]] | None = None
+) -> list[tuple[int, str]]:
+    """(check_id, cutoff) of each check that runs by itself.
+
+    An unschedulable check is logged, added to `unschedulable` as (slug, why) and left out: one bad
+    row must never stop the pass for every other check.
+    """
     cutoffs = []
     for check in checks:
-        cutoff = check_cutoff(check, now)
+        try:
+            cutoff = check_cutoff(check, now)
+        except Unschedulable as why:
+            log.warning("check %s skipped: its schedule cannot be used: %s (fix %s)", check["slug"], why, check["path"])
+            if unschedulable is not None:
+                unschedulable.append((check["slug"], str(why)))
+            continue
         if cutoff is not None:
             cutoffs.append((check["id"], cutoff))
     return cutoffs
@@ -140,7 +168,7 @@ def run_pass(
     checks = store.reads.checks(include_removed=True)
     report.expired = store.dispatch.expire(expiry_limits(checks, now), now=format_time(now))
     created = store.dispatch.create_due(
-        due_cutoffs(checks, now),
+        due_cutoffs(checks, now, unschedulable=report.unschedulable),
         now=format_time(now),
         revision=store.state.get("applied_revision"),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
+from anyascii import anyascii
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -13,9 +14,12 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
+
+from .cron import schedule_problem
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
@@ -37,8 +41,10 @@ _REPOSITORY = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+|https?:/
 
 
 def slugify(name: str) -> str:
-    """`Payments API` -> `payments-api`: lower case, runs of other characters become one dash."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100]
+    """`Payments API` -> `payments-api`, `Café Ünïcode` -> `cafe-unicode`: transliterated to ASCII,
+    lower case, runs of other characters one dash, at most 100 characters."""
+    # anyascii leaves ASCII as it is, so the slugs of ASCII names are what they always were
+    return re.sub(r"[^a-z0-9]+", "-", anyascii(name).lower()).strip("-")[:100].rstrip("-")
 
 
 def parse_duration(value: str | int) -> timedelta:
@@ -141,11 +147,9 @@ class Check(_Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule_is_cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(value):
-                raise ValueError(f"{value!r} is not a cron expression such as '0 3 * * 1'")
+        problem = schedule_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -175,20 +179,66 @@ class Defaults(_Strict):
         return value
 
 
-class Writeback(_Strict):
-    branch: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")] = (
-        DEFAULT_WRITEBACK_BRANCH
-    )
-    path: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")] = (
-        DEFAULT_WRITEBACK_PATH
-    )
+# Folders the reconciler reads: the write-back folder may be none of them, in them, or above them
+CATALOG_FOLDERS = ("services", "checks")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
-    @field_validator("path")
-    @classmethod
-    def _path_stays_inside(cls, value: str) -> str:
-        if ".." in value.split("/"):
-            raise ValueError("must stay inside the repository (no '..')")
-        return value.rstrip("/") + "/"
+
+def check_branch_name(name: str) -> str:
+    """`name` if git accepts it as a branch (`git check-ref-format --branch`), else ValueError saying why."""
+    problems = []
+    if name.startswith("-"):
+        problems.append("must not start with '-'")
+    if name == "HEAD":
+        problems.append("must not be HEAD")
+    if _REF_FORBIDDEN.search(name):
+        problems.append("must not contain spaces, control characters or any of ~ ^ : ? * [ \\")
+    problems += [f"must not contain {part!r}" for part in ("..", "@{") if part in name]
+    if name.endswith("."):
+        problems.append("must not end with '.'")
+    parts = name.split("/")
+    if "" in parts:
+        problems.append("must not start or end with '/' or contain '//'")
+    if any(part.startswith(".") or part.endswith(".lock") for part in parts):
+        problems.append("no part between slashes may start with '.' or end with '.lock'")
+    if problems:
+        raise ValueError(f"{name!r} is not a valid git branch name: " + "; ".join(problems))
+    return name
+
+
+def check_writeback_path(path: str) -> str:
+    """`path` as a folder name ending in '/' if it is a safe write-back folder, else ValueError saying why."""
+    parts = path.rstrip("/").split("/")
+    if parts == ["."]:
+        raise ValueError(f"{path!r} is the repository root: give the write-back a folder of its own such as results/")
+    if path.startswith("/") or "" in parts or "." in parts or ".." in parts:
+        raise ValueError(
+            f"{path!r} must be a folder inside the repository, written plainly: relative, without '.', '..' or '//'"
+        )
+    # git fsck refuses .git in any case and with trailing dots (NTFS ignores them)
+    if any(part.lower().rstrip(".") == ".git" for part in parts):
+        raise ValueError(f"{path!r} must not be or contain a .git folder: git refuses such trees")
+    top = parts[0].lower()  # compared without case: on macOS and Windows Services/ is services/
+    if top in CATALOG_FOLDERS or path.rstrip("/").lower() == "catalog.yaml":
+        raise ValueError(
+            f"{path!r} is (or is inside) a folder the catalog is read from (catalog.yaml, services/, checks/):"
+            " the reconciler ignores the write-back folder, so those files would leave the catalog;"
+            " use a folder of its own such as results/"
+        )
+    return "/".join(parts) + "/"
+
+
+class Writeback(_Strict):
+    branch: Annotated[StrictStr, Field(
+        min_length=1, max_length=200, description="a branch name git accepts (git check-ref-format --branch)",
+    )] = DEFAULT_WRITEBACK_BRANCH
+    path: Annotated[StrictStr, Field(
+        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
+        description="a folder of its own in the repository: not the root, services/ or checks/; no '..', no .git",
+    )] = DEFAULT_WRITEBACK_PATH
+
+    _branch_is_a_branch_name = field_validator("branch")(check_branch_name)
+    _path_is_a_folder_of_its_own = field_validator("path")(check_writeback_path)
 
 
 class CatalogConfig(_Strict):
@@ -196,6 +246,18 @@ class CatalogConfig(_Strict):
 
     defaults: Defaults = Defaults()
     writeback: Writeback = Writeback()
+
+    @classmethod
+    def from_stored(cls, data: dict | None) -> "CatalogConfig":
+        """The config a sync stored; a section that today's rules refuse (stored by an older version)
+        reads as its defaults, so the sync that brings the fixed catalog.yaml can still run."""
+        sections = {}
+        for name, section in (("defaults", Defaults), ("writeback", Writeback)):
+            try:
+                sections[name] = section.model_validate((data or {}).get(name) or {})
+            except ValidationError:
+                sections[name] = section()
+        return cls(**sections)
 
 
 KINDS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}

@@ -94,7 +94,7 @@ class WritebackReport:
 
 def resolve_target(store: Database, settings: Settings) -> Target:
     """The remote, branch and folder results go to, from CATALOG_REPO and catalog.yaml's `writeback`."""
-    config = CatalogConfig.model_validate(store.state.get("catalog_config") or {}).writeback
+    config = CatalogConfig.from_stored(store.state.get("catalog_config")).writeback
     repo = settings.repo
     if repo and ("://" in repo or repo.startswith("git@") or ":" in repo.split("/")[0]):
         return Target(repo, config.branch, config.path)

@@ -16,8 +16,40 @@ from reconciler.schema import CatalogConfig, Check, Service, json_schema, parse_
 
 def test_slugify_makes_identities_from_names():
     assert slugify("Payments API") == "payments-api"
-    assert slugify("  Über -- Service #2 ") == "ber-service-2"
+    assert slugify("  Über -- Service #2 ") == "uber-service-2"
     assert slugify("x" * 150) == "x" * 100
+
+
+@pytest.mark.parametrize("name, slug", [
+    ("Café Ünïcode", "cafe-unicode"), ("Straße", "strasse"), ("Łódź Ørsted Æble", "lodz-orsted-aeble"),
+    ("İstanbul", "istanbul"), ("Москва", "moskva"), ("Ελλάδα", "ellada"), ("ﬁle ½", "file-1-2"),
+])
+def test_slugify_transliterates_names_in_any_script(name, slug):
+    assert slugify(name) == slug
+    assert Service(name=name, priority=1).identity == slug
+
+
+def test_slugify_keeps_the_slugs_of_ascii_names():
+    """Names in plain ASCII get the slugs they always had (the first rule, written out here)."""
+    import random
+    import re
+    import string
+
+    def first_rule(name: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100]
+
+    generator = random.Random(12)
+    import yaml
+
+    names = list(string.printable) + [yaml.safe_load(path.read_text())["name"] for path in EXAMPLE.glob("*s/*.yaml")]
+    names += ["".join(generator.choices(string.printable, k=generator.randint(1, 130))) for _ in range(2000)]
+    for name in names:
+        if not first_rule(name).endswith("-"):  # cut at 100 on a dash: no longer a valid slug, see below
+            assert slugify(name) == first_rule(name), name
+
+
+def test_a_slug_cut_at_100_characters_never_ends_in_a_dash():
+    assert slugify("x" * 99 + " y") == "x" * 99
 
 
 @pytest.mark.parametrize("text, expected", [
