@@ -220,3 +220,22 @@ def test_one_of_100_concurrent_answers_wins_and_99_get_409(app, synced_store, wr
             thread.join()
     assert sorted(statuses) == [200] + [409] * 99
     assert synced_store.get_result(result["id"])["status"] == "completed"
+
+
+PAST_SQLITE_INTEGER = 2**63  # one more than any id can be
+
+
+def test_ids_past_the_integer_range_are_404_or_400_never_500(synced_store, tmp_path, writer):
+    app = create_app(synced_store, Settings(home=tmp_path, public_read=True), sync_trigger=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path in (f"/api/results/{PAST_SQLITE_INTEGER}", f"/api/results/{-PAST_SQLITE_INTEGER - 1}",
+                     f"/results/{PAST_SQLITE_INTEGER}"):
+            assert client.get(path).status_code == 404, path
+        patched = client.patch(f"/api/results/{PAST_SQLITE_INTEGER}", json={"result": "pass"}, headers=auth(writer))
+        assert patched.status_code == 404
+        assert patched.json()["error"]["message"] == f"result {PAST_SQLITE_INTEGER} does not exist"
+        for path in (f"/api/results?cursor={PAST_SQLITE_INTEGER}", f"/results?before={PAST_SQLITE_INTEGER}",
+                     f"/sync?before={PAST_SQLITE_INTEGER}"):
+            response = client.get(path)
+            assert response.status_code == 400, path
+            assert response.json()["error"]["details"][0]["key"] in ("cursor", "before")
