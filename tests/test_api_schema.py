@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -66,3 +67,11 @@ def test_every_operation_answers_as_documented(case, server):
     url, token = server
     case.call_and_validate(base_url=url, headers=auth(token), checks=ANSWERS_AS_DOCUMENTED)
 
+
+def test_the_document_is_served_at_a_stable_path_and_the_schema_page_loads_nothing_from_elsewhere(server):
+    url, _ = server
+    document = requests.get(f"{url}/schema/openapi.json", timeout=5)
+    assert document.status_code == 200 and document.json()["info"]["title"] == "Service catalog API"
+    page = requests.get(f"{url}/schema", timeout=5)
+    assert page.status_code == 200 and 'href="/schema/openapi.json"' in page.text
+    assert "<script" not in page.text and "http" not in page.text.replace('href="/schema/openapi.json"', "")
