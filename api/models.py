@@ -24,8 +24,10 @@ class ErrorDetail(TypedDict, total=False):
 
 
 class ErrorOut(TypedDict):
-    """Every error, whatever the route: `{"error": {"status", "code", "message"}}`."""
+    """Every error, whatever the route: `{"message", "error": {"status", "code", "message"}}`; the
+    top-level `message` is the error's, for clients that print `parsed.message` (the origin's Action)."""
 
+    message: str
     error: ErrorDetail
 
 

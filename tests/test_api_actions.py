@@ -174,7 +174,8 @@ def test_healthz_answers_without_a_token(client):
 
 
 def test_framework_errors_use_the_one_error_shape(client):
-    assert client.get("/no/such/path").json() == {"error": {"status": 404, "code": "not_found", "message": "Not Found"}}
+    assert client.get("/no/such/path").json() == {
+        "message": "Not Found", "error": {"status": 404, "code": "not_found", "message": "Not Found"}}
     not_allowed = client.delete("/api/services")
     assert not_allowed.status_code == 405 and not_allowed.json()["error"]["code"] == "method_not_allowed"
 
