@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -161,6 +162,63 @@ def test_push_with_a_broken_body_is_a_clear_error(client, calls):
     response = client.post("/webhooks/github", content=body, headers={
         "X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "Content-Type": "application/json"})
     assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+    assert calls.syncs == 0
+
+
+GITHUB_CONTRACT = Path("/work/shared/github-contract")
+needs_contract = pytest.mark.skipif(not GITHUB_CONTRACT.is_dir(), reason="GitHub's reference payloads are not here")
+
+
+def _deliver_bytes(client, event: str, body: bytes, *, delivery: str, secret: str = SECRET, signature=None):
+    """A delivery as GitHub sends it: these exact bytes, signed with the secret."""
+    digest = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/github", content=body, headers={
+        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+        "X-Hub-Signature-256": signature or digest})
+
+
+@pytest.mark.parametrize("payload", [
+    {"ref": "refs/heads/main", "repository": "str"},
+    {"ref": "refs/heads/main", "repository": {"default_branch": ["main"]}},
+    {"ref": 5, "repository": {"default_branch": "main"}},
+    {"repository": {"default_branch": "main"}},
+])
+def test_a_signed_push_with_an_unusable_payload_is_a_422_json_error(synced_store, tmp_path, calls, payload):
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=SECRET), sync_trigger=calls.sync)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = _deliver(client, "push", payload)
+    assert response.status_code == 422, response.text
+    assert "push payload" in response.json()["message"]
+    assert calls.syncs == 0
+
+
+@needs_contract
+def test_a_captured_delivery_replayed_under_a_new_delivery_id_is_ignored(synced_store, tmp_path, calls):
+    body = (GITHUB_CONTRACT / "push-with-new-branch.payload.json").read_bytes()
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=SECRET), sync_trigger=calls.sync)
+    with TestClient(app) as client:
+        first = _deliver_bytes(client, "push", body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        assert first.status_code == 202 and first.json()["status"] == "started"
+        replayed = _deliver_bytes(client, "push", body, delivery="00000000-0000-0000-0000-000000000001")
+        assert replayed.status_code == 202 and replayed.json()["status"] == "ignored"
+        assert "already received" in replayed.json()["note"]
+        next_push = body.replace(b"6113728f27ae82c7b1a177c8d03f9e96e0adf246", b"0" * 39 + b"1")
+        assert _deliver_bytes(client, "push", next_push, delivery="d-next").json()["status"] == "started"
+    assert calls.syncs == 2
+
+
+@needs_contract
+def test_githubs_documented_signature_test_vector_is_accepted(synced_store, tmp_path, calls):
+    vector = json.loads((GITHUB_CONTRACT / "webhook-signature-test-vector.json").read_text())
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=vector["secret"]), sync_trigger=calls.sync)
+    body = vector["payload"].encode()
+    with TestClient(app) as client:
+        ping = _deliver_bytes(client, "ping", body, delivery="p-1", signature=vector["X-Hub-Signature-256"])
+        assert ping.status_code == 200
+        push = _deliver_bytes(client, "push", body, delivery="p-2", signature=vector["X-Hub-Signature-256"])
+        assert push.status_code == 422 and "not valid JSON" in push.json()["message"]  # signed, but not a payload
+        forged = _deliver_bytes(client, "ping", body + b" ", delivery="p-3", signature=vector["X-Hub-Signature-256"])
+        assert forged.status_code == 401
     assert calls.syncs == 0
 
 
