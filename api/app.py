@@ -22,10 +22,12 @@ from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
 from api.routing import get
 from reconciler.clock import Clock
+from reconciler.logs import log_to_stderr
 from reconciler.settings import Settings
 from reconciler.store import Store
 from reconciler.tokens import TokenVerifier
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # api.access writes its lines in this shape too
 MAX_BODY_BYTES = 1024 * 1024  # results carry at most a 64 KiB message; nothing needs more
 log = logging.getLogger("catalog.api")
 
@@ -152,7 +154,7 @@ def serve(app: Litestar, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(LOG_FORMAT)
     server = uvicorn.Server(server_config(app, host=host, port=port))
     settle_heap()
     run_server(server, f"http://{host}:{port}")

@@ -201,9 +201,10 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     import uvicorn
 
     from api.access import AccessLog
-    from api.app import create_app, run_server, server_config, settle_heap
+    from api.app import LOG_FORMAT, create_app, run_server, server_config, settle_heap
+    from reconciler.logs import log_to_stderr
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(LOG_FORMAT)
     clock = Clock()
     store = Store(settings.database_path)
     intervals = intervals or Intervals.from_environment()

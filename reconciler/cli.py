@@ -345,9 +345,9 @@ def _print_outcomes(store, report) -> None:
 
 
 def _log_to_stderr() -> None:
-    import logging
+    from .logs import log_to_stderr
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr("%(levelname)s %(name)s: %(message)s")
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:

@@ -343,3 +343,42 @@ def test_a_port_in_use_is_one_clear_error(tmp_path, command):
     assert done.stderr.rstrip().splitlines()[-1] == (
         f"catalog: could not listen on http://127.0.0.1:{port} (is the port in use? try --port)")
     assert "Traceback" not in done.stderr
+
+
+FORGED = "2026-11-30 12:00:00,000 INFO catalog.access: POST /api/sync 202 admin 0.1ms"
+
+
+def test_a_path_with_a_newline_or_escape_codes_cannot_forge_an_access_log_line(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "CATALOG_HOME": str(tmp_path / "home"), "CATALOG_PUBLIC_READ": "true",
+           "CATALOG_WEBHOOK_SECRET": SECRET, "CATALOG_BRANCH": "main"}
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "catalog serve did not start"
+                time.sleep(0.1)
+        forged_path = "/api/services/x%0A" + FORGED.replace(" ", "%20") + "%1B[2J%C2%9B31m%E2%80%AEgnp.exe%7F"
+        assert requests.get(base + forged_path, timeout=5).status_code == 404
+        body = json.dumps(PUSH).encode()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        # The server refuses C0 controls in a header; a C1 control (byte 0x9b, CSI) gets through.
+        pushed = requests.post(f"{base}/webhooks/github", data=body, timeout=5, headers={
+            "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1\x9b31m", "X-Hub-Signature-256": signature,
+            "Content-Type": "application/json"})
+        assert pushed.status_code == 202
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    lines = output.splitlines()
+    assert FORGED not in lines and not any(line.startswith(FORGED[:19]) for line in lines), output
+    assert "GET /api/services/x\\x0a2026-11-30 12:00:00,000 INFO catalog.access: POST /api/sync 202 admin " \
+           "0.1ms\\x1b[2J\\x9b31m\\u202egnp.exe\\x7f 404 -" in output
+    assert "(delivery d-1\\x9b31m): sync started" in output
+    assert not any(char in output for char in "\x1b\x7f\x9b\u202e")

@@ -1,0 +1,53 @@
+"""Log lines nobody can forge: logged values have their control characters escaped.
+
+A path, header, slug or git message may carry a newline (`%0A` in a URL), an ESC that recolours or
+clears the terminal, or a bidi override. Written raw, it starts a fake log line. Every value that goes
+into a line is escaped (`\\x0a`, `\\x1b`, `\\u202e`): `escape_control` for lines written by hand (the
+access log), the `EscapeControlCharacters` filter for everything logged through `logging`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+
+
+def escape_control(text: str) -> str:
+    """`text` with every non-printable character (C0 and C1 controls, DEL, line and bidi marks) escaped."""
+    if text.isprintable():  # the common case, one pass in C
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class EscapeControlCharacters(logging.Filter):
+    """Escapes a record's values (its args; its message when it has none), never the format's own text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):
+            record.args = {key: _safe(value) for key, value in record.args.items()}
+        elif record.args:
+            record.args = tuple(_safe(value) for value in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = escape_control(record.msg)  # a message built before logging holds its values
+        return True
+
+
+def _safe(value: object) -> object:
+    if isinstance(value, (int, float)):  # numbers keep their %d / %.1f formatting
+        return value
+    return escape_control(str(value))
+
+
+def log_to_stderr(line_format: str) -> None:
+    """INFO and above to stderr with escaped values (a no-op when logging is already configured)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(EscapeControlCharacters())
+    logging.basicConfig(level=logging.INFO, format=line_format, handlers=[handler])
