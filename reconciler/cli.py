@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from .errors import CatalogError
+from .logs import redact_credentials
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -250,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "writeback_tampering": store.get_state(FINDINGS_KEY, []),
     }
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
         return 0
     run, counts = status["last_run"], status["counts"]
     if run is None:
@@ -264,7 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" {run['unchanged']} unchanged"
         )
         if run["message"]:
-            print(f"  message: {run['message']}")
+            print(f"  message: {redact_credentials(run['message'])}")
     if status["last_check"]:
         print(f"last checked: {status['last_check']['at']} (revision {status['last_check']['revision']})")
     print(
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
     try:
         return handler(args)
     except CatalogError as error:
-        print(f"catalog: {error}", file=sys.stderr)
+        print(f"catalog: {redact_credentials(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("catalog: interrupted", file=sys.stderr)
@@ -422,12 +423,13 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
     except BrokenPipeError:
         return EXIT_ERROR
     except (OSError, sqlite3.Error) as error:
-        print(f"catalog: {error}", file=sys.stderr)
+        print(f"catalog: {redact_credentials(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as error:  # a bug: still one line, the traceback only on request
         if os.environ.get("CATALOG_DEBUG"):
             raise
-        print(f"catalog: internal error ({type(error).__name__}: {error}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
+        reason = redact_credentials(f"{type(error).__name__}: {error}")  # e.g. a git command line holding the URL
+        print(f"catalog: internal error ({reason}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
         return EXIT_ERROR
 
 

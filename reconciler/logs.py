@@ -1,16 +1,28 @@
-"""Log lines nobody can forge: logged values have their control characters escaped.
+"""Log lines nobody can forge and that leak no credential.
 
 A path, header, slug or git message may carry a newline (`%0A` in a URL), an ESC that recolours or
 clears the terminal, or a bidi override. Written raw, it starts a fake log line. Every value that goes
 into a line is escaped (`\\x0a`, `\\x1b`, `\\u202e`): `escape_control` for lines written by hand (the
 access log), the `EscapeControlCharacters` filter for everything logged through `logging`.
+
+The same filter removes the user and password of any URL in a value (`redact_credentials`):
+`CATALOG_REPO=https://user:TOKEN@host/...` must never reach a log, whichever error quotes it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
+
+# The user:password@ of a URL: everything from :// to the authority's last @ (a password may hold an @).
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s'\"@]*(?:@[^/\s'\"@]*)*@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced by ***."""
+    return _URL_CREDENTIALS.sub("***@", text) if "@" in text else text
 
 
 def escape_control(text: str) -> str:
@@ -28,7 +40,8 @@ def _escaped(char: str) -> str:
 
 
 class EscapeControlCharacters(logging.Filter):
-    """Escapes a record's values (its args; its message when it has none), never the format's own text."""
+    """Escapes a record's values (its args; its message when it has none), never the format's own text,
+    and redacts URL credentials in them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, Mapping):
@@ -36,14 +49,14 @@ class EscapeControlCharacters(logging.Filter):
         elif record.args:
             record.args = tuple(_safe(value) for value in record.args)
         elif isinstance(record.msg, str):
-            record.msg = escape_control(record.msg)  # a message built before logging holds its values
+            record.msg = _safe(record.msg)  # a message built before logging holds its values
         return True
 
 
 def _safe(value: object) -> object:
     if isinstance(value, (int, float)):  # numbers keep their %d / %.1f formatting
         return value
-    return escape_control(str(value))
+    return escape_control(redact_credentials(str(value)))
 
 
 def log_to_stderr(line_format: str) -> None:

@@ -34,3 +34,20 @@ def test_the_filter_escapes_values_and_leaves_the_format_and_numbers_alone():
         "s\\x0a\n"
         "built before logging: \\x1b[2J\n"
     )
+
+
+def test_redact_credentials_removes_user_and_password_from_every_url_in_a_text():
+    from reconciler.logs import redact_credentials
+
+    assert redact_credentials("cannot clone https://x-access-token:ghp_abc@github.com/acme/c.git: refused") == \
+        "cannot clone https://***@github.com/acme/c.git: refused"
+    assert redact_credentials("'http://u:p@ss@host:8080/x' and ssh://git@host/y") == "'http://***@host:8080/x' and ssh://***@host/y"
+    assert redact_credentials("http://***@host/x, user@example.com, git@github.com:acme/c.git") == \
+        "http://***@host/x, user@example.com, git@github.com:acme/c.git"
+
+
+def test_the_filter_redacts_credentials_in_logged_values():
+    stream = io.StringIO()
+    logger = _logger_writing_to(stream)
+    logger.error("job %s failed (%s)", "sync", RuntimeError("git clone https://u:TOKEN@host/c.git failed"))
+    assert stream.getvalue() == "job sync failed (git clone https://***@host/c.git failed)\n"
