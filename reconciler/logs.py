@@ -50,6 +50,9 @@ class EscapeControlCharacters(logging.Filter):
             record.args = tuple(_safe(value) for value in record.args)
         elif isinstance(record.msg, str):
             record.msg = _safe(record.msg)  # a message built before logging holds its values
+        if record.exc_info and not record.exc_text:  # a traceback keeps its lines; they get the same care
+            lines = logging.Formatter().formatException(record.exc_info).split("\n")
+            record.exc_text = "\n".join(escape_control(redact_credentials(line)) for line in lines)
         return True
 
 

@@ -51,3 +51,15 @@ def test_the_filter_redacts_credentials_in_logged_values():
     logger = _logger_writing_to(stream)
     logger.error("job %s failed (%s)", "sync", RuntimeError("git clone https://u:TOKEN@host/c.git failed"))
     assert stream.getvalue() == "job sync failed (git clone https://***@host/c.git failed)\n"
+
+
+def test_a_logged_traceback_has_its_credentials_redacted_and_escape_codes_escaped():
+    stream = io.StringIO()
+    logger = _logger_writing_to(stream)
+    try:
+        raise RuntimeError("git push https://u:TOKEN@host/c.git failed \x1b[2J")
+    except RuntimeError:
+        logger.exception("write-back failed")
+    text = stream.getvalue()
+    assert text.startswith("write-back failed\nTraceback (most recent call last):\n")
+    assert "RuntimeError: git push https://***@host/c.git failed \\x1b[2J" in text and "TOKEN" not in text
