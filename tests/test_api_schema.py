@@ -62,7 +62,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_documented(case, server):
     url, token = server
     case.call_and_validate(base_url=url, headers=auth(token), checks=ANSWERS_AS_DOCUMENTED)
