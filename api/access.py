@@ -1,6 +1,8 @@
 """The access log: one line per request, with method, path, status, caller and time taken.
 
-Never the query string or the headers, so never a token. Lines look like the rest of the log:
+Never the query string or the headers, so never a token. The path and the caller are escaped
+(`reconciler.logs.escape_control`): a `%0A` in a URL cannot start a forged line. Lines look like
+the rest of the log:
 
     2026-11-24 14:04:06,123 INFO catalog.access: GET /api/services/payments-api 200 reader 1.2ms
 
@@ -18,6 +20,8 @@ from typing import TextIO
 
 from litestar.types import Message, Scope
 
+from reconciler.logs import escape_control
+
 
 class AccessLog:
     def __init__(self, stream: TextIO | None = None):
@@ -33,7 +37,7 @@ class AccessLog:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         took = "" if took_ms is None else f" {took_ms:.1f}ms"
         self._lines.append(
-            f"{self._stamp},{int((now - second) * 1000):03d} INFO catalog.access: {method} {path} {status} {caller}{took}\n"
+            f"{self._stamp},{int((now - second) * 1000):03d} INFO catalog.access: {method} {escape_control(path)} {status} {escape_control(caller)}{took}\n"
         )
         if len(self._lines) == 1:  # the first line of this turn of the loop: write them all at its end
             try:

@@ -70,8 +70,9 @@ class SyncController(Controller):
       summary="GitHub webhook: a push to the catalog branch starts a sync (HMAC-verified, answered at once)",
       description="Authenticated by `X-Hub-Signature-256` (HMAC-SHA256 of the body with CATALOG_WEBHOOK_SECRET), "
                   "not by a token. `ping` answers 200; `push` 202 and syncs in the background; other events are "
-                  "ignored (202); a repeated `X-GitHub-Delivery` is ignored.",
-      operation_class=WebhookOperation, responses=error_responses(401, 503))
+                  "ignored (202); a delivery seen before (by `X-GitHub-Delivery` or by its body) is ignored; "
+                  "a signed push payload that is not usable (not JSON, no `ref`) is a 422.",
+      operation_class=WebhookOperation, responses=error_responses(401, 422, 503))
 async def webhook_github(request: Request, state: State) -> Response[Accepted]:
     secret = state.settings.webhook_secret
     if not secret:
@@ -87,17 +88,13 @@ async def webhook_github(request: Request, state: State) -> Response[Accepted]:
         return _answer(200, "pong", "webhook configured")
     if event != "push":
         return _answer(202, "ignored", f"event {event or '(none)'!r} is not acted on; only push is")
-    payload = _payload(body, request.headers.get("content-type", ""))
-    ref = payload.get("ref", "")
-    branch = state.settings.branch or (payload.get("repository") or {}).get("default_branch")
+    ref, default_branch = _push_fields(_payload(body, request.headers.get("content-type", "")))
+    branch = state.settings.branch or default_branch
     if branch and ref != f"refs/heads/{branch}":
         # Pushes to other branches (the write-back branch among them) never trigger a sync.
         return _answer(202, "ignored", f"push to {ref!r}; only refs/heads/{branch} is synced")
-    if delivery:
-        fresh = await anyio.to_thread.run_sync(
-            state.store.catalog.record_webhook_delivery, delivery, format_time(state.clock.now()))
-        if not fresh:
-            return _answer(202, "ignored", f"delivery {delivery} was already received")
+    if not await _first_delivery(state, delivery, body):
+        return _answer(202, "ignored", f"delivery {delivery or '(no id)'} was already received")
     state.sync_trigger()
     log.info("push to %s (delivery %s): sync started", ref, delivery or "-")
     return _answer(202, "started", f"push to {ref}: sync started in the background")
@@ -114,6 +111,35 @@ def _payload(body: bytes, content_type: str) -> dict:
     if not isinstance(payload, dict):
         raise InvalidInput("the push payload must be a JSON object")
     return payload
+
+
+def _push_fields(payload: dict) -> tuple[str, str | None]:
+    """(ref, the repository's default branch) of a push payload, or InvalidInput naming what is wrong."""
+    ref = payload.get("ref")
+    if not isinstance(ref, str):
+        raise InvalidInput("the push payload has no 'ref' string (such as refs/heads/main)")
+    repository = payload.get("repository")
+    if repository is None:
+        return ref, None
+    if not isinstance(repository, dict):
+        raise InvalidInput("the push payload's 'repository' must be an object")
+    default_branch = repository.get("default_branch")
+    if default_branch is not None and not isinstance(default_branch, str):
+        raise InvalidInput("the push payload's 'repository.default_branch' must be a string")
+    return ref, default_branch
+
+
+async def _first_delivery(state: State, delivery: str, body: bytes) -> bool:
+    """False for a delivery seen before, by its X-GitHub-Delivery id or by its body.
+
+    The signature covers the body only: a captured delivery replayed under a new id is still the
+    same body, so the body's digest is recorded as a second key.
+    """
+    received_at = format_time(state.clock.now())
+    keys = [delivery] if delivery else []
+    keys.append("sha256:" + hashlib.sha256(body).hexdigest())
+    fresh = [await anyio.to_thread.run_sync(state.store.catalog.record_webhook_delivery, key, received_at) for key in keys]
+    return all(fresh)
 
 
 def _answer(status: int, outcome: str, note: str) -> Response[Accepted]:

@@ -11,22 +11,23 @@ from typing import Callable
 from litestar import Litestar, MediaType
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from api.access import AccessLog
 from api.actions import ActionController, SyncController, webhook_github
-from api.auth import SECURITY_SCHEME, AuthMiddleware
+from api.auth import AuthMiddleware
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
+from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
 from api.routing import get
 from reconciler.clock import Clock
+from reconciler.logs import log_to_stderr
 from reconciler.settings import Settings
 from reconciler.store import Database
 from reconciler.tokens import TokenVerifier
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # api.access writes its lines in this shape too
 MAX_BODY_BYTES = 1024 * 1024  # results carry at most a 64 KiB message; nothing needs more
 log = logging.getLogger("catalog.api")
 
@@ -73,22 +74,7 @@ def create_app(
         before_send=[access_log.before_send] if access_log else [],
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
-        openapi_config=OpenAPIConfig(
-            title="Service catalog API",
-            version="1",
-            description=(
-                "Services, checks and their immutable results. Authenticate with "
-                "`Authorization: Token <token>` (also `token <token>` or `Bearer <token>`)."
-            ),
-            path="/schema",
-            components=Components(security_schemes={
-                SECURITY_SCHEME: SecurityScheme(
-                    type="apiKey", name="Authorization", security_scheme_in="header",
-                    description="`Token <token>`, `token <token>` or `Bearer <token>`; "
-                                "tokens come from `catalog token create`.",
-                ),
-            }),
-        ),
+        openapi_config=openapi_config(),
         on_shutdown=[lambda app: writer.shutdown(wait=True)],
         logging_config=None,
         debug=False,
@@ -168,7 +154,7 @@ def serve(app: Litestar, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(LOG_FORMAT)
     server = uvicorn.Server(server_config(app, host=host, port=port))
     settle_heap()
     run_server(server, f"http://{host}:{port}")

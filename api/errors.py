@@ -1,8 +1,11 @@
 """The one place that maps errors to HTTP, and the one JSON error shape every answer uses.
 
-    {"error": {"status": 409, "code": "conflict", "message": "result 7 is already completed ..."}}
+    {"message": "result 7 is already completed ...",
+     "error": {"status": 409, "code": "conflict", "message": "result 7 is already completed ..."}}
 
-Validation errors add `"details": [{"key": ..., "message": ...}, ...]`.
+The top-level `message` repeats the error's: the origin's send-result Action prints
+`parsed.message` (DESIGN.md section 13). Validation errors add
+`"details": [{"key": ..., "message": ...}, ...]` to `error`.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def error_body(status: int, message: str, *, code: str | None = None, details: l
     error: dict = {"status": status, "code": code or CODE_BY_STATUS.get(status, _phrase(status)), "message": message}
     if details:
         error["details"] = details
-    return {"error": error}
+    return {"message": message, "error": error}
 
 
 def error_response(status: int, message: str, *, code: str | None = None, details: list | None = None,

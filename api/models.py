@@ -12,6 +12,8 @@ from reconciler.outcomes import RESULT_VALUES
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_URL_LENGTH = 2048
+# Ids are SQLite INTEGERs: a larger number names no row, and the driver cannot even bind it.
+MAX_ID = 2**63 - 1
 
 
 class ErrorDetail(TypedDict, total=False):
@@ -22,8 +24,10 @@ class ErrorDetail(TypedDict, total=False):
 
 
 class ErrorOut(TypedDict):
-    """Every error, whatever the route: `{"error": {"status", "code", "message"}}`."""
+    """Every error, whatever the route: `{"message", "error": {"status", "code", "message"}}`; the
+    top-level `message` is the error's, for clients that print `parsed.message` (the origin's Action)."""
 
+    message: str
     error: ErrorDetail
 
 
@@ -186,6 +190,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 _ANSWER_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
     required=["result"],
+    additional_properties=False,  # api.body refuses unknown fields: a typo must not pass silently
     properties={
         "result": Schema(type=OpenAPIType.STRING, enum=list(RESULT_VALUES)),
         "message": Schema(type=OpenAPIType.STRING, max_length=MAX_MESSAGE_BYTES,
@@ -213,6 +218,7 @@ class AnswerOperation(Operation):
 
 _RUN_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
+    additional_properties=False,
     properties={"service": Schema(type=OpenAPIType.STRING, description="run on this service only")},
 )
 

@@ -21,6 +21,8 @@ from litestar.template.config import TemplateConfig
 from api import dashboard
 from api.auth import COOKIE_NAME, NotAuthenticated, identity_of, requires_read
 from api.badges import BADGE_HANDLERS
+from api.models import MAX_ID
+from api.results import existing_result_id
 from api.routing import get, post
 from reconciler.errors import NotFound
 from reconciler.tokens import verify_token
@@ -153,7 +155,7 @@ def show_check(
 def list_results(
     request: Request, state: State,
     service: FromQuery[str | None] = None, check: FromQuery[str | None] = None, result: FromQuery[str | None] = None,
-    status: FromQuery[str | None] = None, before: Annotated[int | None, QueryParameter(ge=1)] = None,
+    status: FromQuery[str | None] = None, before: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
 ) -> Template:
     store, now = state.store, _now(state)
     problems = []
@@ -180,7 +182,7 @@ def list_results(
 @get("/results/{result_id:int}", name="result", sync_to_thread=True)
 def show_result(request: Request, state: State, result_id: FromPath[int]) -> Template:
     store, now = state.store, _now(state)
-    row = store.results.get(result_id)
+    row = store.results.get(existing_result_id(result_id))
     return _page(
         request, "result.html", title=f"Result {result_id}", result=row, key=dashboard.outcome(row),
         link=dashboard.safe_url(row["url"]), created_age=dashboard.age(row["created_at"], now),
@@ -190,7 +192,7 @@ def show_result(request: Request, state: State, result_id: FromPath[int]) -> Tem
 
 @get("/sync", name="sync", sync_to_thread=True)
 def list_sync_runs(
-    request: Request, state: State, before: Annotated[int | None, QueryParameter(ge=1)] = None
+    request: Request, state: State, before: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None
 ) -> Template:
     store, now = state.store, _now(state)
     runs = store.catalog.sync_runs(31, before_id=before)

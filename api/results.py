@@ -13,12 +13,13 @@ import msgspec
 
 from litestar import Controller, MediaType, Request
 from litestar.datastructures import State
-from litestar.params import FromPath, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp
 
 from api.auth import SECURITY, requires_read, requires_scope
 from api.body import read_fields
 from api.models import (
+    MAX_ID,
     MAX_MESSAGE_BYTES,
     MAX_URL_LENGTH,
     AnswerOperation,
@@ -29,7 +30,7 @@ from api.models import (
 from api.responses import JSONBytes, ok
 from api.routing import get, patch
 from reconciler.clock import format_time
-from reconciler.errors import InvalidInput
+from reconciler.errors import InvalidInput, NotFound
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
 from reconciler.store import Database
 
@@ -62,6 +63,17 @@ def parse_answer(fields: dict) -> tuple[str, str | None, str | None]:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InvalidInput(f"'url' must be an http(s) link to the run, not {url[:100]!r}")
     return result.strip().lower(), message or None, url or None
+
+
+# A result id as documented: the document names the range, the handlers answer 404 past it.
+ResultId = Annotated[int, PathParameter(schema_extra={"minimum": 1, "maximum": MAX_ID, "format": "int64"})]
+
+
+def existing_result_id(result_id: int) -> int:
+    """`result_id`, or NotFound for a number no result can have (past MAX_ID, or not positive)."""
+    if not 1 <= result_id <= MAX_ID:
+        raise NotFound(f"result {result_id} does not exist")
+    return result_id
 
 
 def parse_since(value: str | None) -> str | None:
@@ -171,9 +183,10 @@ class ResultController(Controller):
         responses={**ok(ResultOut), **error_responses(401, 403, 404, 409, 413, 415, 422)},
         media_type=MediaType.JSON,
     )
-    async def complete_result(self, request: Request, state: State, result_id: FromPath[int]) -> ASGIApp:
+    async def complete_result(self, request: Request, state: State, result_id: ResultId) -> ASGIApp:
         result, message, url = parse_answer(await read_fields(request, ANSWER_FIELDS))
-        row = await state.answers.answer((result_id, result, message, url, state.clock.now()))
+        answer = (existing_result_id(result_id), result, message, url, state.clock.now())
+        row = await state.answers.answer(answer)
         return JSONBytes(msgspec.json.encode(row))  # the hot write: no Response object (api.responses)
 
     @get("/", guards=[requires_read], summary="Results, newest first, filtered; follow `next` for more",
@@ -186,8 +199,9 @@ class ResultController(Controller):
         check: Annotated[str | None, QueryParameter(description="check slug")] = None,
         result: Annotated[str | None, QueryParameter(enum=list(RESULTS))] = None,
         status: Annotated[str | None, QueryParameter(enum=list(STATUSES))] = None,
-        since: Annotated[str | None, QueryParameter(description="created at or after this ISO 8601 time")] = None,
-        cursor: Annotated[int | None, QueryParameter(ge=1, description="from the `next` link: results before this id")] = None,
+        since: Annotated[str | None, QueryParameter(
+            description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})] = None,
+        cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="from the `next` link: results before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> ResultPage:
         if result is not None and result not in RESULTS:
@@ -204,5 +218,5 @@ class ResultController(Controller):
 
     @get("/{result_id:int}", guards=[requires_read], summary="One result",
          responses=error_responses(401, 403, 404), sync_to_thread=False)
-    def get_result(self, state: State, result_id: FromPath[int]) -> ResultOut:
-        return state.store.results.get(result_id)
+    def get_result(self, state: State, result_id: ResultId) -> ResultOut:
+        return state.store.results.get(existing_result_id(result_id))

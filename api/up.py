@@ -202,9 +202,10 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
     import uvicorn
 
     from api.access import AccessLog
-    from api.app import create_app, run_server, server_config, settle_heap
+    from api.app import LOG_FORMAT, create_app, run_server, server_config, settle_heap
+    from reconciler.logs import log_to_stderr
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(LOG_FORMAT)
     clock = Clock()
     store = open_store(settings)
     intervals = intervals or Intervals.from_environment()
@@ -240,6 +241,7 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
 
 
 def _banner(settings: Settings, store: Database, base: str, notes: list[str], token_file: str) -> str:
+    from reconciler.logs import redact_credentials
     from reconciler.writeback import resolve_target
 
     lines = ["", "catalog up: everything in one process", ""]
@@ -250,10 +252,13 @@ def _banner(settings: Settings, store: Database, base: str, notes: list[str], to
         lines.append(f"  token file   {Path(token_file).resolve()} (results:write, used by the local checks)")
     try:
         target = resolve_target(store, settings)
-        lines.append(f"  write-back   {target.url} branch {target.branch}")
-        lines.append(f"               see it with: git -C {target.url} log --stat {target.branch}")
+        lines.append(f"  write-back   {redact_credentials(target.url)} branch {target.branch}")
+        if Path(target.url).is_absolute():
+            lines.append(f"               see it with: git -C {target.url} log --stat {target.branch}")
+        else:  # a remote: `git -C` takes a folder, and the URL may hold a credential
+            lines.append(f"               see it with: git fetch origin {target.branch} && git log --stat origin/{target.branch}")
     except Exception as error:  # the banner never stops the start; the loop will report it
-        lines.append(f"  write-back   not available yet ({error})")
+        lines.append(f"  write-back   not available yet ({redact_credentials(str(error))})")
     lines += ["", "  Stop with Ctrl-C.", ""]
     return "\n".join(lines)
 

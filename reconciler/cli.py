@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 from .errors import CatalogError
+from .logs import redact_credentials
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -253,7 +254,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "writeback_tampering": store.state.get(FINDINGS_KEY, []),
     }
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
         return 0
     run, counts = status["last_run"], status["counts"]
     if run is None:
@@ -267,7 +268,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" {run['unchanged']} unchanged"
         )
         if run["message"]:
-            print(f"  message: {run['message']}")
+            print(f"  message: {redact_credentials(run['message'])}")
     if status["last_check"]:
         print(f"last checked: {status['last_check']['at']} (revision {status['last_check']['revision']})")
     print(
@@ -348,9 +349,9 @@ def _print_outcomes(store, report) -> None:
 
 
 def _log_to_stderr() -> None:
-    import logging
+    from .logs import log_to_stderr
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr("%(levelname)s %(name)s: %(message)s")
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
     try:
         return handler(args)
     except CatalogError as error:
-        print(f"catalog: {error}", file=sys.stderr)
+        print(f"catalog: {redact_credentials(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("catalog: interrupted", file=sys.stderr)
@@ -425,15 +426,15 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
     except BrokenPipeError:
         return EXIT_ERROR
     except OSError as error:
-        print(f"catalog: {error}", file=sys.stderr)
+        print(f"catalog: {redact_credentials(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as error:
         from .store import DATABASE_ERRORS
 
         if not isinstance(error, DATABASE_ERRORS):
             return _internal_error(error)
-        print(f"catalog: database error: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}",
-              file=sys.stderr)
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        print(f"catalog: database error: {redact_credentials(first_line)}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -441,7 +442,8 @@ def _internal_error(error: Exception) -> int:
     """A bug: still one line, the traceback only on request."""
     if os.environ.get("CATALOG_DEBUG"):
         raise error
-    print(f"catalog: internal error ({type(error).__name__}: {error}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
+    reason = redact_credentials(f"{type(error).__name__}: {error}")  # e.g. a git command line holding the URL
+    print(f"catalog: internal error ({reason}); set CATALOG_DEBUG=1 for details", file=sys.stderr)
     return EXIT_ERROR
 
 

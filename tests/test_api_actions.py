@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -164,6 +165,63 @@ def test_push_with_a_broken_body_is_a_clear_error(client, calls):
     assert calls.syncs == 0
 
 
+GITHUB_CONTRACT = Path("/work/shared/github-contract")
+needs_contract = pytest.mark.skipif(not GITHUB_CONTRACT.is_dir(), reason="GitHub's reference payloads are not here")
+
+
+def _deliver_bytes(client, event: str, body: bytes, *, delivery: str, secret: str = SECRET, signature=None):
+    """A delivery as GitHub sends it: these exact bytes, signed with the secret."""
+    digest = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/github", content=body, headers={
+        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+        "X-Hub-Signature-256": signature or digest})
+
+
+@pytest.mark.parametrize("payload", [
+    {"ref": "refs/heads/main", "repository": "str"},
+    {"ref": "refs/heads/main", "repository": {"default_branch": ["main"]}},
+    {"ref": 5, "repository": {"default_branch": "main"}},
+    {"repository": {"default_branch": "main"}},
+])
+def test_a_signed_push_with_an_unusable_payload_is_a_422_json_error(synced_store, tmp_path, calls, payload):
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=SECRET), sync_trigger=calls.sync)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = _deliver(client, "push", payload)
+    assert response.status_code == 422, response.text
+    assert "push payload" in response.json()["message"]
+    assert calls.syncs == 0
+
+
+@needs_contract
+def test_a_captured_delivery_replayed_under_a_new_delivery_id_is_ignored(synced_store, tmp_path, calls):
+    body = (GITHUB_CONTRACT / "push-with-new-branch.payload.json").read_bytes()
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=SECRET), sync_trigger=calls.sync)
+    with TestClient(app) as client:
+        first = _deliver_bytes(client, "push", body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        assert first.status_code == 202 and first.json()["status"] == "started"
+        replayed = _deliver_bytes(client, "push", body, delivery="00000000-0000-0000-0000-000000000001")
+        assert replayed.status_code == 202 and replayed.json()["status"] == "ignored"
+        assert "already received" in replayed.json()["note"]
+        next_push = body.replace(b"6113728f27ae82c7b1a177c8d03f9e96e0adf246", b"0" * 39 + b"1")
+        assert _deliver_bytes(client, "push", next_push, delivery="d-next").json()["status"] == "started"
+    assert calls.syncs == 2
+
+
+@needs_contract
+def test_githubs_documented_signature_test_vector_is_accepted(synced_store, tmp_path, calls):
+    vector = json.loads((GITHUB_CONTRACT / "webhook-signature-test-vector.json").read_text())
+    app = create_app(synced_store, Settings(home=tmp_path, webhook_secret=vector["secret"]), sync_trigger=calls.sync)
+    body = vector["payload"].encode()
+    with TestClient(app) as client:
+        ping = _deliver_bytes(client, "ping", body, delivery="p-1", signature=vector["X-Hub-Signature-256"])
+        assert ping.status_code == 200
+        push = _deliver_bytes(client, "push", body, delivery="p-2", signature=vector["X-Hub-Signature-256"])
+        assert push.status_code == 422 and "not valid JSON" in push.json()["message"]  # signed, but not a payload
+        forged = _deliver_bytes(client, "ping", body + b" ", delivery="p-3", signature=vector["X-Hub-Signature-256"])
+        assert forged.status_code == 401
+    assert calls.syncs == 0
+
+
 # -- operability -----------------------------------------------------------------------------------
 
 
@@ -173,7 +231,8 @@ def test_healthz_answers_without_a_token(client):
 
 
 def test_framework_errors_use_the_one_error_shape(client):
-    assert client.get("/no/such/path").json() == {"error": {"status": 404, "code": "not_found", "message": "Not Found"}}
+    assert client.get("/no/such/path").json() == {
+        "message": "Not Found", "error": {"status": 404, "code": "not_found", "message": "Not Found"}}
     not_allowed = client.delete("/api/services")
     assert not_allowed.status_code == 405 and not_allowed.json()["error"]["code"] == "method_not_allowed"
 
@@ -283,3 +342,42 @@ def test_a_port_in_use_is_one_clear_error(tmp_path, command):
     assert done.stderr.rstrip().splitlines()[-1] == (
         f"catalog: could not listen on http://127.0.0.1:{port} (is the port in use? try --port)")
     assert "Traceback" not in done.stderr
+
+
+FORGED = "2026-11-30 12:00:00,000 INFO catalog.access: POST /api/sync 202 admin 0.1ms"
+
+
+def test_a_path_with_a_newline_or_escape_codes_cannot_forge_an_access_log_line(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "CATALOG_HOME": str(tmp_path / "home"), "CATALOG_PUBLIC_READ": "true",
+           "CATALOG_WEBHOOK_SECRET": SECRET, "CATALOG_BRANCH": "main"}
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "catalog serve did not start"
+                time.sleep(0.1)
+        forged_path = "/api/services/x%0A" + FORGED.replace(" ", "%20") + "%1B[2J%C2%9B31m%E2%80%AEgnp.exe%7F"
+        assert requests.get(base + forged_path, timeout=5).status_code == 404
+        body = json.dumps(PUSH).encode()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        # The server refuses C0 controls in a header; a C1 control (byte 0x9b, CSI) gets through.
+        pushed = requests.post(f"{base}/webhooks/github", data=body, timeout=5, headers={
+            "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1\x9b31m", "X-Hub-Signature-256": signature,
+            "Content-Type": "application/json"})
+        assert pushed.status_code == 202
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    lines = output.splitlines()
+    assert FORGED not in lines and not any(line.startswith(FORGED[:19]) for line in lines), output
+    assert "GET /api/services/x\\x0a2026-11-30 12:00:00,000 INFO catalog.access: POST /api/sync 202 admin " \
+           "0.1ms\\x1b[2J\\x9b31m\\u202egnp.exe\\x7f 404 -" in output
+    assert "(delivery d-1\\x9b31m): sync started" in output
+    assert not any(char in output for char in "\x1b\x7f\x9b\u202e")

@@ -80,7 +80,8 @@ def test_second_answer_is_refused_with_409_and_changes_nothing(client, synced_st
 def test_unknown_result_is_404(client, writer):
     response = client.patch("/api/results/999999", data={"result": "pass"}, headers=auth(writer))
     assert response.status_code == 404
-    assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "result 999999 does not exist"}}
+    assert response.json() == {"message": "result 999999 does not exist",
+                               "error": {"status": 404, "code": "not_found", "message": "result 999999 does not exist"}}
 
 
 def test_non_numeric_id_is_an_error_in_the_json_shape(client, writer):
@@ -221,3 +222,43 @@ def test_one_of_100_concurrent_answers_wins_and_99_get_409(app, synced_store, wr
             thread.join()
     assert sorted(statuses) == [200] + [409] * 99
     assert synced_store.results.get(result["id"])["status"] == "completed"
+
+
+PAST_SQLITE_INTEGER = 2**63  # one more than any id can be
+
+
+def test_ids_past_the_integer_range_are_404_or_400_never_500(synced_store, tmp_path, writer):
+    app = create_app(synced_store, Settings(home=tmp_path, public_read=True), sync_trigger=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path in (f"/api/results/{PAST_SQLITE_INTEGER}", f"/api/results/{-PAST_SQLITE_INTEGER - 1}",
+                     f"/results/{PAST_SQLITE_INTEGER}"):
+            assert client.get(path).status_code == 404, path
+        patched = client.patch(f"/api/results/{PAST_SQLITE_INTEGER}", json={"result": "pass"}, headers=auth(writer))
+        assert patched.status_code == 404
+        assert patched.json()["error"]["message"] == f"result {PAST_SQLITE_INTEGER} does not exist"
+        for path in (f"/api/results?cursor={PAST_SQLITE_INTEGER}", f"/results?before={PAST_SQLITE_INTEGER}",
+                     f"/sync?before={PAST_SQLITE_INTEGER}"):
+            response = client.get(path)
+            assert response.status_code == 400, path
+            assert response.json()["error"]["details"][0]["key"] in ("cursor", "before")
+
+
+def test_every_refusal_carries_a_top_level_message_for_the_origin_send_result_action(client, synced_store, writer):
+    """The origin's send-result Action logs `parsed.message`: without it the log said `Error: undefined`."""
+    done = new_result(synced_store)
+    client.patch(f"/api/results/{done['id']}", data={"result": "pass"}, headers=auth(writer))
+    pending = new_result(synced_store, "readme-present")
+    refusals = [
+        client.patch(f"/api/results/{done['id']}", data={"result": "pass"}, headers={"Authorization": f"token {writer}"}),
+        client.patch(f"/api/results/{pending['id']}", data={"result": "passed"}, headers=auth(writer)),
+        client.patch(f"/api/results/{pending['id']}", data={"result": "pass"}),
+        client.patch("/api/results/999999", data={"result": "pass"}, headers=auth(writer)),
+        client.patch(f"/api/results/{pending['id']}", content=b"{not json", headers={**auth(writer), "Content-Type": "application/json"}),
+        client.get("/api/results?limit=0", headers=auth(make_token(synced_store, "read", name="reader"))),
+    ]
+    assert [response.status_code for response in refusals] == [409, 422, 401, 404, 400, 400]
+    for response in refusals:
+        parsed = response.json()
+        assert parsed["message"] and parsed["message"] == parsed["error"]["message"], parsed
+        assert parsed["error"]["status"] == response.status_code
+    assert "already completed" in refusals[0].json()["message"]

@@ -161,3 +161,45 @@ def test_status_shows_writeback_tampering_found_earlier(tmp_path):
     assert result.returncode == 0
     assert "tampering: results/history/2026/01/05.jsonl: line 3 was changed after it was pushed" in result.stdout
     assert json.loads(run("status", "--json", home=home).stdout)["writeback_tampering"][0]["result_id"] == 7
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_password_in_catalog_repo_is_never_printed_by_any_command(tmp_path):
+    import signal
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    repo = f"http://bot:SECRET-PASSWORD@127.0.0.1:{_closed_port()}/acme/catalog.git"  # nothing listens there
+    outputs = {}
+    for command in (["sync"], ["plan"], ["status"], ["status", "--json"], ["writeback"], ["writeback", "--no-push"],
+                    ["dispatch", "--dispatcher", "log"], ["dispatch", "--dry-run"], ["run-check", "has-owner", "--dispatcher", "log"],
+                    ["token", "list"]):
+        done = run(*command, home=home, repo=repo)
+        outputs[" ".join(command)] = done.stdout + done.stderr
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+    env.update(CATALOG_HOME=str(home), CATALOG_REPO=repo, CATALOG_DISPATCHER="log", CATALOG_WRITEBACK_INTERVAL="0.5")
+    log = tmp_path / "up.log"
+    with log.open("w") as sink:
+        up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--port", str(_closed_port())],
+                              env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not ("job sync failed" in log.read_text() and "job writeback failed" in log.read_text()):
+                assert time.monotonic() < deadline and up.poll() is None, log.read_text()
+                time.sleep(0.2)
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=30)
+    outputs["up"] = log.read_text()
+    for command, output in outputs.items():
+        assert "SECRET-PASSWORD" not in output and "bot:" not in output, (command, output)
+    assert "write-back   http://***@127.0.0.1" in outputs["up"]
+    assert "cannot clone http://***@127.0.0.1" in outputs["sync"] and "cannot clone http://***@" in outputs["status"]
