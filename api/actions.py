@@ -53,7 +53,7 @@ class SyncController(Controller):
     tags = ["sync"]
     security = SECURITY
 
-    @get("/", guards=[requires_read], sync_to_thread=False, responses=error_responses(401, 403),
+    @get("/", guards=[requires_read], sync_to_thread=True, responses=error_responses(401, 403),
          summary="The last sync: revisions, time, counts and per-file errors (null before the first sync)")
     def get_sync(self, state: State) -> SyncStatus:
         return {"last_run": state.store.catalog.last_sync_run()}

@@ -20,7 +20,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
-from api.routing import get
+from api.routing import get, read
 from reconciler.clock import Clock
 from reconciler.logs import log_to_stderr
 from reconciler.settings import Settings
@@ -36,9 +36,9 @@ CheckRunner = Callable[[str, "str | None"], list]
 
 
 @get("/healthz", tags=["operations"], summary="Liveness: the server answers and its database opens",
-     media_type=MediaType.JSON, sync_to_thread=False)
-def healthz(state: State) -> dict:
-    return {"status": "ok", "schema_version": state.store.schema_version()}
+     media_type=MediaType.JSON)
+async def healthz(state: State) -> dict:
+    return {"status": "ok", "schema_version": await read(state.store, state.store.schema_version)}
 
 
 def create_app(

@@ -12,7 +12,7 @@ from litestar.types import ASGIApp
 from api.auth import SECURITY, requires_read
 from api.models import CheckDetail, CheckList, ServiceDetail, ServiceList, error_responses
 from api.responses import JSONBytes, ok
-from api.routing import get
+from api.routing import get, read
 
 IncludeRemoved = Annotated[bool, QueryParameter(description="also list soft-deleted (removed) entries")]
 
@@ -36,10 +36,10 @@ class ServiceController(Controller):
 
     @get("/{slug:str}", summary="One service with its latest result per check and their counts",
          responses={**ok(ServiceDetail), **error_responses(401, 403, 404)},
-         sync_to_thread=False)
-    def get_service(self, state: State, slug: FromPath[str]) -> ASGIApp:
+    )
+    async def get_service(self, state: State, slug: FromPath[str]) -> ASGIApp:
         # The hot read: the store hands over the JSON text it built, sent as it is.
-        return JSONBytes(state.store.reads.service_json(slug).encode())
+        return JSONBytes((await read(state.store, state.store.reads.service_json, slug)).encode())
 
 
 class CheckController(Controller):
@@ -48,7 +48,7 @@ class CheckController(Controller):
     security = SECURITY
     guards = [requires_read]
 
-    @get("/", summary="Checks in the catalog, by slug", responses=error_responses(401, 403), sync_to_thread=False)
+    @get("/", summary="Checks in the catalog, by slug", responses=error_responses(401, 403), sync_to_thread=True)
     def list_checks(self, state: State, include_removed: IncludeRemoved = False) -> CheckList:
         return {"checks": state.store.reads.checks(include_removed=include_removed)}
 

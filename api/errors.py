@@ -4,7 +4,7 @@
      "error": {"status": 409, "code": "conflict", "message": "result 7 is already completed ..."}}
 
 The top-level `message` repeats the error's: the origin's send-result Action prints
-`parsed.message` (DESIGN.md section 13). Validation errors add
+`parsed.message` (docs/writing-checks.md). Validation errors add
 `"details": [{"key": ..., "message": ...}, ...]` to `error`.
 """
 

@@ -28,7 +28,7 @@ from api.models import (
     error_responses,
 )
 from api.responses import JSONBytes, ok
-from api.routing import get, patch
+from api.routing import get, patch, read
 from reconciler.clock import format_time
 from reconciler.errors import InvalidInput, NotFound
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
@@ -217,6 +217,6 @@ class ResultController(Controller):
         return {"results": rows, "next": next_link}
 
     @get("/{result_id:int}", guards=[requires_read], summary="One result",
-         responses=error_responses(401, 403, 404), sync_to_thread=False)
-    def get_result(self, state: State, result_id: ResultId) -> ResultOut:
-        return state.store.results.get(existing_result_id(result_id))
+         responses=error_responses(401, 403, 404))
+    async def get_result(self, state: State, result_id: ResultId) -> ResultOut:
+        return await read(state.store, state.store.results.get, existing_result_id(result_id))

@@ -9,8 +9,9 @@ nothing here. Every route in `api/` is declared with these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+import anyio
 from litestar import HttpMethod
 from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
@@ -32,3 +33,14 @@ def post(path: str | list[str] | None = None, **options: Any) -> RouteHandler:
 
 def patch(path: str | list[str] | None = None, **options: Any) -> RouteHandler:
     return RouteHandler(path, http_method=HttpMethod.PATCH, **options)
+
+
+T = TypeVar("T")
+
+
+async def read(store, call: Callable[..., T], *args: Any) -> T:
+    """A short store read from an async handler: on the loop where the store says that is cheaper
+    (SQLite), else on a worker thread (PostgreSQL: a network round trip must not stall the loop)."""
+    if store.reads_on_loop:
+        return call(*args)
+    return await anyio.to_thread.run_sync(call, *args)

@@ -34,11 +34,12 @@ class Intervals:
     sync: float = 60.0
     dispatch: float = 15.0
     writeback: float = 30.0
+    leader: float = 5.0  # how often a follower tries the leader lock: takeover within this (and well inside 30 s)
 
     @classmethod
     def from_environment(cls) -> "Intervals":
         values = {}
-        for name in ("sync", "dispatch", "writeback"):
+        for name in ("sync", "dispatch", "writeback", "leader"):
             raw = os.environ.get(f"CATALOG_{name.upper()}_INTERVAL")
             if raw:
                 try:
@@ -104,10 +105,16 @@ def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Pat
 
 
 class Loops:
-    """Sync, dispatch and write-back, each on its own Scheduler thread.
+    """Sync, dispatch and write-back, each on its own Scheduler thread, in the leader only.
 
     Separate threads so a long dispatch pass (GitHub is paced at one POST a second) never holds up a
-    webhook's sync or the write-back; SQLite in WAL mode lets them write in turn.
+    webhook's sync or the write-back; the database lets them write in turn.
+
+    Any number of `catalog up` processes may share one database; one at a time holds its leader
+    lock (a PostgreSQL advisory lock, or a file lock beside a SQLite file) and runs the loops. The
+    others serve the API and try the lock every `intervals.leader` seconds, so when the leader dies
+    (its lock goes with its connection) one of them takes over. Leases and serialised dispatch keep
+    a result from being sent twice even while two processes briefly both believe they lead.
     """
 
     def __init__(self, store: Database, settings: Settings, intervals: Intervals, clock: Clock):
@@ -116,9 +123,12 @@ class Loops:
         self._stopping = threading.Event()
         self.dispatcher = _StopAware(dispatcher_from_settings(settings, clock=clock), self._stopping)
         self.intervals = intervals
-        self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback")}
+        self.schedulers: dict[str, Scheduler] = {}
         self._sync_requested = threading.Event()
         self._dispatch_requested = threading.Event()
+        self._follower_sync = threading.Lock()
+        self.leader_lock = store.leader_lock()
+        self.leading = False
         self.threads: list[threading.Thread] = []
 
     def sync(self) -> None:
@@ -148,31 +158,76 @@ class Loops:
             log.warning("write-back: %s", finding)
 
     def request_sync(self) -> None:
-        """Called by the webhook and POST /api/sync: sync as soon as the sync thread is free."""
-        self._sync_requested.set()
+        """Called by the webhook and POST /api/sync: the leader's sync thread syncs as soon as it is
+        free; a follower syncs at once in a thread of its own (one at a time: a sync in progress
+        reads the newest revision anyway). Applying is serialised in the database, so a follower's
+        sync and the leader's never both apply one revision."""
+        if self.leading:
+            self._sync_requested.set()
+        elif self._follower_sync.acquire(blocking=False):
+            threading.Thread(target=self._sync_as_follower, name="catalog-requested-sync", daemon=True).start()
+
+    def _sync_as_follower(self) -> None:
+        try:
+            self.sync()
+        except Exception:  # recorded in sync_runs by the reconciler; the log says it too
+            log.exception("requested sync failed")
+        finally:
+            self._follower_sync.release()
 
     def start(self) -> None:
+        """Try the leader lock now and every `intervals.leader` seconds; run the loops while holding it."""
+        thread = threading.Thread(target=self._lead, name="catalog-leader", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _lead(self) -> None:
+        told_following = False
+        while not self._stopping.is_set():
+            holds = self.leader_lock.acquire()
+            if holds and not self.leading:
+                log.info("leading: this process runs the sync, dispatch and write-back loops")
+                self.leading = True
+                self._start_loops()
+            elif not holds and self.leading:
+                log.warning("lost the leader lock (database connection lost?): loops stopped until it is back")
+                self.leading = False
+                self._stop_loops()
+            elif not holds and not told_following:
+                log.info("following: another process leads; this one serves the API and takes over if it stops")
+                told_following = True
+            self._stopping.wait(self.intervals.leader)
+
+    def _start_loops(self) -> None:
+        self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback")}
         sync_loop, dispatch_loop, writeback_loop = (self.schedulers[n] for n in ("sync", "dispatch", "writeback"))
         sync_loop.every(self.intervals.sync, "sync", self.sync)
         sync_loop.every(1.0, "requested-sync", _when(self._sync_requested, self.sync), run_now=False)
         dispatch_loop.every(self.intervals.dispatch, "dispatch", self.dispatch, run_now=False)
         dispatch_loop.every(1.0, "requested-dispatch", _when(self._dispatch_requested, self.dispatch), run_now=False)
         writeback_loop.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
+        self._loop_threads = []
         for name, scheduler in self.schedulers.items():
             thread = threading.Thread(target=scheduler.run, name=f"catalog-{name}", daemon=True)
             thread.start()
-            self.threads.append(thread)
+            self._loop_threads.append(thread)
+
+    def _stop_loops(self, timeout: float = 60.0) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.stop()
+        for thread in getattr(self, "_loop_threads", []):
+            thread.join(timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Let the jobs in flight finish (their transactions with them), then stop.
+        """Let the jobs in flight finish (their transactions with them), then stop and let go of the lock.
 
         A dispatch pass stops sending at once: its unsent results stay pending for the next start.
         """
         self._stopping.set()
-        for scheduler in self.schedulers.values():
-            scheduler.stop()
+        self._stop_loops(timeout)
         for thread in self.threads:
             thread.join(timeout)
+        self.leader_lock.release()
 
 
 class _StopAware:

@@ -1,11 +1,17 @@
 """Load-test the API with wrk from a separate process: PATCH of distinct results, GET of a service.
 
     python3 bench/bench_api.py [--services 10000] [--checks 50] [--duration 10] [--connections 32] [--cache DIR]
+                               [--database-url URL | --postgres] [--processes N]
 
 Builds a catalog of N services x M checks (synced through the real reconciler), one result per pair
-(most completed), starts `catalog serve` (one uvicorn process: uvloop + httptools), then runs
-`wrk -t2 -cC` twice and prints requests/s, p50/p99 latency, errors and the server's RSS.
+(most completed, made and answered through the product's own calls), starts `catalog serve` (uvicorn:
+uvloop + httptools; `--processes 2` starts two on one database behind nothing: wrk's threads split
+between them), then runs `wrk -t2 -cC` and prints requests/s, p50/p99 latency, errors and RSS.
+
+The store is SQLite in a temporary home, or `--database-url postgresql://...` (an empty database), or
+`--postgres`: a throwaway PostgreSQL 15 started here (synchronous_commit=off, as the reference).
 Targets (issue 4): PATCH >= 2,000 req/s with p99 <= 25 ms; GET service >= 3,000 req/s; RSS <= 150 MB.
+Targets (issue 11, PostgreSQL): PATCH >= 2,000 req/s at p99 <= 30 ms in one process; two >= 1.15x one.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.machine import cpu_seconds, describe, probe  # noqa: E402
 from conftest import write_catalog  # noqa: E402
-from reconciler.clock import Clock  # noqa: E402
+from reconciler.clock import Clock, format_time  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
+from reconciler.schedule import NEVER  # noqa: E402
 from reconciler.store import Database, open_database  # noqa: E402
+from reconciler.store.migrations_sqlite import MIGRATIONS as SQLITE_MIGRATIONS  # noqa: E402
 from reconciler.tokens import create_token  # noqa: E402
 
 PATCH_LUA = """
@@ -88,21 +96,19 @@ def build_catalog(root: Path, services: int, checks: int) -> None:
 
 
 def fill_results(store: Database, *, pending: int) -> range:
-    """One result per (check, service), 90% completed; then `pending` open results to PATCH."""
+    """One result per (check, service), made as a scheduler pass makes them; all answered but the
+    last `pending` (by id), which the PATCH run answers."""
     now = Clock().now()
-    services = [row["id"] for row in store.catalog.service_index().values()]
+    stamp = format_time(now)
     checks = [row["id"] for row in store.catalog.check_index().values()]
-    with store.transaction():  # the store's calls join this one transaction: one commit, fast
-        for i, service_id in enumerate(services):
-            for j, check_id in enumerate(checks):
-                row = store.create_result(check_id, service_id, now=now)
-                if (i + j) % 10:
-                    store.results.complete(row["id"], ("pass", "fail", "warning")[(i * j) % 3], now=now)
-        first = None
-        for k in range(pending):
-            row = store.create_result(checks[k % len(checks)], services[k % len(services)], now=now)
-            first = row["id"] if first is None else first
-    return range(first, first + pending)
+    created = store.dispatch.create_due([(check_id, NEVER) for check_id in checks], now=stamp, revision=None,
+                                        claim_until=stamp, holder="bench")
+    ids = [row["id"] for row in created]
+    answered = ids[:-pending]
+    for start in range(0, len(answered), 2000):
+        batch = answered[start:start + 2000]
+        store.results.answer([(rid, ("pass", "fail", "warning")[rid % 3], None, None, now) for rid in batch])
+    return range(ids[-pending], ids[-1] + 1)
 
 
 def free_port() -> int:
@@ -141,7 +147,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--cache", type=Path, default=None,
-                        help="keep the built store in this folder and start later runs from a copy of it")
+                        help="keep the built SQLite store in this folder and start later runs from a copy of it")
+    parser.add_argument("--database-url", help="an empty PostgreSQL (or SQLite) database to build the store in")
+    parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the run")
+    parser.add_argument("--processes", type=int, default=1, help="`catalog serve` processes on the one database")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -150,11 +159,21 @@ def main() -> int:
     print(describe(probe()), "(before)")
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     home = work / "home"
+    server_pg = None
+    if args.postgres:
+        from postgres_server import PostgresServer
+
+        server_pg = PostgresServer().start()
+        args.database_url = server_pg.new_database()
+    database_url = args.database_url or f"sqlite://{home / 'catalog.db'}"
+    if args.database_url:
+        args.cache = None  # only a SQLite file is cached
+    print(f"database: {open_database(database_url, migrate=False).describe()}")
     try:
         started = time.perf_counter()
         pending = max(60_000, 5000 * args.duration)
         # The schema's fingerprint in the name: a store built under other migrations is never reused.
-        schema = hashlib.sha1(repr(MIGRATIONS).encode()).hexdigest()[:8]
+        schema = hashlib.sha1(repr(SQLITE_MIGRATIONS).encode()).hexdigest()[:8]
         cached = args.cache / f"api-{args.services}x{args.checks}-{pending}-{schema}" if args.cache else None
         if cached and (cached / "setup.json").exists():
             # A copy of a store built before: the setup (a sync of N files, N x M results) takes minutes.
@@ -164,13 +183,13 @@ def main() -> int:
             ids, writer, reader = range(*setup["ids"]), setup["writer"], setup["reader"]
         else:
             build_catalog(work / "catalog", args.services, args.checks)
-            store = open_database(home / "catalog.db")
+            store = open_database(database_url)
             report = sync(store, DirectorySource(work / "catalog"))
             assert report.outcome == "applied" and not report.errors, report
             ids = fill_results(store, pending=pending)
             writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
             reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
-            store.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store.results.checkpoint()
             store.close()
             if cached:
                 cached.mkdir(parents=True, exist_ok=True)
@@ -180,27 +199,36 @@ def main() -> int:
         print(f"setup: {args.services} services x {args.checks} checks, "
               f"{ids.stop - 1} results, in {time.perf_counter() - started:.1f}s")
 
-        port = free_port()
         log = open(work / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                                  env={**os.environ, "CATALOG_HOME": str(home)}, stdout=log, stderr=log, cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited: {(work / 'server.log').read_text()[-2000:]}")
-            try:
-                requests.get(base + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        print(f"server: pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
+        servers, bases = [], []
+        for _ in range(args.processes):
+            port = free_port()
+            servers.append(subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url},
+                stdout=log, stderr=log, cwd=ROOT))
+            bases.append(f"http://127.0.0.1:{port}")
+        for server, base in zip(servers, bases):
+            for _ in range(200):
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited: {(work / 'server.log').read_text()[-2000:]}")
+                try:
+                    requests.get(base + "/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+        server, base = servers[0], bases[0]
+        print(f"servers: {len(servers)}, pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
         try:
-            per_thread = len(ids) // 2
-            open_before = open_database(home / "catalog.db").dashboard_version()[2]
+            per_thread = len(ids) // (2 * len(servers))  # wrk's two threads per server, each its own ids
+            open_before = open_count(database_url)
             load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
-            patch = run_wrk(PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread))
-                            .replace("TOKEN", writer), base, **load)
-            done = open_before - open_database(home / "catalog.db").dashboard_version()[2]
+            script = PATCH_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread)).replace("TOKEN", writer)
+            if len(servers) > 1:  # wrk's two threads, one on each server: a load balancer's split
+                patch = run_wrk_split(script, bases, **load)
+            else:
+                patch = run_wrk(script, base, **load)
+            done = open_before - open_count(database_url)
             print(f"PATCH /api/results/{{id}}/ (distinct pending, form body): {patch['rps']:,.0f} req/s, "
                   f"p50 {patch['p50_us'] / 1000:.1f} ms, p99 {patch['p99_us'] / 1000:.1f} ms, "
                   f"non-2xx {patch['status_errors']}, socket errors {patch['socket_errors']}, "
@@ -219,12 +247,44 @@ def main() -> int:
             print(f"server RSS after the runs: {rss_mb(server.pid):.0f} MB  [target <= 150 MB]")
             print(describe(probe()), "(after)")
         finally:
-            server.terminate()
-            server.wait(timeout=20)
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=20)
             log.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if server_pg is not None:
+            server_pg.stop()
     return 0
+
+
+def open_count(database_url: str) -> int:
+    """Open (pending or sent) results now, read through the store."""
+    store = open_database(database_url, migrate=False)
+    try:
+        return store.pages.version()[2]
+    finally:
+        store.close()
+
+
+def run_wrk_split(script: str, bases: list[str], *, duration: int, connections: int, pid: int) -> dict:
+    """Two wrk processes at once, one per server, each with half the connections; figures summed
+    (requests/s) and the worse of the two (p99)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(len(bases)) as pool:
+        # each wrk gets its own range of ids: the first half and the second half of the pending ones
+        runs = list(pool.map(lambda i: run_wrk(_half(script, i, len(bases)), bases[i], duration=duration,
+                                               connections=connections // len(bases), pid=pid), range(len(bases))))
+    return {"rps": sum(r["rps"] for r in runs), "p50_us": max(r["p50_us"] for r in runs),
+            "p99_us": max(r["p99_us"] for r in runs), "status_errors": sum(r["status_errors"] for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs), "cpu_us": runs[0]["cpu_us"],
+            "requests": sum(r["requests"] for r in runs)}
+
+
+def _half(script: str, index: int, parts: int) -> str:
+    """The PATCH script for wrk number `index`: its threads start in its own share of the ids."""
+    return script.replace("thread_index = 0", f"thread_index = {index * 2}")
 
 
 if __name__ == "__main__":

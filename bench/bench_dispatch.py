@@ -96,7 +96,7 @@ def main() -> None:
 
         due = timed(f"due computation, no history ({pairs} pairs due)", lambda: store.dispatch.due(cutoffs))
         assert sum(len(ids) for _, ids in due) == pairs
-        due = timed("  the same as (check, service) tuples (due_pairs)", lambda: store.due_pairs(cutoffs), repeat=3)
+        due = timed("  the same as (check, service) tuples (due_pairs)", lambda: [(c, s) for c, ids in store.dispatch.due(cutoffs) for s in ids], repeat=3)
         assert len(due) == pairs
 
         def create(limit: int):
@@ -130,13 +130,13 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         print(f"{'one pass, 2,000 results, a dispatcher that does nothing':<58} {elapsed:7.3f} s"
               f"   = {len(report.sent) / elapsed:,.0f} results/s of our own overhead")
-        # the API's PATCH write (complete_result), which the dispatch_pairs trigger also costs
+        # the API's PATCH write (results.answer), which the dispatch_pairs trigger also costs
         ids = [row["id"] for row in create(10_000)]
         started = time.perf_counter()
         for result_id in ids:
-            store.results.complete(result_id, "pass", now=clock.now(), message="ok")
+            store.results.answer([(result_id, "pass", "ok", None, clock.now())])
         elapsed = time.perf_counter() - started
-        print(f"{'10,000 complete_result calls (the PATCH write), one by one':<58} {elapsed:7.3f} s"
+        print(f"{'10,000 answers (the PATCH write), one by one':<58} {elapsed:7.3f} s"
               f"   = {elapsed / len(ids) * 1e6:.0f} µs each")
         rss = peak_mb()[0]
         print(f"peak RSS of this whole process (SQLite included): {rss:.0f} MB")

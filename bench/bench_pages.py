@@ -28,9 +28,10 @@ from litestar.testing import TestClient  # noqa: E402
 from api import dashboard  # noqa: E402
 from conftest import write_catalog  # noqa: E402
 from api.app import create_app  # noqa: E402
-from reconciler.clock import FakeClock  # noqa: E402
+from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
+from reconciler.schedule import NEVER  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
 from reconciler.store import Database, open_database  # noqa: E402
 
@@ -61,18 +62,16 @@ def record_history(store: Database, clock: FakeClock, history: int, rng: random.
     checks = store.reads.checks(order="name")
     start = clock.now()
     count = 0
-    with store.transaction():  # the primitives join this one transaction: a fast bulk load
-        for round_ in range(history):
-            at = start - timedelta(days=history - round_)
-            for check in checks:
-                for service in services:
-                    if check["target_kind"] == "selector" and service["priority"] > 5:
-                        continue
-                    row = store.create_result(check["id"], service["id"], now=at)
-                    if round_ < history - 1 or rng.random() > 0.05:  # a few stay pending
-                        store.results.complete(row["id"], rng.choice(OUTCOMES), now=at + timedelta(minutes=3),
-                                              message="<b>checked</b> & fine")
-                    count += 1
+    del services  # the checks' own targeting decides the pairs, as in a real pass
+    for round_ in range(history):  # a round of results, made and answered through the product's calls
+        at = start - timedelta(days=history - round_)
+        created = store.dispatch.create_due([(check["id"], NEVER) for check in checks], now=format_time(at),
+                                            revision=None, claim_until=format_time(at), holder="bench")
+        store.results.answer([
+            (row["id"], rng.choice(OUTCOMES), "<b>checked</b> & fine", None, at + timedelta(minutes=3))
+            for row in created if round_ < history - 1 or rng.random() > 0.05  # a few stay pending
+        ])
+        count += len(created)
     return count
 
 

@@ -16,7 +16,7 @@ EXIT_ERROR = 1
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, *, server: bool = False) -> None:
-    """The deployment settings of DESIGN.md section 4; each also an environment variable."""
+    """The deployment settings (docs/operating.md); each also an environment variable."""
     parser.add_argument("--home", help="state folder: catalog.db and the git checkout (CATALOG_HOME, default .catalog)")
     parser.add_argument("--database-url", dest="database_url",
                         help="sqlite:///PATH or postgresql://USER@HOST/DB (CATALOG_DATABASE_URL, default SQLite in the home)")
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(sync)
     sync.add_argument("--allow-mass-removal", action="store_true", help="allow removing more than half the services")
     sync.set_defaults(handler=cmd_sync)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply the database's pending migrations (serve and up also do it at start)"
+    )
+    _add_settings_flags(migrate)
+    migrate.set_defaults(handler=cmd_migrate)
 
     status = commands.add_parser("status", help="last sync, counts, pending results")
     _add_settings_flags(status)
@@ -240,12 +246,42 @@ def _print_file_errors(errors: list) -> None:
         print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} (those files keep their last good state)", file=sys.stderr)
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store import open_database
+
+    settings = settings_from(args)
+    store = open_database(settings.database_url, home=settings.home, migrate=False)
+    before = store.schema_version() if _has_schema(store) else 0
+    applied = store.migrate()
+    if applied:
+        print(f"{store.describe()}: migrated from version {before} to {store.schema_version()}"
+              f" (applied {', '.join(map(str, applied))})")
+    else:
+        print(f"{store.describe()}: up to date at version {store.schema_version()}")
+    store.close()
+    return 0
+
+
+def _has_schema(store) -> bool:
+    try:
+        store.schema_version()
+        return True
+    except Exception as error:  # a new, empty database has no schema_migrations table yet
+        from .store import DATABASE_ERRORS
+
+        if isinstance(error, DATABASE_ERRORS):
+            return False
+        raise
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .writeback import FINDINGS_KEY
 
     store = open_store(settings_from(args))
     runs = store.catalog.sync_runs(limit=1)
     status = {
+        "database": store.describe(),
+        "schema_version": store.schema_version(),
         "applied_revision": store.state.get("applied_revision"),
         "last_check": store.state.get("last_sync_check"),
         "last_run": runs[0] if runs else None,
@@ -257,6 +293,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
         return 0
     run, counts = status["last_run"], status["counts"]
+    print(f"database: {status['database']} (schema version {status['schema_version']})")
     if run is None:
         print("last sync: never (run `catalog sync`)")
     else:

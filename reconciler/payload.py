@@ -1,4 +1,4 @@
-"""The dispatch payload: the origin project's `repository_dispatch` contract (DESIGN.md section 5)."""
+"""The dispatch payload: the origin project's `repository_dispatch` contract (docs/writing-checks.md)."""
 
 from __future__ import annotations
 

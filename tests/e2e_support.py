@@ -350,12 +350,15 @@ class UpProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-def create_token(home: Path, name: str, *scopes: str) -> str:
-    """`catalog token create NAME --scope ...` with CATALOG_HOME=home: the token printed alone on stdout."""
+def create_token(home: Path, name: str, *scopes: str, database_url: str | None = None) -> str:
+    """`catalog token create NAME --scope ...` with CATALOG_HOME=home (and the database, if not the
+    home's SQLite file): the token printed alone on stdout."""
     arguments = [CATALOG, "token", "create", name]
     for scope in scopes:
         arguments += ["--scope", scope]
-    environment = clean_environment()
-    done = subprocess.run(arguments, env={**environment, "CATALOG_HOME": str(home)}, capture_output=True, text=True, timeout=60)
+    environment = {**clean_environment(), "CATALOG_HOME": str(home)}
+    if database_url:
+        environment["CATALOG_DATABASE_URL"] = database_url
+    done = subprocess.run(arguments, env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

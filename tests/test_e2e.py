@@ -25,6 +25,7 @@ from e2e_support import (
     push_webhook,
     wait_for,
 )
+from conftest import BACKENDS
 from github_standin import GitHubStandIn
 from reconciler.store import Database, open_database
 
@@ -48,16 +49,19 @@ NEW_SERVICE = {
 class Stack:
     """One catalog remote, one GitHub stand-in with its Action player, one `catalog up`."""
 
-    def __init__(self, root: Path, *, sync_interval: float, name: str, hold_actions: bool = False):
+    def __init__(self, root: Path, *, sync_interval: float, name: str, hold_actions: bool = False,
+                 database_url: str | None = None):
         root.mkdir(parents=True, exist_ok=True)
         self.remote = CatalogRemote(root, EXAMPLE, drop_checks=DROPPED_CHECKS)
         home = root / "home"
-        self.action_token = create_token(home, "actions", "results:write")
+        self.database_url = database_url or f"sqlite://{home / 'catalog.db'}"
+        self.action_token = create_token(home, "actions", "results:write", database_url=self.database_url)
         self.actions = ActionPlayer(root, self.action_token)
         if hold_actions:
             self.actions.hold()
         self.github = GitHubStandIn(token=GITHUB_TOKEN, on_dispatch=self.actions.on_dispatch).start()
         self.up = UpProcess(home, {
+            "CATALOG_DATABASE_URL": self.database_url,
             "CATALOG_REPO": str(self.remote.bare),
             "CATALOG_DISPATCHER": "github",
             "CATALOG_GITHUB_API_URL": self.github.url,
@@ -105,9 +109,9 @@ def _last_run_at(up: UpProcess, sha: str) -> dict | None:
     return run if run and run["attempted_revision"] == sha else None
 
 
-def _results_in_store(home: Path) -> list[dict]:
-    """The results as the SQLite file holds them (read through the store, the server being dead)."""
-    store = open_database(home / "catalog.db")
+def _results_in_store(stack: "Stack") -> list[dict]:
+    """The results as the database holds them (read through the store, the server being dead)."""
+    store = open_database(stack.database_url)
     try:
         return store.results.list(limit=1000)
     finally:
@@ -130,10 +134,16 @@ def up_log_on_failure(request):
             reporter.write_line(f"\n----- tail of {up.log_path} -----\n{up.log_tail(80)}\n-----")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """A shared `catalog up` that syncs only when told (webhook), its poll an hour apart."""
-    stack = Stack(tmp_path_factory.mktemp("e2e-shared"), sync_interval=3600, name="shared")
+def _database_url(request) -> str | None:
+    """None for SQLite in the stack's home, or a new PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request, tmp_path_factory):
+    """A shared `catalog up` that syncs only when told (webhook), its poll an hour apart; on each backend."""
+    stack = Stack(tmp_path_factory.mktemp("e2e-shared"), sync_interval=3600, name=f"shared-{request.param}",
+                  database_url=_database_url(request))
     try:
         stack.up.start()
         stack.settle()
@@ -142,12 +152,12 @@ def stack(tmp_path_factory):
         stack.close()
 
 
-@pytest.fixture
-def fresh_stack(tmp_path):
+@pytest.fixture(params=BACKENDS)
+def fresh_stack(request, tmp_path):
     stacks: list[Stack] = []
 
     def make(**options) -> Stack:
-        stacks.append(Stack(tmp_path / f"stack{len(stacks)}", **options))
+        stacks.append(Stack(tmp_path / f"stack{len(stacks)}", database_url=_database_url(request), **options))
         return stacks[-1]
 
     yield make
@@ -291,7 +301,7 @@ def test_kill_9_in_the_middle_and_a_restart_lose_nothing_and_duplicate_nothing(f
     wait_for(lambda: sum(r["status"] == "completed" for r in stack.up.results()) >= 2, "the first answers",
              interval=0.05)
     stack.up.kill()
-    finished_before_kill = sum(r["status"] == "completed" for r in _results_in_store(stack.up.home))
+    finished_before_kill = sum(r["status"] == "completed" for r in _results_in_store(stack))
     time.sleep(1.5)  # Actions meanwhile fail to reach the catalog and are re-run
     stack.up.start()
 
@@ -322,7 +332,7 @@ def test_sigterm_stops_catalog_up_cleanly_with_exit_code_0(fresh_stack):
     # The pass in flight finished its bookkeeping: whatever GitHub accepted is recorded as sent (or answered).
     dispatched = {json.loads(base64.b64decode(d.body["client_payload"]["data"]))["result"]["id"]
                   for d in stack.github.dispatches}
-    statuses = {r["id"]: r["status"] for r in _results_in_store(stack.up.home)}
+    statuses = {r["id"]: r["status"] for r in _results_in_store(stack)}
     assert dispatched and all(statuses[i] in ("sent", "completed") for i in dispatched), statuses
 
 

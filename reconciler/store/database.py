@@ -53,6 +53,12 @@ class Database:
         """`SQLite: PATH` or `PostgreSQL: URL` (no password), for banners and `catalog status`."""
         return self.backend.describe()
 
+    @property
+    def reads_on_loop(self) -> bool:
+        """True when a short read is a local file read (SQLite), cheaper on an event loop than a hop to
+        a thread and back (bench/bench_api.py, GET service); False when it is a network round trip."""
+        return self.backend.local
+
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A connection for reads (each statement on its own, or inside the thread's transaction)."""

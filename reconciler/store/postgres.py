@@ -216,6 +216,7 @@ class PostgresBackend:
 
     dialect = PostgresDialect()
     migrations = MIGRATIONS
+    local = False  # every read is a round trip to the server: never on an event loop
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE):
         self.url = url

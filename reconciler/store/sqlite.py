@@ -157,6 +157,7 @@ class SqliteBackend:
 
     dialect = SqliteDialect()
     migrations = MIGRATIONS
+    local = True  # reads are file reads: see Database.reads_on_loop
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -170,7 +171,7 @@ class SqliteBackend:
         return str(Path(self.path).resolve()) if self.path != ":memory:" else f"memory:{id(self)}"
 
     def describe(self) -> str:
-        return f"SQLite: {self.path}"
+        return f"SQLite: {Path(self.path).resolve() if self.path != ':memory:' else self.path}"
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
