@@ -140,3 +140,21 @@ def test_an_unreachable_postgresql_is_a_clear_error_without_the_password(tmp_pat
     with pytest.raises(ConfigError) as raised:
         PostgresBackend(f"postgresql://catalog:s3cret-pw@127.0.0.1:{free_port()}/catalog?connect_timeout=2")
     assert "cannot connect" in str(raised.value) and "s3cret-pw" not in str(raised.value)
+
+
+def test_a_batch_of_answers_gives_each_its_own_outcome_and_the_first_of_two_wins(synced_store):
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    one, two = new_result(synced_store), new_result(synced_store, "has-owner", "users-api")
+    done = new_result(synced_store, "readme-present", "payments-api")
+    answer(synced_store, done["id"], "pass")
+    outcomes = synced_store.results.answer([
+        (one["id"], "fail", "first", None, now), (999_999, "pass", None, None, now),
+        (one["id"], "pass", "second", None, now), (done["id"], "warning", None, None, now),
+        (two["id"], "skipped", None, "https://ci/2", now),
+    ])
+    assert [type(o).__name__ if isinstance(o, Exception) else o["result"] for o in outcomes] == [
+        "fail", "NotFound", "Conflict", "Conflict", "skipped"]
+    assert (outcomes[0]["check"], outcomes[0]["service"], outcomes[4]["url"]) == ("has-owner", "payments-api", "https://ci/2")
+    assert "already completed" in str(outcomes[2]) and synced_store.results.get(one["id"])["message"] == "first"

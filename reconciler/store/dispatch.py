@@ -25,7 +25,8 @@ class DispatchRepository:
         d = db.dialect
         # Service `s` is active and targeted by check `w` (checks with `services: none` target none).
         self._targeted = f"""
-            s.removed_at IS NULL AND s.active = 1 AND (:service_id IS NULL OR s.id = :service_id)
+            s.removed_at IS NULL AND s.active = 1
+            AND (CAST(:service_id AS BIGINT) IS NULL OR s.id = CAST(:service_id AS BIGINT))
             AND (w.target_kind = 'all'
               OR (w.target_kind = 'list' AND EXISTS (
                   SELECT 1 FROM check_targets AS t WHERE t.check_id = w.id AND t.service_slug = s.slug))
@@ -50,7 +51,7 @@ class DispatchRepository:
                        ) AS service_ids
                 FROM wanted AS w WHERE w.target_kind <> 'none'
                 UNION ALL
-                SELECT w.id, CASE WHEN :service_id IS NULL AND NOT EXISTS (
+                SELECT w.id, CASE WHEN CAST(:service_id AS BIGINT) IS NULL AND NOT EXISTS (
                         SELECT 1 FROM dispatch_pairs AS d WHERE d.pair_key = w.id * 4294967296
                         AND (d.open_results > 0 OR d.last_created_at >= w.cutoff))
                     THEN {d.NULL_ARRAY} ELSE {d.EMPTY_ARRAY} END

@@ -1,8 +1,9 @@
 """The PostgreSQL backend: a psycopg 3 connection pool, its migrations, its SQL dialect, the leader lock.
 
 The repositories write SQL with SQLite's parameter style (`?` and `:name`); `translate` turns it
-into psycopg's (`%s`, `%(name)s`) once per statement text. Statements run through a client-side
-binding cursor, so a NULL or a list parameter needs no type annotation, as on SQLite.
+into psycopg's (`%s`, `%(name)s`) once per statement text. Parameters are bound by the server, which
+plans a statement once it has run a few times (psycopg prepares it): a parameter whose type the
+statement does not show (`? IS NULL`, a list) is written `CAST(? AS type)`, which SQLite reads too.
 
 Concurrency: PostgreSQL runs READ COMMITTED. A conditional `UPDATE ... WHERE status IN (open)`
 re-checks its condition after waiting for a concurrent update of the row, so exactly one of many
@@ -30,7 +31,7 @@ from psycopg_pool import ConnectionPool
 from ..errors import ConfigError
 from ..outcomes import RESULTS
 from .migrations_postgres import MIGRATIONS
-from .rows import OPEN_SQL
+from .rows import COMPLETED_SLUGS, OPEN_SQL
 
 POOL_SIZE = 16
 # Advisory lock keys: (this application, what). One namespace so other users of the database differ.
@@ -80,7 +81,7 @@ class PostgresSession:
         self.conn = conn
 
     def _execute(self, sql: str, params: Sequence | dict, row_factory=dict_row) -> psycopg.Cursor:
-        cursor = psycopg.ClientCursor(self.conn, row_factory=row_factory)
+        cursor = self.conn.cursor(row_factory=row_factory)
         cursor.execute(translate(sql), params)
         return cursor
 
@@ -106,7 +107,7 @@ class PostgresSession:
 
     def many(self, sql: str, rows: list) -> None:
         if rows:
-            with psycopg.ClientCursor(self.conn) as cursor:
+            with self.conn.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
 
 
@@ -121,6 +122,24 @@ class PostgresDialect:
     """SQL that differs from SQLite's, as fragments and whole statements."""
 
     name = "postgresql"
+
+    # One statement for a whole batch of answers (one round trip), prepared by the server once.
+    _COMPLETE_MANY = (
+        "UPDATE results SET status = 'completed', result = a.result, message = a.message, url = a.url,"
+        " finished_at = a.finished_at FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS a (id, result, message, url, finished_at)"
+        f" WHERE results.id = a.id AND results.status IN {OPEN_SQL} RETURNING results.*" + COMPLETED_SLUGS
+    )
+
+    @classmethod
+    def complete_results(cls, session: PostgresSession, rows: list[tuple]) -> dict[int, dict]:
+        """Complete the open ones of (id, result, message, url, finished_at) (ids distinct): id -> row."""
+        if not rows:
+            return {}
+        columns = [list(column) for column in zip(*rows)]
+        cursor = session.conn.cursor(row_factory=dict_row)
+        cursor.execute(cls._COMPLETE_MANY, columns, prepare=True)
+        return {row["id"]: row for row in cursor.fetchall()}
 
     @staticmethod
     def service_json(session: PostgresSession, slug: str) -> str | None:

@@ -6,22 +6,13 @@ from datetime import datetime
 
 from ..clock import format_time
 from ..errors import Conflict, NotFound
-from .rows import OPEN_SQL, RESULT_SELECT, result_filters
+from .rows import RESULT_SELECT, result_filters
 
 Answer = tuple  # (result_id, result, message, url, now)
 
 
 class ResultRepository:
     """Every result is read the same way (`get`, `list`): its columns plus its check's and service's slug and name."""
-
-    # One conditional UPDATE: of many concurrent answers to one result exactly one finds it open.
-    # The answer names the check and the service too, read in the same statement.
-    _COMPLETE = (
-        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
-        f" WHERE id = ? AND status IN {OPEN_SQL} RETURNING *,"
-        ' (SELECT slug FROM checks WHERE id = results.check_id) AS "check",'
-        " (SELECT slug FROM services WHERE id = results.service_id) AS service"
-    )
 
     def __init__(self, db):
         self.db = db
@@ -36,27 +27,40 @@ class ResultRepository:
         backend = self.db.backend
         if wait:
             with self.db.transaction() as session:
-                return [self._answer_one(session, answer) for answer in answers]
+                return self._answer_all(session, answers)
         session = backend.try_transaction()
         if session is None:
             return None
         try:
-            outcomes = [self._answer_one(session, answer) for answer in answers]
+            outcomes = self._answer_all(session, answers)
         except BaseException:
             backend.rollback()
             raise
         backend.commit()
         return outcomes
 
-    def _answer_one(self, session, answer: Answer) -> dict | NotFound | Conflict:
-        result_id, result, message, url, now = answer
-        row = session.one(self._COMPLETE, (result, message, url, format_time(now), result_id))
-        if row is not None:
-            return row
-        status = session.value("SELECT status FROM results WHERE id = ?", (result_id,))
-        if status is None:
-            return NotFound(f"result {result_id} does not exist")
-        return Conflict(f"result {result_id} is already {status} and can never change")
+    def _answer_all(self, session, answers: list[Answer]) -> list[dict | NotFound | Conflict]:
+        """Each result is completed by one conditional UPDATE (its open status is the condition), so of
+        many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
+        first: dict[int, tuple] = {}
+        for result_id, result, message, url, now in answers:
+            first.setdefault(result_id, (result_id, result, message, url, format_time(now)))
+        completed = self.db.dialect.complete_results(session, list(first.values()))
+        outcomes: list = []
+        for result_id, *_ in answers:
+            outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost
+        refused = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
+        statuses = dict(session.tuples(
+            f"SELECT id, status FROM results WHERE id IN {self.db.dialect.id_table('?')}",
+            (self.db.dialect.ids(sorted(refused)),),
+        )) if refused else {}
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:
+                result_id = answers[i][0]
+                status = statuses.get(result_id)
+                outcomes[i] = (NotFound(f"result {result_id} does not exist") if status is None else
+                               Conflict(f"result {result_id} is already {status} and can never change"))
+        return outcomes
 
     def checkpoint(self) -> None:
         """Let the backend fold its log back into the database (SQLite's WAL), off the event loop."""

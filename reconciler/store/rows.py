@@ -24,6 +24,13 @@ RESULT_SELECT = (
 )
 
 
+# What an answer returns besides the completed row: the slugs of its check and service.
+COMPLETED_SLUGS = (
+    ', (SELECT slug FROM checks WHERE id = results.check_id) AS "check",'
+    " (SELECT slug FROM services WHERE id = results.service_id) AS service"
+)
+
+
 def names(columns: str) -> list[str]:
     return [name.strip() for name in columns.split(",")]
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from .migrations_sqlite import MIGRATIONS
 from ..outcomes import RESULTS
-from .rows import OPEN_SQL
+from .rows import COMPLETED_SLUGS, OPEN_SQL
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -79,6 +79,22 @@ class SqliteDialect:
     """SQL that differs from PostgreSQL's, as fragments and whole statements."""
 
     name = "sqlite"
+
+    # One statement per answer: SQLite runs it in-process, a batch costs no round trips.
+    _COMPLETE = (
+        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
+        f" WHERE id = ? AND status IN {OPEN_SQL} RETURNING *" + COMPLETED_SLUGS
+    )
+
+    @classmethod
+    def complete_results(cls, session: SqliteSession, rows: list[tuple]) -> dict[int, dict]:
+        """Complete the open ones of (id, result, message, url, finished_at): id -> completed row."""
+        completed = {}
+        for result_id, result, message, url, finished_at in rows:
+            row = session.one(cls._COMPLETE, (result, message, url, finished_at, result_id))
+            if row is not None:
+                completed[result_id] = row
+        return completed
 
     @staticmethod
     def service_json(session: SqliteSession, slug: str) -> str | None:
