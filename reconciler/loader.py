@@ -298,10 +298,10 @@ def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Ent
 
 def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model: type[BaseModel]) -> list[CatalogFileError]:
     explained: dict[tuple, CatalogFileError] = {}
-    for item in error.errors(include_url=False):
+    items = error.errors(include_url=False)
+    fitting = [item for item in items if _is_branch_for_node(node, tuple(item["loc"]))]
+    for item in fitting or items:  # never none: an invalid file without an error would pass as good
         loc = tuple(item["loc"])
-        if not _is_branch_for_node(node, loc):
-            continue
         field_path = ".".join(str(p) for p in loc if not _is_branch_name(p))
         is_extra = item["type"] == "extra_forbidden"
         where = node_location(node, loc, relative_path, at_key=is_extra)

@@ -53,6 +53,14 @@ BAD_FILES = {
         "services/payments-api.yaml:1:1: file expands to more than 20,000 YAML nodes (aliases included);"
         " refusing it as a possible alias bomb",
     ),
+    "a number as a key": (
+        b"name: A\npriority: 1\nmeta:\n  5: five\n",
+        "services/payments-api.yaml:4:3: key '5' is a number, not text; quote it (\"5\") if it is meant as text",
+    ),
+    "true as a key": (
+        b"name: A\npriority: 1\nmeta: {true: x}\n",
+        "services/payments-api.yaml:3:8: key 'true' is true/false, not text; quote it (\"true\") if it is meant as text",
+    ),
     "unsafe tag": (
         b"name: !!python/object/apply:os.system ['true']\npriority: 1\n",
         "services/payments-api.yaml:1:7: YAML error: could not determine a constructor for the tag"
@@ -73,6 +81,18 @@ def test_bad_file_gets_one_error_with_file_line_col(tmp_path, case):
     loaded = read_file(_one_service_root(tmp_path, content), "services/payments-api.yaml")
     assert loaded.model is None
     assert [str(error) for error in loaded.errors] == [expected]
+
+
+def test_a_non_text_key_added_to_a_good_file_is_an_error_until_fixed(tmp_path, store):
+    root = _one_service_root(tmp_path, GOOD)
+    sync_directory(store, root)
+    path = root / "services" / "payments-api.yaml"
+    path.write_bytes(GOOD + b"meta:\n  5: five\n")
+    assert [str(e) for e in sync_directory(store, root).errors] == [BAD_FILES["a number as a key"][1].replace(":4:", ":6:")]
+    assert store.catalog_file_errors()[0]["path"] == "services/payments-api.yaml"  # not taken as the last good state
+    path.write_bytes(GOOD + b"meta:\n  '5': five\n")
+    report = sync_directory(store, root)
+    assert report.errors == [] and store.get_service("payments-api")["meta"] == {"5": "five"}
 
 
 def test_wrong_types_each_get_their_own_line(tmp_path):
