@@ -61,7 +61,7 @@ class Plan:
     files: list[dict] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     config: dict | None = None
-    active_services_before: int = 0
+    active_before: dict[str, int] = field(default_factory=dict)  # kind -> entities not removed before
 
     def count(self, action: str) -> int:
         return sum(1 for change in self.changes if change.action == action)
@@ -70,9 +70,8 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.changes)
 
-    @property
-    def services_to_remove(self) -> int:
-        return sum(1 for c in self.changes if c.kind == "service" and c.action == "remove")
+    def removing(self, kind: str) -> int:
+        return sum(1 for c in self.changes if c.kind == kind and c.action == "remove")
 
 
 @dataclass
@@ -182,7 +181,10 @@ def make_plan(store: Store, source: Source, *, revision: str | None = None) -> P
         file_errors[path] = list({str(error): error for error in errors}.values())
 
     _plan_changes(plan, services, checks, defines, records)
-    plan.active_services_before = sum(1 for row in services.values() if row["removed_at"] is None)
+    plan.active_before = {
+        "service": sum(1 for row in services.values() if row["removed_at"] is None),
+        "check": sum(1 for row in checks.values() if row["removed_at"] is None),
+    }
 
     # entity error marks (only those that change: a one-file sync must not touch 10,000 rows)
     owners: dict[tuple[str, str], tuple[int, str]] = {}
@@ -254,13 +256,17 @@ def _plan_changes(plan: Plan, services: dict, checks: dict, defines: dict, recor
 
 
 def mass_removal_refusal(plan: Plan) -> str | None:
-    """Why applying the plan would be refused without --allow-mass-removal, or None."""
-    removing, before = plan.services_to_remove, plan.active_services_before
-    if removing and (removing == before or removing * 2 > before):
-        return (
-            f"refusing to remove {removing} of {before} services in one sync"
-            " (all, or more than half); check the repository and branch, or pass --allow-mass-removal"
-        )
+    """Why applying the plan would be refused without --allow-mass-removal, or None.
+
+    Every kind counts: a wrong `writeback.path` or branch can empty checks/ as easily as services/.
+    """
+    for kind, before in plan.active_before.items():
+        removing = plan.removing(kind)
+        if removing and (removing == before or removing * 2 > before):
+            return (
+                f"refusing to remove {removing} of {before} {kind}s in one sync"
+                " (all, or more than half); check the repository and branch, or pass --allow-mass-removal"
+            )
     return None
 
 

@@ -121,6 +121,29 @@ def test_removing_more_than_half_is_refused_then_allowed(synced_store, example_d
     assert report.outcome == "applied" and synced_store.catalog_counts()["services"] == 5
 
 
+def test_a_writeback_path_over_checks_cannot_remove_every_check_unasked(synced_store, example_dir):
+    config = example_dir / "catalog.yaml"
+    config.write_text(config.read_text().replace("path: results/", "path: checks/"))
+    sync_directory(synced_store, example_dir)  # the new write-back path applies from the next sync
+    _set_priority(example_dir / "services" / "users-db.yaml", 4)
+    with pytest.raises(SyncRefused, match="refusing to remove 6 of 6 checks"):
+        sync_directory(synced_store, example_dir)
+    assert synced_store.catalog_counts()["checks"] == 6
+    assert synced_store.sync_runs(1)[0]["outcome"] == "refused"
+    report = sync_directory(synced_store, example_dir, allow_mass_removal=True)
+    assert report.outcome == "applied" and synced_store.catalog_counts()["checks"] == 0
+
+
+def test_removing_more_than_half_of_the_checks_is_refused(synced_store, example_dir):
+    for name in ("has-owner", "readme-present", "log4j-vulnerability", "oncall-configured"):
+        (example_dir / "checks" / f"{name}.yaml").unlink()
+    with pytest.raises(SyncRefused, match="refusing to remove 4 of 6 checks"):
+        sync_directory(synced_store, example_dir)
+    (example_dir / "checks" / "has-owner.yaml").write_text("name: Has an owner\nslug: has-owner\n")
+    report = sync_directory(synced_store, example_dir)  # three of six: not more than half
+    assert report.outcome == "applied" and synced_store.catalog_counts()["checks"] == 3
+
+
 def test_an_empty_repository_is_refused_not_applied(synced_store, example_dir):
     shutil.rmtree(example_dir / "services")
     shutil.rmtree(example_dir / "checks")
