@@ -14,7 +14,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -82,6 +82,17 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
                 if kind_of(relative, ignored_prefix):
                     found.append(relative)
     return sorted(found)
+
+
+def read_bytes(root: Path, relative_paths: Iterable[str]) -> Iterator[tuple[str, bytes | CatalogFileError]]:
+    """Each file's bytes, or why they cannot be read: regular files under root only, within the size
+    limit (checked before reading), so a FIFO or a symlink to /dev/zero is an error, not a hang."""
+    jail = _Jail(root)
+    for path in relative_paths:
+        try:
+            yield path, jail.read(path)
+        except CatalogFileError as error:
+            yield path, error
 
 
 def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -> LoadedFile:
