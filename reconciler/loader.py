@@ -59,14 +59,14 @@ def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None
     top, slash, rest = relative_path.partition("/")
     if not slash or not rest or not relative_path.endswith(YAML_SUFFIXES):
         return None
-    name = rest.rpartition("/")[2]
-    if name in (".yaml", ".yml"):  # a bare suffix is a hidden file, not a YAML file
+    if rest.startswith(".") or "/." in rest:  # hidden files and folders are ignored (catalog-yaml.md)
         return None
     return KIND_DIRECTORIES.get(top)
 
 
 def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[str]:
-    """Every catalog file under root, sorted, as relative paths (symlinks listed, not followed)."""
+    """Every catalog file under root, sorted, as relative paths (symlinks listed, not followed;
+    hidden folders not entered, as `kind_of` ignores what is in them)."""
     found = []
     if (root / CATALOG_FILE).exists() or (root / CATALOG_FILE).is_symlink():
         found.append(CATALOG_FILE)

@@ -233,6 +233,32 @@ def test_writeback_path_is_ignored(store, git_catalog, tmp_path):
     assert report.outcome == "applied" and report.plan.changes == [] and report.errors == []
 
 
+def _add_hidden_services(root) -> None:
+    (root / "services" / ".hidden").mkdir()
+    (root / "services" / ".hidden" / "h.yaml").write_text("name: Hidden\npriority: 1\n")
+    (root / "services" / ".dotfile.yaml").write_text("name: Dotfile\npriority: 1\n")
+    (root / "checks" / ".drafts").mkdir()
+    (root / "checks" / ".drafts" / "c.yaml").write_text("name: Draft\nservices: [nowhere]\n")
+
+
+def test_hidden_files_and_folders_are_ignored_by_git_sync_directory_sync_and_validate(store, git_catalog, tmp_path):
+    from reconciler.store import Store
+    from reconciler.validation import validate_directory
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _add_hidden_services(git_catalog.work)
+    git_catalog.commit("Hidden files")
+    report = sync(store, source)  # after a git diff
+    assert report.outcome == "applied" and report.plan.changes == [] and report.errors == []
+    cold = Store(tmp_path / "cold.db")
+    report = sync(cold, GitSource(git_catalog.url, tmp_path / "checkout-2"))  # a full read of the clone
+    assert report.plan.count("create") == 17 and report.errors == []
+    report = sync_directory(Store(tmp_path / "directory.db"), git_catalog.work)
+    assert report.plan.count("create") == 17 and report.errors == []
+    assert validate_directory(git_catalog.work) == (18, [])
+
+
 def _set_priority(path, priority: int) -> None:
     lines = [f"priority: {priority}" if line.startswith("priority:") else line for line in path.read_text().splitlines()]
     path.write_text("\n".join(lines) + "\n")
