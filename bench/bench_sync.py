@@ -8,7 +8,8 @@ every `git fetch` the sync runs is included. Each sync is the real `reconcile.sy
 SQLite file. The cold sync runs --cold times, each in a new process into a new, empty store, so
 that no cache of an earlier sync helps it (the median is the figure: this machine's speed drifts by
 20% and more between runs); this process's own cold sync, before the no-op and one-file syncs, is
-one of them. Peak memory is this process's ru_maxrss (resident set high-water mark, whole
+one of them; cold syncs run as `catalog sync` does (the collector paused), the no-op and one-file
+syncs as `catalog up` does (the collector running). Peak memory is this process's ru_maxrss (resident set high-water mark, whole
 process: interpreter, imports, every sync). Targets (issue 2, N=10,000, M=50): cold <= 1.5 s,
 no-op <= 0.05 s, one-file change <= 0.2 s, peak <= 300 MB.
 """
@@ -29,12 +30,18 @@ sys.path.insert(0, str(ROOT))
 from bench.generate_catalog import git  # noqa: E402
 from bench.machine import describe, peak_mb, probe  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
-from reconciler.reconcile import sync  # noqa: E402
+from reconciler.reconcile import collector_paused, sync  # noqa: E402
 from reconciler.store import Store  # noqa: E402
 
-def timed(store: Store, source: GitSource, expect: str) -> float:
+def timed(store: Store, source: GitSource, expect: str, *, as_cli: bool = False) -> float:
+    """One sync's seconds: `as_cli` runs it as `catalog sync` does (collector paused), else as
+    `catalog up` does (the collector running, for the API's threads)."""
     started = time.perf_counter()
-    report = sync(store, source)
+    if as_cli:
+        with collector_paused():
+            report = sync(store, source)
+    else:
+        report = sync(store, source)
     elapsed = time.perf_counter() - started
     if report.outcome != expect or report.errors:
         raise SystemExit(f"unexpected sync: {report.outcome}, errors {report.errors[:3]}")
@@ -51,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one_cold:  # a cold sync in this new process: print its seconds
         origin, checkout, database = args.one_cold
-        print(timed(Store(database), GitSource(origin, Path(checkout)), "applied"))
+        print(timed(Store(database), GitSource(origin, Path(checkout)), "applied", as_cli=True))
         return
 
     print(describe(probe()), "(before)")
@@ -76,7 +83,7 @@ def main() -> None:
             )
             cold.append(float(done.stdout))
         store = Store(work / "catalog.db")
-        cold.insert(0, timed(store, source, "applied"))
+        cold.insert(0, timed(store, source, "applied", as_cli=True))
         noop = [timed(store, source, "unchanged") for _ in range(args.repeat)]
         one_file = []
         for run in range(args.repeat):

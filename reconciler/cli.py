@@ -203,11 +203,12 @@ _EXIT_APPLIED_WITH_ERRORS = 3  # `catalog sync`: applied, but some files kept th
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from .gitsource import source_from_settings
-    from .reconcile import sync
+    from .reconcile import collector_paused, sync
 
     settings = settings_from(args)
     store = open_store(settings)
-    report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
+    with collector_paused():  # this process only syncs, then exits: nothing else needs the collector
+        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
     if report.outcome == "unchanged":
         print(f"no changes: revision {report.revision} is already applied ({report.duration_ms:.0f} ms)")
     else:

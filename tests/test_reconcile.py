@@ -259,6 +259,33 @@ def test_hidden_files_and_folders_are_ignored_by_git_sync_directory_sync_and_val
     assert validate_directory(git_catalog.work) == (18, [])
 
 
+def test_sync_leaves_the_garbage_collector_running_for_the_processes_other_threads(store, tmp_path):
+    """`catalog up` syncs in a process that serves requests: gc.disable there would stop them collecting."""
+    import gc
+    import sys
+    import threading
+
+    services = [{"name": f"Svc {n}", "slug": f"svc-{n:03d}", "priority": 1} for n in range(300)]
+    root = write_catalog(tmp_path / "catalog", services)
+    seen, done = set(), threading.Event()
+
+    def watch() -> None:  # another thread of the process, as the API's are
+        while not done.is_set():
+            seen.add(gc.isenabled())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # let the watcher look often while the sync runs
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert sync_directory(store, root).outcome == "applied"
+    finally:
+        done.set()
+        watcher.join()
+        sys.setswitchinterval(interval)
+    assert seen == {True}
+
+
 def _set_priority(path, priority: int) -> None:
     lines = [f"priority: {priority}" if line.startswith("priority:") else line for line in path.read_text().splitlines()]
     path.write_text("\n".join(lines) + "\n")
