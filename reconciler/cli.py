@@ -190,6 +190,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f" {plan.count('remove')} to remove, {plan.unchanged} unchanged"
     )
     _print_file_errors(plan.errors)
+    _print_warnings(plan.warnings)
     refusal = mass_removal_refusal(plan)
     if refusal:
         print(f"catalog: sync would be refused: {refusal}", file=sys.stderr)
@@ -218,6 +219,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{plan.count('create')} created, {plan.count('update')} updated,"
             f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
         )
+        _print_warnings(plan.warnings)
     file_errors = store.catalog_file_errors()
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
@@ -228,6 +230,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"{count} file{'s' if count != 1 else ''} with errors kept their last good state", file=sys.stderr)
         return _EXIT_APPLIED_WITH_ERRORS
     return 0
+
+
+def _print_warnings(warnings: list) -> None:
+    """What applied although it names a broken file's slug."""
+    for warning in warnings:
+        print(f"{warning.location}: warning: {warning.message}", file=sys.stderr)
 
 
 def _print_file_errors(errors: list) -> None:

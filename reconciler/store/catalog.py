@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 from ..clock import format_time
 from ..errors import Conflict
@@ -51,6 +51,37 @@ class CatalogQueries:
             row["list_targets"] = targets if row["target_kind"] == "list" else []
             index[row["slug"]] = row
         return index
+
+    def catalog_index_rows(self, *, paths: Iterable[str] | None = None, service_slugs: Iterable[str] = ()) -> dict[str, Any]:
+        """The part of the index a sync of a few files reads, instead of every row (`catalog_files`,
+        `service_index`): {"services": slug -> `service_index(decode=False)` row, for `service_slugs`}, and
+        when `paths` is given (a sync's first read) also {"files": path -> `catalog_files` row, for `paths`
+        and every file with an error, "active": {"service": n, "check": n} entities not removed}."""
+        conn = self.connection
+        rows = _fetch_dicts(
+            conn,
+            "SELECT id, slug, path, digest, dependencies, removed_at, error FROM services"
+            " WHERE slug IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(service_slugs)),),
+        )
+        found: dict[str, Any] = {"services": {row["slug"]: row for row in rows}}
+        if paths is None:
+            return found
+        files = _fetch_dicts(
+            conn,
+            "SELECT path, kind, slug, digest, error FROM catalog_files WHERE path IN (SELECT value FROM json_each(?))"
+            " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE error IS NOT NULL",
+            (json.dumps(list(paths)),),
+        )
+        for row in files:
+            if row["error"]:
+                row["error"] = json.loads(row["error"])
+        found["files"] = {row["path"]: row for row in files}
+        found["active"] = dict(conn.execute(
+            "SELECT (SELECT count(*) FROM services WHERE removed_at IS NULL) AS service,"
+            " (SELECT count(*) FROM checks WHERE removed_at IS NULL) AS \"check\""
+        ).fetchone())
+        return found
 
     def apply_catalog(
         self,
