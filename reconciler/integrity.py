@@ -78,19 +78,29 @@ class _After:
     def __init__(self, read: dict[str, LoadedFile], deleted: set[str], index: CatalogIndex):
         self.read, self.deleted, self.index = read, deleted, index
         entity_files = sorted((path, f) for path, f in read.items() if f.kind in REFERENCE_FIELD)
-        self.applying = {path for path, f in entity_files if f.ok}  # shrinks as files break the rules
-        self.declared: dict[tuple[str, str], list[str]] = {}  # (kind, slug) -> read files declaring it
+        self.order = [path for path, f in entity_files if f.ok]  # the valid files read now, in path order
+        self.applying = set(self.order)  # shrinks as files break the rules
+        # kind -> slug -> the first read file declaring it; `also` holds the others (a duplicate is rare,
+        # and a first sync declares 100,000 slugs: a list for each would cost 10s of MB)
+        self.declared: dict[str, dict[str, str]] = {kind: {} for kind in REFERENCE_FIELD}
+        self.also: dict[tuple[str, str], list[str]] = {}
         self.unnamed: dict[str, str] = {}  # file name -> broken service file that declares no slug
         for path, loaded in entity_files:
             if loaded.slug:
-                self.declared.setdefault((loaded.kind, loaded.slug), []).append(path)
+                first = self.declared[loaded.kind].setdefault(loaded.slug, path)
+                if first != path:
+                    self.also.setdefault((loaded.kind, loaded.slug), []).append(path)
             elif loaded.kind == "service":
                 self.unnamed.setdefault(path.rpartition("/")[2].rpartition(".")[0], path)
-        index.load_services(
-            {slug for (kind, slug) in self.declared if kind == "service"}
-            | {ref for path in self.applying for ref in read[path].references}
-            | {row["slug"] for path in (*read, *deleted) if (row := index.files.get(path)) and row["slug"]}
-        )
+        if not index.is_whole:  # one query for the rows the rules ask for, rather than one each
+            index.load_services(
+                set(self.declared["service"])
+                | {ref for path in self.applying for ref in read[path].references}
+                | {row["slug"] for path in (*read, *deleted) if (row := index.files.get(path)) and row["slug"]}
+            )
+
+    def applying_in_order(self) -> list[str]:
+        return [path for path in self.order if path in self.applying]
 
     def break_rule(self, verdict: Verdict, problem: Problem) -> None:
         verdict.blame(problem)
@@ -112,7 +122,18 @@ class _After:
         return path
 
     def applied_by(self, kind: str, slug: str) -> str | None:
-        return next((path for path in self.declared.get((kind, slug), ()) if path in self.applying), None)
+        path = self.declared[kind].get(slug)
+        if path in self.applying:
+            return path
+        for path in self.also.get((kind, slug), ()):
+            if path in self.applying:
+                return path
+        return None
+
+    def declaring(self, kind: str, slug: str) -> list[str]:
+        """The files read now that declare a slug, in path order."""
+        first = self.declared[kind].get(slug)
+        return [first, *self.also.get((kind, slug), ())] if first else []
 
     def exists(self, slug: str) -> bool:
         """Whether a service with this slug exists after the sync (applied now, or kept)."""
@@ -120,7 +141,7 @@ class _After:
 
     def known(self, slug: str) -> bool:
         """Exists, or is declared by a file read now that fails validation but parses."""
-        return ("service", slug) in self.declared or self.keeper("service", slug) is not None
+        return slug in self.declared["service"] or self.keeper("service", slug) is not None
 
     def dependencies(self, slug: str) -> list[str]:
         """A service's dependencies after the sync: its new file's, else its stored ones."""
@@ -136,23 +157,25 @@ class _After:
 
 def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
     """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest."""
-    for (kind, slug), paths in sorted(catalog.declared.items()):
-        contenders = [path for path in paths if path in catalog.applying]
-        keeper = catalog.keeper(kind, slug)
+    clashes = []
+    for kind, slug in ((kind, slug) for kind, slugs in catalog.declared.items() for slug in slugs):
+        contenders = [path for path in catalog.declaring(kind, slug) if path in catalog.applying]
+        keeper = catalog.keeper(kind, slug) if contenders else None
         if keeper is not None and keeper not in contenders:
             contenders.append(keeper)
-        if len(contenders) < 2:
-            continue
+        if len(contenders) > 1:
+            clashes.append((kind, slug, sorted(contenders)))
+    for kind, slug, contenders in sorted(clashes):
         row = catalog.index.row(kind, slug)
         incumbent = row["path"] if row is not None and row["removed_at"] is None else None
-        winner = incumbent if incumbent in contenders else sorted(contenders)[0]
-        for path in sorted(contenders):
+        winner = incumbent if incumbent in contenders else contenders[0]
+        for path in contenders:
             if path != winner:
                 catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {winner}", winner))
 
 
 def _find_unknown_references(catalog: _After, verdict: Verdict) -> None:
-    for path in sorted(catalog.applying):
+    for path in catalog.applying_in_order():
         loaded = catalog.read[path]
         name = REFERENCE_FIELD[loaded.kind]
         for position, slug in enumerate(loaded.references):
@@ -196,16 +219,15 @@ def _find_cycles(catalog: _After, verdict: Verdict) -> None:
     With the whole index (a full read), every edge is looked at once instead."""
     if catalog.index.is_whole:
         graph = {}
-        for (kind, slug) in catalog.declared:
-            if kind == "service":
-                graph[slug] = catalog.dependencies(slug)
+        for slug in catalog.declared["service"]:
+            graph[slug] = catalog.dependencies(slug)
         for slug, row in catalog.index.every_service().items():
             if slug not in graph and catalog.keeper("service", slug):
                 graph[slug] = dependencies_of(row)
         cycles = _cycles({slug: [d for d in deps if d in graph] for slug, deps in graph.items()})
     else:
         cycles = []
-        for path in sorted(catalog.applying):
+        for path in catalog.applying_in_order():
             loaded = catalog.read[path]
             if loaded.kind != "service":
                 continue
@@ -258,12 +280,12 @@ def _path_back(catalog: _After, start: str, goal: str) -> list[str] | None:
 
 def _warn_about_broken_targets(catalog: _After, verdict: Verdict) -> None:
     """References that stay because a broken file declares the slug, while no service has it yet."""
-    for path in sorted(catalog.applying):
+    for path in catalog.applying_in_order():
         loaded = catalog.read[path]
         name = REFERENCE_FIELD[loaded.kind]
         for position, slug in enumerate(loaded.references):
             if not catalog.exists(slug):
-                broken = catalog.declared[("service", slug)][0]
+                broken = catalog.declared["service"][slug]
                 verdict.warnings.append(Problem(
                     path, (name, position),
                     f"{name}: service {slug!r} is declared by {broken}, which has errors; it exists once that file is fixed",

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple, Sequence
 
 from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
@@ -29,18 +29,28 @@ _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
 
-@dataclass
+@dataclass(slots=True)  # a first sync makes 100,000s of these
 class Change:
     kind: str  # service | check
     slug: str
     action: str  # create | update | remove
     path: str
-    fields: list[str] = field(default_factory=list)  # for updates: what changed
+    fields: Sequence[str] = ()  # for updates: what changed
 
     def __str__(self) -> str:
         sign = {"create": "+", "update": "~", "remove": "-"}[self.action]
         detail = f" ({', '.join(self.fields)})" if self.fields else ""
         return f"{sign} {self.kind} {self.slug}  [{self.path}]{detail}"
+
+
+class FileRow(NamedTuple):
+    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them)."""
+
+    path: str
+    kind: str
+    slug: str | None
+    digest: str
+    error: dict | None
 
 
 @dataclass
@@ -58,7 +68,7 @@ class Plan:
     service_records: list[dict] = field(default_factory=list)
     check_records: list[dict] = field(default_factory=list)
     entity_errors: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    files: list[dict] = field(default_factory=list)
+    files: list[FileRow] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     config: dict | None = None
     active_before: dict[str, int] = field(default_factory=dict)  # kind -> entities not removed before
@@ -189,10 +199,10 @@ def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile]
     """Creates and updates from the records applied now; removals of what no file defines any more."""
     index = selection.index
     targets = {"service": plan.service_records, "check": plan.check_records}
-    defined: set[tuple[str, str]] = set()
-    for path, record in sorted(applied.items()):
+    defined: dict[str, set[str]] = {"service": set(), "check": set()}
+    for path, record in applied.items():  # in path order, as read
         kind = read[path].kind
-        defined.add((kind, record["slug"]))
+        defined[kind].add(record["slug"])
         current = index.row(kind, record["slug"])
         if current is None or current["removed_at"] is not None:
             plan.changes.append(Change(kind, record["slug"], "create", path))
@@ -204,7 +214,7 @@ def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile]
             continue
         targets[kind].append(record)
     for kind, slug, current in _removal_candidates(selection, read):
-        if (kind, slug) in defined or current["removed_at"] is not None:
+        if slug in defined[kind] or current["removed_at"] is not None:
             continue
         path = current["path"]
         keeps = path not in selection.deleted and path not in applied and (
@@ -234,6 +244,11 @@ def _removal_candidates(selection: _Selection, read: dict[str, LoadedFile]) -> I
                 yield row["kind"], row["slug"], current
 
 
+def _read_or_blamed(read: dict[str, LoadedFile], file_errors: dict) -> list[str]:
+    """The files read now, in path order, then those blamed although not read now."""
+    return [*read, *sorted(path for path in file_errors if path not in read)]
+
+
 def _owner_after(index: CatalogIndex, read: dict[str, LoadedFile], applied: dict, path: str, problems) -> tuple[str, str] | None:
     """The (kind, slug) a file defines after the sync: its new record's, else its last good one."""
     if path in applied:
@@ -248,7 +263,7 @@ def _owner_after(index: CatalogIndex, read: dict[str, LoadedFile], applied: dict
 def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
                       file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """Each entity carries its own file's first error, or none: only the marks that change are written."""
-    for path in sorted({*read, *file_errors}):
+    for path in _read_or_blamed(read, file_errors):
         key = _owner_after(index, read, applied, path, verdict.problems)
         if key is None or key[0] not in ("service", "check"):
             continue
@@ -264,17 +279,17 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
 def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
                     file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """The catalog_files row of every file read now or blamed now: what it defines and its error."""
-    for path in sorted({*read, *file_errors}):
+    for path in _read_or_blamed(read, file_errors):
         loaded, row = read.get(path), index.files.get(path)
         key = _owner_after(index, read, applied, path, verdict.problems)
         errors = file_errors.get(path)
-        plan.files.append({
-            "path": path,
-            "kind": loaded.kind if loaded else row["kind"] if row else key[0],  # type: ignore[index]
-            "slug": key[1] if key else None,
-            "digest": loaded.digest if loaded else row["digest"] if row else "",
-            "error": errors[0].as_dict() if errors else None,
-        })
+        plan.files.append(FileRow(
+            path,
+            loaded.kind if loaded else row["kind"] if row else key[0],  # type: ignore[index]
+            key[1] if key else None,
+            loaded.digest if loaded else row["digest"] if row else "",
+            errors[0].as_dict() if errors else None,
+        ))
 
 
 def mass_removal_refusal(plan: Plan) -> str | None:
@@ -306,7 +321,7 @@ def apply_plan(
         removed_services=[c.slug for c in plan.changes if c.kind == "service" and c.action == "remove"],
         removed_checks=[c.slug for c in plan.changes if c.kind == "check" and c.action == "remove"],
         entity_errors=plan.entity_errors,
-        files=plan.files,
+        files=(row._asdict() for row in plan.files),
         deleted_files=plan.deleted_files,
         state={"applied_revision": plan.revision, "catalog_config": plan.config},
         expected_revision=plan.previous_revision,

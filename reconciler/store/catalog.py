@@ -110,7 +110,7 @@ class CatalogQueries:
                     f" VALUES ({_placeholders(_SERVICE_COLUMNS)}, :now, :now)"
                     f" ON CONFLICT (slug) DO UPDATE SET {_updates(_SERVICE_COLUMNS)},"
                     " updated_at = :now, removed_at = NULL",
-                    [{**record, "now": stamp} for record in services],
+                    ({**record, "now": stamp} for record in services),  # one copy at a time: 100,000s of rows
                 )
             if checks:
                 conn.executemany(
@@ -118,7 +118,7 @@ class CatalogQueries:
                     f" VALUES ({_placeholders(_CHECK_COLUMNS)}, :now, :now)"
                     f" ON CONFLICT (slug) DO UPDATE SET {_updates(_CHECK_COLUMNS)},"
                     " updated_at = :now, removed_at = NULL",
-                    [{**record, "now": stamp} for record in checks],
+                    ({**record, "now": stamp} for record in checks),
                 )
                 # the targets of every written check, replaced in three statements (no query per check)
                 slugs = [record["slug"] for record in checks]
@@ -155,7 +155,7 @@ class CatalogQueries:
                 "INSERT INTO catalog_files (path, kind, slug, digest, error) VALUES (:path, :kind, :slug, :digest, :error)"
                 " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, slug = excluded.slug,"
                 " digest = excluded.digest, error = excluded.error",
-                [{**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files],
+                ({**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files),
             )
             conn.executemany("DELETE FROM catalog_files WHERE path = ?", [(path,) for path in deleted_files])
             for key, value in state.items():
