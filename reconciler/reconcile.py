@@ -1,9 +1,15 @@
 """Reconcile: turn the catalog files at a revision into a plan, and apply it in one transaction.
 
+A sync is a forward pipeline, one function per step: fetch the revision; select the paths to read
+(`_select_paths`, against the store's `CatalogIndex`); read catalog.yaml (`_read_config`); read,
+parse, validate and record the files (`loader`, `entity_records`); the rules across files
+(`integrity`); plan the changes, the error marks and the file rows; apply (`apply_plan`).
+
 The rules (DESIGN.md section 3): identity is the slug; a bad file keeps its entities at their last
 good state and removes nothing; removal is soft; a sync that would remove all or more than half of
-the services is refused unless allowed; the same revision twice is no work; a new revision re-reads
-only the changed paths (plus files that had errors), everything when the old revision is unknown.
+the services, or of the checks, is refused unless allowed; the same revision twice is no work; a
+new revision re-reads only the changed paths (plus files that had errors), everything when the
+old revision is unknown.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
-from .integrity import Verdict, check_integrity, locate_problems, locate_warnings
+from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
 from .loader import CATALOG_FILE, LoadedFile, kind_of, list_catalog_files, read_file, read_files
 from .schema import CatalogConfig
 from .store import Store
@@ -249,15 +255,16 @@ def _read_or_blamed(read: dict[str, LoadedFile], file_errors: dict) -> list[str]
     return [*read, *sorted(path for path in file_errors if path not in read)]
 
 
-def _owner_after(index: CatalogIndex, read: dict[str, LoadedFile], applied: dict, path: str, problems) -> tuple[str, str] | None:
+def _owner_after(
+    index: CatalogIndex, read: dict[str, LoadedFile], applied: dict, path: str, problems: dict[str, list[Problem]]
+) -> tuple[str, str] | None:
     """The (kind, slug) a file defines after the sync: its new record's, else its last good one."""
     if path in applied:
         return read[path].kind, applied[path]["slug"]
     row = index.files.get(path)
     if row and row["slug"]:
         return row["kind"], row["slug"]
-    entity = next((problem.entity for problem in problems.get(path, ()) if problem.entity), None)
-    return entity
+    return next((problem.entity for problem in problems.get(path, ()) if problem.entity), None)
 
 
 def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
