@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.generate_catalog import git  # noqa: E402
+from bench.generate_catalog import git, service_path  # noqa: E402
 from bench.machine import describe, peak_mb, probe  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
 from reconciler.reconcile import collector_paused, sync  # noqa: E402
@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--checks", type=int, default=50)
+    parser.add_argument("--folders", type=int, default=0, help="services spread over this many sub-folders")
     parser.add_argument("--repeat", type=int, default=5, help="runs of the no-op and one-file syncs (median shown)")
     parser.add_argument("--cold", type=int, default=3, help="cold syncs, each into a new store (median shown)")
     parser.add_argument("--one-cold", nargs=3, metavar=("ORIGIN", "CHECKOUT", "DB"), help=argparse.SUPPRESS)
@@ -93,10 +94,11 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, str(ROOT / "bench" / "generate_catalog.py"), str(origin),
-             "--services", str(args.services), "--checks", str(args.checks)],
+             "--services", str(args.services), "--checks", str(args.checks), "--folders", str(args.folders)],
             check=True, capture_output=True,
         )
-        print(f"generated {args.services} services, {args.checks} checks in {time.perf_counter() - started:.1f} s")
+        layout = f" in {args.folders} folders" if args.folders else ""
+        print(f"generated {args.services} services{layout}, {args.checks} checks in {time.perf_counter() - started:.1f} s")
 
         source = GitTimedSource(str(origin), work / "checkout")
         source.fetch()  # the clone and its checkout: excluded from the figures
@@ -112,7 +114,7 @@ def main() -> None:
         noop = [timed(store, source, "unchanged") for _ in range(args.repeat)]
         one_file, one_file_git = [], []
         for run in range(args.repeat):
-            path = origin / "services" / f"service-{(run * 37 + 11) % args.services:05d}.yaml"
+            path = origin / service_path((run * 37 + 11) % args.services, args.folders)
             path.write_text(path.read_text().replace("description: The", f"description: (edit {run}) The", 1))
             git(origin, "commit", "--quiet", "-am", f"Edit {path.name}")
             source.git_seconds = 0.0
