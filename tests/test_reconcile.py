@@ -344,6 +344,29 @@ def test_a_cycle_is_reported_in_each_file_and_nothing_of_it_applies(store, git_c
     assert store.get_service("admin-console")["error"].endswith(cycle)
 
 
+def test_new_defaults_after_a_git_diff_update_the_checks_that_use_them(store, git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _edit(git_catalog.work / "catalog.yaml", "timeout: 6h", "timeout: 2h")
+    git_catalog.commit("Shorter default timeout")
+    report = sync(store, source)
+    updated = {c.slug for c in report.plan.changes if c.action == "update"}
+    assert "github-org-audit" in updated and "oncall-configured" not in updated  # that one sets its own
+    assert store.get_check("github-org-audit")["timeout_seconds"] == 7200 and report.errors == []
+
+
+def test_a_bad_catalog_yaml_keeps_the_old_defaults_and_blocks_nothing(store, git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _edit(git_catalog.work / "catalog.yaml", "timeout: 6h", "timeout: soon")
+    _set_priority(git_catalog.work / "services" / "users-db.yaml", 4)
+    git_catalog.commit("A typo in the defaults, and a real change")
+    report = sync(store, source)
+    assert [e.location.path for e in report.errors] == ["catalog.yaml"]
+    assert [c.slug for c in report.plan.changes] == ["users-db"]
+    assert store.get_check("github-org-audit")["timeout_seconds"] == 6 * 3600
+
+
 def _add_hidden_services(root) -> None:
     (root / "services" / ".hidden").mkdir()
     (root / "services" / ".hidden" / "h.yaml").write_text("name: Hidden\npriority: 1\n")
