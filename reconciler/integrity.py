@@ -158,13 +158,19 @@ class _After:
 def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
     """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest."""
     clashes = []
-    for kind, slug in ((kind, slug) for kind, slugs in catalog.declared.items() for slug in slugs):
-        contenders = [path for path in catalog.declaring(kind, slug) if path in catalog.applying]
-        keeper = catalog.keeper(kind, slug) if contenders else None
-        if keeper is not None and keeper not in contenders:
-            contenders.append(keeper)
-        if len(contenders) > 1:
-            clashes.append((kind, slug, sorted(contenders)))
+    for kind, slugs in catalog.declared.items():
+        for slug, first in slugs.items():
+            if (kind, slug) in catalog.also:
+                contenders = [path for path in catalog.declaring(kind, slug) if path in catalog.applying]
+            elif first in catalog.applying:  # the usual case, one file: a clash only with a keeper
+                contenders = [first]
+            else:
+                continue
+            keeper = catalog.keeper(kind, slug) if contenders else None
+            if keeper is not None and keeper not in contenders:
+                contenders.append(keeper)
+            if len(contenders) > 1:
+                clashes.append((kind, slug, sorted(contenders)))
     for kind, slug, contenders in sorted(clashes):
         row = catalog.index.row(kind, slug)
         incumbent = row["path"] if row is not None and row["removed_at"] is None else None
@@ -219,8 +225,8 @@ def _find_cycles(catalog: _After, verdict: Verdict) -> None:
     With the whole index (a full read), every edge is looked at once instead."""
     if catalog.index.is_whole:
         graph = {}
-        for slug in catalog.declared["service"]:
-            graph[slug] = catalog.dependencies(slug)
+        for slug, path in catalog.declared["service"].items():
+            graph[slug] = catalog.read[path].references if path in catalog.applying else catalog.dependencies(slug)
         for slug, row in catalog.index.every_service().items():
             if slug not in graph and catalog.keeper("service", slug):
                 graph[slug] = dependencies_of(row)
@@ -280,16 +286,19 @@ def _path_back(catalog: _After, start: str, goal: str) -> list[str] | None:
 
 def _warn_about_broken_targets(catalog: _After, verdict: Verdict) -> None:
     """References that stay because a broken file declares the slug, while no service has it yet."""
+    broken = {slug: path for slug, path in catalog.declared["service"].items() if not catalog.exists(slug)}
+    if not broken:
+        return
     for path in catalog.applying_in_order():
         loaded = catalog.read[path]
         name = REFERENCE_FIELD[loaded.kind]
         for position, slug in enumerate(loaded.references):
-            if not catalog.exists(slug):
-                broken = catalog.declared["service"][slug]
+            if slug in broken:
                 verdict.warnings.append(Problem(
                     path, (name, position),
-                    f"{name}: service {slug!r} is declared by {broken}, which has errors; it exists once that file is fixed",
-                    broken,
+                    f"{name}: service {slug!r} is declared by {broken[slug]}, which has errors;"
+                    " it exists once that file is fixed",
+                    broken[slug],
                 ))
 
 
