@@ -1,11 +1,12 @@
 """Generate a synthetic catalog of N services and M checks as a git repository (for benchmarks).
 
-    python3 bench/generate_catalog.py DIR [--services 10000] [--checks 50] [--seed 1]
+    python3 bench/generate_catalog.py DIR [--services 10000] [--checks 50] [--seed 1] [--folders 0]
 
 Services get owners, types, tags, meta and up to three dependencies on earlier services (so there
 is no cycle); checks use every targeting form (all, none, a list of slugs, a selector) and every
 frequency, cron schedules and timeouts included. DIR becomes a git repository with one commit on
-`main`.
+`main`. Services sit in services/ itself, or with --folders N spread over N sub-folders (as a large
+catalog may be organised by team): git's cost of a one-file commit grows with the folder's size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ GIT_IDENTITY = ["-c", "user.name=Catalog Bench", "-c", "user.email=bench@example
 
 def service_slug(index: int) -> str:
     return f"service-{index:05d}"
+
+
+def service_path(index: int, folders: int = 0) -> str:
+    """Where service `index` lives, relative to the catalog root."""
+    folder = f"group-{index % folders:03d}/" if folders else ""
+    return f"services/{folder}{service_slug(index)}.yaml"
 
 
 def service_yaml(index: int, rng: random.Random) -> str:
@@ -76,7 +83,7 @@ def check_yaml(index: int, services: int, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(root: Path, services: int, checks: int, seed: int = 1) -> Path:
+def generate(root: Path, services: int, checks: int, seed: int = 1, folders: int = 0) -> Path:
     """Write the catalog under root and commit it; returns root."""
     rng = random.Random(seed)
     (root / "services").mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,9 @@ def generate(root: Path, services: int, checks: int, seed: int = 1) -> Path:
         "writeback:\n  branch: catalog-results\n  path: results/\n"
     )
     for index in range(services):
-        (root / "services" / f"{service_slug(index)}.yaml").write_text(service_yaml(index, rng))
+        path = root / service_path(index, folders)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(service_yaml(index, rng))
     for index in range(checks):
         (root / "checks" / f"check-{index:03d}.yaml").write_text(check_yaml(index, services, rng))
     git(root, "init", "--quiet", "--initial-branch=main")
@@ -105,8 +114,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--checks", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--folders", type=int, default=0, help="spread services over this many sub-folders")
     args = parser.parse_args()
-    generate(args.directory, args.services, args.checks, args.seed)
+    generate(args.directory, args.services, args.checks, args.seed, args.folders)
     print(f"{args.directory}: {args.services} services, {args.checks} checks, one commit on main")
 
 

@@ -200,6 +200,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f" {plan.count('remove')} to remove, {plan.unchanged} unchanged"
     )
     _print_file_errors(plan.errors)
+    _print_warnings(plan.warnings)
     refusal = mass_removal_refusal(plan)
     if refusal:
         print(f"catalog: sync would be refused: {refusal}", file=sys.stderr)
@@ -213,11 +214,12 @@ _EXIT_APPLIED_WITH_ERRORS = 3  # `catalog sync`: applied, but some files kept th
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from .gitsource import source_from_settings
-    from .reconcile import sync
+    from .reconcile import collector_paused, sync
 
     settings = settings_from(args)
     store = open_store(settings)
-    report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
+    with collector_paused():  # this process only syncs, then exits: nothing else needs the collector
+        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
     if report.outcome == "unchanged":
         print(f"no changes: revision {report.revision} is already applied ({report.duration_ms:.0f} ms)")
     else:
@@ -227,6 +229,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{plan.count('create')} created, {plan.count('update')} updated,"
             f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
         )
+        _print_warnings(plan.warnings)
     file_errors = store.catalog.file_errors()
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
@@ -237,6 +240,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"{count} file{'s' if count != 1 else ''} with errors kept their last good state", file=sys.stderr)
         return _EXIT_APPLIED_WITH_ERRORS
     return 0
+
+
+def _print_warnings(warnings: list) -> None:
+    """What applied although it names a broken file's slug."""
+    for warning in warnings:
+        print(f"{warning.location}: warning: {warning.message}", file=sys.stderr)
 
 
 def _print_file_errors(errors: list) -> None:

@@ -12,7 +12,7 @@ from typing import Protocol
 import git
 
 from .errors import ConfigError, SourceError
-from .loader import list_catalog_files
+from .loader import list_catalog_files, read_bytes
 from .settings import Settings
 
 # Never let git wait for a password or a host-key answer on a terminal nobody watches.
@@ -42,12 +42,10 @@ class DirectorySource:
         if not self.root.is_dir():
             raise SourceError(f"catalog directory {self.root} does not exist")
         digest = hashlib.sha256()
-        for relative in list_catalog_files(self.root):
+        for relative, data in read_bytes(self.root, list_catalog_files(self.root)):
             digest.update(relative.encode() + b"\0")
-            try:
-                digest.update(hashlib.sha256((self.root / relative).read_bytes()).digest())
-            except OSError:
-                digest.update(b"unreadable")
+            # an unreadable file (a FIFO, a device, too big) counts by its error: the reader reports it
+            digest.update(hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).digest())
         return "dir-" + digest.hexdigest()[:40]
 
     def changed_paths(self, old: str, new: str) -> set[str] | None:

@@ -1,184 +1,305 @@
-"""Rules across catalog files: unique slugs, known dependencies without cycles, known check targets."""
+"""Rules across catalog files, in one pass over what a sync read: unique slugs, known dependencies and
+check targets, no dependency cycles.
+
+It sees the files read now beside the store's index (`CatalogIndex`): after a git diff only what
+the changed files can affect is looked at, since the rest passed these rules when it was applied.
+A file that fails validation but still parses counts for the slug it declares (a bad file never
+blocks the others): what points at that slug applies, with a warning naming the broken file. The
+checks read no file: problems carry a key path, and `locate_problems` turns them into lines.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
-from .loader import locate
+from .loader import LoadedFile, locate
+
+REFERENCE_FIELD = {"service": "dependencies", "check": "services"}
 
 
 @dataclass
-class Entities:
-    """The catalog as it would be after a sync: for each file, what it defines and points at."""
+class Problem:
+    """A rule a file breaks, at a key path such as ("dependencies", 2); `entity` for a file not read now."""
 
-    defines: dict[str, tuple[str, str]]  # path -> (kind, slug)
-    dependencies: Mapping[str, list[str]]  # service path -> dependency slugs
-    list_targets: Mapping[str, list[str]]  # check path -> targeted service slugs (list form)
-    current_paths: dict[tuple[str, str], str]  # (kind, slug) -> path in the store before this sync
-
-    @classmethod
-    def build(cls, services: dict, checks: dict, defines: dict, records: dict[str, dict]) -> "Entities":
-        """Dependencies and targets are worked out per file when asked for: a one-file sync asks for few."""
-        current = {("service", s): row["path"] for s, row in services.items() if row["removed_at"] is None}
-        current.update({("check", s): row["path"] for s, row in checks.items() if row["removed_at"] is None})
-        return cls(
-            dict(defines),
-            _References(defines, records, "service", lambda record: record["dependencies"], services, "dependencies"),
-            _References(defines, records, "check", _list_targets, checks, "list_targets"),
-            current,
-        )
-
-
-def _decode_list(text: str) -> list[str]:
-    return [] if text == "[]" else json.loads(text)
-
-
-def _list_targets(record: dict) -> str:
-    return record["targets"] if record["target_kind"] == "list" else "[]"
-
-
-class _References(Mapping):
-    """path -> the slugs a file of one kind points at: from its record when read now, else the store's."""
-
-    def __init__(self, defines: dict, records: dict, kind: str, field_of, index: dict, stored_key: str):
-        self._defines, self._records, self._kind = defines, records, kind
-        self._field_of, self._index, self._stored_key = field_of, index, stored_key
-        self._paths: list[str] | None = None
-        self._decoded: dict[str, list[str]] = {}  # a full check asks for each path two or three times
-
-    def __getitem__(self, path: str) -> list[str]:
-        decoded = self._decoded.get(path)
-        if decoded is not None:
-            return list(decoded)
-        kind_slug = self._defines.get(path)
-        if kind_slug is None or kind_slug[0] != self._kind:
-            raise KeyError(path)
-        record = self._records.get(path)
-        if record is not None:
-            decoded = _decode_list(self._field_of(record))
-        else:
-            stored = self._index.get(kind_slug[1], {}).get(self._stored_key, [])
-            # JSON text: store.service_index(decode=False)
-            decoded = _decode_list(stored) if isinstance(stored, str) else stored
-        self._decoded[path] = decoded
-        return list(decoded)
-
-    def __iter__(self):
-        if self._paths is None:
-            self._paths = [path for path, (kind, _) in self._defines.items() if kind == self._kind]
-        return iter(self._paths)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def find_integrity_errors(
-    root: Path, entities: Entities, changed_paths: set[str], *, focus: "Focus | None" = None
-) -> dict[str, list[CatalogIntegrityError]]:
-    """Every cross-file problem, keyed by the file to blame. Duplicates blame the newcomer.
-
-    With `focus` (a sync of a few changed files over a catalog that passed these rules before) only
-    the problems those files can cause are looked for: duplicates of their slugs, their own
-    references, references to slugs that disappeared, cycles through them. The result is the same
-    as the full check's whenever the rest of the catalog was clean (files with errors are always
-    in the focus: the reconciler reads them again on every sync).
-    """
-    errors: dict[str, list[CatalogIntegrityError]] = {}
-    parsed: dict = {}  # each blamed file is read once
-
-    def blame(path: str, loc: tuple, message: str, other: str | None = None) -> None:
-        where = locate(root, path, loc, parsed)
-        errors.setdefault(path, []).append(
-            CatalogIntegrityError(where, message, Location(other) if other else None)
-        )
-
-    owners: dict[tuple[str, str], list[str]] = {}  # in path order: the first path of each key decides
-    defined = entities.defines.items()
-    if focus is not None:
-        keys = {entities.defines[path] for path in focus.paths if path in entities.defines}
-        defined = [(path, key) for path, key in defined if key in keys]
-    for path, key in sorted(defined):
-        owners.setdefault(key, []).append(path)
-    for (kind, slug), paths in owners.items():
-        if len(paths) < 2:
-            continue
-        incumbent = entities.current_paths.get((kind, slug))
-        unchanged = [p for p in paths if p not in changed_paths]
-        winner = incumbent if incumbent in paths else (unchanged or paths)[0]
-        for path in paths:
-            if path != winner:
-                blame(path, ("slug",), f"slug {slug!r} is already defined in {winner}", winner)
-
-    services = {slug: path for path, (kind, slug) in entities.defines.items() if kind == "service"}
-    if focus is None:
-        dependencies, list_targets = entities.dependencies, entities.list_targets
-    else:
-        dependencies = _focused(entities.dependencies, focus, services)
-        list_targets = _focused(entities.list_targets, focus, services)
-    for path, deps in dependencies.items():
-        for index, dep in enumerate(deps):
-            if dep not in services:
-                blame(path, ("dependencies", index), f"dependencies: unknown service {dep!r} (no file under services/ defines it)")
-    for path, targets in list_targets.items():
-        for index, target in enumerate(targets):
-            if target not in services:
-                blame(path, ("services", index), f"services: unknown service {target!r} (no file under services/ defines it)")
-
-    if focus is not None and not _on_a_cycle(entities, services, focus):
-        return errors
-    graph = {}
-    for path, deps in entities.dependencies.items():
-        slug = entities.defines[path][1]
-        graph[slug] = [d for d in deps if d in services]
-    for cycle in _cycles(graph):
-        files = ", ".join(services[slug] for slug in cycle[:-1])
-        text = " -> ".join(cycle)
-        for slug, following in zip(cycle, cycle[1:]):
-            path = services[slug]
-            index = entities.dependencies[path].index(following)
-            blame(path, ("dependencies", index), f"dependency cycle: {text} ({files})")
-    return errors
+    path: str
+    loc: tuple
+    message: str
+    other: str | None = None
+    entity: tuple[str, str] | None = None  # (kind, slug) the blamed file keeps, when it was not read now
 
 
 @dataclass
-class Focus:
-    """What changed in a sync: the files read now, and what the changed and deleted files defined."""
+class Verdict:
+    problems: dict[str, list[Problem]] = field(default_factory=dict)  # by the file to blame
+    warnings: list[Problem] = field(default_factory=list)
 
-    paths: set[str]
-    former_slugs: set[str]  # service slugs the changed and deleted files defined before this sync
-
-
-def _focused(references: Mapping, focus: Focus, services: dict) -> dict[str, list[str]]:
-    """The references of the focus files, and of every file that points at a lost slug, in path order."""
-    paths = {path for path in focus.paths if path in references}
-    lost = {slug for slug in focus.former_slugs if slug not in services}
-    if lost:
-        paths.update(path for path in references if not lost.isdisjoint(references[path]))
-    return {path: references[path] for path in sorted(paths)}
+    def blame(self, problem: Problem) -> None:
+        self.problems.setdefault(problem.path, []).append(problem)
 
 
-def _on_a_cycle(entities: Entities, services: dict, focus: Focus) -> bool:
-    """Whether a service of the focus files can reach itself through dependencies."""
-    dependencies = entities.dependencies
-    starts = {entities.defines[path][1] for path in focus.paths if path in dependencies}
-    for start in starts:
-        seen, stack = set(), [start]
-        while stack:
-            slug = stack.pop()
-            path = services.get(slug)
-            if path is None:
+def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex) -> Verdict:
+    """Every cross-file problem the files read now (and the deleted ones) cause, in one pass."""
+    catalog = _After(read, set(deleted), index)
+    verdict = Verdict()
+    _find_duplicates(catalog, verdict)
+    _find_unknown_references(catalog, verdict)
+    _find_lost_references(catalog, verdict)
+    _find_cycles(catalog, verdict)
+    _warn_about_broken_targets(catalog, verdict)
+    return verdict
+
+
+def locate_problems(root: Path, verdict: Verdict) -> dict[str, list[CatalogIntegrityError]]:
+    """The problems as errors at file:line:col (each blamed file is parsed once)."""
+    parsed: dict = {}
+    return {
+        path: [_located(root, problem, parsed) for problem in problems]
+        for path, problems in verdict.problems.items()
+    }
+
+
+def locate_warnings(root: Path, verdict: Verdict) -> list[CatalogIntegrityError]:
+    parsed: dict = {}
+    return [_located(root, problem, parsed) for problem in verdict.warnings]
+
+
+def _located(root: Path, problem: Problem, parsed: dict) -> CatalogIntegrityError:
+    where = locate(root, problem.path, problem.loc, parsed)
+    return CatalogIntegrityError(where, problem.message, Location(problem.other) if problem.other else None)
+
+
+class _After:
+    """The catalog as it would be after the sync, asked slug by slug."""
+
+    def __init__(self, read: dict[str, LoadedFile], deleted: set[str], index: CatalogIndex):
+        self.read, self.deleted, self.index = read, deleted, index
+        entity_files = sorted((path, f) for path, f in read.items() if f.kind in REFERENCE_FIELD)
+        self.order = [path for path, f in entity_files if f.ok]  # the valid files read now, in path order
+        self.applying = set(self.order)  # shrinks as files break the rules
+        # kind -> slug -> the first read file declaring it; `also` holds the others (a duplicate is rare,
+        # and a first sync declares 100,000 slugs: a list for each would cost 10s of MB)
+        self.declared: dict[str, dict[str, str]] = {kind: {} for kind in REFERENCE_FIELD}
+        self.also: dict[tuple[str, str], list[str]] = {}
+        self.unnamed: dict[str, str] = {}  # file name -> broken service file that declares no slug
+        for path, loaded in entity_files:
+            if loaded.slug:
+                first = self.declared[loaded.kind].setdefault(loaded.slug, path)
+                if first != path:
+                    self.also.setdefault((loaded.kind, loaded.slug), []).append(path)
+            elif loaded.kind == "service":
+                self.unnamed.setdefault(path.rpartition("/")[2].rpartition(".")[0], path)
+        if not index.is_whole:  # one query for the rows the rules ask for, rather than one each
+            index.load_services(
+                set(self.declared["service"])
+                | {ref for path in self.applying for ref in read[path].references}
+                | {row["slug"] for path in (*read, *deleted) if (row := index.files.get(path)) and row["slug"]}
+            )
+
+    def applying_in_order(self) -> list[str]:
+        return [path for path in self.order if path in self.applying]
+
+    def break_rule(self, verdict: Verdict, problem: Problem) -> None:
+        verdict.blame(problem)
+        self.applying.discard(problem.path)
+
+    def keeper(self, kind: str, slug: str) -> str | None:
+        """The file that keeps the stored entity of a slug after the sync, if any: its file unless
+        deleted or applying a new definition now (a bad file keeps its last good state)."""
+        row = self.index.row(kind, slug)
+        if row is None or row["removed_at"] is not None:
+            return None
+        path = row["path"]
+        if path in self.deleted or path in self.applying:
+            return None
+        if path not in self.read and self.index.is_whole:
+            file_row = self.index.files.get(path)
+            if file_row is None or (file_row["kind"], file_row["slug"]) != (kind, slug):
+                return None  # the store's file no longer defines it
+        return path
+
+    def applied_by(self, kind: str, slug: str) -> str | None:
+        path = self.declared[kind].get(slug)
+        if path in self.applying:
+            return path
+        for path in self.also.get((kind, slug), ()):
+            if path in self.applying:
+                return path
+        return None
+
+    def declaring(self, kind: str, slug: str) -> list[str]:
+        """The files read now that declare a slug, in path order."""
+        first = self.declared[kind].get(slug)
+        return [first, *self.also.get((kind, slug), ())] if first else []
+
+    def exists(self, slug: str) -> bool:
+        """Whether a service with this slug exists after the sync (applied now, or kept)."""
+        return self.applied_by("service", slug) is not None or self.keeper("service", slug) is not None
+
+    def known(self, slug: str) -> bool:
+        """Exists, or is declared by a file read now that fails validation but parses."""
+        return slug in self.declared["service"] or self.keeper("service", slug) is not None
+
+    def dependencies(self, slug: str) -> list[str]:
+        """A service's dependencies after the sync: its new file's, else its stored ones."""
+        path = self.applied_by("service", slug)
+        if path is not None:
+            return self.read[path].references
+        keeper = self.keeper("service", slug)
+        return dependencies_of(self.index.row("service", slug)) if keeper else []  # type: ignore[arg-type]
+
+    def path_of(self, slug: str) -> str | None:
+        return self.applied_by("service", slug) or self.keeper("service", slug)
+
+
+def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
+    """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest."""
+    clashes = []
+    for kind, slugs in catalog.declared.items():
+        for slug, first in slugs.items():
+            if (kind, slug) in catalog.also:
+                contenders = [path for path in catalog.declaring(kind, slug) if path in catalog.applying]
+            elif first in catalog.applying:  # the usual case, one file: a clash only with a keeper
+                contenders = [first]
+            else:
                 continue
-            for dep in dependencies[path]:
-                if dep == start:
-                    return True
-                if dep not in seen:
-                    seen.add(dep)
-                    stack.append(dep)
-    return False
+            keeper = catalog.keeper(kind, slug) if contenders else None
+            if keeper is not None and keeper not in contenders:
+                contenders.append(keeper)
+            if len(contenders) > 1:
+                clashes.append((kind, slug, sorted(contenders)))
+    for kind, slug, contenders in sorted(clashes):
+        row = catalog.index.row(kind, slug)
+        incumbent = row["path"] if row is not None and row["removed_at"] is None else None
+        winner = incumbent if incumbent in contenders else contenders[0]
+        for path in contenders:
+            if path != winner:
+                catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {winner}", winner))
+
+
+def _find_unknown_references(catalog: _After, verdict: Verdict) -> None:
+    for path in catalog.applying_in_order():
+        loaded = catalog.read[path]
+        name = REFERENCE_FIELD[loaded.kind]
+        for position, slug in enumerate(loaded.references):
+            if not catalog.known(slug):
+                catalog.break_rule(verdict, Problem(path, (name, position), _unknown(name, slug, catalog)))
+
+
+def _find_lost_references(catalog: _After, verdict: Verdict) -> None:
+    """Files not read now that point at a service that no file defines any more."""
+    index = catalog.index
+    former = {row["slug"] for path in (*catalog.read, *catalog.deleted)
+              if (row := index.files.get(path)) and row["kind"] == "service" and row["slug"]}
+    lost = {slug for slug in former if not catalog.known(slug)}
+    if not lost:
+        return
+    unread = lambda path: path not in catalog.read and path not in catalog.deleted  # noqa: E731
+    for slug, row in sorted(index.every_service().items()):
+        if row["removed_at"] is None and unread(row["path"]) and any(f'"{s}"' in row["dependencies"] for s in lost):
+            for position, dependency in enumerate(dependencies_of(row)):
+                if dependency in lost:
+                    verdict.blame(Problem(row["path"], ("dependencies", position), _unknown("dependencies", dependency, catalog),
+                                          entity=("service", slug)))
+    for slug, row in sorted(index.checks.items()):
+        if row["removed_at"] is None and unread(row["path"]):
+            for position, target in enumerate(row["list_targets"]):
+                if target in lost:
+                    verdict.blame(Problem(row["path"], ("services", position), _unknown("services", target, catalog),
+                                          entity=("check", slug)))
+
+
+def _unknown(name: str, slug: str, catalog: _After) -> str:
+    """The message for a reference to no service; it names a broken file of that name, if any."""
+    broken = catalog.unnamed.get(slug)
+    if broken is None:
+        return f"{name}: unknown service {slug!r} (no file under services/ defines it)"
+    return f"{name}: unknown service {slug!r} (no file under services/ defines it; {broken} has errors and declares no slug)"
+
+
+def _find_cycles(catalog: _After, verdict: Verdict) -> None:
+    """Cycles through a dependency added now: the store held none, so a new cycle has a new edge.
+    With the whole index (a full read), every edge is looked at once instead."""
+    if catalog.index.is_whole:
+        graph = {}
+        for slug, path in catalog.declared["service"].items():
+            graph[slug] = catalog.read[path].references if path in catalog.applying else catalog.dependencies(slug)
+        for slug, row in catalog.index.every_service().items():
+            if slug not in graph and catalog.keeper("service", slug):
+                graph[slug] = dependencies_of(row)
+        cycles = _cycles({slug: [d for d in deps if d in graph] for slug, deps in graph.items()})
+    else:
+        cycles = []
+        for path in catalog.applying_in_order():
+            loaded = catalog.read[path]
+            if loaded.kind != "service":
+                continue
+            row = catalog.index.row("service", loaded.slug)  # type: ignore[arg-type]
+            before = set(dependencies_of(row)) if row and row["removed_at"] is None else set()
+            for dependency in loaded.references:
+                if dependency not in before:
+                    cycle = _path_back(catalog, dependency, loaded.slug)  # type: ignore[arg-type]
+                    if cycle is not None:
+                        cycles.append([loaded.slug, *cycle])
+    found: list[Problem] = []
+    seen = set()
+    for cycle in cycles:
+        start = cycle.index(min(cycle[:-1]))
+        cycle = cycle[start:-1] + cycle[:start] + [cycle[start]]  # each cycle once, from its first slug
+        if tuple(cycle) in seen:
+            continue
+        seen.add(tuple(cycle))
+        files = [catalog.path_of(slug) for slug in cycle[:-1]]
+        text = f"dependency cycle: {' -> '.join(cycle)} ({', '.join(files)})"  # type: ignore[arg-type]
+        for slug, following, path in zip(cycle, cycle[1:], files):
+            position = catalog.dependencies(slug).index(following)
+            entity = None if path in catalog.read else ("service", slug)
+            found.append(Problem(path, ("dependencies", position), text, entity=entity))  # type: ignore[arg-type]
+    for problem in found:  # after every cycle is placed: a broken file's dependencies are its old ones
+        catalog.break_rule(verdict, problem)
+
+
+def _path_back(catalog: _After, start: str, goal: str) -> list[str] | None:
+    """The dependency path from `start` to `goal` (both included), breadth first, or None."""
+    parents: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        catalog.index.load_services(slug for slug in frontier)
+        following = []
+        for slug in frontier:
+            for dependency in catalog.dependencies(slug):
+                if dependency in parents:
+                    continue
+                parents[dependency] = slug
+                if dependency == goal:
+                    path = [dependency]
+                    while parents[path[-1]] is not None:
+                        path.append(parents[path[-1]])  # type: ignore[arg-type]
+                    return path[::-1]
+                following.append(dependency)
+        frontier = following
+    return None
+
+
+def _warn_about_broken_targets(catalog: _After, verdict: Verdict) -> None:
+    """References that stay because a broken file declares the slug, while no service has it yet."""
+    broken = {slug: path for slug, path in catalog.declared["service"].items() if not catalog.exists(slug)}
+    if not broken:
+        return
+    for path in catalog.applying_in_order():
+        loaded = catalog.read[path]
+        name = REFERENCE_FIELD[loaded.kind]
+        for position, slug in enumerate(loaded.references):
+            if slug in broken:
+                verdict.warnings.append(Problem(
+                    path, (name, position),
+                    f"{name}: service {slug!r} is declared by {broken[slug]}, which has errors;"
+                    " it exists once that file is fixed",
+                    broken[slug],
+                ))
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:

@@ -1,26 +1,30 @@
-"""Reading catalog files: bytes read safely, YAML parsed (see `yamlparse`), models validated.
+"""Reading catalog files, the first steps of a sync: bytes read safely, YAML parsed (see `yamlparse`),
+validated against the models (`schema`), turned into store records (`entity_records`).
 
 Every problem becomes a `CatalogFileError` naming `file:line:col`. Nothing here raises for a bad
-file: `read_file` returns the errors beside the (absent) model, so one bad file never stops the rest.
+file: `read_file` returns the errors beside the (absent) record, so one bad file never stops the rest.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import multiprocessing
 import os
+import re
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .entity_records import record_of
 from .errors import CatalogFileError, Location
-from .schema import CatalogConfig, Check, Service
+from .schema import SLUG_PATTERN, CatalogConfig, Check, Service, slugify
 from .yamlparse import build_values, compose, node_location, parse_yaml
 
 MAX_FILE_BYTES = 256 * 1024
@@ -29,24 +33,28 @@ CATALOG_FILE = "catalog.yaml"
 KIND_DIRECTORIES = {"services": "service", "checks": "check"}
 MODELS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
 YAML_SUFFIXES = (".yaml", ".yml")
+_SLUG = re.compile(SLUG_PATTERN)
 
-Entity = Union[Service, Check, CatalogConfig]
 
-
-@dataclass
+@dataclass(slots=True)  # no __dict__: a cold sync holds 100,000 of these
 class LoadedFile:
-    """One catalog file as read: its model when valid, else its errors."""
+    """One catalog file as read: its record (a service or check) or config (catalog.yaml) when valid,
+    else its errors; and the slug it declares and the slugs it points at, for the rules across files."""
 
     path: str  # relative to the catalog root, with forward slashes
     kind: str  # service | check | catalog
     digest: str  # sha256 of the bytes ("" when they could not be read)
-    model: Entity | None = None
-    errors: list[CatalogFileError] = field(default_factory=list)
-    summary: dict | None = None  # what `read_files(summarize=...)` made of a valid service
+    record: dict | None = None  # what the store writes for a valid service or check
+    config: CatalogConfig | None = None  # a valid catalog.yaml
+    # shared empty defaults: a first sync holds 100,000 of these, nearly all without errors
+    errors: Sequence[CatalogFileError] = ()
+    # the slug: a valid file's, or the one an invalid file that still parses declares (slug, or name)
+    slug: str | None = None
+    references: Sequence[str] = ()  # a valid file's dependencies or listed targets
 
     @property
     def ok(self) -> bool:
-        return (self.model is not None or self.summary is not None) and not self.errors
+        return (self.record is not None or self.config is not None) and not self.errors
 
 
 def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None:
@@ -59,14 +67,14 @@ def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None
     top, slash, rest = relative_path.partition("/")
     if not slash or not rest or not relative_path.endswith(YAML_SUFFIXES):
         return None
-    name = rest.rpartition("/")[2]
-    if name in (".yaml", ".yml"):  # a bare suffix is a hidden file, not a YAML file
+    if rest.startswith(".") or "/." in rest:  # hidden files and folders are ignored (catalog-yaml.md)
         return None
     return KIND_DIRECTORIES.get(top)
 
 
 def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[str]:
-    """Every catalog file under root, sorted, as relative paths (symlinks listed, not followed)."""
+    """Every catalog file under root, sorted, as relative paths (symlinks listed, not followed;
+    hidden folders not entered, as `kind_of` ignores what is in them)."""
     found = []
     if (root / CATALOG_FILE).exists() or (root / CATALOG_FILE).is_symlink():
         found.append(CATALOG_FILE)
@@ -84,15 +92,44 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
     return sorted(found)
 
 
-def read_file(root: Path, relative_path: str, *, _jail: "_Jail | None" = None) -> LoadedFile:
-    """Read, parse and validate one catalog file; never raises for what is in the file."""
-    loaded, value, node = _parse_file(relative_path, _jail or _Jail(root))
-    if not loaded.errors:
+def read_bytes(root: Path, relative_paths: Iterable[str]) -> Iterator[tuple[str, bytes | CatalogFileError]]:
+    """Each file's bytes, or why they cannot be read: regular files under root only, within the size
+    limit (checked before reading), so a FIFO or a symlink to /dev/zero is an error, not a hang."""
+    jail = _Jail(root)
+    for path in relative_paths:
         try:
-            loaded.model = _validate(value, node, relative_path, loaded.kind)
-        except _Invalid as invalid:
-            loaded.errors.extend(invalid.errors)
+            yield path, jail.read(path)
+        except CatalogFileError as error:
+            yield path, error
+
+
+def read_file(
+    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "_Jail | None" = None
+) -> LoadedFile:
+    """Read, parse, validate and record one catalog file; never raises for what is in the file.
+    `config` gives a check's defaults (catalog.yaml's; the built-in ones when None)."""
+    loaded, value, node = _parse_file(relative_path, _jail or _Jail(root))
+    if loaded.errors:
+        return loaded
+    try:
+        model = _validate(value, node, relative_path, loaded.kind)
+    except _Invalid as invalid:
+        loaded.errors = invalid.errors
+        loaded.slug = _declared_slug(value)
+        return loaded
+    if isinstance(model, CatalogConfig):
+        loaded.config = model
+        return loaded
+    loaded.record = record_of(model, relative_path, config or _BUILT_IN_CONFIG)
+    loaded.slug = model.identity
+    if isinstance(model, Service):
+        loaded.references = model.dependencies or ()
+    elif isinstance(model.services, list):
+        loaded.references = model.services
     return loaded
+
+
+_BUILT_IN_CONFIG = CatalogConfig()
 
 
 def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
@@ -101,79 +138,62 @@ def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any
     try:
         data = jail.read(relative_path)
     except CatalogFileError as error:
-        loaded.errors.append(error)
+        loaded.errors = [error]
         return loaded, None, None
     loaded.digest = hashlib.sha256(data).hexdigest()
     try:
         node = compose(data, relative_path)
         return loaded, build_values(node, relative_path), node
     except CatalogFileError as error:
-        loaded.errors.append(error)
+        loaded.errors = [error]
         return loaded, None, None
 
 
-Summarize = Callable[[Service], dict]
+def _declared_slug(value: Any) -> str | None:
+    """The slug an invalid file still declares: its `slug` if that is one, else its name's."""
+    slug, name = value.get("slug"), value.get("name")  # value is a mapping: the parser insists
+    if isinstance(slug, str):
+        return slug if _SLUG.match(slug) else None
+    return (slugify(name) or None) if isinstance(name, str) else None
 
 
 def read_files(
-    root: Path, relative_paths: Iterable[str], *, summarize: Summarize | None = None,
+    root: Path, relative_paths: Iterable[str], config: CatalogConfig | None = None, *,
     parallel_from: int | None = None,
 ) -> list[LoadedFile]:
     """`read_file` for each path, in order. Thousands of files (a cold sync) are read by two processes
-    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores.
-
-    `summarize` (a module-level function, so a worker can run it) turns each valid service into a
-    plain dict, its `summary`, in the process that read it. The worker sends back summaries instead
-    of models, which cost more to unpickle than to build: such a file's `model` is None.
-    """
+    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores."""
     paths = list(relative_paths)
     if len(paths) >= (PARALLEL_FROM if parallel_from is None else parallel_from) and _may_fork():
-        return _read_in_two_processes(root, paths, summarize)
-    return _read_chunk(root, paths, summarize)
+        return _read_in_two_processes(root, paths, config)
+    return _read_chunk(root, paths, config)
 
 
-def _read_in_two_processes(root: Path, paths: list[str], summarize: Summarize | None) -> list[LoadedFile]:
-    """A forked worker reads the second half to summaries, or to plain values for what it cannot
-    summarize (checks, catalog.yaml, invalid services); this process validates those, and reads a
-    file again only to place a validation error."""
+def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
+    """A forked worker reads the second half, as this process reads the first. It sends its files in
+    chunks, which this process takes in while it reads: no pickle of 50,000 files at once in memory."""
     half = len(paths) // 2
+    chunks = [paths[start:start + _CHUNK] for start in range(half, len(paths), _CHUNK)]
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        parsed = pool.apply_async(_parse_chunk, (root, paths[half:], summarize))
-        first = _read_chunk(root, paths[:half], summarize)
-        second = []
-        for loaded, value in parsed.get():
-            if not loaded.errors and loaded.summary is None:
-                try:
-                    loaded.model = MODELS[loaded.kind].model_validate(value)
-                except ValidationError:
-                    loaded = read_file(root, loaded.path)  # the nodes give the error its line
-            second.append(loaded)
-        return first + second
+        second = pool.imap(functools.partial(_read_chunk_as_tuples, root, config=config), chunks)
+        first = _read_chunk(root, paths[:half], config)
+        return first + [LoadedFile(*fields) for chunk in second for fields in chunk]
 
 
-def _parse_chunk(root: Path, paths: list[str], summarize: Summarize | None) -> list[tuple[LoadedFile, Any]]:
-    jail = _Jail(root)
-    parsed = []
-    for path in paths:
-        loaded, value, _ = _parse_file(path, jail)
-        if summarize is not None and loaded.kind == "service" and not loaded.errors:
-            try:
-                loaded.summary = summarize(Service.model_validate(value))
-                value = None
-            except ValidationError:
-                pass  # sent as a value: the reader validates it again and places the error
-        parsed.append((loaded, value))
-    return parsed
+_CHUNK = 2_000  # files per message from the worker
 
 
-def _read_chunk(root: Path, paths: list[str], summarize: Summarize | None = None) -> list[LoadedFile]:
+def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
     jail = _Jail(root)  # the resolved root, shared: cheaper for thousands of files
-    files = [read_file(root, path, _jail=jail) for path in paths]
-    if summarize is not None:
-        for loaded in files:
-            if loaded.kind == "service" and loaded.ok:
-                loaded.summary = summarize(loaded.model)  # type: ignore[arg-type]
-    return files
+    return [read_file(root, path, config, _jail=jail) for path in paths]
+
+
+def _read_chunk_as_tuples(root: Path, paths: list[str], *, config: CatalogConfig | None) -> list[tuple]:
+    """`_read_chunk` in the worker: tuples of fields, which cross the pipe faster than objects."""
+    return [
+        (f.path, f.kind, f.digest, f.record, f.config, f.errors, f.slug, f.references)
+        for f in _read_chunk(root, paths, config)
+    ]
 
 
 def _may_fork() -> bool:
@@ -288,7 +308,7 @@ class _Invalid(Exception):
         self.errors = errors
 
 
-def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Entity:
+def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Service | Check | CatalogConfig:
     model = MODELS[kind]
     try:
         return model.model_validate(value)
@@ -298,10 +318,10 @@ def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Ent
 
 def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model: type[BaseModel]) -> list[CatalogFileError]:
     explained: dict[tuple, CatalogFileError] = {}
-    for item in error.errors(include_url=False):
+    items = error.errors(include_url=False)
+    fitting = [item for item in items if _is_branch_for_node(node, tuple(item["loc"]))]
+    for item in fitting or items:  # never none: an invalid file without an error would pass as good
         loc = tuple(item["loc"])
-        if not _is_branch_for_node(node, loc):
-            continue
         field_path = ".".join(str(p) for p in loc if not _is_branch_name(p))
         is_extra = item["type"] == "extra_forbidden"
         where = node_location(node, loc, relative_path, at_key=is_extra)

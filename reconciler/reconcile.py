@@ -1,47 +1,62 @@
 """Reconcile: turn the catalog files at a revision into a plan, and apply it in one transaction.
 
-The rules (DESIGN.md section 3): identity is the slug; a bad file keeps its entities at their last
+A sync is a forward pipeline, one function per step: fetch the revision; select the paths to read
+(`_select_paths`, against the store's `CatalogIndex`); read catalog.yaml (`_read_config`); read,
+parse, validate and record the files (`loader`, `entity_records`); the rules across files
+(`integrity`); plan the changes, the error marks and the file rows; apply (`apply_plan`).
+
+The rules (docs/catalog-yaml.md): identity is the slug; a bad file keeps its entities at their last
 good state and removes nothing; removal is soft; a sync that would remove all or more than half of
-the services is refused unless allowed; the same revision twice is no work; a new revision re-reads
-only the changed paths (plus files that had errors), everything when the old revision is unknown.
+the services, or of the checks, is refused unless allowed; the same revision twice is no work; a
+new revision re-reads only the changed paths (plus files that had errors), everything when the
+old revision is unknown.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple, Sequence
 
+from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
-from .integrity import Entities, Focus, find_integrity_errors
+from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
 from .loader import CATALOG_FILE, LoadedFile, kind_of, list_catalog_files, read_file, read_files
-from .schema import CatalogConfig, Check, Service, parse_duration
+from .schema import CatalogConfig
 from .store import Database
 
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
 
-@dataclass
+@dataclass(slots=True)  # a first sync makes 100,000s of these
 class Change:
     kind: str  # service | check
     slug: str
     action: str  # create | update | remove
     path: str
-    fields: list[str] = field(default_factory=list)  # for updates: what changed
+    fields: Sequence[str] = ()  # for updates: what changed
 
     def __str__(self) -> str:
         sign = {"create": "+", "update": "~", "remove": "-"}[self.action]
         detail = f" ({', '.join(self.fields)})" if self.fields else ""
         return f"{sign} {self.kind} {self.slug}  [{self.path}]{detail}"
+
+
+class FileRow(NamedTuple):
+    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them)."""
+
+    path: str
+    kind: str
+    slug: str | None
+    digest: str
+    error: dict | None
 
 
 @dataclass
@@ -53,15 +68,16 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     unchanged: int = 0
     errors: list[CatalogFileError] = field(default_factory=list)
+    warnings: list[CatalogFileError] = field(default_factory=list)  # applied anyway (a broken file's slug)
     same_revision: bool = False
     # what apply writes
     service_records: list[dict] = field(default_factory=list)
     check_records: list[dict] = field(default_factory=list)
     entity_errors: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    files: list[dict] = field(default_factory=list)
+    files: list[FileRow] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     config: dict | None = None
-    active_services_before: int = 0
+    active_before: dict[str, int] = field(default_factory=dict)  # kind -> entities not removed before
 
     def count(self, action: str) -> int:
         return sum(1 for change in self.changes if change.action == action)
@@ -70,9 +86,8 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.changes)
 
-    @property
-    def services_to_remove(self) -> int:
-        return sum(1 for c in self.changes if c.kind == "service" and c.action == "remove")
+    def removing(self, kind: str) -> int:
+        return sum(1 for c in self.changes if c.kind == kind and c.action == "remove")
 
 
 @dataclass
@@ -91,176 +106,211 @@ class SyncReport:
 
 
 def make_plan(store: Database, source: Source, *, revision: str | None = None) -> Plan:
-    """Fetch the source and compare it with the store."""
+    """Fetch the source and compare it with the store: every step of a sync before `apply_plan`.
+
+    fetch -> select the paths -> read catalog.yaml -> read, parse, validate, record the files ->
+    rules across files -> plan the changes, error marks and file rows.
+    """
     revision = revision or source.fetch()
     previous = store.state.get("applied_revision")
     plan = Plan(previous_revision=previous, revision=revision)
     if previous == revision:
         plan.same_revision = True
         return plan
-    root = source.root
     old_config = CatalogConfig.from_stored(store.state.get("catalog_config"))
-    ignored = old_config.writeback.path
-    known = store.catalog.files()
-    services, checks = store.catalog.service_index(decode=False), store.catalog.check_index()  # dependencies: JSON text
-
-    changed = source.changed_paths(previous, revision) if previous else None
-    if changed is None:
-        present = list_catalog_files(root, ignored)
-        present_set = set(present)
-        candidates = present
-        deleted = sorted(path for path in known if path not in present_set)
-    else:
-        relevant = sorted(path for path in changed if kind_of(path, ignored))
-        candidates = [path for path in relevant if (root / path).exists() or (root / path).is_symlink()]
-        deleted = [path for path in relevant if path not in candidates and path in known]
-        # files with an error are read again: a fix elsewhere (a new dependency) may cure them
-        candidates += [path for path, row in known.items() if row["error"] and path not in relevant]
-
-    loaded: dict[str, LoadedFile] = {}
-    for loaded_file in read_files(root, candidates, summarize=_service_record):
-        path = loaded_file.path
-        previous_file = known.get(path)
-        if previous_file and not previous_file["error"] and loaded_file.digest == previous_file["digest"]:
-            continue  # same bytes as the last good read: nothing to do
-        loaded[path] = loaded_file
-
-    # catalog.yaml first: its defaults shape every check
-    config = old_config
-    config_file = loaded.get(CATALOG_FILE)
-    if config_file is not None and config_file.ok:
-        config = config_file.model  # type: ignore[assignment]
-    elif CATALOG_FILE in deleted:
-        config = CatalogConfig()
-    defaults_changed = config.defaults != old_config.defaults
-    if defaults_changed:
-        for path, row in known.items():
-            if row["kind"] == "check" and path not in loaded and path not in deleted:
-                loaded[path] = read_file(root, path)
+    selection = _select_paths(store, source, previous, revision, old_config.writeback.path)
+    config, config_file = _read_config(source.root, selection, old_config)
+    read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults)
+    verdict = check_integrity(read, selection.deleted, selection.index)
+    file_errors = _file_errors(source.root, read, verdict)
+    applied = {path: loaded.record for path, loaded in read.items() if loaded.record is not None and path not in file_errors}
     plan.config = config.model_dump(mode="json")
-
-    # which file defines which slug after this revision; a bad file keeps its last good slug
-    defines: dict[str, tuple[str, str]] = {
-        path: (row["kind"], row["slug"]) for path, row in known.items() if row["slug"] and path not in deleted
-    }
-    records: dict[str, dict] = {}  # path -> store record, for good files read now
-    file_errors: dict[str, list[CatalogFileError]] = {}
-    for path, loaded_file in loaded.items():
-        if loaded_file.kind == "catalog":
-            if loaded_file.errors:
-                file_errors[path] = loaded_file.errors
-            continue
-        if not loaded_file.ok:
-            file_errors[path] = loaded_file.errors
-            continue
-        records[path] = record = _record(loaded_file, config)
-        defines[path] = (loaded_file.kind, record["slug"])
-
-    # cross-file rules until nothing more changes: a changed file that breaks them is a bad file
-    # (back to its last good state), which can in turn break another changed file. After a git
-    # diff only what the changed files can affect is checked; a full read checks everything.
-    focus = None
-    if changed is not None:
-        former = {known[path]["slug"] for path in (*loaded, *deleted) if path in known and known[path]["kind"] == "service"}
-        focus = Focus(set(loaded), {slug for slug in former if slug})
-    while True:
-        entities = Entities.build(services, checks, defines, records)
-        found = find_integrity_errors(root, entities, changed_paths=set(loaded), focus=focus)
-        newly_bad = [path for path in found if path in records]
-        if not newly_bad:
-            break
-        for path in newly_bad:
-            file_errors.setdefault(path, []).extend(found[path])
-            records.pop(path)
-            if known.get(path, {}).get("slug"):
-                defines[path] = (known[path]["kind"], known[path]["slug"])
-            else:
-                defines.pop(path, None)
-    for path, errors in found.items():
-        file_errors.setdefault(path, []).extend(errors)
-    for path, errors in file_errors.items():
-        file_errors[path] = list({str(error): error for error in errors}.values())
-
-    _plan_changes(plan, services, checks, defines, records)
-    plan.active_services_before = sum(1 for row in services.values() if row["removed_at"] is None)
-
-    # entity error marks (only those that change: a one-file sync must not touch 10,000 rows)
-    owners: dict[tuple[str, str], tuple[int, str]] = {}
-    marked = None  # after a git diff: only entities a changed file defines or defined, or marked now
-    if focus is not None:
-        marked = {key for path in (*loaded, *file_errors) if (key := defines.get(path))}
-        marked.update((known[path]["kind"], known[path]["slug"]) for path in (*loaded, *deleted) if path in known)
-        marked.update(("service", slug) for slug, row in services.items() if row["error"] is not None)
-        marked.update(("check", slug) for slug, row in checks.items() if row["error"] is not None)
-    for path, key in defines.items():
-        if marked is not None and key not in marked:
-            continue
-        current = (services if key[0] == "service" else checks).get(key[1])
-        # the entity's error is its own file's: a newcomer duplicating its slug does not mark it
-        rank = 0 if path in records else 1 if current and current["path"] == path else 2
-        if key not in owners or rank < owners[key][0]:
-            owners[key] = (rank, path)
-    for (kind, slug), (rank, path) in owners.items():
-        errors = file_errors.get(path)
-        error = str(errors[0]) if errors else None
-        current = (services if kind == "service" else checks).get(slug)
-        if current is not None and (current["error"] != error or (rank == 0 and error)):
-            plan.entity_errors[(kind, slug)] = error
-    for path in set(loaded) | set(file_errors):
-        loaded_file = loaded.get(path)
-        kind_slug = defines.get(path)
-        digest = loaded_file.digest if loaded_file else known[path]["digest"]
-        errors = file_errors.get(path)
-        plan.files.append({
-            "path": path,
-            "kind": loaded_file.kind if loaded_file else known[path]["kind"],
-            "slug": kind_slug[1] if kind_slug else None,
-            "digest": digest,
-            "error": errors[0].as_dict() if errors else None,
-        })
-    plan.deleted_files = deleted
-    plan.errors = sorted((e for errs in file_errors.values() for e in errs), key=lambda e: str(e.location))
+    plan.deleted_files = selection.deleted
+    plan.warnings = locate_warnings(source.root, verdict)
+    selection.index.load_files(path for path in file_errors if path not in read)  # blamed, not read now
+    _plan_changes(plan, selection, read, applied)
+    _plan_error_marks(plan, selection.index, read, applied, file_errors, verdict)
+    _plan_file_rows(plan, selection.index, read, applied, file_errors, verdict)
+    plan.errors = sorted((e for errors in file_errors.values() for e in errors), key=lambda e: str(e.location))
     return plan
 
 
-def _plan_changes(plan: Plan, services: dict, checks: dict, defines: dict, records: dict) -> None:
-    wanted: dict[str, dict[str, str]] = {"service": {}, "check": {}}
-    for path, (kind, slug) in sorted(defines.items()):
-        if path in records or slug not in wanted[kind]:
-            wanted[kind][slug] = path
-    for kind, index, target in (("service", services, plan.service_records), ("check", checks, plan.check_records)):
-        for slug, path in sorted(wanted[kind].items()):
-            record = records.get(path)
-            current = index.get(slug)
-            if record is None:
-                if current is None or current["removed_at"] is not None:
-                    continue  # defined only by a bad file that never had a good state
-                plan.unchanged += 1
-                continue
-            if current is None or current["removed_at"] is not None:
-                plan.changes.append(Change(kind, slug, "create", record["path"]))
-                target.append(record)
-            elif current["digest"] != record["digest"] or current["path"] != record["path"]:
-                fields = ["path"] if current["path"] != record["path"] else []
-                if current["digest"] != record["digest"]:
-                    fields.insert(0, "definition")
-                plan.changes.append(Change(kind, slug, "update", record["path"], fields))
-                target.append(record)
-            else:
-                plan.unchanged += 1
-        for slug, current in sorted(index.items()):
-            if current["removed_at"] is None and slug not in wanted[kind]:
-                plan.changes.append(Change(kind, slug, "remove", current["path"]))
+@dataclass
+class _Selection:
+    """Which files a sync reads, and which it found deleted, with the store's index of them."""
+
+    index: CatalogIndex
+    to_read: list[str]
+    deleted: list[str]
+
+
+def _select_paths(store: Database, source: Source, previous: str | None, revision: str, ignored: str) -> _Selection:
+    """After a git diff: the changed paths and the files with errors (a fix elsewhere, such as a new
+    dependency, may cure them). Else, with no diff to go by: every file."""
+    root = source.root
+    changed = source.changed_paths(previous, revision) if previous else None
+    if changed is None:
+        index = CatalogIndex.whole(store)
+        present = list_catalog_files(root, ignored)
+        present_set = set(present)
+        return _Selection(index, present, sorted(path for path in index.files if path not in present_set))
+    relevant = sorted(path for path in changed if kind_of(path, ignored))
+    index = CatalogIndex.partial(store, relevant)
+    to_read = [path for path in relevant if (root / path).exists() or (root / path).is_symlink()]
+    deleted = [path for path in relevant if path not in to_read and path in index.files]
+    relevant_set = set(relevant)
+    to_read += [path for path, row in index.files.items() if row["error"] and path not in relevant_set]
+    return _Selection(index, to_read, deleted)
+
+
+def _read_config(root: Path, selection: _Selection, old: CatalogConfig) -> tuple[CatalogConfig, LoadedFile | None]:
+    """catalog.yaml first: its defaults shape every check. A bad one keeps the old config."""
+    if CATALOG_FILE in selection.deleted:
+        return CatalogConfig(), None
+    if CATALOG_FILE not in selection.to_read:
+        return old, None
+    loaded = read_file(root, CATALOG_FILE)
+    return (loaded.config if loaded.ok else old), loaded  # type: ignore[return-value]
+
+
+def _read_files(
+    root: Path, selection: _Selection, config: CatalogConfig, config_file: LoadedFile | None, *, defaults_changed: bool
+) -> dict[str, LoadedFile]:
+    """Every selected file read to its record, but those with the same bytes as their last good read;
+    new defaults re-read every check."""
+    paths = [path for path in selection.to_read if path != CATALOG_FILE]
+    files = selection.index.files
+    if defaults_changed:
+        listed = set(paths)
+        paths += [row["path"] for row in selection.index.checks.values()
+                  if row["removed_at"] is None and row["path"] not in listed and row["path"] not in selection.deleted]
+    read = {}
+    for loaded in ([config_file] if config_file else []) + read_files(root, paths, config):
+        row = files.get(loaded.path)
+        if row and not row["error"] and loaded.digest == row["digest"] and not (defaults_changed and loaded.kind == "check"):
+            continue  # same bytes as the last good read: nothing to do
+        read[loaded.path] = loaded
+    return read
+
+
+def _file_errors(root: Path, read: dict[str, LoadedFile], verdict: Verdict) -> dict[str, list[CatalogFileError]]:
+    """Each file's errors: its own (read, parse, validation), then the rules across files it breaks."""
+    errors: dict[str, list[CatalogFileError]] = {path: list(f.errors) for path, f in read.items() if f.errors}
+    for path, found in locate_problems(root, verdict).items():
+        errors.setdefault(path, []).extend(found)
+    return {path: list({str(error): error for error in found}.values()) for path, found in errors.items()}
+
+
+def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile], applied: dict[str, dict]) -> None:
+    """Creates and updates from the records applied now; removals of what no file defines any more."""
+    index = selection.index
+    targets = {"service": plan.service_records, "check": plan.check_records}
+    defined: dict[str, set[str]] = {"service": set(), "check": set()}
+    for path, record in applied.items():  # in path order, as read
+        kind = read[path].kind
+        defined[kind].add(record["slug"])
+        current = index.row(kind, record["slug"])
+        if current is None or current["removed_at"] is not None:
+            plan.changes.append(Change(kind, record["slug"], "create", path))
+        elif current["digest"] != record["digest"] or current["path"] != path:
+            fields = (["definition"] if current["digest"] != record["digest"] else []) + (
+                ["path"] if current["path"] != path else [])
+            plan.changes.append(Change(kind, record["slug"], "update", path, fields))
+        else:
+            continue
+        targets[kind].append(record)
+    for kind, slug, current in _removal_candidates(selection, read):
+        if slug in defined[kind] or current["removed_at"] is not None:
+            continue
+        path = current["path"]
+        keeps = path not in selection.deleted and path not in applied and (
+            path in read or not index.is_whole or (index.files.get(path) or {}).get("slug") == slug)
+        if not keeps:
+            plan.changes.append(Change(kind, slug, "remove", path))
+    plan.active_before = {"service": index.active("service"), "check": index.active("check")}
+    plan.unchanged = sum(plan.active_before.values()) - plan.count("update") - plan.count("remove")
+
+
+def _removal_candidates(selection: _Selection, read: dict[str, LoadedFile]) -> Iterator[tuple[str, str, dict]]:
+    """The stored entities a sync may remove: every one after a full read; else those of the files
+    it read or found deleted (the others' files did not change)."""
+    index = selection.index
+    if index.is_whole:
+        for kind, rows in (("service", index.every_service()), ("check", index.checks)):
+            for slug, row in sorted(rows.items()):
+                yield kind, slug, row
+        return
+    seen = set()
+    for path in sorted({*read, *selection.deleted}):
+        row = index.files.get(path)
+        if row and row["slug"] and row["kind"] in ("service", "check") and (row["kind"], row["slug"]) not in seen:
+            seen.add((row["kind"], row["slug"]))
+            current = index.row(row["kind"], row["slug"])
+            if current is not None and current["path"] == path:
+                yield row["kind"], row["slug"], current
+
+
+def _read_or_blamed(read: dict[str, LoadedFile], file_errors: dict) -> list[str]:
+    """The files read now, in path order, then those blamed although not read now."""
+    return [*read, *sorted(path for path in file_errors if path not in read)]
+
+
+def _owner_after(
+    index: CatalogIndex, read: dict[str, LoadedFile], applied: dict, path: str, problems: dict[str, list[Problem]]
+) -> tuple[str, str] | None:
+    """The (kind, slug) a file defines after the sync: its new record's, else its last good one."""
+    if path in applied:
+        return read[path].kind, applied[path]["slug"]
+    row = index.files.get(path)
+    if row and row["slug"]:
+        return row["kind"], row["slug"]
+    return next((problem.entity for problem in problems.get(path, ()) if problem.entity), None)
+
+
+def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
+                      file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
+    """Each entity carries its own file's first error, or none: only the marks that change are written."""
+    for path in _read_or_blamed(read, file_errors):
+        key = _owner_after(index, read, applied, path, verdict.problems)
+        if key is None or key[0] not in ("service", "check"):
+            continue
+        current = index.row(*key)
+        if current is None or current["path"] != path and path not in applied:
+            continue  # a newcomer that duplicates a slug does not mark the incumbent
+        errors = file_errors.get(path)
+        error = str(errors[0]) if errors else None
+        if current["error"] != error:
+            plan.entity_errors[key] = error
+
+
+def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
+                    file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
+    """The catalog_files row of every file read now or blamed now: what it defines and its error."""
+    for path in _read_or_blamed(read, file_errors):
+        loaded, row = read.get(path), index.files.get(path)
+        key = _owner_after(index, read, applied, path, verdict.problems)
+        errors = file_errors.get(path)
+        plan.files.append(FileRow(
+            path,
+            loaded.kind if loaded else row["kind"] if row else key[0],  # type: ignore[index]
+            key[1] if key else None,
+            loaded.digest if loaded else row["digest"] if row else "",
+            errors[0].as_dict() if errors else None,
+        ))
 
 
 def mass_removal_refusal(plan: Plan) -> str | None:
-    """Why applying the plan would be refused without --allow-mass-removal, or None."""
-    removing, before = plan.services_to_remove, plan.active_services_before
-    if removing and (removing == before or removing * 2 > before):
-        return (
-            f"refusing to remove {removing} of {before} services in one sync"
-            " (all, or more than half); check the repository and branch, or pass --allow-mass-removal"
-        )
+    """Why applying the plan would be refused without --allow-mass-removal, or None.
+
+    Every kind counts: a wrong `writeback.path` or branch can empty checks/ as easily as services/.
+    """
+    for kind, before in plan.active_before.items():
+        removing = plan.removing(kind)
+        if removing and (removing == before or removing * 2 > before):
+            return (
+                f"refusing to remove {removing} of {before} {kind}s in one sync"
+                " (all, or more than half); check the repository and branch, or pass --allow-mass-removal"
+            )
     return None
 
 
@@ -278,7 +328,7 @@ def apply_plan(
         removed_services=[c.slug for c in plan.changes if c.kind == "service" and c.action == "remove"],
         removed_checks=[c.slug for c in plan.changes if c.kind == "check" and c.action == "remove"],
         entity_errors=plan.entity_errors,
-        files=plan.files,
+        files=(row._asdict() for row in plan.files),
         deleted_files=plan.deleted_files,
         state={"applied_revision": plan.revision, "catalog_config": plan.config},
         expected_revision=plan.previous_revision,
@@ -294,8 +344,7 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
         started, started_at = time.perf_counter(), clock.now()
         previous = store.state.get("applied_revision")
         try:
-            with _collector_paused():
-                plan = make_plan(store, source)
+            plan = make_plan(store, source)
         except CatalogError as error:
             _record_failure(store, clock, started, started_at, previous, None, "failed", str(error))
             raise
@@ -303,11 +352,10 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
             store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
             return SyncReport("unchanged", plan.revision, previous, plan, _ms(started))
         try:
-            with _collector_paused():
-                run = apply_plan(
-                    store, plan, now=clock.now(), started=started, started_at=started_at,
-                    allow_mass_removal=allow_mass_removal,
-                )
+            run = apply_plan(
+                store, plan, now=clock.now(), started=started, started_at=started_at,
+                allow_mass_removal=allow_mass_removal,
+            )
         except SyncRefused as error:
             _record_failure(store, clock, started, started_at, previous, plan.revision, "refused", str(error), plan)
             raise
@@ -345,9 +393,13 @@ def _run_row(plan, outcome: str, now, started: float, applied, errors: list, mes
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a sync allocates 10,000s of acyclic objects, and the
-    collector's repeated full passes over them cost more than the sync itself (~30% of a cold sync)."""
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, for a one-shot process that only syncs (`catalog sync`).
+
+    gc.disable is process-wide, so `sync` never pauses it itself: in `catalog up` it would stop
+    collection for the API's threads too. bench/bench_sync.py's cold sync, run as the CLI runs it,
+    shows what it buys: the collector's passes over the sync's 10,000s of acyclic objects.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -364,73 +416,3 @@ def _ms(started: float) -> float:
 def _lock_for(store: Database) -> threading.Lock:
     with _SYNC_LOCKS_GUARD:
         return _SYNC_LOCKS.setdefault(store.key, threading.Lock())
-
-
-# -- from models to store records ---------------------------------------------------------------
-
-
-# the same text as json.dumps(value) and json.dumps(value, sort_keys=True), without building an
-# encoder per call (json.dumps does whenever it is given an option); records hold no cycles
-_to_json = json.JSONEncoder(check_circular=False).encode
-_to_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
-
-
-def _record(loaded: LoadedFile, config: CatalogConfig) -> dict:
-    """The store record of a valid file read now (a service's may be made already: its summary)."""
-    if loaded.summary is not None:
-        record = loaded.summary
-    elif isinstance(loaded.model, Service):
-        record = _service_record(loaded.model)
-    else:
-        assert isinstance(loaded.model, Check)
-        record = _check_record(loaded.model, config)
-    record["path"] = loaded.path
-    record["error"] = None
-    return record
-
-
-def _service_record(model: Service) -> dict:
-    """A service's record without its path; module-level, so that a forked reader can make it."""
-    record = {
-        "slug": model.identity,
-        "name": model.name,
-        "priority": model.priority,
-        "type": model.type,
-        "description": model.description,
-        "owner": model.owner,
-        "repository": model.repository,
-        "active": int(model.active),
-        "tags": _to_json(model.tags) if model.tags else "[]",
-        "dependencies": _to_json(model.dependencies) if model.dependencies else "[]",
-        "meta": _to_sorted_json(model.meta),
-    }
-    record["digest"] = _digest(record)
-    return record
-
-
-def _check_record(model: Check, config: CatalogConfig) -> dict:
-    targets = model.services
-    selector = targets if not isinstance(targets, (str, list)) else None
-    record = {
-        "slug": model.identity,
-        "name": model.name,
-        "description": model.description,
-        "frequency": None if model.schedule else (model.frequency or config.defaults.frequency),
-        "schedule": model.schedule,
-        "timeout_seconds": int(parse_duration(model.timeout or config.defaults.timeout).total_seconds()),
-        "active": int(model.active),
-        "repository": model.repository,
-        "targets": json.dumps(targets.model_dump(exclude_none=True) if selector else targets),
-        "target_kind": "selector" if selector else "list" if isinstance(targets, list) else targets,
-        "target_type": selector.type if selector else None,
-        "target_owner": selector.owner if selector else None,
-        "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
-        "target_max_priority": selector.max_priority if selector else None,
-    }
-    record["digest"] = _digest(record)
-    return record
-
-
-def _digest(record: dict) -> str:
-    """What tells an update from an unchanged definition: a hash of the fields, not of the bytes."""
-    return hashlib.sha256(_to_sorted_json(record).encode()).hexdigest()[:32]

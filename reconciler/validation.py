@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .catalog_index import CatalogIndex
 from .errors import CatalogFileError, ConfigError
-from .integrity import Entities, find_integrity_errors
-from .loader import CATALOG_FILE, list_catalog_files, read_file
-from .schema import CatalogConfig, Check, Service
+from .integrity import check_integrity, locate_problems
+from .loader import CATALOG_FILE, list_catalog_files, read_file, read_files
+from .schema import CatalogConfig
 
 
 def validate_directory(root: str | Path) -> tuple[int, list[CatalogFileError]]:
@@ -17,28 +18,13 @@ def validate_directory(root: str | Path) -> tuple[int, list[CatalogFileError]]:
         raise ConfigError(f"{root} is not a directory; give the root of a catalog repository")
     root = root.resolve()
     config_file = read_file(root, CATALOG_FILE) if (root / CATALOG_FILE).exists() else None
-    config = config_file.model if config_file and config_file.ok else CatalogConfig()
+    config = config_file.config if config_file and config_file.ok else CatalogConfig()
     paths = list_catalog_files(root, config.writeback.path)  # type: ignore[union-attr]
+    read = {loaded.path: loaded for loaded in read_files(root, [p for p in paths if p != CATALOG_FILE], config)}
     errors: list[CatalogFileError] = list(config_file.errors) if config_file else []
-    defines: dict[str, tuple[str, str]] = {}
-    dependencies: dict[str, list[str]] = {}
-    list_targets: dict[str, list[str]] = {}
-    for path in paths:
-        if path == CATALOG_FILE:
-            continue
-        loaded = read_file(root, path)
+    for loaded in read.values():
         errors.extend(loaded.errors)
-        model = loaded.model
-        if not loaded.ok:
-            continue
-        if isinstance(model, Service):
-            defines[path] = ("service", model.identity)
-            dependencies[path] = list(model.dependencies)
-        elif isinstance(model, Check):
-            defines[path] = ("check", model.identity)
-            list_targets[path] = list(model.services) if isinstance(model.services, list) else []
-    entities = Entities(defines, dependencies, list_targets, current_paths={})
-    for found in find_integrity_errors(root, entities, changed_paths=set(defines)).values():
+    for found in locate_problems(root, check_integrity(read, (), CatalogIndex.empty())).values():
         errors.extend(found)
     unique = {str(error): error for error in errors}
     ordered = sorted(unique.values(), key=lambda e: (e.location.path, e.location.line, e.location.col, e.message))

@@ -104,7 +104,7 @@ def compose(data: bytes, relative_path: str) -> yaml.Node:
 
 
 def _check_nodes(root: yaml.Node, relative_path: str) -> None:
-    """Refuse duplicate keys and documents that expand past MAX_NODES through aliases."""
+    """Refuse keys that are not text, duplicate keys, and documents that expand past MAX_NODES."""
     count = 0
     stack = [root]
     while stack:
@@ -119,7 +119,8 @@ def _check_nodes(root: yaml.Node, relative_path: str) -> None:
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, yaml.Node] = {}
             for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                _check_key_is_text(key, relative_path)
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
                     if key.value in seen:
                         first = seen[key.value].start_mark.line + 1
                         raise CatalogFileError(
@@ -133,6 +134,25 @@ def _check_nodes(root: yaml.Node, relative_path: str) -> None:
 
 
 _STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_KEY_KINDS = {  # what YAML makes of an unquoted key that is not text, in the error's words
+    "tag:yaml.org,2002:int": "a number", "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true/false", "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+def _check_key_is_text(key: yaml.Node, relative_path: str) -> None:
+    """Every key of a catalog file is text: `5:` or `true:` would be dropped by validation unseen."""
+    if isinstance(key, yaml.ScalarNode) and key.tag in (_STR, _MERGE):
+        return
+    if isinstance(key, yaml.ScalarNode):
+        kind = _KEY_KINDS.get(key.tag, f"tagged {key.tag}")
+        message = f"key {key.value!r} is {kind}, not text; quote it (\"{key.value}\") if it is meant as text"
+    else:
+        shape = "a list" if isinstance(key, yaml.SequenceNode) else "a mapping"
+        message = f"key is {shape}; keys must be text"
+    raise CatalogFileError(_mark(key, relative_path), message)
 _PLAIN_SCALARS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:float"}
 
 

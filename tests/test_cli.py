@@ -125,6 +125,19 @@ def test_sync_with_file_errors_exits_3_and_keeps_the_rest(example_dir, tmp_path)
     assert "error: services/legacy-reports.yaml:3:1" in status.stdout
 
 
+def test_sync_and_plan_warn_about_what_points_at_a_broken_file(example_dir, tmp_path):
+    home = tmp_path / "home"
+    (example_dir / "services" / "new-core.yaml").write_text("name: New core\npriority: 0\n")
+    (example_dir / "services" / "new-edge.yaml").write_text("name: New edge\npriority: 2\ndependencies: [new-core]\n")
+    warning = ("services/new-edge.yaml:3:16: warning: dependencies: service 'new-core' is declared by"
+               " services/new-core.yaml, which has errors; it exists once that file is fixed")
+    planned = run("plan", home=home, repo=example_dir)
+    assert planned.returncode == 1 and "+ service new-edge" in planned.stdout and warning in planned.stderr.splitlines()
+    result = run("sync", home=home, repo=example_dir)
+    assert result.returncode == 3 and "18 created" in result.stdout
+    assert result.stderr.splitlines()[0] == warning
+
+
 def test_sync_refused_mass_removal_exits_1_then_allowed(example_dir, tmp_path):
     home = tmp_path / "home"
     assert run("sync", home=home, repo=example_dir).returncode == 0

@@ -118,3 +118,46 @@ def test_source_from_settings_picks_directory_or_git(example_dir, git_catalog, t
     with pytest.raises(ConfigError, match="plain directory"):
         source_from_settings(Settings(home=home, repo=str(example_dir), branch="main"))
     assert Path(source_from_settings(Settings(home=home, repo=git_catalog.url)).root) == home / "checkout"
+
+
+
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))  # a runaway read fails at 2 GB
+
+
+def _make_fifo(path: Path) -> str:
+    import os
+
+    os.mkfifo(path)
+    return "is not a regular file"
+
+
+def _link_dev_zero(path: Path) -> str:
+    path.symlink_to("/dev/zero")
+    return "is a symlink pointing outside the repository; refusing to read it"
+
+
+def _make_sparse_4_gb(path: Path) -> str:
+    with open(path, "wb") as handle:
+        handle.truncate(4 * 1024**3)  # 4 GB to a reader, nothing on disk
+    return f"file is {4 * 1024**3:,} bytes; the limit is 262,144 bytes"
+
+
+@pytest.mark.parametrize("make", [_make_fifo, _link_dev_zero, _make_sparse_4_gb], ids=lambda make: make.__name__)
+def test_directory_sync_reads_only_regular_files_within_the_limit(example_dir, tmp_path, make):
+    import os
+    import shutil
+    import subprocess
+
+    message = make(example_dir / "services" / "p.yaml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+    env.update(CATALOG_HOME=str(tmp_path / "home"), CATALOG_REPO=str(example_dir))
+    result = subprocess.run(  # a subprocess with a timeout: a regression fails the test, not the suite
+        [shutil.which("catalog"), "sync"], capture_output=True, text=True, env=env, timeout=30,
+        preexec_fn=_limit_memory,
+    )
+    assert result.returncode == 3, result.stderr  # applied, with a file that has no good state
+    assert "17 created" in result.stdout
+    assert result.stderr.splitlines()[0] == f"services/p.yaml:1:1: {message}"

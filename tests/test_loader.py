@@ -54,6 +54,14 @@ BAD_FILES = {
         "services/payments-api.yaml:1:1: file expands to more than 20,000 YAML nodes (aliases included);"
         " refusing it as a possible alias bomb",
     ),
+    "a number as a key": (
+        b"name: A\npriority: 1\nmeta:\n  5: five\n",
+        "services/payments-api.yaml:4:3: key '5' is a number, not text; quote it (\"5\") if it is meant as text",
+    ),
+    "true as a key": (
+        b"name: A\npriority: 1\nmeta: {true: x}\n",
+        "services/payments-api.yaml:3:8: key 'true' is true/false, not text; quote it (\"true\") if it is meant as text",
+    ),
     "unsafe tag": (
         b"name: !!python/object/apply:os.system ['true']\npriority: 1\n",
         "services/payments-api.yaml:1:7: YAML error: could not determine a constructor for the tag"
@@ -72,8 +80,20 @@ def _one_service_root(tmp_path: Path, content: bytes) -> Path:
 def test_bad_file_gets_one_error_with_file_line_col(tmp_path, case):
     content, expected = BAD_FILES[case]
     loaded = read_file(_one_service_root(tmp_path, content), "services/payments-api.yaml")
-    assert loaded.model is None
+    assert loaded.record is None
     assert [str(error) for error in loaded.errors] == [expected]
+
+
+def test_a_non_text_key_added_to_a_good_file_is_an_error_until_fixed(tmp_path, store):
+    root = _one_service_root(tmp_path, GOOD)
+    sync_directory(store, root)
+    path = root / "services" / "payments-api.yaml"
+    path.write_bytes(GOOD + b"meta:\n  5: five\n")
+    assert [str(e) for e in sync_directory(store, root).errors] == [BAD_FILES["a number as a key"][1].replace(":4:", ":6:")]
+    assert store.catalog.file_errors()[0]["path"] == "services/payments-api.yaml"  # not taken as the last good state
+    path.write_bytes(GOOD + b"meta:\n  '5': five\n")
+    report = sync_directory(store, root)
+    assert report.errors == [] and store.reads.service("payments-api")["meta"] == {"5": "five"}
 
 
 def test_wrong_types_each_get_their_own_line(tmp_path):
@@ -115,7 +135,7 @@ def test_symlink_inside_the_repository_is_read(tmp_path):
 
 def test_a_good_file_gives_its_model_and_digest(tmp_path):
     loaded = read_file(_one_service_root(tmp_path, GOOD), "services/payments-api.yaml")
-    assert loaded.ok and loaded.model.identity == "payments-api" and len(loaded.digest) == 64
+    assert loaded.ok and loaded.slug == loaded.record["slug"] == "payments-api" and len(loaded.digest) == 64
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
@@ -126,7 +146,7 @@ def test_merge_keys_and_anchors_still_work(tmp_path):
     content = b"base: &base {slack_channel: '#x'}\n"
     root = _one_service_root(tmp_path, b"name: A\npriority: 1\nmeta:\n  <<: {slack_channel: '#x'}\n  oncall: y\n")
     loaded = read_file(root, "services/payments-api.yaml")
-    assert loaded.ok and loaded.model.meta == {"slack_channel": "#x", "oncall": "y"}
+    assert loaded.ok and json.loads(loaded.record["meta"]) == {"oncall": "y", "slack_channel": "#x"}
     assert content  # anchors are exercised by the alias bomb case
 
 
@@ -216,23 +236,18 @@ def test_bad_file_through_sync_loses_nothing(tmp_path, store, case):
 
 
 def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_dir):
-    from reconciler.reconcile import _service_record
-
     (example_dir / "services" / "broken.yaml").write_text("name: Broken\npriority: 12\nownr: me\n")
     (example_dir / "services" / "syntax.yaml").write_bytes(b"name: [\n")
     (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     paths = list_catalog_files(example_dir)
-    for summarize in (None, _service_record):
-        serial = read_files(example_dir, paths, summarize=summarize, parallel_from=10**9)
-        forked = _read_in_two_processes(example_dir, paths, summarize)
-        assert [f.path for f in forked] == paths
-        assert [(f.path, f.kind, f.digest, f.ok, f.summary) for f in forked] == \
-               [(f.path, f.kind, f.digest, f.ok, f.summary) for f in serial]
-        # a summarized service may come without its model; everything else has it
-        assert [f.model for f in forked if f.summary is None] == [f.model for f in serial if f.summary is None]
-        assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
-        assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
-    assert sum(f.summary is not None for f in forked) == 11  # the example's services, each summarized once
+    serial = read_files(example_dir, paths, parallel_from=10**9)
+    forked = _read_in_two_processes(example_dir, paths, None)
+    assert [f.path for f in forked] == paths
+    assert [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in forked] == \
+           [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in serial]
+    assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
+    assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
+    assert sum(f.record is not None for f in forked) == 17  # the example's services and checks
 
 
 def test_tag_resolution_shortcut_agrees_with_pyyaml_for_every_plain_scalar_shape():

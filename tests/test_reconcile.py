@@ -1,4 +1,4 @@
-"""Reconcile semantics (DESIGN.md section 3) on real directories, real git repositories and real SQLite."""
+"""Reconcile semantics (docs/catalog-yaml.md) on real directories, real git repositories and both backends."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import sync_directory, write_catalog
+from conftest import GitCatalog, sync_directory, write_catalog
 from reconciler.clock import FakeClock
 from reconciler.errors import SyncRefused
 from reconciler.gitsource import DirectorySource, GitSource
 from reconciler.reconcile import make_plan, sync
+from reconciler.store import open_database
 from store_support import raw_rows
 from store_support import answer
 from store_support import new_result
@@ -123,6 +124,29 @@ def test_removing_more_than_half_is_refused_then_allowed(synced_store, example_d
     assert report.outcome == "applied" and synced_store.catalog.counts()["services"] == 5
 
 
+def test_a_sync_that_would_remove_every_check_is_refused_unless_allowed(synced_store, example_dir):
+    """Once a `writeback.path: checks/` did this; that setting is now refused (test_catalog_config.py),
+    and the guard counts checks as it counts services, whatever empties the folder."""
+    shutil.rmtree(example_dir / "checks")
+    _set_priority(example_dir / "services" / "users-db.yaml", 4)
+    with pytest.raises(SyncRefused, match="refusing to remove 6 of 6 checks"):
+        sync_directory(synced_store, example_dir)
+    assert synced_store.catalog.counts()["checks"] == 6
+    assert synced_store.catalog.sync_runs(1)[0]["outcome"] == "refused"
+    report = sync_directory(synced_store, example_dir, allow_mass_removal=True)
+    assert report.outcome == "applied" and synced_store.catalog.counts()["checks"] == 0
+
+
+def test_removing_more_than_half_of_the_checks_is_refused(synced_store, example_dir):
+    for name in ("has-owner", "readme-present", "log4j-vulnerability", "oncall-configured"):
+        (example_dir / "checks" / f"{name}.yaml").unlink()
+    with pytest.raises(SyncRefused, match="refusing to remove 4 of 6 checks"):
+        sync_directory(synced_store, example_dir)
+    (example_dir / "checks" / "has-owner.yaml").write_text("name: Has an owner\nslug: has-owner\n")
+    report = sync_directory(synced_store, example_dir)  # three of six: not more than half
+    assert report.outcome == "applied" and synced_store.catalog.counts()["checks"] == 3
+
+
 def test_an_empty_repository_is_refused_not_applied(synced_store, example_dir):
     shutil.rmtree(example_dir / "services")
     shutil.rmtree(example_dir / "checks")
@@ -210,6 +234,193 @@ def test_writeback_path_is_ignored(store, git_catalog, tmp_path):
     git_catalog.commit("Results")
     report = sync(store, source)
     assert report.outcome == "applied" and report.plan.changes == [] and report.errors == []
+
+
+def _core_and_34_dependents(root, core: str) -> None:
+    """services/core.yaml as given, and 34 services and checks that depend on core, directly or not."""
+    (root / "services").mkdir(parents=True)
+    (root / "services" / "core.yaml").write_text(core)
+    services = [{"name": f"A{n}", "slug": f"a{n}", "priority": 1, "dependencies": ["core"]} for n in range(10)]
+    services += [{"name": f"B{n}", "slug": f"b{n}", "priority": 1, "dependencies": [f"a{n}"]} for n in range(10)]
+    checks = [{"name": f"C{n}", "slug": f"c{n}", "services": ["core"] if n % 2 else [f"b{n % 10}"]} for n in range(14)]
+    write_catalog(root, services, checks)
+
+
+def test_a_never_valid_file_that_parses_blocks_none_of_its_34_dependents(store, tmp_path):
+    from reconciler.validation import validate_directory
+
+    repo = GitCatalog(tmp_path / "git")
+    _core_and_34_dependents(repo.work, "name: Core\nslug: core\npriority: 42\n")
+    repo.commit("Core, broken from the start, and what depends on it")
+    source = GitSource(repo.url, tmp_path / "checkout")
+    report = sync(store, source)
+    assert [str(e) for e in report.errors] == ["services/core.yaml:3:11: priority: must be <= 10"]
+    assert report.plan.count("create") == 34 and store.catalog.counts()["services"] == 20
+    warned = sorted({w.location.path for w in report.plan.warnings})
+    assert warned == sorted([f"services/a{n}.yaml" for n in range(10)] + [f"checks/c{n}.yaml" for n in range(1, 14, 2)])
+    assert all("services/core.yaml, which has errors" in w.message for w in report.plan.warnings)
+    assert [str(e) for e in validate_directory(repo.work)[1]] == ["services/core.yaml:3:11: priority: must be <= 10"]
+    # after a git diff too: a new dependent applies, with its warning
+    write_catalog(repo.work, [{"name": "A new", "slug": "a-new", "priority": 1, "dependencies": ["core"]}])
+    repo.commit("Another dependent")
+    report = sync(store, source)
+    assert [c.slug for c in report.plan.changes] == ["a-new"]
+    assert [str(w) for w in report.plan.warnings] == [
+        "services/a-new.yaml:5:3: dependencies: service 'core' is declared by services/core.yaml, which has errors;"
+        " it exists once that file is fixed"
+    ]
+    # fixed: core exists, and nothing warns any more
+    (repo.work / "services" / "core.yaml").write_text("name: Core\nslug: core\npriority: 4\n")
+    repo.commit("Fix core")
+    report = sync(store, source)
+    assert [c.slug for c in report.plan.changes] == ["core"] and report.errors == report.plan.warnings == []
+
+
+def test_a_never_valid_file_that_does_not_parse_declares_no_slug(store, tmp_path):
+    from reconciler.validation import validate_directory
+
+    root = tmp_path / "catalog"
+    _core_and_34_dependents(root, "name: [Core\nslug: core\n")
+    report = sync_directory(store, root)
+    errors = [str(e) for e in report.errors]
+    assert errors[0] == ("checks/c1.yaml:4:3: services: unknown service 'core' (no file under services/ defines it;"
+                         " services/core.yaml has errors and declares no slug)")
+    assert len(errors) == 1 + 10 + 7  # core itself, and each file that names core
+    assert store.catalog.counts()["services"] == 10 and report.plan.count("create") == 17  # b* and the c* on b*
+    assert len(validate_directory(root)[1]) == 18
+
+
+def test_a_long_chain_on_a_broken_file_applies_in_one_pass(store, tmp_path):
+    root = tmp_path / "catalog"
+    (root / "services").mkdir(parents=True)
+    (root / "services" / "s0000.yaml").write_text("name: S0000\npriority: 0\n")
+    write_catalog(root, [{"name": f"S{n:04d}", "slug": f"s{n:04d}", "priority": 1, "dependencies": [f"s{n - 1:04d}"]}
+                         for n in range(1, 2100)])
+    report = sync_directory(store, root)
+    assert len(report.errors) == 1 and report.plan.count("create") == 2099
+    assert [w.location.path for w in report.plan.warnings] == ["services/s0001.yaml"]
+
+
+def _edit(path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+# each change to the example: after a git diff it gives the errors a full read of the same tree gives
+RULE_BREAKS = {
+    "a new file duplicating a slug": lambda work: (work / "services" / "zz-copy.yaml").write_text(
+        "name: Copy\nslug: users-api\npriority: 3\n"),
+    "a dependency that closes a cycle": lambda work: _edit(
+        work / "services" / "users-db.yaml", "priority:", "dependencies: [admin-console]\npriority:"),
+    "a deleted service others depend on": lambda work: (work / "services" / "users-api.yaml").unlink(),
+    "a slug changed under its dependents": lambda work: _edit(
+        work / "services" / "users-api.yaml", "name: Users API", "name: Users API\nslug: accounts-api"),
+    "a check listing an unknown service": lambda work: _edit(
+        work / "checks" / "oncall-configured.yaml", "catalog-api]", "catalog-api, ghost]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RULE_BREAKS))
+def test_rules_after_a_git_diff_find_what_a_full_read_finds(store, git_catalog, tmp_path, case):
+    from reconciler.store import Database
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    RULE_BREAKS[case](git_catalog.work)
+    git_catalog.commit(case)
+    incremental = sync(store, source)
+    full = sync(open_database(tmp_path / "full.db"), GitSource(git_catalog.url, tmp_path / "checkout-full"))
+    assert incremental.errors and [str(e) for e in incremental.errors] == [str(e) for e in full.errors]
+    marked = [(row["path"], row["error"]) for row in store.catalog.file_errors()]
+    assert marked == [(row["path"], row["error"]) for row in open_database(tmp_path / "full.db").catalog.file_errors()]
+
+
+def test_a_cycle_is_reported_in_each_file_and_nothing_of_it_applies(store, git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    RULE_BREAKS["a dependency that closes a cycle"](git_catalog.work)
+    git_catalog.commit()
+    report = sync(store, source)
+    cycle = ("dependency cycle: admin-console -> users-api -> users-db -> admin-console"
+             " (services/admin-console.yaml, services/users-api.yaml, services/users-db.yaml)")
+    assert [e.message for e in report.errors] == [cycle] * 3
+    assert report.plan.changes == [] and store.reads.service("users-db")["dependencies"] == []
+    assert store.reads.service("admin-console")["error"].endswith(cycle)
+
+
+def test_new_defaults_after_a_git_diff_update_the_checks_that_use_them(store, git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _edit(git_catalog.work / "catalog.yaml", "timeout: 6h", "timeout: 2h")
+    git_catalog.commit("Shorter default timeout")
+    report = sync(store, source)
+    updated = {c.slug for c in report.plan.changes if c.action == "update"}
+    assert "github-org-audit" in updated and "oncall-configured" not in updated  # that one sets its own
+    assert store.reads.check_with_latest("github-org-audit")["timeout_seconds"] == 7200 and report.errors == []
+
+
+def test_a_bad_catalog_yaml_keeps_the_old_defaults_and_blocks_nothing(store, git_catalog, tmp_path):
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _edit(git_catalog.work / "catalog.yaml", "timeout: 6h", "timeout: soon")
+    _set_priority(git_catalog.work / "services" / "users-db.yaml", 4)
+    git_catalog.commit("A typo in the defaults, and a real change")
+    report = sync(store, source)
+    assert [e.location.path for e in report.errors] == ["catalog.yaml"]
+    assert [c.slug for c in report.plan.changes] == ["users-db"]
+    assert store.reads.check_with_latest("github-org-audit")["timeout_seconds"] == 6 * 3600
+
+
+def _add_hidden_services(root) -> None:
+    (root / "services" / ".hidden").mkdir()
+    (root / "services" / ".hidden" / "h.yaml").write_text("name: Hidden\npriority: 1\n")
+    (root / "services" / ".dotfile.yaml").write_text("name: Dotfile\npriority: 1\n")
+    (root / "checks" / ".drafts").mkdir()
+    (root / "checks" / ".drafts" / "c.yaml").write_text("name: Draft\nservices: [nowhere]\n")
+
+
+def test_hidden_files_and_folders_are_ignored_by_git_sync_directory_sync_and_validate(store, git_catalog, tmp_path):
+    from reconciler.store import Database
+    from reconciler.validation import validate_directory
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    sync(store, source)
+    _add_hidden_services(git_catalog.work)
+    git_catalog.commit("Hidden files")
+    report = sync(store, source)  # after a git diff
+    assert report.outcome == "applied" and report.plan.changes == [] and report.errors == []
+    cold = open_database(tmp_path / "cold.db")
+    report = sync(cold, GitSource(git_catalog.url, tmp_path / "checkout-2"))  # a full read of the clone
+    assert report.plan.count("create") == 17 and report.errors == []
+    report = sync_directory(open_database(tmp_path / "directory.db"), git_catalog.work)
+    assert report.plan.count("create") == 17 and report.errors == []
+    assert validate_directory(git_catalog.work) == (18, [])
+
+
+def test_sync_leaves_the_garbage_collector_running_for_the_processes_other_threads(store, tmp_path):
+    """`catalog up` syncs in a process that serves requests: gc.disable there would stop them collecting."""
+    import gc
+    import sys
+    import threading
+
+    services = [{"name": f"Svc {n}", "slug": f"svc-{n:03d}", "priority": 1} for n in range(300)]
+    root = write_catalog(tmp_path / "catalog", services)
+    seen, done = set(), threading.Event()
+
+    def watch() -> None:  # another thread of the process, as the API's are
+        while not done.is_set():
+            seen.add(gc.isenabled())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # let the watcher look often while the sync runs
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert sync_directory(store, root).outcome == "applied"
+    finally:
+        done.set()
+        watcher.join()
+        sys.setswitchinterval(interval)
+    assert seen == {True}
 
 
 def _set_priority(path, priority: int) -> None:

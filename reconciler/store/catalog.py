@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 from ..clock import format_time
 from ..errors import Conflict
@@ -49,6 +49,36 @@ class CatalogRepository:
             index[row["slug"]] = row
         return index
 
+    def index_rows(self, *, paths: Iterable[str] | None = None, service_slugs: Iterable[str] = ()) -> dict[str, Any]:
+        """The part of the index a sync of a few files reads, instead of every row (`files`,
+        `service_index`): {"services": slug -> `service_index(decode=False)` row, for `service_slugs`}, and
+        when `paths` is given (a sync's first read) also {"files": path -> `files` row, for `paths`
+        and every file with an error, "active": {"service": n, "check": n} entities not removed}."""
+        d = self.db.dialect
+        with self.db.session() as session:
+            rows = session.all(
+                "SELECT id, slug, path, digest, dependencies, removed_at, error FROM services"
+                f" WHERE slug IN {d.text_table('?')}",
+                (d.ids(list(service_slugs)),),
+            )
+            found: dict[str, Any] = {"services": {row["slug"]: row for row in rows}}
+            if paths is None:
+                return found
+            files = session.all(
+                f"SELECT path, kind, slug, digest, error FROM catalog_files WHERE path IN {d.text_table('?')}"
+                " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE error IS NOT NULL",
+                (d.ids(list(paths)),),
+            )
+            found["active"] = session.one(
+                "SELECT (SELECT count(*) FROM services WHERE removed_at IS NULL) AS service,"
+                ' (SELECT count(*) FROM checks WHERE removed_at IS NULL) AS "check"'
+            )
+        for row in files:
+            if row["error"]:
+                row["error"] = json.loads(row["error"])
+        found["files"] = {row["path"]: row for row in files}
+        return found
+
     def apply(
         self,
         *,
@@ -75,7 +105,7 @@ class CatalogRepository:
                 f" VALUES ({placeholders(SERVICE_COLUMNS)}, :now, :now)"
                 f" ON CONFLICT (slug) DO UPDATE SET {updates(SERVICE_COLUMNS)},"
                 " updated_at = :now, removed_at = NULL",
-                [{**record, "now": stamp} for record in services],
+                ({**record, "now": stamp} for record in services),  # one copy at a time: 100,000s of rows
             )
             if checks:
                 session.many(
@@ -83,7 +113,7 @@ class CatalogRepository:
                     f" VALUES ({placeholders(CHECK_COLUMNS)}, :now, :now)"
                     f" ON CONFLICT (slug) DO UPDATE SET {updates(CHECK_COLUMNS)},"
                     " updated_at = :now, removed_at = NULL",
-                    [{**record, "now": stamp} for record in checks],
+                    ({**record, "now": stamp} for record in checks),
                 )
                 self._replace_targets(session, checks)
             session.many(
@@ -103,7 +133,7 @@ class CatalogRepository:
                 "INSERT INTO catalog_files (path, kind, slug, digest, error) VALUES (:path, :kind, :slug, :digest, :error)"
                 " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, slug = excluded.slug,"
                 " digest = excluded.digest, error = excluded.error",
-                [{**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files],
+                ({**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files),
             )
             session.many("DELETE FROM catalog_files WHERE path = ?", [(path,) for path in deleted_files])
             self.db.state.set(state)

@@ -1,0 +1,76 @@
+"""From a valid service or check model to the record the store writes (the `record` step of a sync)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+from .schema import CatalogConfig, Check, Service, parse_duration
+
+# the same text as json.dumps(value) and json.dumps(value, sort_keys=True), without building an
+# encoder per call (json.dumps does whenever it is given an option); records hold no cycles
+_to_json = json.JSONEncoder(check_circular=False).encode
+_to_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+
+def record_of(model: Service | Check, path: str, config: CatalogConfig) -> dict:
+    """The store record of a valid file (a check's takes the catalog's defaults)."""
+    record = service_record(model) if isinstance(model, Service) else check_record(model, config)
+    record["path"] = path
+    record["error"] = None
+    return record
+
+
+def service_record(model: Service) -> dict:
+    """A service's record, without its path and error."""
+    record = {
+        "slug": model.identity,
+        "name": model.name,
+        "priority": model.priority,
+        "type": _shared(model.type),
+        "description": model.description,
+        "owner": _shared(model.owner),
+        "repository": model.repository,
+        "active": int(model.active),
+        "tags": _shared(_to_json(model.tags)) if model.tags else "[]",
+        "dependencies": _to_json(model.dependencies) if model.dependencies else "[]",
+        "meta": _to_sorted_json(model.meta),
+    }
+    record["digest"] = _digest(record)
+    return record
+
+
+def check_record(model: Check, config: CatalogConfig) -> dict:
+    """A check's record, without its path and error."""
+    targets = model.services
+    selector = targets if not isinstance(targets, (str, list)) else None
+    record = {
+        "slug": model.identity,
+        "name": model.name,
+        "description": model.description,
+        "frequency": None if model.schedule else (model.frequency or config.defaults.frequency),
+        "schedule": model.schedule,
+        "timeout_seconds": int(parse_duration(model.timeout or config.defaults.timeout).total_seconds()),
+        "active": int(model.active),
+        "repository": model.repository,
+        "targets": json.dumps(targets.model_dump(exclude_none=True) if selector else targets),
+        "target_kind": "selector" if selector else "list" if isinstance(targets, list) else targets,
+        "target_type": selector.type if selector else None,
+        "target_owner": selector.owner if selector else None,
+        "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
+        "target_max_priority": selector.max_priority if selector else None,
+    }
+    record["digest"] = _digest(record)
+    return record
+
+
+def _shared(text: str | None) -> str | None:
+    """One object for a value many services repeat (a type, an owner, a set of tags): a first sync
+    holds 100,000 records at once."""
+    return None if text is None else sys.intern(text)
+
+
+def _digest(record: dict) -> str:
+    """What tells an update from an unchanged definition: a hash of the fields, not of the bytes."""
+    return hashlib.sha256(_to_sorted_json(record).encode()).hexdigest()[:32]
