@@ -27,7 +27,7 @@ from . import cron
 from .clock import Clock, format_time
 from .errors import Conflict, DispatchError, InvalidInput, NotFound
 from .payload import build_payload
-from .schema import FREQUENCY_PERIODS
+from .schema import FREQUENCY_PERIODS, format_duration
 from .settings import Settings
 from .store import Database
 
@@ -137,7 +137,7 @@ def expiry_limits(checks: list[dict], now: datetime) -> list[tuple[int, str, str
         (
             check["id"],
             format_time(now - timedelta(seconds=check["timeout_seconds"])),
-            f"no answer within {_duration(check['timeout_seconds'])} (the check's timeout)",
+            f"no answer within {format_duration(check['timeout_seconds'])} (the check's timeout)",
         )
         for check in checks
     ]
@@ -322,13 +322,6 @@ def holder_is_alive(holder: str) -> bool:
 
 def _retry_delay(attempts: int) -> float:
     return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)))
-
-
-def _duration(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # -- the loop ----------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ def parse_duration(value: str | int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def format_duration(seconds: int) -> str:
+    """The inverse of `parse_duration`, in its largest whole unit: 21600 -> `6h`, 90 -> `90s`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
