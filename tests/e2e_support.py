@@ -50,6 +50,13 @@ print("Response", res.status_code)
 '''
 
 
+# GitHub asks for one dispatch a second, and the dispatcher obeys, so every (check, service) pair
+# costs a second. The end-to-end remotes are the example catalog without its three busiest checks:
+# 6 pairs (readme-present on the 5 web services, github-org-audit once) instead of 28.
+DROPPED_CHECKS = ("has-owner", "log4j-vulnerability", "oncall-configured")
+INITIAL_PAIRS = 6
+
+
 def clean_environment() -> dict[str, str]:
     """This process's environment without any catalog setting a developer may have exported."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_") and k != "SERVICE_CATALOG_TOKEN"}

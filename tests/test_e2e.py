@@ -15,7 +15,9 @@ import requests
 import yaml
 
 from e2e_support import (
+    DROPPED_CHECKS,
     EXAMPLE,
+    INITIAL_PAIRS,
     ActionPlayer,
     CatalogRemote,
     UpProcess,
@@ -31,11 +33,6 @@ from reconciler.store import Database, open_database
 
 pytestmark = pytest.mark.e2e
 
-# GitHub asks for one dispatch a second, and the dispatcher obeys, so every (check, service) pair
-# costs a second. The remote is the example catalog without its three busiest checks: 6 pairs
-# (readme-present on the 5 web services, github-org-audit once) instead of 28.
-DROPPED_CHECKS = ("has-owner", "log4j-vulnerability", "oncall-configured")
-INITIAL_PAIRS = 6
 WEBHOOK_SECRET = "e2e-webhook-secret"
 GITHUB_TOKEN = "e2e-github-token"
 STARTED: list[UpProcess] = []  # every `catalog up` of the session, for the log tail of a failing test

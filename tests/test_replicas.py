@@ -12,7 +12,9 @@ import requests
 import yaml
 
 from e2e_support import (
+    DROPPED_CHECKS,
     EXAMPLE,
+    INITIAL_PAIRS,
     ActionPlayer,
     CatalogRemote,
     UpProcess,
@@ -25,9 +27,6 @@ from github_standin import GitHubStandIn
 
 pytestmark = pytest.mark.e2e
 
-# As in test_e2e.py: without the three busiest checks the example has 6 (check, service) pairs.
-DROPPED_CHECKS = ("has-owner", "log4j-vulnerability", "oncall-configured")
-INITIAL_PAIRS = 6
 WEBHOOK_SECRET = "replicas-webhook-secret"
 GITHUB_TOKEN = "replicas-github-token"
 NEW_SERVICE = {"name": "Checkout Web", "slug": "checkout-web", "priority": 2, "type": "web",
