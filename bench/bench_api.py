@@ -41,7 +41,7 @@ from reconciler.gitsource import DirectorySource  # noqa: E402
 from reconciler.reconcile import sync  # noqa: E402
 from reconciler.schedule import NEVER  # noqa: E402
 from reconciler.store import Database, open_database  # noqa: E402
-from reconciler.store.migrations_sqlite import MIGRATIONS as SQLITE_MIGRATIONS  # noqa: E402
+from reconciler.store.migrations import MIGRATIONS as SQLITE_MIGRATIONS  # noqa: E402
 from reconciler.tokens import create_token  # noqa: E402
 
 PATCH_LUA = """

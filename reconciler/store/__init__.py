@@ -3,7 +3,7 @@
 `open_database(url)` gives a `Database` (database.py) that owns the backend's connections and
 transactions and holds one repository per concept (catalog, reads, results, dispatch, writeback,
 tokens, pages, state). The backends (`sqlite.py`, `postgres.py`) hold everything dialect-specific:
-connections, migrations (`migrations_*.py`), and the few statements that differ. Callers ask for
+connections, migrations (`migrations.py`, `migrations_postgres.py`), and the few statements that differ. Callers ask for
 what they need by name and never see a connection.
 
 Times are stored as fixed-width UTC text (`clock.TIME_FORMAT`), so they compare correctly as text.

@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: numbered migrations, the same versions and tables as `migrations_sqlite.py`.
+"""The PostgreSQL schema: numbered migrations, the same versions and tables as `migrations.py` (SQLite's).
 
 PostgreSQL joined at version 3, so its first migration creates the whole schema of SQLite's
 versions 1-3 at once. Landed migrations never change; a new version goes into both files.

@@ -1,9 +1,9 @@
 """The SQLite backend: one file, a connection per thread, its migrations and its SQL dialect.
 
-Everything that is SQLite-only lives here or in `migrations_sqlite.py`: pragmas, how a transaction
-starts (BEGIN IMMEDIATE takes the one write lock, which is what serialises syncs and schedulers), how
-a list of ids is passed (JSON text read by `json_each`), and the few statements that have no portable
-form. The repositories hold the portable SQL and ask `db.dialect` for the rest.
+Everything that is SQLite-only lives here or in `migrations.py` (the SQLite schema): pragmas, how
+a transaction starts (BEGIN IMMEDIATE takes the one write lock, which is what serialises syncs and
+schedulers), how a list of ids is passed (JSON text read by `json_each`), and the few statements
+that have no portable form. The repositories hold the portable SQL and ask `db.dialect` for the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .migrations_sqlite import MIGRATIONS
+from .migrations import MIGRATIONS, _split_statements
 from ..outcomes import RESULTS
 from .rows import COMPLETED_SLUGS, OPEN_SQL
 
@@ -321,21 +321,6 @@ class FileLeaderLock:
 
 
 def _run_script(session: SqliteSession, script: str) -> None:
-    for statement in split_statements(script):
+    for statement in _split_statements(script):
         session.run(statement)
 
-
-def split_statements(script: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies whole."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        if line.strip().startswith("--"):
-            continue
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip():
-        statements.append(buffer.strip())
-    return statements

@@ -1,11 +1,8 @@
-"""The SQLite schema: numbered migrations, applied in order and recorded in schema_migrations.
-
-Landed migrations never change (tests/test_migrations.py upgrades a frozen store of the first
-build); a change to the schema is a new version here and the same version in
-`migrations_postgres.py`.
-"""
+"""The store's schema: versioned migrations, applied in order and recorded in schema_migrations."""
 
 from __future__ import annotations
+
+import sqlite3
 
 # Version 1 is the first schema as it landed on main. Stores exist in the wild now: never edit a
 # landed version, append a new one.
@@ -372,3 +369,18 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
