@@ -129,7 +129,8 @@ class Loops:
         self._follower_sync = threading.Lock()
         self.leader_lock = store.leader_lock()
         self.leading = False
-        self.threads: list[threading.Thread] = []
+        self.threads: list[threading.Thread] = []  # the leader-lock thread
+        self._loop_threads: list[threading.Thread] = []  # the loops', while leading
 
     def sync(self) -> None:
         self._sync_requested.clear()
@@ -215,7 +216,7 @@ class Loops:
     def _stop_loops(self, timeout: float = 60.0) -> None:
         for scheduler in self.schedulers.values():
             scheduler.stop()
-        for thread in getattr(self, "_loop_threads", []):
+        for thread in self._loop_threads:
             thread.join(timeout)
 
     def stop(self, timeout: float = 60.0) -> None:

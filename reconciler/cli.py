@@ -260,27 +260,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     store = open_database(settings.database_url, home=settings.home, migrate=False)
-    before = store.schema_version() if _has_schema(store) else 0
     applied = store.migrate()
+    now = store.schema_version()
     if applied:
-        print(f"{store.describe()}: migrated from version {before} to {store.schema_version()}"
-              f" (applied {', '.join(map(str, applied))})")
+        # every version this build knows and did not just apply was there before
+        before = max((v for v, _ in store.backend.migrations if v not in applied and v <= now), default=0)
+        print(f"{store.describe()}: migrated from version {before} to {now} (applied {', '.join(map(str, applied))})")
     else:
-        print(f"{store.describe()}: up to date at version {store.schema_version()}")
+        print(f"{store.describe()}: up to date at version {now}")
     store.close()
     return 0
-
-
-def _has_schema(store) -> bool:
-    try:
-        store.schema_version()
-        return True
-    except Exception as error:  # a new, empty database has no schema_migrations table yet
-        from .store import DATABASE_ERRORS
-
-        if isinstance(error, DATABASE_ERRORS):
-            return False
-        raise
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +12,7 @@ import git
 
 from .errors import ConfigError, SourceError
 from .loader import list_catalog_files, read_bytes
+from .logs import redact_credentials
 from .settings import Settings
 
 # Never let git wait for a password or a host-key answer on a terminal nobody watches.
@@ -59,7 +59,7 @@ class GitSource:
         self.url = url
         self.root = Path(checkout)
         self.branch = branch
-        self.description = f"{redact(url)} ({branch or 'default branch'})"
+        self.description = f"{redact_credentials(url)} ({branch or 'default branch'})"
         self._repo: git.Repo | None = None
         self._default: str | None = None  # the remote's default branch, asked once per process
         self._last_diff: tuple[str, str, frozenset[str]] | None = None  # (old, new, paths) of the last fetch
@@ -76,7 +76,7 @@ class GitSource:
                 branch = self.branch or self._default
                 sha = self._branch_head(repo, f"refs/remotes/origin/{branch}")
                 if sha is None:
-                    raise SourceError(f"branch {branch!r} does not exist in {redact(self.url)}")
+                    raise SourceError(f"branch {branch!r} does not exist in {redact_credentials(self.url)}")
                 # our own detached checkout at that commit already: the no-op sync stays cheap
                 if repo.head.is_detached:
                     current = repo.head.commit.hexsha
@@ -88,7 +88,7 @@ class GitSource:
                 repo.git.checkout("--force", "--detach", sha)
                 return sha
         except git.GitCommandError as error:
-            raise SourceError(f"cannot fetch {redact(self.url)}: {_git_reason(error)}") from None
+            raise SourceError(f"cannot fetch {redact_credentials(self.url)}: {_git_reason(error)}") from None
 
     def changed_paths(self, old: str, new: str) -> set[str] | None:
         if self._last_diff is not None and self._last_diff[:2] == (old, new):
@@ -169,7 +169,7 @@ class GitSource:
         try:
             self._repo = git.Repo.clone_from(self.url, self.root, no_checkout=True, env=GIT_ENV)
         except git.GitCommandError as error:
-            raise SourceError(f"cannot clone {redact(self.url)}: {_git_reason(error)}") from None
+            raise SourceError(f"cannot clone {redact_credentials(self.url)}: {_git_reason(error)}") from None
         return self._repo
 
     @staticmethod
@@ -236,11 +236,6 @@ def _git_reason(error: git.GitCommandError) -> str:
         if line.lower().startswith("fatal:") or "error" in line.lower():
             return line.removeprefix("fatal: ")
     return lines[-1] if lines else f"git exited with status {error.status}"
-
-
-def redact(url: str) -> str:
-    """A URL without the credentials people put in it (https://TOKEN@github.com/...)."""
-    return re.sub(r"(://)[^/@]+@", r"\1***@", url)
 
 
 def is_git_repository(path: Path) -> bool:

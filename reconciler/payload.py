@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from .errors import DispatchError
-from .gitsource import redact
+from .logs import redact_credentials
 
 MAX_EVENT_TYPE = 100
 MAX_PAYLOAD_KEYS = 10
@@ -52,7 +52,7 @@ def build_payload(
         "source": {
             "path": service["path"] if service else None,
             "check_path": check["path"],
-            "repository": redact(catalog_repository) if catalog_repository else None,  # never a token
+            "repository": redact_credentials(catalog_repository) if catalog_repository else None,  # never a token
             "revision": result.get("revision"),
         },
     }

@@ -17,7 +17,8 @@ import git
 from . import writeback_files as files
 from .clock import Clock, format_time
 from .errors import WritebackError
-from .gitsource import GIT_ENV, is_git_repository, redact
+from .gitsource import GIT_ENV, is_git_repository
+from .logs import redact_credentials
 from .schema import CatalogConfig
 from .settings import Settings
 from .store import Database
@@ -128,7 +129,7 @@ def writeback_pass(
     clock = clock or Clock()
     target = resolve_target(store, settings)
     author = (settings.bot_name, settings.bot_email)
-    report = WritebackReport(redact(target.url), target.branch, target.path, target.local_fallback)
+    report = WritebackReport(redact_credentials(target.url), target.branch, target.path, target.local_fallback)
     settings.home.mkdir(parents=True, exist_ok=True)
     with _exclusive(settings.home / "writeback.lock"):
         if target.local_fallback and not is_git_repository(Path(target.url)):
@@ -204,7 +205,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         moved = clone.remote_head(target.branch) != head
         if not moved or attempt >= PUSH_ATTEMPTS:
             raise WritebackError(
-                f"push to branch {target.branch} of {redact(target.url)} failed: {outcome};"
+                f"push to branch {target.branch} of {redact_credentials(target.url)} failed: {outcome};"
                 f" {len(batch)} results stay queued for the next pass"
             )
         report.push_retries += 1
@@ -385,7 +386,7 @@ class Clone:
         )
         if status != 0:
             raise WritebackError(
-                f"cannot reach {redact(self.url)}: {_reason(err)}; finished results stay queued for the next pass"
+                f"cannot reach {redact_credentials(self.url)}: {_reason(err)}; finished results stay queued for the next pass"
             )
         if not out.strip():
             return None
@@ -396,7 +397,7 @@ class Clone:
                 with_extended_output=True, with_exceptions=False,
             )
             if status != 0:
-                raise WritebackError(f"cannot fetch from {redact(self.url)}: {_reason(err)}; results stay queued")
+                raise WritebackError(f"cannot fetch from {redact_credentials(self.url)}: {_reason(err)}; results stay queued")
             head = self._run("rev-parse", f"refs/remotes/origin/{branch}").strip()
         return head
 
@@ -466,7 +467,7 @@ class Clone:
         for line in out.split("\n"):
             if line.startswith("!"):
                 return line.split("\t")[-1]
-        raise WritebackError(f"cannot push to {redact(self.url)}: {_reason(err)}; results stay queued for the next pass")
+        raise WritebackError(f"cannot push to {redact_credentials(self.url)}: {_reason(err)}; results stay queued for the next pass")
 
 
 def _reason(stderr: str) -> str:
@@ -474,5 +475,5 @@ def _reason(stderr: str) -> str:
     lines = [line.strip() for line in (stderr or "").split("\n") if line.strip()]
     for line in lines:
         if line.lower().startswith(("fatal:", "error:")):
-            return redact(line.split(":", 1)[1].strip())
-    return redact(lines[-1]) if lines else "unknown git error"
+            return redact_credentials(line.split(":", 1)[1].strip())
+    return redact_credentials(lines[-1]) if lines else "unknown git error"

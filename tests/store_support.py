@@ -6,7 +6,6 @@ import sqlite3
 from datetime import datetime
 
 import psycopg
-import psycopg.rows
 
 from reconciler.clock import Clock, format_time
 from reconciler.schedule import NEVER
@@ -43,32 +42,32 @@ INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 def raw_sql(store: Database, sql: str, params: tuple = ()) -> list[tuple]:
     """Run SQL on a connection of its own, as any other program with access to the database could."""
+    names, rows = _run_outside(store, sql, params)
+    return rows
+
+
+def raw_rows(store: Database, sql: str, params: tuple = ()) -> list[dict]:
+    """Rows as dicts from a connection of its own: for tests that inspect tables the product never lists."""
+    names, rows = _run_outside(store, sql, params)
+    return [dict(zip(names, row)) for row in rows]
+
+
+def _run_outside(store: Database, sql: str, params: tuple) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of SQL (`?` parameters) run on a new connection, not the store's."""
     backend = store.backend
     if backend.dialect.name == "sqlite":
         conn = sqlite3.connect(backend.path, isolation_level=None)
         try:
             conn.execute("PRAGMA foreign_keys=ON")
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            return [column[0] for column in cursor.description or ()], cursor.fetchall()
         finally:
             conn.close()
     with psycopg.connect(backend.url, autocommit=True) as conn:
         cursor = conn.execute(sql.replace("?", "%s"), params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def raw_rows(store: Database, sql: str, params: tuple = ()) -> list[dict]:
-    """Rows as dicts from a connection of its own: for tests that inspect tables the product never lists."""
-    backend = store.backend
-    if backend.dialect.name == "sqlite":
-        conn = sqlite3.connect(backend.path, isolation_level=None)
-        try:
-            cursor = conn.execute(sql, params)
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-        finally:
-            conn.close()
-    with psycopg.connect(backend.url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        return conn.execute(sql.replace("?", "%s"), params).fetchall()
+        if not cursor.description:
+            return [], []
+        return [column.name for column in cursor.description], cursor.fetchall()
 
 
 def finished_result(store: Database, check: str = "has-owner", service: str | None = "payments-api",

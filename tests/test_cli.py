@@ -216,3 +216,22 @@ def test_a_password_in_catalog_repo_is_never_printed_by_any_command(tmp_path):
         assert "SECRET-PASSWORD" not in output and "bot:" not in output, (command, output)
     assert "write-back   http://***@127.0.0.1" in outputs["up"]
     assert "cannot clone http://***@127.0.0.1" in outputs["sync"] and "cannot clone http://***@" in outputs["status"]
+
+
+def test_migrate_applies_what_is_pending_then_says_the_store_is_up_to_date(tmp_path, database_url):
+    home = tmp_path / "home"
+    first = run("migrate", "--database-url", database_url, home=home)
+    assert first.returncode == 0, first.stderr
+    assert "migrated from version 0 to " in first.stdout and "applied" in first.stdout
+    again = run("migrate", "--database-url", database_url, home=home)
+    assert again.returncode == 0 and "up to date at version " in again.stdout
+    assert "PostgreSQL: " in again.stdout or "SQLite: " in again.stdout
+
+
+def test_a_database_url_with_a_password_that_cannot_be_reached_is_one_line_without_it(tmp_path):
+    from postgres_server import free_port
+
+    result = run("status", "--database-url", f"postgresql://catalog:s3cret@127.0.0.1:{free_port()}/catalog",
+                 home=tmp_path / "home")
+    assert_one_line_error(result)
+    assert "cannot connect" in result.stderr and "s3cret" not in result.stdout + result.stderr

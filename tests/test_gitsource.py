@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ConfigError, SourceError
-from reconciler.gitsource import DirectorySource, GitSource, redact, source_from_settings
+from reconciler.gitsource import DirectorySource, GitSource, source_from_settings
+from reconciler.logs import redact_credentials
 from reconciler.settings import Settings
 
 
@@ -74,7 +75,7 @@ def test_credentials_never_appear_in_messages(tmp_path):
     with pytest.raises(SourceError) as caught:
         GitSource(url, tmp_path / "checkout").fetch()
     assert "s3cr3t" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
-    assert redact("https://ghp_abc@github.com/acme/c.git") == "https://***@github.com/acme/c.git"
+    assert redact_credentials("https://ghp_abc@github.com/acme/c.git") == "https://***@github.com/acme/c.git"
     assert "s3cr3t" not in GitSource(url, tmp_path / "c").description
 
 

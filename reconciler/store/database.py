@@ -19,20 +19,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError
+from .catalog import CatalogRepository
+from .dispatch import DispatchRepository
+from .pages import PageRepository
+from .postgres import PostgresBackend
+from .reads import ReadRepository
+from .results import ResultRepository
+from .sqlite import SqliteBackend
+from .tokens import TokenRepository
+from .writeback import WritebackRepository
 
 
 class Database:
     """A backend and its repositories. Repositories run all SQL; callers never see a connection."""
 
     def __init__(self, backend):
-        from .catalog import CatalogRepository
-        from .dispatch import DispatchRepository
-        from .pages import PageRepository
-        from .reads import ReadRepository
-        from .results import ResultRepository
-        from .tokens import TokenRepository
-        from .writeback import WritebackRepository
-
         self.backend = backend
         self.dialect = backend.dialect
         self.state = StateRepository(self)
@@ -115,28 +116,21 @@ def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog
     if url is None or url == "":
         url = Path(home) / "catalog.db"
     if isinstance(url, Path):
-        backend = _sqlite(url)
+        backend = SqliteBackend(url)
     elif url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresBackend
-
         backend = PostgresBackend(url)
     elif url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
         if not path:
             raise ConfigError("a SQLite database URL needs a path: sqlite:///ABSOLUTE/PATH.db")
-        backend = _sqlite(path)
+        backend = SqliteBackend(path)
     elif "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(f"unknown database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://HOST/DB")
     else:
-        backend = _sqlite(url)
+        backend = SqliteBackend(url)
     db = Database(backend)
     if migrate:
         db.migrate()
     return db
 
-
-def _sqlite(path: str | Path):
-    from .sqlite import SqliteBackend
-
-    return SqliteBackend(path)

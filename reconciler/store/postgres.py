@@ -21,14 +21,14 @@ import zlib
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError
+from ..logs import redact_credentials
 from ..outcomes import RESULTS
 from .migrations_postgres import MIGRATIONS
 from .rows import COMPLETED_SLUGS, OPEN_SQL
@@ -219,18 +219,6 @@ class PostgresDialect:
     )
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for anything printed or logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 class PostgresBackend:
     """A PostgreSQL database shared by any number of processes."""
 
@@ -250,15 +238,15 @@ class PostgresBackend:
                 name="catalog",
             )
             self.pool.open(wait=True, timeout=15)
-        except (psycopg.Error, psycopg_pool_errors()) as error:
-            raise ConfigError(f"cannot connect to the database {redact(url)}: {_first_line(error)}") from None
+        except (psycopg.Error, PoolTimeout) as error:
+            raise ConfigError(f"cannot connect to the database {redact_credentials(url)}: {_first_line(error)}") from None
 
     @property
     def key(self) -> str:
-        return redact(self.url)
+        return redact_credentials(self.url)
 
     def describe(self) -> str:
-        return f"PostgreSQL: {redact(self.url)}"
+        return f"PostgreSQL: {redact_credentials(self.url)}"
 
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
@@ -336,6 +324,7 @@ class PostgresLeaderLock:
     def __init__(self, url: str):
         self.url = url
         self.conn: psycopg.Connection | None = None
+        self.held = False
 
     def acquire(self) -> bool:
         """True if this process holds the lock now (taking it if free); never waits."""
@@ -344,7 +333,7 @@ class PostgresLeaderLock:
                 self.conn = psycopg.connect(self.url, autocommit=True, keepalives=1, keepalives_idle=5,
                                             keepalives_interval=2, keepalives_count=3)
                 self.held = False
-            if getattr(self, "held", False):
+            if self.held:
                 self.conn.execute("SELECT 1")  # still connected, so still held
                 return True
             row = self.conn.execute(f"SELECT pg_try_advisory_lock({_APP_KEY}, {_LOCKS['leader']})").fetchone()
@@ -365,12 +354,6 @@ class PostgresLeaderLock:
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInt)
-
-
-def psycopg_pool_errors() -> type[Exception]:
-    from psycopg_pool import PoolTimeout
-
-    return PoolTimeout
 
 
 def _first_line(error: BaseException) -> str:

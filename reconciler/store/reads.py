@@ -17,9 +17,7 @@ class ReadRepository:
         include_removed: bool = False, order: str = "slug",
     ) -> list[dict]:
         """Services (JSON fields decoded) matching the filters exactly; by slug, or by priority then slug."""
-        where, params = service_filter(self.db.dialect, owner, type, tag)
-        if include_removed:
-            where = where.replace("services.removed_at IS NULL", "TRUE", 1)
+        where, params = service_filter(self.db.dialect, owner, type, tag, include_removed)
         order_by = "priority, slug" if order == "priority" else "slug"
         with self.db.session() as session:
             rows = session.all(f"SELECT * FROM services WHERE {where} ORDER BY {order_by}", params)

@@ -86,9 +86,10 @@ def result_filters(
     return "".join(sql for _, sql in given), [value for value, _ in given]
 
 
-def service_filter(dialect, owner: str | None, type: str | None, tag: str | None) -> tuple[str, list]:
-    """The WHERE clause (and its parameters) for live services matching the dashboard's filters."""
-    where, params = "services.removed_at IS NULL", []
+def service_filter(dialect, owner: str | None, type: str | None, tag: str | None,
+                   include_removed: bool = False) -> tuple[str, list]:
+    """The WHERE clause (and its parameters) for services (live ones unless told) matching the filters."""
+    where, params = "TRUE" if include_removed else "services.removed_at IS NULL", []
     if owner:
         where, params = where + " AND services.owner = ?", params + [owner]
     if type:
