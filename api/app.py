@@ -112,7 +112,7 @@ def default_check_runner(store: Database, settings: Settings, clock: Clock) -> C
         from reconciler.dispatch import dispatcher_from_settings
         from reconciler.schedule import run_check
 
-        dispatcher = dispatcher_from_settings(settings)
+        dispatcher = dispatcher_from_settings(settings, clock=clock, store=store)
         return run_check(store, dispatcher, check_slug, service_slug, settings=settings, clock=clock)
 
     return run

@@ -121,7 +121,7 @@ class Loops:
         self.store, self.settings, self.clock = store, settings, clock
         self.source = source_from_settings(settings)
         self._stopping = threading.Event()
-        self.dispatcher = _StopAware(dispatcher_from_settings(settings, clock=clock), self._stopping)
+        self.dispatcher = _StopAware(dispatcher_from_settings(settings, clock=clock, store=store), self._stopping)
         self.intervals = intervals
         self.schedulers: dict[str, Scheduler] = {}
         self._sync_requested = threading.Event()
@@ -241,6 +241,9 @@ class _StopAware:
         if self.stopping.is_set():
             raise DispatchError("shutting down: left pending for the next start", transient=True, retry_after=0)
         self.inner.send(payload)
+
+    def capacity(self) -> int | None:
+        return self.inner.capacity()
 
 
 def _when(event: threading.Event, job):

@@ -337,7 +337,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         print(f"{len(pairs)} due, {len(expiring)} would time out (at {format_time(now)}); nothing sent", file=sys.stderr)
         return 0
     _log_to_stderr()
-    report = run_pass(store, dispatcher_from_settings(settings, clock=clock), settings=settings, clock=clock)
+    report = run_pass(store, dispatcher_from_settings(settings, clock=clock, store=store), settings=settings, clock=clock)
     _print_outcomes(store, report)
     print(f"dispatch: {report}", file=sys.stderr)
     return EXIT_ERROR if report.failed else 0
@@ -354,7 +354,7 @@ def cmd_run_check(args: argparse.Namespace) -> int:
     clock = Clock()
     _log_to_stderr()
     rows = run_check(
-        store, dispatcher_from_settings(settings, clock=clock), args.slug, args.service,
+        store, dispatcher_from_settings(settings, clock=clock, store=store), args.slug, args.service,
         settings=settings, clock=clock,
     )
     for row in rows:

@@ -19,8 +19,10 @@ from typing import IO, Protocol
 
 import requests
 
+from .budget import Budget
 from .clock import Clock
 from .errors import ConfigError, DispatchError
+from .github_auth import AppCredentials, TokenCredentials, load_private_key
 from .payload import Payload, check_limits, owner_and_repo
 from .settings import Settings
 
@@ -47,18 +49,20 @@ class GitHubDispatcher:
     def __init__(
         self,
         api_url: str,
-        token: str,
+        token: str | TokenCredentials | AppCredentials,
         *,
         session: requests.Session | None = None,
         clock: Clock | None = None,
+        budget: Budget | None = None,
         pacing_seconds: float = DEFAULT_PACING_SECONDS,
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         request_timeout: float = 30.0,
     ):
         self.api_url = api_url.rstrip("/")
-        self._token = token
+        self.credentials = TokenCredentials(token) if isinstance(token, str) else token
         self.session = session or requests.Session()
         self.clock = clock or Clock()
+        self.budget = budget
         self.pacing_seconds = pacing_seconds
         self.max_wait_seconds = max_wait_seconds
         self.request_timeout = request_timeout
@@ -74,36 +78,53 @@ class GitHubDispatcher:
                 transient=False,
             )
         owner, repo = owner_and_repo(payload.repository)
-        self._wait_for_turn()
         url = f"{self.api_url}/repos/{owner}/{repo}/dispatches"
-        try:
-            response = self.session.post(url, json=payload.body, headers=self._headers(), timeout=self.request_timeout)
-        except requests.RequestException as error:
-            self._back_off(None)
-            raise DispatchError(f"GitHub did not answer ({type(error).__name__}: {error})", transient=True) from None
-        finally:
-            self._pace()
-        self._note_rate_limit(response)
-        if response.status_code in (200, 201, 202, 204):
-            self._failures = 0
-            return
-        raise self._failure(response, f"{owner}/{repo}")
+        for attempt in (1, 2):
+            token = self.credentials.token(owner, repo)
+            self._wait_for_turn()
+            try:
+                response = self.session.post(url, json=payload.body, headers=self._headers(token), timeout=self.request_timeout)
+            except requests.RequestException as error:
+                self._back_off(None)
+                raise DispatchError(f"GitHub did not answer ({type(error).__name__}: {error})", transient=True) from None
+            finally:
+                self._pace()
+            self._note_rate_limit(response)
+            if response.status_code in (200, 201, 202, 204):
+                self._failures = 0
+                return
+            if response.status_code == 401 and attempt == 1 and self.credentials.renewable:
+                self.credentials.forget(owner)  # an installation token revoked or expired early: one more try
+                continue
+            raise self._failure(response, f"{owner}/{repo}")
 
-    def _headers(self) -> dict:
+    def capacity(self) -> int | None:
+        """Dispatches that may be made now without waiting (None: no budget, only pacing)."""
+        return self.budget.capacity() if self.budget is not None else None
+
+    def _headers(self, token: str) -> dict:
         return {
-            "Authorization": f"Bearer {self._token}",
+            "Authorization": f"Bearer {token}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": USER_AGENT,
         }
 
     def _wait_for_turn(self) -> None:
-        if self._not_before is None:
-            return
-        wait = (self._not_before - self.clock.now()).total_seconds()
-        if wait > self.max_wait_seconds:
-            raise DispatchError(f"GitHub asked us to wait {wait:.0f} s more", transient=True, retry_after=wait)
-        if wait > 0:
+        """Pacing and GitHub's own hints first, then one request from the budget (shared in the store)."""
+        if self._not_before is not None:
+            wait = (self._not_before - self.clock.now()).total_seconds()
+            if wait > self.max_wait_seconds:
+                raise DispatchError(f"GitHub asked us to wait {wait:.0f} s more", transient=True, retry_after=wait)
+            if wait > 0:
+                self.clock.sleep(wait)
+        while self.budget is not None:
+            wait = self.budget.take()
+            if wait <= 0:
+                return
+            if wait > self.max_wait_seconds:
+                raise DispatchError(f"dispatch budget {self.budget} spent: next request in {wait:.0f} s",
+                                    transient=True, retry_after=wait)
             self.clock.sleep(wait)
 
     def _pace(self) -> None:
@@ -119,6 +140,8 @@ class GitHubDispatcher:
         self._failures += 1
         delay = hint if hint is not None else min(900.0, 2.0 ** (self._failures - 1))
         self._not_before = max(self._not_before or self.clock.now(), self._after(delay))
+        if hint is not None and self.budget is not None:
+            self.budget.pause(delay)  # GitHub's word holds for every process on the store
         return delay
 
     def _note_rate_limit(self, response: requests.Response) -> None:
@@ -127,6 +150,8 @@ class GitHubDispatcher:
             reset = _reset_seconds(response, self.clock)
             if reset is not None:
                 self._not_before = max(self._not_before or self.clock.now(), self._after(reset))
+                if self.budget is not None:
+                    self.budget.pause(reset)
 
     def _failure(self, response: requests.Response, repository: str) -> DispatchError:
         message = _github_message(response)
@@ -150,14 +175,18 @@ class GitHubDispatcher:
             return DispatchError(f"GitHub answered {status}: {message}", transient=True, retry_after=delay if retry_after else None)
         self._failures = 0
         hint = {
-            401: " (check CATALOG_GITHUB_TOKEN)",
+            401: " (check the GitHub App's installation and permissions)" if self.credentials.renewable
+            else " (check CATALOG_GITHUB_TOKEN)",
             404: f" (does {repository} exist, and may the token reach it?)",
         }.get(status, "")
         return DispatchError(f"GitHub answered {status}: {message}{hint}", transient=False)
 
 
 class LocalDispatcher:
-    """Runs DIR/<check-slug> with the environment a GitHub Action gives it: PAYLOAD and SERVICE_CATALOG_TOKEN."""
+    """Runs DIR/<check-slug> with the environment a GitHub Action gives it: PAYLOAD and SERVICE_CATALOG_TOKEN.
+
+    A batch runs the script once, like one Action run: it answers its results with
+    `catalog answer --results FILE` (or reads them from the payload itself)."""
 
     def __init__(self, directory: str | Path, token: str = "", *, time_limit: float = DEFAULT_LOCAL_TIME_LIMIT):
         self.directory = Path(directory).resolve()
@@ -177,7 +206,7 @@ class LocalDispatcher:
             "PAYLOAD": payload.client_payload["data"],
             "SERVICE_CATALOG_TOKEN": self._token,
         }
-        label = f"{payload.event_type} on {payload.client_payload.get('service') or '(no service)'} (result {payload.result_id})"
+        label = payload.label
         try:
             process = subprocess.Popen(
                 [str(script)], cwd=self.directory, env=environment,
@@ -215,8 +244,9 @@ class LogDispatcher:
         print(json.dumps(line, sort_keys=True), file=self.stream or sys.stdout, flush=True)
 
 
-def dispatcher_from_settings(settings: Settings, *, clock: Clock | None = None) -> Dispatcher:
-    """`github` (needs CATALOG_GITHUB_TOKEN), `local:DIR` or `log`; ConfigError for anything else."""
+def dispatcher_from_settings(settings: Settings, *, clock: Clock | None = None, store=None) -> Dispatcher:
+    """`github` (needs CATALOG_GITHUB_TOKEN or a GitHub App), `local:DIR` or `log`; ConfigError for
+    anything else. With `store`, GitHub dispatches keep to CATALOG_GITHUB_BUDGET, counted there."""
     kind = settings.dispatcher
     if kind == "log":
         return LogDispatcher()
@@ -226,12 +256,21 @@ def dispatcher_from_settings(settings: Settings, *, clock: Clock | None = None) 
             raise ConfigError("the local dispatcher needs a directory: local:DIR")
         return LocalDispatcher(directory, local_token(settings))
     if kind == "github":
+        budget = Budget.from_text(store, settings.github_budget, clock) if store is not None else None
+        session = requests.Session()
+        if settings.github_app_id or settings.github_app_private_key:
+            if not (settings.github_app_id and settings.github_app_private_key):
+                raise ConfigError("a GitHub App needs both CATALOG_GITHUB_APP_ID and CATALOG_GITHUB_APP_PRIVATE_KEY")
+            credentials = AppCredentials(settings.github_api_url, settings.github_app_id,
+                                         load_private_key(settings.github_app_private_key), session=session, clock=clock)
+            return GitHubDispatcher(settings.github_api_url, credentials, session=session, clock=clock, budget=budget)
         if not settings.github_token:
             raise ConfigError(
-                "CATALOG_GITHUB_TOKEN is not set: the github dispatcher needs a token"
-                " (or use --dispatcher log, or local:DIR to run checks on this machine)"
+                "CATALOG_GITHUB_TOKEN is not set: the github dispatcher needs a token or a GitHub App"
+                " (CATALOG_GITHUB_APP_ID, CATALOG_GITHUB_APP_PRIVATE_KEY), or use --dispatcher log, or"
+                " local:DIR to run checks on this machine"
             )
-        return GitHubDispatcher(settings.github_api_url, settings.github_token, clock=clock)
+        return GitHubDispatcher(settings.github_api_url, settings.github_token, session=session, clock=clock, budget=budget)
     raise ConfigError(f"unknown dispatcher {kind!r}: use github, log or local:DIR")
 
 

@@ -61,7 +61,11 @@ def check_record(model: Check, config: CatalogConfig) -> dict:
         "target_tags": json.dumps(selector.tags) if selector and selector.tags else None,
         "target_max_priority": selector.max_priority if selector else None,
     }
+    # batch 1 (the default) stays out of the digest: checks stored before `batch:` existed are unchanged
     record["digest"] = _digest(record)
+    record["batch_size"] = model.batch or config.defaults.batch
+    if record["batch_size"] != 1:
+        record["digest"] = _digest(record)
     return record
 
 

@@ -1,4 +1,5 @@
-"""The dispatch payload: the origin project's `repository_dispatch` contract (docs/writing-checks.md)."""
+"""The dispatch payload: the origin project's `repository_dispatch` contract, and the batch payload
+of DESIGN.md section 9 (docs/writing-checks.md)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,18 @@ _OWNER_REPO = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.gi
 class Payload:
     """One dispatch: what to send, and where (`repository` = the Action's "owner/repo", or None)."""
 
-    result_id: int
+    result_id: int | None  # None for a batch
     event_type: str
     repository: str | None
     client_payload: dict
     data: dict
+    batch_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.batch_id is not None:
+            return f"{self.event_type} batch {self.batch_id} ({self.data['batch']['size']} results)"
+        return f"{self.event_type} on {self.client_payload.get('service') or '(no service)'} (result {self.result_id})"
 
     @property
     def body(self) -> dict:
@@ -42,8 +50,7 @@ def build_payload(
     catalog_config: dict | None,
 ) -> Payload:
     """The payload of one result row, from its check and service rows (as the store returns them)."""
-    defaults = (catalog_config or {}).get("defaults") or {}
-    repository = check.get("repository") or defaults.get("repository")
+    repository = action_repository(check, catalog_config)
     data = {
         "server": {"url": server_url, "endpoint": f"/api/results/{result['id']}/"},
         "check": check_object(check, repository),
@@ -51,9 +58,7 @@ def build_payload(
         "service": service_object(service) if service else None,
         "source": {
             "path": service["path"] if service else None,
-            "check_path": check["path"],
-            "repository": redact_credentials(catalog_repository) if catalog_repository else None,  # never a token
-            "revision": result.get("revision"),
+            **_source(check, catalog_repository, result),
         },
     }
     encoded = base64.b64encode(json.dumps(data, separators=(",", ":")).encode("utf-8")).decode("ascii")
@@ -65,6 +70,76 @@ def build_payload(
         "server": server_url,
     }
     return Payload(result["id"], check["slug"], repository, client_payload, data)
+
+
+def build_batch_payload(
+    batch_id: int,
+    results: list[dict],
+    check: dict,
+    services: dict[int, dict],
+    *,
+    server_url: str,
+    catalog_repository: str | None,
+    catalog_config: dict | None,
+) -> Payload:
+    """One dispatch for many results of one check (`batch: N`): the list of results goes inline in
+    `data` while the payload stays under GitHub's 64 KB, else the Action reads it from
+    GET /api/batches/{id} (`catalog answer` does)."""
+    repository = action_repository(check, catalog_config)
+    client_payload = {
+        "data": "",
+        "check": check["slug"],
+        "service": None,
+        "repository": None,
+        "server": server_url,
+        "batch": {"id": batch_id, "size": len(results)},
+    }
+    data = {
+        "server": {"url": server_url, "endpoint": "/api/results"},
+        "check": check_object(check, repository),
+        "batch": {"id": batch_id, "size": len(results)},
+        "source": _source(check, catalog_repository, results[0] if results else {}),
+    }
+    # What is left of 64 KB for the list, in bytes of JSON before base64 (which adds a third).
+    room = (MAX_PAYLOAD_BYTES - len(json.dumps(client_payload, separators=(",", ":"))) - 8) * 3 // 4
+    room -= len(json.dumps(data, separators=(",", ":"))) + len(',"results":[]')
+    inline = []
+    for item in batch_items(results, check, services):
+        room -= len(json.dumps(item, separators=(",", ":"))) + 1
+        if room < 0:
+            inline = None  # too long: GET /api/batches/{id} has it
+            break
+        inline.append(item)
+    if inline is not None:
+        data["batch"]["results"] = inline
+    head = json.dumps(data, separators=(",", ":"))
+    client_payload["data"] = base64.b64encode(head.encode("utf-8")).decode("ascii")
+    return Payload(None, check["slug"], repository, client_payload, data, batch_id=batch_id)
+
+
+def batch_items(results: list[dict], check: dict, services: dict[int, dict]):
+    """Each result of a batch as the Action sees it: {result, service, endpoint} (the PATCH path)."""
+    for row in results:
+        service = services.get(row["service_id"]) if row["service_id"] is not None else None
+        yield {
+            "result": result_object(row, check, service),
+            "service": service_object(service) if service else None,
+            "endpoint": f"/api/results/{row['id']}/",
+        }
+
+
+def action_repository(check: dict, catalog_config: dict | None) -> str | None:
+    """Where the check's Action lives: its `repository`, else catalog.yaml's default."""
+    defaults = (catalog_config or {}).get("defaults") or {}
+    return check.get("repository") or defaults.get("repository")
+
+
+def _source(check: dict, catalog_repository: str | None, result: dict) -> dict:
+    return {
+        "check_path": check["path"],
+        "repository": redact_credentials(catalog_repository) if catalog_repository else None,  # never a token
+        "revision": result.get("revision"),
+    }
 
 
 def check_limits(payload: Payload) -> None:

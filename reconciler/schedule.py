@@ -26,7 +26,7 @@ import schedule as schedule_library
 from . import cron
 from .clock import Clock, format_time
 from .errors import Conflict, DispatchError, InvalidInput, NotFound
-from .payload import build_payload
+from .payload import build_batch_payload, build_payload
 from .schema import FREQUENCY_PERIODS, format_duration
 from .settings import Settings
 from .store import Database
@@ -39,7 +39,7 @@ RETRY_MAX_SECONDS = 3600
 STOP_AFTER_TRANSIENT = 3  # consecutive transient failures end a pass: the service is down, wait
 # Created per pass at most: with one POST a second a pass takes ~8 minutes; the rest stay due
 # and are created by the next passes, instead of waiting as pending rows that may time out.
-MAX_PER_PASS = 500
+MAX_PER_PASS = 500  # dispatches (with `batch: N`, N results each)
 NEVER = "9999"  # a cutoff no result is created after: every targeted pair counts as due
 
 
@@ -167,25 +167,31 @@ def run_pass(
     now = clock.now()
     checks = store.reads.checks(include_removed=True)
     report.expired = store.dispatch.expire(expiry_limits(checks, now), now=format_time(now))
+    # Dispatches this pass may make: no more than the budget has room for now, so that results are
+    # not created only to wait (and time out) as pending rows.
+    capacity = getattr(dispatcher, "capacity", lambda: None)()
+    dispatches = max_results if capacity is None else min(max_results, capacity)
     created = store.dispatch.create_due(
         due_cutoffs(checks, now, unschedulable=report.unschedulable),
         now=format_time(now),
         revision=store.state.get("applied_revision"),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
-        limit=max_results,
+        limit=dispatches,
     )
     report.created = [row["id"] for row in created]
+    by_id = {c["id"]: c for c in checks}
+    batch_sizes = [c.get("batch_size", 1) for c in checks]
     # a pass killed with -9 holds its leases until they expire: free them now, not minutes later
     store.dispatch.release_leases(now=format_time(now), keep=holder_is_alive)
     retries = store.dispatch.claim_pending(
         now=format_time(now),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
-        limit=max(0, max_results - len(created)),
+        limit=max(0, dispatches - len(dispatch_units(created, by_id))) * max(batch_sizes, default=1),
     )
     report.retried = [row["id"] for row in retries]
-    _send_all(store, dispatcher, created + retries, {c["id"]: c for c in checks}, settings, clock, holder, report)
+    _send_all(store, dispatcher, created + retries, by_id, settings, clock, holder, report)
     return report
 
 
@@ -256,48 +262,81 @@ def _send_all(
     store: Database, dispatcher, rows: list[dict], checks: dict[int, dict], settings: Settings, clock: Clock,
     holder: str, report: PassReport,
 ) -> None:
-    """Send leased rows one at a time; stop early (rows stay pending) when the dispatcher must wait."""
+    """Send leased rows, one dispatch per row or per batch of a check's rows (`batch: N`), one at a
+    time; stop early (rows stay pending) when the dispatcher must wait."""
     if not rows:
         return
     config = store.state.get("catalog_config")
     services = store.reads.services_by_id([row["service_id"] for row in rows if row["service_id"] is not None])
+    units = dispatch_units(rows, checks)
     transient_in_a_row = 0
-    for index, row in enumerate(rows):
-        now = clock.now()
-        if not store.dispatch.renew_claim(row["id"], holder=holder, claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS))):
-            continue  # answered, expired, or taken over by another pass since we leased it
-        check = checks.get(row["check_id"])
-        service = services.get(row["service_id"]) if row["service_id"] is not None else None
+    for index, unit in enumerate(units):
+        claim_until = format_time(clock.now() + timedelta(seconds=CLAIM_SECONDS))
+        check = checks.get(unit[0]["check_id"])
+        if check.get("batch_size", 1) == 1:
+            if not store.dispatch.renew_claim(unit[0]["id"], holder=holder, claim_until=claim_until):
+                continue  # answered, expired, or taken over by another pass since we leased it
+        else:
+            ours = set(store.dispatch.renew_claims([row["id"] for row in unit], holder=holder, claim_until=claim_until))
+            unit = [row for row in unit if row["id"] in ours]
+            if not unit:
+                continue
+        ids = [row["id"] for row in unit]
         try:
-            payload = build_payload(
-                row, check, service, server_url=settings.server_url,
-                catalog_repository=settings.repo, catalog_config=config,
-            )
-            dispatcher.send(payload)
+            dispatcher.send(_unit_payload(store, unit, check, services, settings, config, clock))
         except DispatchError as error:
             if not error.transient:
                 transient_in_a_row = 0
-                if store.dispatch.mark_failed(row["id"], str(error), now=format_time(clock.now())):
-                    report.failed.append((row["id"], str(error)))
+                failed = store.dispatch.mark_failed_many(ids, str(error), now=format_time(clock.now()))
+                report.failed.extend((result_id, str(error)) for result_id in failed)
                 continue
             transient_in_a_row += 1
-            delay = error.retry_after if error.retry_after is not None else _retry_delay(row.get("attempts", 0))
+            delay = error.retry_after if error.retry_after is not None else _retry_delay(unit[0].get("attempts", 0))
             until = format_time(clock.now() + timedelta(seconds=delay))
-            store.dispatch.defer([row["id"]], until=until, error=str(error))
-            report.deferred.append((row["id"], str(error)))
+            store.dispatch.defer(ids, until=until, error=str(error))
+            report.deferred.extend((result_id, str(error)) for result_id in ids)
             if error.retry_after is not None or transient_in_a_row >= STOP_AFTER_TRANSIENT:
-                rest = [r["id"] for r in rows[index + 1:]]
+                rest = [row["id"] for later in units[index + 1:] for row in later]
                 if rest:
                     store.dispatch.defer(rest, until=until, error=None)
                     report.deferred.extend((result_id, f"not tried: {error}") for result_id in rest)
-                log.warning("dispatch paused for %.0f s: %s (%d results wait)", delay, error, len(rest) + 1)
+                log.warning("dispatch paused for %.0f s: %s (%d results wait)", delay, error, len(rest) + len(ids))
                 return
             continue
         transient_in_a_row = 0
-        if store.dispatch.mark_sent(row["id"], now=format_time(clock.now())):
-            report.sent.append(row["id"])
-        else:
-            report.answered_first.append(row["id"])
+        sent = set(store.dispatch.mark_sent_many(ids, now=format_time(clock.now())))
+        report.sent.extend(result_id for result_id in ids if result_id in sent)
+        report.answered_first.extend(result_id for result_id in ids if result_id not in sent)
+
+
+def dispatch_units(rows: list[dict], checks: dict[int, dict]) -> list[list[dict]]:
+    """The dispatches leased rows make: one per row, or, for a check with `batch: N`, its rows in
+    lists of at most N (id order)."""
+    units: list[list[dict]] = []
+    open_batch: dict[int, list[dict]] = {}
+    for row in rows:
+        size = checks[row["check_id"]].get("batch_size", 1)
+        if size == 1:
+            units.append([row])
+            continue
+        unit = open_batch.get(row["check_id"])
+        if unit is None or len(unit) >= size:
+            unit = open_batch[row["check_id"]] = []
+            units.append(unit)
+        unit.append(row)
+    return units
+
+
+def _unit_payload(store: Database, unit: list[dict], check: dict, services: dict, settings: Settings,
+                  config: dict | None, clock: Clock):
+    if check.get("batch_size", 1) == 1:
+        row = unit[0]
+        service = services.get(row["service_id"]) if row["service_id"] is not None else None
+        return build_payload(row, check, service, server_url=settings.server_url,
+                             catalog_repository=settings.repo, catalog_config=config)
+    batch_id = store.dispatch.create_batch(check["id"], [row["id"] for row in unit], now=format_time(clock.now()))
+    return build_batch_payload(batch_id, unit, check, services, server_url=settings.server_url,
+                               catalog_repository=settings.repo, catalog_config=config)
 
 
 def new_lease_holder() -> str:

@@ -127,6 +127,11 @@ class Selector(_Strict):
         return self
 
 
+# `batch:` pairs of a check per repository_dispatch (DESIGN.md section 9); 1 = the origin's one run per pair
+MAX_BATCH = 1000
+DEFAULT_BATCH = 1
+BatchSize = Annotated[StrictInt, Field(ge=1, le=MAX_BATCH)]
+
 Targets = Union[Literal["all", "none"], Annotated[list[Slug], Field(min_length=1)], Selector]
 
 
@@ -142,6 +147,7 @@ class Check(_Strict):
     active: StrictBool = True
     services: Targets = "all"
     repository: Text | None = None
+    batch: BatchSize | None = None
 
     _repository = field_validator("repository")(_check_repository)
 
@@ -177,6 +183,7 @@ class Defaults(_Strict):
     frequency: Frequency = DEFAULT_FREQUENCY
     timeout: StrictStr | StrictInt = DEFAULT_TIMEOUT
     repository: Text | None = None
+    batch: BatchSize = DEFAULT_BATCH
 
     _repository = field_validator("repository")(_check_repository)
 

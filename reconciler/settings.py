@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .budget import DEFAULT_BUDGET
 from .errors import ConfigError
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
@@ -27,6 +28,9 @@ class Settings:
     server_url: str = DEFAULT_SERVER_URL
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = DEFAULT_GITHUB_API_URL
+    github_app_id: str | None = None
+    github_app_private_key: str | None = field(default=None, repr=False)  # PEM text or @PATH
+    github_budget: str = DEFAULT_BUDGET
     dispatcher: str = "github"
     webhook_secret: str | None = field(default=None, repr=False)
     public_read: bool = False

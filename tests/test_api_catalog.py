@@ -95,7 +95,7 @@ def test_service_lists_latest_results_by_check_slug_with_every_field(client, syn
     made = {slug: new_result(synced_store, slug, "users-api", now=clock.now())
             for slug in ("readme-present", "aaa-first", "has-owner")}
     answer(synced_store, made["has-owner"]["id"], "warning", now=clock.now(), url="https://ci.example/1")
-    assert synced_store.dispatch.mark_sent(made["aaa-first"]["id"], now=format_time(clock.now()))
+    assert synced_store.dispatch.mark_sent_many([made["aaa-first"]["id"]], now=format_time(clock.now()))
 
     service = client.get("/api/services/users-api").json()
     assert [r["check"] for r in service["latest_results"]] == sorted(made)

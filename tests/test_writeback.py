@@ -74,7 +74,7 @@ def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, c
     audit = finish(synced_store, clock, "github-org-audit", None, "warning")
     clock.advance(timedelta(days=1))
     failed = new_result(synced_store, "readme-present", "storefront-web", now=clock.now(), revision="rev-2")
-    synced_store.dispatch.mark_failed(failed["id"], "repository not found", now=format_time(clock.now()))
+    synced_store.dispatch.mark_failed_many([failed["id"]], "repository not found", now=format_time(clock.now()))
     report = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
 
     assert report.pushed and report.written == [first["id"], second["id"], audit["id"], failed["id"]]

@@ -4,7 +4,8 @@
     db.catalog    services, checks, catalog files, sync runs (the reconciler's writes)
     db.reads      services and checks as the API and pages read them
     db.results    results: answers, one result, result lists
-    db.dispatch   due pairs, their results, leases, sent / failed / timed-out
+    db.dispatch   due pairs, their results, leases, batches, sent / failed / timed-out
+    db.budget     the GitHub dispatch budget: requests made per window, pauses from rate limits
     db.writeback  the write-back queue, what was pushed, summaries
     db.tokens     API tokens (hashes only)
     db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError
+from .budget import BudgetRepository
 from .catalog import CatalogRepository
 from .dispatch import DispatchRepository
 from .pages import PageRepository
@@ -41,6 +43,7 @@ class Database:
         self.reads = ReadRepository(self)
         self.results = ResultRepository(self)
         self.dispatch = DispatchRepository(self)
+        self.budget = BudgetRepository(self)
         self.writeback = WritebackRepository(self)
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from ..errors import NotFound
 from .rows import OPEN_SQL
 
 _TARGETING = "id, target_kind, target_type, target_owner, target_tags, target_max_priority"
-NO_LIMIT = 2**62
+UNLIMITED_DISPATCHES = 2**40  # times a batch size (<= 1000), still a 64-bit integer
 
 
 class DispatchRepository:
@@ -43,7 +44,7 @@ class DispatchRepository:
         # EXISTS costs half as much again per pair).
         self._due_by_check = f"""
             , due AS (
-                SELECT w.id AS check_id, (
+                SELECT w.id AS check_id, 0 AS position, (
                         SELECT {d.id_array('s.id')} FROM services AS s
                         LEFT JOIN dispatch_pairs AS d ON d.pair_key = w.id * 4294967296 + s.id
                         WHERE {self._targeted}
@@ -51,7 +52,7 @@ class DispatchRepository:
                        ) AS service_ids
                 FROM wanted AS w WHERE w.target_kind <> 'none'
                 UNION ALL
-                SELECT w.id, CASE WHEN CAST(:service_id AS BIGINT) IS NULL AND NOT EXISTS (
+                SELECT w.id, 1, CASE WHEN CAST(:service_id AS BIGINT) IS NULL AND NOT EXISTS (
                         SELECT 1 FROM dispatch_pairs AS d WHERE d.pair_key = w.id * 4294967296
                         AND (d.open_results > 0 OR d.last_created_at >= w.cutoff))
                     THEN {d.NULL_ARRAY} ELSE {d.EMPTY_ARRAY} END
@@ -61,7 +62,8 @@ class DispatchRepository:
 
     def _wanted(self, cutoffs: list[tuple[int, str]]) -> tuple[str, dict]:
         cte, params = self.db.dialect.rows_cte("cutoffs", ("check_id", "cutoff"), [tuple(pair) for pair in cutoffs])
-        sql = (f"WITH {cte}, wanted AS MATERIALIZED (SELECT {', '.join('c.' + name for name in _TARGETING.split(', '))}, j.cutoff"
+        sql = (f"WITH {cte}, wanted AS MATERIALIZED (SELECT {', '.join('c.' + name for name in _TARGETING.split(', '))},"
+               " c.batch_size, j.cutoff"
                " FROM cutoffs AS j JOIN checks AS c ON c.id = j.check_id)")
         return sql, params
 
@@ -110,22 +112,32 @@ class DispatchRepository:
     ) -> list[dict]:
         """Create a pending result for every due pair and lease it to the caller, in one transaction.
 
+        `limit` is in dispatches, not results: a check with `batch: N` gets N pairs per dispatch.
+
         The due query and the insert share the transaction (serialised across processes), so two
         schedulers can never both create a result for one pair. The lease (`claim_until`) keeps
         others from sending these rows.
         """
         d = self.db.dialect
         wanted, params = self._wanted(cutoffs)
+        elements, position = d.json_elements_indexed("b.service_ids", "j")
         with self.db.transaction(serialize="dispatch") as session:
             rows = session.all(
                 wanted + self._due_by_check
-                + ", pairs AS (SELECT due.check_id, CAST(j.value AS BIGINT) AS service_id"
-                f" FROM due, {d.json_elements('due.service_ids', 'j')})"
+                # `limit` counts dispatches: a check of batch N takes N pairs per dispatch, so each
+                # check gets the dispatches the checks before it left, times its batch size.
+                + ", budgeted AS (SELECT due.check_id, due.service_ids, w.batch_size, coalesce(sum("
+                f"({d.json_length('due.service_ids')} + w.batch_size - 1) / w.batch_size) OVER (ORDER BY due.position,"
+                " due.check_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS dispatches_before"
+                " FROM due JOIN wanted AS w ON w.id = due.check_id)"
+                ", pairs AS (SELECT b.check_id, CAST(j.value AS BIGINT) AS service_id"
+                f" FROM budgeted AS b, {elements}"
+                f" WHERE {position} < (CAST(:limit AS BIGINT) - b.dispatches_before) * b.batch_size)"
                 " INSERT INTO results (check_id, service_id, revision, trigger, created_at)"
-                " SELECT check_id, service_id, :revision, :trigger, :now FROM pairs WHERE TRUE LIMIT :limit"
+                " SELECT check_id, service_id, :revision, :trigger, :now FROM pairs"
                 " RETURNING *",
                 {**params, "service_id": service_id, "revision": revision, "trigger": trigger, "now": now,
-                 "limit": NO_LIMIT if limit is None else limit},
+                 "limit": UNLIMITED_DISPATCHES if limit is None or limit < 0 else limit},
             )
             ids = [row["id"] for row in rows]
             session.run(
@@ -202,22 +214,57 @@ class DispatchRepository:
                 (claim_until, result_id, holder, result_id),
             ) is not None
 
-    def mark_sent(self, result_id: int, *, now: str) -> bool:
-        """pending -> sent; False when the result moved on already (the Action may have answered)."""
+    def renew_claims(self, result_ids: list[int], *, holder: str, claim_until: str) -> list[int]:
+        """`renew_claim` for the results of one batch: the ids still ours to send."""
+        d = self.db.dialect
         with self.db.transaction() as session:
-            return session.one(
-                "UPDATE results SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'pending' RETURNING id",
-                (now, result_id),
-            ) is not None
+            rows = session.tuples(
+                "UPDATE dispatch_attempts SET not_before = ?, attempts = attempts + 1"
+                f" WHERE result_id IN {d.id_table('?')} AND holder = ?"
+                " AND (SELECT status FROM results WHERE id = dispatch_attempts.result_id) = 'pending'"
+                " RETURNING result_id",
+                (claim_until, d.ids(result_ids), holder),
+            )
+        return sorted(row[0] for row in rows)
 
-    def mark_failed(self, result_id: int, message: str, *, now: str) -> bool:
-        """pending -> error with the reason (a permanent dispatch failure); False if it moved on."""
+    def create_batch(self, check_id: int, result_ids: list[int], *, now: str) -> int:
+        """Record a batch dispatch of `result_ids` (one check's); its id."""
         with self.db.transaction() as session:
-            return session.one(
+            return session.value(
+                "INSERT INTO dispatch_batches (check_id, result_ids, created_at) VALUES (?, ?, ?) RETURNING id",
+                (check_id, json.dumps(result_ids), now),
+            )
+
+    def batch(self, batch_id: int) -> dict:
+        """A batch: its id, check id and result ids (NotFound when unknown)."""
+        with self.db.session() as session:
+            row = session.one("SELECT id, check_id, result_ids, created_at FROM dispatch_batches WHERE id = ?", (batch_id,))
+        if row is None:
+            raise NotFound(f"batch {batch_id} does not exist")
+        row["result_ids"] = json.loads(row["result_ids"])
+        return row
+
+    def mark_sent_many(self, result_ids: list[int], *, now: str) -> list[int]:
+        """pending -> sent for a batch; the ids that moved (the others were answered or expired first)."""
+        d = self.db.dialect
+        with self.db.transaction() as session:
+            rows = session.tuples(
+                f"UPDATE results SET status = 'sent', sent_at = ? WHERE id IN {d.id_table('?')} AND status = 'pending'"
+                " RETURNING id",
+                (now, d.ids(result_ids)),
+            )
+        return sorted(row[0] for row in rows)
+
+    def mark_failed_many(self, result_ids: list[int], message: str, *, now: str) -> list[int]:
+        """pending -> error for a batch whose dispatch failed for good; the ids that moved."""
+        d = self.db.dialect
+        with self.db.transaction() as session:
+            rows = session.tuples(
                 "UPDATE results SET status = 'error', message = ?, finished_at = ?"
-                " WHERE id = ? AND status = 'pending' RETURNING id",
-                (message, now, result_id),
-            ) is not None
+                f" WHERE id IN {d.id_table('?')} AND status = 'pending' RETURNING id",
+                (message, now, d.ids(result_ids)),
+            )
+        return sorted(row[0] for row in rows)
 
     def defer(self, result_ids: list[int], *, until: str, error: str | None) -> None:
         """Keep pending results for a later pass: nobody sends them before `until`."""

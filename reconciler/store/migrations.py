@@ -367,6 +367,30 @@ MIGRATIONS: list[tuple[int, str]] = [
         ON CONFLICT (check_id, service_key) DO NOTHING;
         """,
     ),
+    (
+        4,
+        """
+        -- Dispatch at organisation scale (DESIGN.md section 9).
+        -- How many pairs of a check one repository_dispatch carries (`batch:`; 1 = one run per pair).
+        ALTER TABLE checks ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1 CHECK (batch_size BETWEEN 1 AND 1000);
+        -- One row per batch dispatch: its check and its results, as a JSON list of ids (one row per
+        -- batch, not per result: half a million pairs are 500 rows). GET /api/batches/{id} reads it.
+        -- A result may appear in a later batch too, when its first batch's send failed transiently.
+        CREATE TABLE IF NOT EXISTS dispatch_batches (
+            id         INTEGER PRIMARY KEY,
+            check_id   INTEGER NOT NULL REFERENCES checks(id),
+            result_ids TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        -- The GitHub budget: one row per request made, pruned past the longest window, so every
+        -- process sharing the store counts the same requests; paused_until from rate-limit answers.
+        CREATE TABLE IF NOT EXISTS dispatch_budget (
+            id      INTEGER PRIMARY KEY,
+            sent_at REAL NOT NULL                      -- Unix seconds
+        );
+        CREATE INDEX IF NOT EXISTS dispatch_budget_by_time ON dispatch_budget (sent_at);
+        """,
+    ),
 ]
 
 

@@ -36,7 +36,7 @@ from .rows import COMPLETED_SLUGS, OPEN_SQL
 POOL_SIZE = 16
 # Advisory lock keys: (this application, what). One namespace so other users of the database differ.
 _APP_KEY = zlib.crc32(b"service-catalog") & 0x7FFFFFFF
-_LOCKS = {"migrate": 1, "sync": 2, "dispatch": 3, "tokens": 4, "writeback": 5, "leader": 6}
+_LOCKS = {"migrate": 1, "sync": 2, "dispatch": 3, "tokens": 4, "writeback": 5, "leader": 6, "budget": 7}
 
 _TOKENS = re.compile(r"""('(?:[^']|'')*')|("[^"]*")|(::)|(\?)|:([A-Za-z_][A-Za-z0-9_]*)|(%)""")
 
@@ -193,6 +193,15 @@ class PostgresDialect:
     @staticmethod
     def json_elements(column: str, alias: str) -> str:
         return f"jsonb_array_elements_text({column}) AS {alias} (value)"
+
+    @staticmethod
+    def json_elements_indexed(column: str, alias: str) -> tuple[str, str]:
+        return (f"jsonb_array_elements_text({column}) WITH ORDINALITY AS {alias} (value, position)",
+                f"({alias}.position - 1)")
+
+    @staticmethod
+    def json_length(column: str) -> str:
+        return f"jsonb_array_length({column})"
 
     @staticmethod
     def id_array(expression: str) -> str:

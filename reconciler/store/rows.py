@@ -14,7 +14,7 @@ SERVICE_COLUMNS = (
 )
 CHECK_COLUMNS = (
     "slug, name, description, frequency, schedule, timeout_seconds, active, repository, targets, target_kind,"
-    " target_type, target_owner, target_tags, target_max_priority, path, digest, error"
+    " target_type, target_owner, target_tags, target_max_priority, batch_size, path, digest, error"
 )
 
 # A result as every reader sees it: its columns, plus the slug and name of its check and service.

@@ -143,6 +143,15 @@ class SqliteDialect:
         return f"json_each({column}) AS {alias}"
 
     @staticmethod
+    def json_elements_indexed(column: str, alias: str) -> tuple[str, str]:
+        """`json_elements` plus an expression of each element's 0-based position."""
+        return f"json_each({column}) AS {alias}", f"{alias}.key"
+
+    @staticmethod
+    def json_length(column: str) -> str:
+        return f"json_array_length({column})"
+
+    @staticmethod
     def id_array(expression: str) -> str:
         """An aggregate of `expression` into a JSON list (in scan order, which is id order here)."""
         return f"json_group_array({expression})"

@@ -1,0 +1,59 @@
+"""The GitHub dispatch budget: requests made in sliding windows, shared by every process on the store."""
+
+from __future__ import annotations
+
+_PAUSE_KEY = "github_paused_until"
+_EPSILON = 0.001  # a request leaves its window strictly after `seconds`: wait that much past it
+
+
+class BudgetRepository:
+    """`take` a request from the budget, or learn how long to wait; `pause` after a rate-limit answer."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def take(self, now: float, windows: list[tuple[int, float]]) -> float:
+        """Record one request at `now` (Unix seconds) if every window (limit, seconds) has room and no
+        pause holds: 0.0. Otherwise record nothing and return the seconds to wait before asking again.
+
+        Serialised across processes, so two replicas never both take the last request of a window."""
+        longest = max(seconds for _, seconds in windows)
+        with self.db.transaction(serialize="budget") as session:
+            session.run("DELETE FROM dispatch_budget WHERE sent_at <= ?", (now - longest,))
+            wait = 0.0
+            paused = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
+            if paused is not None and float(paused) > now:
+                wait = float(paused) - now
+            for limit, seconds in windows:
+                # the request whose leaving makes room: the (count - limit + 1)-th oldest in the window
+                oldest = session.value(
+                    "SELECT sent_at FROM dispatch_budget WHERE sent_at > ? ORDER BY sent_at DESC LIMIT 1 OFFSET ?",
+                    (now - seconds, limit - 1),
+                )
+                if oldest is not None:
+                    wait = max(wait, float(oldest) + seconds - now + _EPSILON)
+            if wait > 0:
+                return wait
+            session.run("INSERT INTO dispatch_budget (sent_at) VALUES (CAST(? AS DOUBLE PRECISION))", (now,))
+            return 0.0
+
+    def used(self, now: float, seconds: float) -> int:
+        """Requests made in the last `seconds`."""
+        with self.db.session() as session:
+            return session.value("SELECT count(*) FROM dispatch_budget WHERE sent_at > ?", (now - seconds,))
+
+    def paused_until(self) -> float | None:
+        with self.db.session() as session:
+            value = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
+        return None if value is None else float(value)
+
+    def pause(self, until: float) -> None:
+        """No request before `until` (GitHub said so), for every process; a later pause wins."""
+        with self.db.transaction(serialize="budget") as session:
+            current = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
+            if current is None or float(current) < until:
+                session.run(
+                    "INSERT INTO catalog_state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_PAUSE_KEY, repr(float(until))),
+                )
