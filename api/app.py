@@ -15,6 +15,7 @@ from litestar.middleware import DefineMiddleware
 from api.access import AccessLog
 from api.actions import ActionController, SyncController, webhook_github
 from api.auth import AuthMiddleware
+from api.batches import BatchController
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi import openapi_config
@@ -65,7 +66,7 @@ def create_app(
     })
     return Litestar(
         route_handlers=[
-            healthz, ResultController, ServiceController, CheckController, SyncController,
+            healthz, ResultController, BatchController, ServiceController, CheckController, SyncController,
             ActionController, webhook_github, *PAGE_HANDLERS,
         ],
         state=state,

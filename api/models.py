@@ -48,6 +48,30 @@ class ResultOut(TypedDict):
     finished_at: str | None
 
 
+class BulkAnswerItemOut(TypedDict, total=False):
+    id: int | None
+    status: int  # 200, 404, 409 or 422
+    result: ResultOut  # with 200
+    error: ErrorDetail  # otherwise
+
+
+class BulkAnswerOut(TypedDict):
+    results: list[BulkAnswerItemOut]
+
+
+class BatchItemOut(TypedDict):
+    result: dict[str, Any]
+    service: dict[str, Any] | None
+    endpoint: str
+
+
+class BatchOut(TypedDict):
+    id: int
+    check: str
+    size: int
+    results: list[BatchItemOut]
+
+
 class ResultPage(TypedDict):
     results: list[ResultOut]
     next: str | None
@@ -213,6 +237,29 @@ class AnswerOperation(Operation):
                 "application/json": OpenAPIMediaType(schema=_ANSWER_SCHEMA),
                 "application/x-www-form-urlencoded": OpenAPIMediaType(schema=_ANSWER_SCHEMA),
             },
+        )
+
+
+_BULK_ITEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["id", "result"],
+    additional_properties=False,
+    properties={"id": Schema(type=OpenAPIType.INTEGER, format="int64", minimum=1), **_ANSWER_SCHEMA.properties},
+)
+
+
+@dataclass
+class BulkAnswerOperation(Operation):
+    """PATCH /api/results reads its body by hand (each item gets its own outcome), so its schema is given here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="At most 1,000 answers, each recorded (or refused) on its own.",
+            content={"application/json": OpenAPIMediaType(schema=Schema(
+                type=OpenAPIType.OBJECT, required=["results"], additional_properties=False,
+                properties={"results": Schema(type=OpenAPIType.ARRAY, items=_BULK_ITEM_SCHEMA, max_items=1000)},
+            ))},
         )
 
 

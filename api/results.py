@@ -13,16 +13,20 @@ import msgspec
 
 from litestar import Controller, MediaType, Request
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp
 
 from api.auth import SECURITY, requires_read, requires_scope
 from api.body import read_fields
+from api.errors import error_body
 from api.models import (
     MAX_ID,
     MAX_MESSAGE_BYTES,
     MAX_URL_LENGTH,
     AnswerOperation,
+    BulkAnswerOperation,
+    BulkAnswerOut,
     ResultOut,
     ResultPage,
     error_responses,
@@ -30,11 +34,13 @@ from api.models import (
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
 from reconciler.clock import format_time
-from reconciler.errors import InvalidInput, NotFound
+from reconciler.errors import Conflict, InvalidInput, NotFound
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
 from reconciler.store import Database
 
 ANSWER_FIELDS = ("result", "message", "url")
+MAX_BULK_ANSWERS = 1000  # DESIGN.md section 9
+MAX_BULK_BODY_BYTES = 8 * 1024 * 1024  # 1,000 answers of a few KiB each; a message is at most 64 KiB
 # About SQLite's own autocheckpoint interval (1,000 pages) at the ~6 pages an answer dirties.
 CHECKPOINT_EVERY = 200
 log = logging.getLogger("catalog.api")
@@ -121,6 +127,18 @@ class AnswerWriter:
             raise outcome
         return outcome
 
+    async def answer_all(self, answers: list[tuple]) -> list:
+        """Many answers at once (a bulk PATCH), through the same batches: each its own outcome, the
+        completed row or the NotFound / Conflict that says why it changed nothing."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for answer in answers:
+            if not self._batch:
+                loop.call_soon(self._write)
+            futures.append(loop.create_future())
+            self._batch.append((answer, futures[-1]))
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
     def _write(self) -> None:
         batch, self._batch = self._batch, []
         answers = [answer for answer, _ in batch]
@@ -186,6 +204,39 @@ def _settle(batch: list[tuple[tuple, asyncio.Future]], outcomes: list | None = N
             future.set_result(outcomes[index])
 
 
+def parse_bulk(body: bytes) -> list:
+    """The items of a bulk PATCH body, or InvalidInput / 400 for a body that is not one."""
+    try:
+        document = msgspec.json.decode(body) if body.strip() else None
+    except msgspec.DecodeError as error:
+        raise ClientException(f"the body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or set(document) != {"results"} or not isinstance(document["results"], list):
+        raise InvalidInput('the body must be a JSON object {"results": [{"id", "result", "message"?, "url"?}, ...]}')
+    items = document["results"]
+    if len(items) > MAX_BULK_ANSWERS:
+        raise InvalidInput(f"{len(items)} answers in one request; at most {MAX_BULK_ANSWERS}, send the rest in another")
+    return items
+
+
+def bulk_item(item: object) -> tuple[int, dict]:
+    """(id, answer fields) of one bulk item, or InvalidInput saying what is wrong with it."""
+    if not isinstance(item, dict):
+        raise InvalidInput('each answer must be an object {"id", "result", "message"?, "url"?}')
+    result_id = item.get("id")
+    if isinstance(result_id, bool) or not isinstance(result_id, int):
+        raise InvalidInput("'id' must be a result id (an integer)")
+    unknown = sorted(set(item) - {"id", *ANSWER_FIELDS})
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}; the fields are 'id', 'result', 'message', 'url'")
+    return result_id, {key: item[key] for key in ANSWER_FIELDS if key in item}
+
+
+def bulk_error(item: object, error: Exception) -> dict:
+    status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 422
+    result_id = item.get("id") if isinstance(item, dict) else None
+    return {"id": result_id, "status": status, "error": error_body(status, str(error))["error"]}
+
+
 class ResultController(Controller):
     path = "/api/results"
     tags = ["results"]
@@ -208,6 +259,41 @@ class ResultController(Controller):
         answer = (existing_result_id(result_id), result, message, url, state.clock.now())
         row = await state.answers.answer(answer)
         return JSONBytes(msgspec.json.encode(row))  # the hot write: no Response object (api.responses)
+
+    @patch(
+        ["/", ""],
+        guards=[requires_scope("results:write")],
+        summary="Record many answers at once (at most 1,000); each succeeds or fails on its own",
+        description=(
+            'JSON `{"results": [{"id", "result", "message"?, "url"?}, ...]}`. The answer is 200 with'
+            ' `{"results": [{"id", "status": 200|404|409|422, "result" | "error"}, ...]}`, in order.'
+        ),
+        operation_class=BulkAnswerOperation,
+        responses={**ok(BulkAnswerOut), **error_responses(400, 401, 403, 413, 422)},
+        media_type=MediaType.JSON,
+        request_max_body_size=MAX_BULK_BODY_BYTES,
+    )
+    async def complete_results(self, request: Request, state: State) -> ASGIApp:
+        items = parse_bulk(await request.body())
+        outcomes: list = [None] * len(items)
+        valid = []
+        for index, item in enumerate(items):
+            try:
+                result_id, fields = bulk_item(item)
+                answer = (existing_result_id(result_id), *parse_answer(fields), state.clock.now())
+            except (InvalidInput, NotFound) as error:
+                outcomes[index] = bulk_error(item, error)
+                continue
+            valid.append((index, answer))
+        answered = await state.answers.answer_all([answer for _, answer in valid]) if valid else []
+        for (index, answer), outcome in zip(valid, answered):
+            if isinstance(outcome, (NotFound, Conflict)):
+                outcomes[index] = bulk_error(items[index], outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                outcomes[index] = {"id": answer[0], "status": 200, "result": outcome}
+        return JSONBytes(msgspec.json.encode({"results": outcomes}))
 
     @get("/", guards=[requires_read], summary="Results, newest first, filtered; follow `next` for more",
          responses=error_responses(401, 403, 422), sync_to_thread=True)

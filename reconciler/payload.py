@@ -128,6 +128,15 @@ def batch_items(results: list[dict], check: dict, services: dict[int, dict]):
         }
 
 
+def batch_listing(store, batch_id: int) -> dict:
+    """GET /api/batches/{id}: the list a batch payload carries (or leaves out past 64 KB)."""
+    batch, rows = store.dispatch.batch(batch_id)
+    check = next(c for c in store.reads.checks(include_removed=True) if c["id"] == batch["check_id"])
+    services = store.reads.services_by_id([row["service_id"] for row in rows if row["service_id"] is not None])
+    return {"id": batch["id"], "check": check["slug"], "size": len(rows),
+            "results": list(batch_items(rows, check, services))}
+
+
 def action_repository(check: dict, catalog_config: dict | None) -> str | None:
     """Where the check's Action lives: its `repository`, else catalog.yaml's default."""
     defaults = (catalog_config or {}).get("defaults") or {}

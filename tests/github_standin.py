@@ -8,20 +8,43 @@
 Every request is recorded (`github.requests`) with the problems found in it (headers, path, body
 shape, GitHub's payload limits); a request with problems is answered 401 or 422 as GitHub would.
 An optional `on_dispatch(request)` hook runs per well-formed dispatch (e.g. to play the Action);
-if it returns an `Answer`, that answer is used.
+if it returns an `Answer`, that answer is used. Dispatch bodies are validated against GitHub's own
+request schema (tests/fixtures/github-contract, from github/rest-api-description).
+
+With `clock=` (a FakeClock) the stand-in enforces GitHub's secondary rate limits on that movable
+clock: more than 80 dispatches in a minute or 500 in an hour are answered 403 with GitHub's
+secondary-limit message (`github.limited` counts them). With `app_id=` and `app_public_key=` it is
+also a GitHub App's side: `GET /repos/O/R/installation` and `POST /app/installations/N/access_tokens`
+take an RS256 app JWT and issue installation tokens (`github.issued`), valid `token_lifetime` seconds.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 
+import jsonschema
+import jwt
+
 _PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/dispatches$")
+_INSTALLATION = re.compile(r"^/repos/([^/]+)/([^/]+)/installation$")
+_ACCESS_TOKENS = re.compile(r"^/app/installations/(\d+)/access_tokens$")
+_CONTRACT = json.loads((Path(__file__).parent / "fixtures" / "github-contract" / "github-rest-2022-11-28.extract.json").read_text())
+DISPATCH_SCHEMA = _CONTRACT["operations"]["POST /repos/{owner}/{repo}/dispatches"]["requestBody"]["content"]["application/json"]["schema"]
+# GitHub's documented secondary limits for content-creating requests.
+LIMITS = ((80, 60.0), (500, 3600.0))
+SECONDARY_LIMIT_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach"
+    " out to GitHub Support for help, please include the request ID"
+)
 
 
 @dataclass
@@ -80,9 +103,16 @@ class RecordedRequest:
 
 
 class GitHubStandIn:
-    def __init__(self, *, token: str = "test-token", on_dispatch: Callable[[RecordedRequest], Answer | None] | None = None):
+    def __init__(self, *, token: str = "test-token", on_dispatch: Callable[[RecordedRequest], Answer | None] | None = None,
+                 clock=None, app_id: str | None = None, app_public_key: str | None = None, token_lifetime: float = 3600):
         self.token = token
         self.on_dispatch = on_dispatch
+        self.clock = clock
+        self.limited = 0  # dispatches answered 403 for passing a secondary limit
+        self._sent_at: list[float] = []  # accepted content-creating requests, for the limits
+        self.app_id, self.app_public_key, self.token_lifetime = app_id, app_public_key, token_lifetime
+        self.issued: dict[str, str] = {}  # installation token -> owner
+        self.expired: set[str] = set()  # tokens a test revoked early
         self.requests: list[RecordedRequest] = []
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
@@ -147,20 +177,31 @@ class GitHubStandIn:
         length = int(handler.headers.get("content-length") or 0)
         raw = handler.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in handler.headers.items()}
+        if self.app_id and (_INSTALLATION.match(handler.path) or _ACCESS_TOKENS.match(handler.path)):
+            request = RecordedRequest(method, handler.path, headers, None, [])
+            with self._lock:
+                self.requests.append(request)
+            return self._reply(handler, request, self._app_answer(method, handler.path, headers))
         body, problems = self._inspect(method, handler.path, headers, raw)
         request = RecordedRequest(method, handler.path, headers, body, problems)
         with self._lock:
             self.requests.append(request)
-        if headers.get("authorization") != f"Bearer {self.token}":
+        if not self._authorized(headers.get("authorization") or ""):
             answer = Answer.error(401)
         elif problems:
             answer = Answer.error(404 if "path" in problems[0] else 422, "; ".join(problems))
         else:
             with self._lock:
                 answer = self._answers.popleft() if self._answers else None
+            if answer is None and self._over_limit():
+                answer = Answer(403, {"message": SECONDARY_LIMIT_MESSAGE,
+                                      "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"})
             if answer is None and self.on_dispatch is not None:
                 answer = self.on_dispatch(request)
             answer = answer or Answer.ok()
+        self._reply(handler, request, answer)
+
+    def _reply(self, handler: BaseHTTPRequestHandler, request: RecordedRequest, answer: Answer) -> None:
         if answer.hang:
             self._release.wait(answer.hang)
         request.answer = answer.status
@@ -176,6 +217,48 @@ class GitHubStandIn:
             handler.wfile.write(payload)
         except OSError:
             pass  # the client gave up (a timeout test)
+
+    def _authorized(self, authorization: str) -> bool:
+        if authorization == f"Bearer {self.token}":
+            return True
+        token = authorization.removeprefix("Bearer ")
+        return token in self.issued and token not in self.expired
+
+    def _over_limit(self) -> bool:
+        """Count this request against GitHub's limits on the movable clock; True (and not counted) past them."""
+        if self.clock is None:
+            return False
+        now = self.clock.now().timestamp()
+        with self._lock:
+            if any(sum(1 for t in self._sent_at if t > now - seconds) >= limit for limit, seconds in LIMITS):
+                self.limited += 1
+                return True
+            self._sent_at.append(now)
+        return False
+
+    def _app_answer(self, method: str, path: str, headers: dict) -> Answer:
+        """The GitHub App endpoints: an RS256 JWT issued by the app, not expired, at most 10 minutes long."""
+        token = (headers.get("authorization") or "").removeprefix("Bearer ")
+        now = self.clock.now().timestamp() if self.clock else None
+        try:
+            claims = jwt.decode(token, self.app_public_key, algorithms=["RS256"],
+                                options={"verify_exp": now is None, "verify_iat": False})
+        except jwt.PyJWTError as error:
+            return Answer.error(401, f"A JSON web token could not be decoded ({error})")
+        if str(claims.get("iss")) != self.app_id or claims["exp"] - claims["iat"] > 660 or (now is not None and claims["exp"] <= now):
+            return Answer.error(401, "'Expiration time' claim ('exp') is too far in the future, expired, or not this app's")
+        match = _INSTALLATION.match(path)
+        if match and method == "GET":
+            return Answer(200, {"id": 1000 + sum(map(ord, match.group(1).lower())), "account": {"login": match.group(1)}})
+        match = _ACCESS_TOKENS.match(path)
+        if match and method == "POST":
+            issued = "ghs_" + secrets.token_hex(16)
+            owner = match.group(1)
+            with self._lock:
+                self.issued[issued] = owner
+            expires = (self.clock.now() if self.clock else datetime.now(timezone.utc)) + timedelta(seconds=self.token_lifetime)
+            return Answer(201, {"token": issued, "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        return Answer.error(404)
 
     @staticmethod
     def _inspect(method: str, path: str, headers: dict, raw: bytes) -> tuple[dict | None, list[str]]:
@@ -207,4 +290,6 @@ class GitHubStandIn:
                 problems.append("client_payload is over 64 KB")
         if set(body) - {"event_type", "client_payload"}:
             problems.append(f"unexpected keys {sorted(set(body) - {'event_type', 'client_payload'})}")
+        for error in jsonschema.Draft4Validator(DISPATCH_SCHEMA).iter_errors(body):
+            problems.append(f"GitHub's schema: {error.message}")
         return body, problems

@@ -235,14 +235,17 @@ class DispatchRepository:
                 (check_id, json.dumps(result_ids), now),
             )
 
-    def batch(self, batch_id: int) -> dict:
-        """A batch: its id, check id and result ids (NotFound when unknown)."""
+    def batch(self, batch_id: int) -> tuple[dict, list[dict]]:
+        """A batch (id, check_id, created_at) and its result rows in id order; NotFound when unknown."""
+        d = self.db.dialect
         with self.db.session() as session:
-            row = session.one("SELECT id, check_id, result_ids, created_at FROM dispatch_batches WHERE id = ?", (batch_id,))
-        if row is None:
-            raise NotFound(f"batch {batch_id} does not exist")
-        row["result_ids"] = json.loads(row["result_ids"])
-        return row
+            batch = session.one("SELECT id, check_id, result_ids, created_at FROM dispatch_batches WHERE id = ?", (batch_id,))
+            if batch is None:
+                raise NotFound(f"batch {batch_id} does not exist")
+            rows = session.all(
+                f"SELECT * FROM results WHERE id IN {d.id_table('?')} ORDER BY id", (d.ids(json.loads(batch.pop("result_ids"))),)
+            )
+        return batch, rows
 
     def mark_sent_many(self, result_ids: list[int], *, now: str) -> list[int]:
         """pending -> sent for a batch; the ids that moved (the others were answered or expired first)."""

@@ -1,0 +1,245 @@
+"""Dispatch at organisation scale (DESIGN.md section 9): the budget in the store, batches, bulk
+answers, a GitHub App, against the GitHub stand-in enforcing GitHub's limits on a movable clock."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from datetime import timedelta
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from api.app import create_app
+from api_support import auth, live_server, make_token
+from conftest import sync_directory, write_catalog
+from github_standin import GitHubStandIn
+from reconciler.budget import Budget, parse_budget
+from reconciler.clock import FakeClock
+from reconciler.dispatch import GitHubDispatcher, dispatcher_from_settings
+from reconciler.errors import ConfigError
+from reconciler.schedule import run_pass
+from reconciler.settings import Settings
+from reconciler.store import open_database
+
+TOKEN = "ghp_scale"
+
+
+def catalog(root, services: int, checks: int, batch: int, **check_fields):
+    write_catalog(
+        root,
+        [{"name": f"Service {i}", "slug": f"svc-{i:05d}", "priority": 1 + i % 10, "repository": f"acme/svc-{i}",
+          "description": "Takes money and gives it back. " * 3} for i in range(services)],
+        [{"name": f"Check {j}", "slug": f"check-{j:02d}", "frequency": "daily", **check_fields} for j in range(checks)],
+        catalog={"defaults": {"repository": "acme/health-checks", "batch": batch}},
+    )
+    return root
+
+
+def settings(github_url: str, server_url: str = "http://catalog.test:8000", **extra) -> Settings:
+    return Settings.resolve({"github_api_url": github_url, "github_token": TOKEN, "server_url": server_url, **extra}, {})
+
+
+def decoded(request) -> dict:
+    return json.loads(base64.b64decode(request.body["client_payload"]["data"]))
+
+
+# -- the budget ------------------------------------------------------------------------------------
+
+
+def test_budget_text_is_parsed_and_mistakes_name_the_setting():
+    assert parse_budget("80/min,500/h") == [(80, 60.0), (500, 3600.0)]
+    assert parse_budget(" 10 / s ") == [(10, 1.0)]
+    with pytest.raises(ConfigError, match="CATALOG_GITHUB_BUDGET: '80/fortnight'"):
+        parse_budget("80/fortnight")
+
+
+def test_two_replicas_share_one_budget_in_the_store(store, database_url):
+    clock = FakeClock()
+    first, second = (Budget(store, parse_budget("3/min,5/h"), clock) for _ in range(2))
+    taken = [budget.take() == 0 for budget in (first, second, first, second)]
+    assert taken == [True, True, True, False]  # the minute's 3 are spent, whoever asks
+    wait = second.take()
+    assert 59 < wait <= 60.01
+    clock.advance(wait)
+    assert first.take() == 0 and second.take() == 0  # 5 in the hour
+    clock.advance(61)
+    assert first.take() > 3000  # the hour's 5 are spent: wait for the first to leave the hour
+    assert first.capacity() == 0
+    restarted = open_database(database_url)
+    assert Budget(restarted, parse_budget("3/min,5/h"), clock).capacity() == 0  # a restart does not burst
+    restarted.close()
+
+
+def test_a_rate_limit_answer_pauses_every_process(store, tmp_path):
+    clock = FakeClock()
+    budget = Budget(store, parse_budget("80/min,500/h"), clock)
+    budget.pause(120)
+    other = Budget(store, parse_budget("80/min,500/h"), clock)
+    assert other.capacity() == 0 and 119 < other.take() <= 120
+    clock.advance(121)
+    assert other.take() == 0
+
+
+# -- batches and the simulated day ----------------------------------------------------------------
+
+
+class Action:
+    """Plays the GitHub Action: answers every result of each dispatch through the API's bulk PATCH."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.server = None
+        self.answered: list[int] = []
+        self.fetched = 0
+
+    def __call__(self, request):
+        data = decoded(request)
+        batch = data["batch"]
+        items = batch.get("results")
+        if items is None:
+            self.fetched += 1
+            listing = requests.get(f"{data['server']['url']}/api/batches/{batch['id']}", headers=auth(self.token), timeout=30)
+            listing.raise_for_status()
+            items = listing.json()["results"]
+        assert len(items) == batch["size"]
+        answers = [{"id": item["result"]["id"], "result": "pass", "message": f"{item['service']['slug']} ok"} for item in items]
+        response = requests.patch(f"{data['server']['url']}{data['server']['endpoint']}", json={"results": answers},
+                                  headers=auth(self.token), timeout=30)
+        response.raise_for_status()
+        outcomes = response.json()["results"]
+        assert all(outcome["status"] == 200 for outcome in outcomes), outcomes[:3]
+        self.answered.extend(outcome["id"] for outcome in outcomes)
+        return None
+
+
+def test_a_simulated_day_keeps_to_githubs_limits_and_answers_every_pair_once(tmp_path):
+    """The issue's day is 10,000 services x 50 daily checks with batch: 1000 (500 dispatches); this one
+    keeps its shape at a test's size: 200 x 50 with batch: 20, also 500 dispatches (bench_dispatch.py
+    runs the full size)."""
+    services, checks, batch = 200, 50, 20
+    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
+    sync_directory(store, catalog(tmp_path / "catalog", services, checks, batch))
+    clock = FakeClock()
+    action = Action(make_token(store, "results:write", name="action"))
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server, \
+            GitHubStandIn(token=TOKEN, clock=clock, on_dispatch=action) as github:
+        config = settings(github.url, server)
+        dispatcher = dispatcher_from_settings(config, clock=clock, store=store)
+        for minute in range(24 * 60):
+            report = run_pass(store, dispatcher, settings=config, clock=clock)
+            assert not report.failed
+            if len(action.answered) == services * checks:
+                break
+            clock.advance(60)
+    assert github.limited == 0
+    assert len(github.dispatches) == checks * math.ceil(services / batch) == 500
+    assert sorted(action.answered) == sorted(set(action.answered)) and len(action.answered) == services * checks
+    assert minute < 24 * 60
+    rows = store.results.list(limit=1000, status="completed")
+    assert len(rows) == 1000 and all(row["result"] == "pass" for row in rows)
+
+
+def test_a_batch_over_64kb_leaves_its_list_to_the_api(tmp_path):
+    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
+    sync_directory(store, catalog(tmp_path / "catalog", 250, 1, 200))
+    clock = FakeClock()
+    with GitHubStandIn(token=TOKEN) as github:
+        report = run_pass(store, GitHubDispatcher(github.url, TOKEN, clock=clock), settings=settings(github.url), clock=clock)
+        assert len(report.sent) == 250
+        first, second = github.dispatches
+    assert first.body["client_payload"]["batch"]["size"] == 200 and first.body["client_payload"]["service"] is None
+    assert "results" not in decoded(first)["batch"]
+    inline = decoded(second)["batch"]["results"]
+    assert len(inline) == 50 and inline[0]["endpoint"] == f"/api/results/{inline[0]['result']['id']}/"
+    assert len(json.dumps(first.body["client_payload"], separators=(",", ":"))) <= 64 * 1024
+    token = make_token(store, "results:write", name="action")
+    reader = make_token(store, "read", name="reader")
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server:
+        listing = requests.get(f"{server}/api/batches/{decoded(first)['batch']['id']}", headers=auth(token))
+        assert listing.status_code == 200
+        assert [item["service"]["slug"] for item in listing.json()["results"]] == [f"svc-{i:05d}" for i in range(200)]
+        assert requests.get(f"{server}/api/batches/{decoded(first)['batch']['id']}", headers=auth(reader)).status_code == 403
+        missing = requests.get(f"{server}/api/batches/999", headers=auth(token))
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_failed_batch_send_fails_or_defers_every_result_in_it(tmp_path):
+    from github_standin import Answer
+
+    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
+    sync_directory(store, catalog(tmp_path / "catalog", 30, 1, 10))
+    clock = FakeClock()
+    with GitHubStandIn(token=TOKEN) as github:
+        github.script(Answer.ok(), Answer.error(500), Answer.error(422))
+        report = run_pass(store, GitHubDispatcher(github.url, TOKEN, clock=clock, max_wait_seconds=0),
+                          settings=settings(github.url), clock=clock)
+    assert len(report.sent) == 10 and len(report.deferred) == 20  # the 500 stops the pass: the rest wait
+    clock.advance(3600)
+    with GitHubStandIn(token=TOKEN) as github:
+        github.script(Answer.error(422))
+        report = run_pass(store, GitHubDispatcher(github.url, TOKEN, clock=clock), settings=settings(github.url), clock=clock)
+    assert len(report.failed) == 10 and len(report.sent) == 10  # leftovers re-batched; a 422 fails its 10
+
+
+# -- bulk answers ---------------------------------------------------------------------------------
+
+
+def test_bulk_patch_gives_each_answer_its_own_outcome(tmp_path, store):
+    sync_directory(store, catalog(tmp_path / "catalog", 5, 1, 1))
+    clock = FakeClock()
+    with GitHubStandIn(token=TOKEN) as github:
+        sent = run_pass(store, GitHubDispatcher(github.url, TOKEN, clock=clock), settings=settings(github.url), clock=clock).sent
+    token = make_token(store, "results:write", name="action")
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server:
+        single = requests.patch(f"{server}/api/results/{sent[4]}", data={"result": "fail"}, headers=auth(token))
+        assert single.status_code == 200  # the per-result PATCH stays as it is
+        body = {"results": [
+            {"id": sent[0], "result": "pass", "message": "fine"},
+            {"id": sent[1], "result": "maybe"},
+            {"id": 10**9, "result": "pass"},
+            {"id": sent[4], "result": "pass"},
+            {"id": sent[2], "result": "warning", "url": "https://github.com/acme/checks/actions/runs/1"},
+            {"id": sent[0], "result": "fail"},
+            {"id": "x", "result": "pass"},
+        ]}
+        response = requests.patch(f"{server}/api/results", json=body, headers=auth(token))
+        assert response.status_code == 200, response.text
+        outcomes = response.json()["results"]
+        assert [o["status"] for o in outcomes] == [200, 422, 404, 409, 200, 409, 422]
+        assert outcomes[0]["result"]["message"] == "fine" and outcomes[1]["error"]["code"] == "invalid_input"
+        assert store.results.get(sent[1])["status"] == "sent"  # a bad item changes nothing, the good ones stand
+        too_many = requests.patch(f"{server}/api/results", json={"results": [{"id": 1, "result": "pass"}] * 1001},
+                                  headers=auth(token))
+        assert too_many.status_code == 422 and "at most 1000" in too_many.json()["message"]
+        assert requests.patch(f"{server}/api/results", json={"results": []}, headers=auth(make_token(store, "read"))).status_code == 403
+
+
+# -- a GitHub App ---------------------------------------------------------------------------------
+
+
+def test_a_github_app_works_in_place_of_a_token(tmp_path, store):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "app.pem").write_text(pem)
+    sync_directory(store, catalog(tmp_path / "catalog", 3, 1, 1))
+    clock = FakeClock()
+    with GitHubStandIn(token="no-personal-token", clock=clock, app_id="4242", app_public_key=public) as github:
+        config = Settings.resolve({"github_api_url": github.url, "server_url": "http://catalog.test"},
+                                  {"CATALOG_GITHUB_APP_ID": "4242", "CATALOG_GITHUB_APP_PRIVATE_KEY": f"@{tmp_path / 'app.pem'}"})
+        dispatcher = dispatcher_from_settings(config, clock=clock, store=store)
+        report = run_pass(store, dispatcher, settings=config, clock=clock, max_results=2)
+        assert len(report.sent) == 2 and len(github.issued) == 1  # one installation token, cached
+        github.expired.update(github.issued)  # revoked early: a 401, a new token, the dispatch again
+        report = run_pass(store, dispatcher, settings=config, clock=clock)
+        assert len(report.sent) == 1 and len(github.issued) == 2
+        assert [r.answer for r in github.requests if r.path.endswith("/dispatches")] == [204, 204, 401, 204]
+        exchanges = [r for r in github.requests if r.path.endswith("/access_tokens")]
+        assert all(r.method == "POST" for r in exchanges) and len(exchanges) == 2
+    assert pem not in repr(config)
+    with pytest.raises(ConfigError, match="not an unencrypted PEM private key"):
+        dispatcher_from_settings(Settings.resolve({}, {"CATALOG_GITHUB_APP_ID": "1", "CATALOG_GITHUB_APP_PRIVATE_KEY": "nope"}))
