@@ -234,6 +234,8 @@ def bulk_item(item: object) -> tuple[int, dict]:
 def bulk_error(item: object, error: Exception) -> dict:
     status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 422
     result_id = item.get("id") if isinstance(item, dict) else None
+    if isinstance(result_id, bool) or not isinstance(result_id, int):
+        result_id = None  # not an id: never echoed back as given
     return {"id": result_id, "status": status, "error": error_body(status, str(error))["error"]}
 
 

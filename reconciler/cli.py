@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable
 
-from .errors import CatalogError
+from .errors import CatalogError, InvalidInput
 from .logs import redact_credentials
 from .settings import Settings
 
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch = commands.add_parser("dispatch", help="one scheduler pass: expire timed-out results, dispatch due checks")
     _add_settings_flags(dispatch)
     dispatch.add_argument("--dry-run", action="store_true", help="list what is due, send nothing")
+    dispatch.add_argument("--plan", action="store_true",
+                          help="print the dispatches a day per check against CATALOG_GITHUB_BUDGET (exit 2: does not fit)")
     dispatch.set_defaults(handler=cmd_dispatch)
 
     run_check = commands.add_parser("run-check", help="dispatch a check now (ad-hoc)")
@@ -94,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     run_check.add_argument("slug", help="the check's slug")
     run_check.add_argument("--service", help="only this service's slug")
     run_check.set_defaults(handler=cmd_run_check)
+
+    answer = commands.add_parser(
+        "answer", help="answer the catalog from a check's Action: reads $PAYLOAD",
+        description="Send a check's answer to the catalog from its Action, without hand-written HTTP. Reads"
+        " $PAYLOAD (client_payload.data) and authenticates with $SERVICE_CATALOG_TOKEN, or else with a GitHub"
+        " Actions OIDC token for the server URL (the job needs `permissions: id-token: write`). A batch"
+        " dispatch is answered with --results FILE: JSON lines {\"service\", \"result\", \"message\"?, \"url\"?}.",
+    )
+    answer.add_argument("result", nargs="?", help="pass, warning, fail, error or skipped (one result)")
+    answer.add_argument("--message", help="text shown with the result")
+    answer.add_argument("--url", help="link to the run (default: this Action run's, when in one)")
+    answer.add_argument("--results", metavar="FILE", help="a batch's answers as JSON lines ('-' for stdin)")
+    answer.add_argument("--list", action="store_true",
+                        help="print the batch's results, one JSON line {result, service, endpoint} each, and send nothing")
+    answer.set_defaults(handler=cmd_answer)
 
     token = commands.add_parser("token", help="API tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
@@ -275,7 +292,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .writeback import FINDINGS_KEY
 
-    store = open_store(settings_from(args))
+    settings = settings_from(args)
+    store = open_store(settings)
     runs = store.catalog.sync_runs(limit=1)
     status = {
         "database": store.describe(),
@@ -286,6 +304,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "counts": store.catalog.counts(),
         "file_errors": [row["error"] for row in store.catalog.file_errors()],
         "writeback_tampering": store.state.get(FINDINGS_KEY, []),
+        "github_budget": _budget_status(store, settings),
     }
     if args.json:
         print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
@@ -313,11 +332,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"results: {counts['results']} in all, {counts['pending_results']} pending,"
         f" {counts['sent_results']} sent"
     )
+    budget = status["github_budget"]
+    print("GitHub budget: " + ", ".join(f"{w['window']} ({w['left']} left)" for w in budget["windows"])
+          + (f"; paused until {budget['paused_until']} (GitHub's rate limit)" if budget["paused_until"] else ""))
     for error in status["file_errors"]:
         print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
     for finding in status["writeback_tampering"]:
         print(f"tampering: {finding['path']}: {finding['message']}")
     return 0
+
+
+def _budget_status(store, settings: Settings) -> dict:
+    """The dispatch budget's room now, per window, and a pause GitHub asked for."""
+    from datetime import datetime, timezone
+
+    from .budget import Budget, describe_window
+    from .clock import format_time
+
+    budget = Budget.from_text(store, settings.github_budget)
+    paused = store.budget.paused_until()
+    now = budget.clock.now()
+    return {
+        "windows": [{"window": describe_window(limit, seconds), "left": left} for limit, seconds, left in budget.left()],
+        "paused_until": format_time(datetime.fromtimestamp(paused, timezone.utc)) if paused and paused > now.timestamp() else None,
+    }
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
@@ -329,6 +367,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     store = open_store(settings)
     clock = Clock()
+    if args.plan:
+        return _print_plan(store, settings, clock.now())
     if args.dry_run:
         now = clock.now()
         expiring = expire_results(store, now, dry_run=True)
@@ -341,6 +381,28 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     _print_outcomes(store, report)
     print(f"dispatch: {report}", file=sys.stderr)
     return EXIT_ERROR if report.failed else 0
+
+
+def _print_plan(store, settings: Settings, now) -> int:
+    from .budget import Budget
+    from .dispatch_plan import batch_that_fits, check_loads, total
+
+    budget = Budget.from_text(store, settings.github_budget)
+    per_day = budget.per_day()
+    loads = sorted(check_loads(store, now), key=lambda load: -load.dispatches_per_day())
+    width = max([len(load.slug) for load in loads] + [5])
+    print(f"{'check':<{width}}  {'services':>8}  {'runs/day':>8}  {'batch':>5}  {'dispatches/day':>14}")
+    for load in loads:
+        print(f"{load.slug:<{width}}  {load.services:>8,}  {load.runs_per_day:>8.2f}  {load.batch:>5}"
+              f"  {load.dispatches_per_day():>14,.1f}")
+    needed = total(loads)
+    print(f"total: {needed:,.0f} dispatches/day; budget {per_day:,}/day ({budget})")
+    if needed <= per_day:
+        return 0
+    fits = batch_that_fits(loads, per_day)
+    advice = f"set batch: {fits}+" if fits else "even batch: 1000 does not fit; run checks less often"
+    print(f"catalog: warning: needs {needed:,.0f} runs/day, budget {per_day:,}: {advice}", file=sys.stderr)
+    return 2
 
 
 def cmd_run_check(args: argparse.Namespace) -> int:
@@ -387,6 +449,40 @@ def _log_to_stderr() -> None:
     from .logs import log_to_stderr
 
     log_to_stderr("%(levelname)s %(name)s: %(message)s")
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    """Exit 0 when every answer was recorded, 1 otherwise (each refusal printed on stderr)."""
+    import requests
+
+    from . import answer
+
+    if (args.result is not None) + (args.results is not None) + args.list != 1:
+        raise InvalidInput("give one of RESULT (one result), --results FILE (a batch) or --list")
+    environ = os.environ
+    data = answer.read_payload(environ)
+    session = requests.Session()
+    header = answer.authorization(data["server"]["url"], environ, session)
+    if args.list:
+        for item in answer.batch_results(data, header=header, session=session):
+            print(json.dumps(item, separators=(",", ":")))
+        return 0
+    url = args.url or answer.run_url(environ)
+    if args.result is not None:
+        row = answer.answer_one(data, args.result.strip().lower(), args.message, url, header=header, session=session)
+        print(f"result {row['id']}: {row['result']}", file=sys.stderr)
+        return 0
+    with (sys.stdin if args.results == "-" else open(args.results, encoding="utf-8")) as source:
+        lines = answer.read_lines(source, args.results)
+    outcomes, unanswered = answer.answer_batch(data, lines, url, header=header, session=session)
+    refused = [outcome for outcome in outcomes if outcome["status"] != 200]
+    for outcome in refused:
+        print(f"catalog: result {outcome['id']}: {outcome['status']} {outcome['error']['message']}", file=sys.stderr)
+    if unanswered:
+        print(f"catalog: {len(unanswered)} results of the batch not answered (they will time out): "
+              + ", ".join(unanswered[:10]) + (" ..." if len(unanswered) > 10 else ""), file=sys.stderr)
+    print(f"answered {len(outcomes) - len(refused)} of {len(outcomes)} results", file=sys.stderr)
+    return EXIT_ERROR if refused or unanswered else 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:

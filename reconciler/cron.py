@@ -49,3 +49,11 @@ def next_time(expression: str, after: datetime) -> datetime | None:
         return croniter(expression, after).get_next(datetime)
     except (ValueError, TypeError, OverflowError):  # croniter's errors are ValueErrors but one
         return None
+
+
+def runs_per_day(expression: str, start: datetime) -> float:
+    """How often the schedule fires a day, on average over the week from `start` (for dispatch plans)."""
+    count, moment, week_end = 0, start, start.timestamp() + 7 * 86400
+    while (moment := next_time(expression, moment)) is not None and moment.timestamp() <= week_end:
+        count += 1
+    return count / 7

@@ -243,3 +243,123 @@ def test_a_github_app_works_in_place_of_a_token(tmp_path, store):
     assert pem not in repr(config)
     with pytest.raises(ConfigError, match="not an unencrypted PEM private key"):
         dispatcher_from_settings(Settings.resolve({}, {"CATALOG_GITHUB_APP_ID": "1", "CATALOG_GITHUB_APP_PRIVATE_KEY": "nope"}))
+
+
+# -- for check authors: the local dispatcher and `catalog answer` ---------------------------------
+
+
+def answer_cli(env: dict, *args: str, stdin: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "reconciler.cli", "answer", *args], input=stdin, capture_output=True,
+                          text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith(("ACTIONS_", "GITHUB_", "SERVICE_CATALOG"))}, **env},
+                          timeout=60)
+
+
+def test_the_local_dispatcher_runs_a_batch_answered_with_catalog_answer(tmp_path, example_dir):
+    from reconciler.dispatch import LocalDispatcher
+    from reconciler.schedule import run_check
+
+    check = example_dir / "checks" / "readme-present.yaml"
+    check.write_text(check.read_text() + "batch: 3\n")
+    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
+    sync_directory(store, example_dir)
+    token = make_token(store, "results:write", name="local")
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server:
+        rows = run_check(store, LocalDispatcher(example_dir / "health-checks", token), "readme-present",
+                         settings=Settings.resolve({"server_url": server}, {}), clock=FakeClock())
+    assert len(rows) == 5
+    answered = {row["service"]: (row["status"], row["result"]) for row in store.results.list(check="readme-present")}
+    assert answered["storefront-web"] == ("completed", "pass") and len(answered) == 5
+    assert all(status == "completed" for status, _ in answered.values())
+    assert [len(store.dispatch.batch(batch_id)[1]) for batch_id in (1, 2)] == [3, 2]
+
+
+class Recorder:
+    """A loopback server that records requests: an Actions OIDC token endpoint and a catalog API."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        recorder = self
+        self.requests: list[tuple[str, str, dict, dict | None]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, method):
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                recorder.requests.append((method, self.path, dict(self.headers), body))
+                if self.path.startswith("/oidc"):
+                    document = {"value": "header.oidc-jwt.signature"}
+                elif method == "PATCH" and self.path == "/api/results":
+                    document = {"results": [{"id": item["id"], "status": 200 if item["id"] != 12 else 409,
+                                             **({"result": item} if item["id"] != 12 else
+                                                {"error": {"status": 409, "code": "conflict", "message": "result 12 is already completed"}})}
+                                            for item in body["results"]]}
+                else:
+                    document = {"id": 7, "result": body["result"]}
+                data = json.dumps(document).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._answer("GET")
+
+            def do_PATCH(self):
+                self._answer("PATCH")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def encoded(data: dict) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def test_catalog_answer_sends_one_result_with_an_oidc_token_for_the_server_audience():
+    recorder = Recorder()
+    data = {"server": {"url": recorder.url, "endpoint": "/api/results/7/"}, "check": {"slug": "c"}, "result": {"id": 7}}
+    done = answer_cli({"PAYLOAD": encoded(data), "ACTIONS_ID_TOKEN_REQUEST_URL": f"{recorder.url}/oidc?api-version=2.0",
+                       "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "runner-secret", "GITHUB_SERVER_URL": "https://github.com",
+                       "GITHUB_REPOSITORY": "acme/checks", "GITHUB_RUN_ID": "99"}, "PASS", "--message", "fine")
+    assert done.returncode == 0, done.stderr
+    (method, path, headers, _), (patch, endpoint, patch_headers, body) = recorder.requests
+    assert (method, path) == ("GET", f"/oidc?api-version=2.0&audience={requests.utils.quote(recorder.url, safe='')}")
+    assert headers["Authorization"] == "bearer runner-secret"
+    assert (patch, endpoint, patch_headers["Authorization"]) == ("PATCH", "/api/results/7/", "Bearer header.oidc-jwt.signature")
+    assert body == {"result": "pass", "message": "fine", "url": "https://github.com/acme/checks/actions/runs/99"}
+    assert "runner-secret" not in done.stdout + done.stderr
+
+
+def test_catalog_answer_results_answers_a_batch_in_one_bulk_patch(tmp_path):
+    recorder = Recorder()
+    items = [{"result": {"id": 10 + i}, "service": {"slug": f"svc-{i}"}, "endpoint": f"/api/results/{10 + i}/"} for i in range(4)]
+    data = {"server": {"url": recorder.url, "endpoint": "/api/results"}, "check": {"slug": "c"},
+            "batch": {"id": 3, "size": 4, "results": items}}
+    env = {"PAYLOAD": encoded(data), "SERVICE_CATALOG_TOKEN": "catalog-secret"}
+    lines = [{"service": "svc-0", "result": "pass"}, {"service": "svc-1", "result": "fail", "message": "no"},
+             {"service": "svc-2", "result": "pass"}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = answer_cli(env, "--results", str(tmp_path / "results.jsonl"))
+    assert done.returncode == 1  # one refused (409), one service left unanswered
+    assert "result 12: 409" in done.stderr and "svc-3" in done.stderr and "catalog-secret" not in done.stderr
+    (method, path, headers, body), = recorder.requests
+    assert (method, path, headers["Authorization"]) == ("PATCH", "/api/results", "Bearer catalog-secret")
+    assert [item["id"] for item in body["results"]] == [10, 11, 12] and body["results"][1]["message"] == "no"
+    assert answer_cli(env, "--list").stdout.splitlines() == [json.dumps(item, separators=(",", ":")) for item in items]
+    bad = answer_cli(env, "--results", "-", stdin='{"service": "nope", "result": "pass"}\n')
+    assert bad.returncode == 1 and "line 1: service 'nope' is not in batch 3" in bad.stderr
+    single = answer_cli(env, "pass")
+    assert single.returncode == 1 and "answer them with --results FILE" in single.stderr
+    missing = answer_cli({}, "pass")
+    assert missing.returncode == 1 and "PAYLOAD is not set" in missing.stderr
