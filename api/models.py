@@ -138,6 +138,7 @@ class CheckOut(TypedDict):
     repository: str | None
     targets: Any
     target_kind: str
+    batch_size: int  # `batch:` pairs per dispatch (1: one run per pair)
     path: str
     error: str | None
     removed_at: str | None

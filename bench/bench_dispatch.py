@@ -1,15 +1,26 @@
-"""Dispatch speed: due computation over 500,000 pairs, creating 10,000 results, the pass's own overhead.
+"""Dispatch speed: due computation over 500,000 pairs, creating 10,000 results, the pass's own
+overhead; batch dispatches, bulk answers and a simulated day (issue 12).
 
-    python3 bench/bench_dispatch.py [--services 10000] [--checks 50]
+    python3 bench/bench_dispatch.py [--services 10000] [--checks 50] [--part all|due|batch|bulk|day]
+                                    [--batch 1000] [--duration 10]
 
 Builds a catalog of N services and M checks (all targeting every service: N x M pairs), syncs it
 through the reconciler into a fresh store, then prints figures. Targets (issue 3): due computation
 <= 0.5 s and <= 200 MB peak for 500,000 pairs; creating 10,000 result rows <= 0.5 s.
+Targets (issue 12): 500,000 due pairs turned into batch dispatches (result rows, leases, payloads)
+<= 10 s and <= 300 MB, in ceil(pairs / batch) dispatch requests; a bulk PATCH of 1,000 answers
+<= 150 ms server time, and answers/s through bulk PATCH >= 10x the single-PATCH figure of the same
+run (`catalog serve` in its own process; single PATCHes by wrk -t2 -c32 as bench_api.py).
+`--part day`: a simulated day of the catalog with `batch:` against the GitHub stand-in enforcing
+80/min and 500/h on a movable clock, answered by the stand-in's Action player through the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import random
 import statistics
 import sys
@@ -22,10 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import peak_mb  # noqa: E402
+from bench.machine import describe, peak_mb, probe  # noqa: E402
 from conftest import sync_directory, write_catalog  # noqa: E402
 from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.dispatch import DEFAULT_PACING_SECONDS  # noqa: E402
+from reconciler.payload import check_limits  # noqa: E402
 from reconciler.schedule import CLAIM_SECONDS, due_cutoffs, run_pass  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
 from reconciler.store import Database, open_database  # noqa: E402
@@ -38,7 +50,7 @@ class NullDispatcher:
         pass
 
 
-def build(root: Path, services: int, checks: int) -> Database:
+def build(root: Path, services: int, checks: int, batch: int = 1, *, daily: bool = False) -> Database:
     rnd = random.Random(3)
     service_docs = [
         {"name": f"Service {i}", "slug": f"svc-{i:05d}", "priority": rnd.randint(1, 10),
@@ -49,12 +61,15 @@ def build(root: Path, services: int, checks: int) -> Database:
     check_docs = []
     for j in range(checks):
         doc = {"name": f"Check {j}", "slug": f"check-{j:02d}", "services": "all"}
-        if j % 10 == 9:
+        if daily:
+            doc["frequency"] = "daily"
+        elif j % 10 == 9:
             doc["schedule"] = "0 9 * * 1-5"
         else:
             doc["frequency"] = ("hourly", "daily", "weekly")[j % 3]
         check_docs.append(doc)
-    write_catalog(root / "catalog", service_docs, check_docs, catalog={"defaults": {"repository": "acme/checks"}})
+    write_catalog(root / "catalog", service_docs, check_docs,
+                  catalog={"defaults": {"repository": "acme/checks", "batch": batch}})
     store = open_database(root / "catalog.db")
     report = sync_directory(store, root / "catalog")
     assert report.outcome == "applied" and not report.errors, report.errors
@@ -82,7 +97,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--checks", type=int, default=50)
+    parser.add_argument("--part", choices=("all", "due", "batch", "bulk", "day"), default="all")
+    parser.add_argument("--batch", type=int, default=1000, help="batch: of every check (parts batch and day)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of single PATCHes (part bulk)")
     args = parser.parse_args()
+    print(describe(probe()), "(before)")
+    if args.part in ("all", "due"):
+        bench_due(args)
+    if args.part in ("all", "batch"):
+        bench_batches(args)
+    if args.part in ("all", "bulk"):
+        bench_bulk(args)
+    if args.part in ("all", "day"):
+        bench_day(args)
+    print(describe(probe()), "(after)")
+
+
+def bench_due(args) -> None:
     clock = FakeClock()
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -143,6 +174,184 @@ def main() -> None:
         per_hour = 3600 / DEFAULT_PACING_SECONDS
         print(f"GitHub pacing: one POST every {DEFAULT_PACING_SECONDS:.0f} s, one at a time = {per_hour:,.0f} dispatches/hour"
               " at most, under the 5,000 requests/hour of a token; rate-limit answers slow it further")
+
+
+class CountingDispatcher:
+    """Sends nothing; counts dispatches and the results they carry, and checks GitHub's limits on each."""
+
+    def __init__(self):
+        self.requests = 0
+        self.results = 0
+        self.inline = 0
+
+    def send(self, payload) -> None:
+        check_limits(payload)
+        self.requests += 1
+        batch = payload.data.get("batch")
+        self.results += batch["size"] if batch else 1
+        self.inline += bool(batch and "results" in batch)
+
+
+def bench_batches(args) -> None:
+    """500,000 due pairs -> result rows, leases, batch payloads, timed in phases as a pass runs them."""
+    from reconciler.payload import build_batch_payload
+    from reconciler.schedule import dispatch_units
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        store = build(Path(folder), args.services, args.checks, args.batch, daily=True)
+        pairs = args.services * args.checks
+        print(f"built and synced {args.services} services x {args.checks} daily checks, batch: {args.batch}"
+              f" ({pairs:,} pairs) in {time.perf_counter() - started:.1f} s")
+        clock = FakeClock()
+        now = clock.now()
+        checks = {c["id"]: c for c in store.reads.checks()}
+        settings = Settings.resolve({}, {})
+        config = store.state.get("catalog_config")
+        tracemalloc.start()
+        started = time.perf_counter()
+        created = store.dispatch.create_due(
+            due_cutoffs(list(checks.values()), now), now=format_time(now), revision="bench",
+            claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)), holder="bench")
+        rows_done = time.perf_counter()
+        services = store.reads.services_by_id([row["service_id"] for row in created])
+        units = dispatch_units(created, checks)
+        sizes = []
+        for unit in units:
+            check = checks[unit[0]["check_id"]]
+            batch_id = store.dispatch.create_batch(check["id"], [row["id"] for row in unit], now=format_time(now))
+            payload = build_batch_payload(batch_id, unit, check, services, server_url=settings.server_url,
+                                          catalog_repository=None, catalog_config=config)
+            check_limits(payload)
+            sizes.append(len(json.dumps(payload.client_payload)))
+        finished = time.perf_counter()
+        heap = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+        expected = args.checks * math.ceil(args.services / args.batch)
+        print(f"{format(pairs, ',') + ' due pairs -> rows + leases (create_due)':<58} {rows_done - started:7.3f} s")
+        print(f"{'  -> ' + format(len(units), ',') + ' batch rows + payloads':<58} {finished - rows_done:7.3f} s")
+        print(f"{'  together':<58} {finished - started:7.3f} s   peak {heap:6.1f} MB (Python heap, traced)"
+              f"  [target <= 10 s, <= 300 MB]")
+        print(f"  dispatch requests: {len(units):,} (ceil(pairs / batch) per check = {expected:,});"
+              f" payloads {min(sizes):,}..{max(sizes):,} bytes (GitHub: < 65,536)")
+        print(f"  peak RSS of the process: {peak_mb()[0]:.0f} MB (the sync and the tracing included)")
+        assert len(units) == expected and sum(len(unit) for unit in units) == pairs
+        # After each 204: renew the leases, mark the batch sent (per dispatch, paced by the budget)
+        sample = units[:20]
+        started = time.perf_counter()
+        for unit in sample:
+            ids = [row["id"] for row in unit]
+            store.dispatch.renew_claims(ids, holder="bench", claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)))
+            store.dispatch.mark_sent_many(ids, now=format_time(now))
+        per_batch = (time.perf_counter() - started) / len(sample)
+        print(f"{'  per dispatch after GitHub: renew leases + mark sent':<58} {per_batch:7.3f} s"
+              f"   (x {len(units)} = {per_batch * len(units):.0f} s, spread over the budget's hour)")
+
+
+def bench_bulk(args) -> None:
+    """Single PATCHes (wrk) against bulk PATCHes of 1,000 answers, on one `catalog serve` process."""
+    import subprocess
+
+    import requests
+
+    from bench.bench_api import PATCH_LUA, build_catalog, fill_results, free_port, rss_mb, run_wrk
+    from bench.machine import cpu_seconds
+    from reconciler.clock import Clock
+    from reconciler.gitsource import DirectorySource
+    from reconciler.reconcile import sync
+    from reconciler.tokens import create_token
+
+    services, checks = min(args.services, 2000), min(args.checks, 50)
+    work = Path(tempfile.mkdtemp(prefix="bench-bulk-"))
+    try:
+        build_catalog(work / "catalog", services, checks)
+        store = open_database(work / "home" / "catalog.db")
+        assert sync(store, DirectorySource(work / "catalog")).outcome == "applied"
+        pending = services * checks - 1
+        ids = fill_results(store, pending=pending)
+        writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
+        store.results.checkpoint()
+        store.close()
+        port = free_port()
+        log = open(work / "server.log", "w")
+        server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                                  env={**os.environ, "CATALOG_HOME": str(work / "home")}, stdout=log, stderr=log,
+                                  cwd=Path(__file__).resolve().parent.parent)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    requests.get(base + "/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            single_ids = list(ids)[: len(ids) // 2]
+            bulk_ids = list(ids)[len(ids) // 2:]
+            per_thread = len(single_ids) // 2
+            script = PATCH_LUA.replace("FIRST", str(single_ids[0])).replace("PER_THREAD", str(per_thread)).replace("TOKEN", writer)
+            single = run_wrk(script, base, duration=args.duration, connections=32, pid=server.pid)
+            print(f"single PATCH /api/results/{{id}}/ (wrk -t2 -c32, {args.duration} s): {single['rps']:,.0f} answers/s,"
+                  f" p99 {single['p99_us'] / 1000:.1f} ms, server CPU {single['cpu_us']:.0f} us/answer")
+            session = requests.Session()
+            headers = {"Authorization": f"Token {writer}"}
+            times, cpu_per_request, answered = [], [], 0
+            started = time.perf_counter()
+            for start in range(0, len(bulk_ids) - 999, 1000):
+                body = json.dumps({"results": [{"id": rid, "result": "pass", "message": "bench"}
+                                               for rid in bulk_ids[start:start + 1000]]})
+                cpu = cpu_seconds(server.pid)
+                sent = time.perf_counter()
+                response = session.patch(base + "/api/results", data=body,
+                                          headers={**headers, "Content-Type": "application/json"})
+                times.append(time.perf_counter() - sent)
+                cpu_per_request.append(cpu_seconds(server.pid) - cpu)
+                assert response.status_code == 200
+                answered += sum(1 for item in response.json()["results"] if item["status"] == 200)
+            elapsed = time.perf_counter() - started
+            rate = answered / elapsed
+            print(f"bulk PATCH /api/results, 1,000 answers each, {len(times)} requests one after another:"
+                  f" {rate:,.0f} answers/s; per request median {statistics.median(times) * 1000:.0f} ms,"
+                  f" max {max(times) * 1000:.0f} ms (round trip); server CPU median"
+                  f" {statistics.median(cpu_per_request) * 1000:.0f} ms  [target <= 150 ms]")
+            print(f"  bulk / single = {rate / single['rps']:.1f}x  [target >= 10x]; {answered:,} answered 200;"
+                  f" server RSS {rss_mb(server.pid):.0f} MB")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+            log.close()
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_day(args) -> None:
+    """A day of the catalog with `batch:` against the stand-in's limits, answered through the API."""
+    from api.app import create_app
+    from api_support import live_server, make_token
+    from github_standin import ActionPlayer, GitHubStandIn
+    from reconciler.dispatch import dispatcher_from_settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = build(Path(folder), args.services, args.checks, args.batch, daily=True)
+        pairs = args.services * args.checks
+        clock = FakeClock()
+        action = ActionPlayer(make_token(store, "results:write", name="action"))
+        started = time.perf_counter()
+        with live_server(create_app(store, Settings(home=Path(folder)), sync_trigger=lambda: None)) as server, \
+                GitHubStandIn(token="bench", clock=clock, on_dispatch=action) as github:
+            config = Settings.resolve({"github_api_url": github.url, "github_token": "bench", "server_url": server}, {})
+            dispatcher = dispatcher_from_settings(config, clock=clock, store=store)
+            start = clock.now()
+            while len(action.answered) < pairs and clock.now() < start + timedelta(days=1):
+                run_pass(store, dispatcher, settings=config, clock=clock)
+                clock.advance(60)
+            simulated = clock.now() - start
+        print(f"simulated day, {pairs:,} pairs, batch: {args.batch}: {len(github.dispatches):,} dispatches"
+              f" (ceil = {args.checks * math.ceil(args.services / args.batch):,}), {github.limited} answered 403,"
+              f" {len(action.answered):,} answered once ({len(set(action.answered)):,} distinct),"
+              f" {action.fetched} lists read from GET /api/batches; all answered after {simulated} of simulated"
+              f" time, in {time.perf_counter() - started:.0f} s of real time")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ clock: more than 80 dispatches in a minute or 500 in an hour are answered 403 wi
 secondary-limit message (`github.limited` counts them). With `app_id=` and `app_public_key=` it is
 also a GitHub App's side: `GET /repos/O/R/installation` and `POST /app/installations/N/access_tokens`
 take an RS256 app JWT and issue installation tokens (`github.issued`), valid `token_lifetime` seconds.
+`ActionPlayer(token)` as `on_dispatch` plays the Action: it answers every result it receives through
+the catalog's API (a PATCH per single dispatch, one bulk PATCH per batch).
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
+import base64
+
 import jsonschema
 import jwt
+import requests
 
 _PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/dispatches$")
 _INSTALLATION = re.compile(r"^/repos/([^/]+)/([^/]+)/installation$")
@@ -293,3 +298,42 @@ class GitHubStandIn:
         for error in jsonschema.Draft4Validator(DISPATCH_SCHEMA).iter_errors(body):
             problems.append(f"GitHub's schema: {error.message}")
         return body, problems
+
+
+class ActionPlayer:
+    """Plays the GitHub Action of every dispatch: answers each result it carries through the API, as
+    `catalog answer` would (a batch: its list from the payload or GET /api/batches/{id}, one bulk PATCH)."""
+
+    def __init__(self, token: str, result: str = "pass"):
+        self.headers = {"Authorization": f"Token {token}"}
+        self.result = result
+        self.answered: list[int] = []  # result ids answered 200, in order
+        self.refused: list[dict] = []  # outcomes other than 200
+        self.fetched = 0  # batch lists read from the API (left out of a payload over 64 KB)
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> None:
+        data = json.loads(base64.b64decode(request.body["client_payload"]["data"]))
+        server = data["server"]["url"]
+        batch = data.get("batch")
+        if batch is None:
+            response = requests.patch(server + data["server"]["endpoint"], json={"result": self.result},
+                                      headers=self.headers, timeout=30)
+            outcomes = [{"id": data["result"]["id"], "status": response.status_code}]
+        else:
+            items = batch.get("results")
+            if items is None:
+                with self._lock:
+                    self.fetched += 1
+                listing = requests.get(f"{server}/api/batches/{batch['id']}", headers=self.headers, timeout=30)
+                listing.raise_for_status()
+                items = listing.json()["results"]
+            answers = [{"id": item["result"]["id"], "result": self.result} for item in items]
+            response = requests.patch(server + data["server"]["endpoint"], json={"results": answers},
+                                      headers=self.headers, timeout=30)
+            response.raise_for_status()
+            outcomes = response.json()["results"]
+        with self._lock:
+            self.answered.extend(o["id"] for o in outcomes if o["status"] == 200)
+            self.refused.extend(o for o in outcomes if o["status"] != 200)
+        return None
