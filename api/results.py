@@ -131,13 +131,12 @@ class AnswerWriter:
         """Many answers at once (a bulk PATCH), through the same batches: each its own outcome, the
         completed row or the NotFound / Conflict that says why it changed nothing."""
         loop = asyncio.get_running_loop()
-        futures = []
-        for answer in answers:
-            if not self._batch:
-                loop.call_soon(self._write)
-            futures.append(loop.create_future())
-            self._batch.append((answer, futures[-1]))
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+        batch = [(answer, loop.create_future()) for answer in answers]
+        # Up to 1,000 UPDATEs in one transaction: the writer thread's work, never the event loop's.
+        self._queued.extend(batch)
+        if not self._writing:
+            self._hand_to_writer()
+        return list(await asyncio.gather(*(future for _, future in batch), return_exceptions=True))
 
     def _write(self) -> None:
         batch, self._batch = self._batch, []
