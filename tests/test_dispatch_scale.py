@@ -119,8 +119,7 @@ def test_a_simulated_day_keeps_to_githubs_limits_and_answers_every_pair_once(tmp
     assert len(rows) == 1000 and all(row["result"] == "pass" for row in rows)
 
 
-def test_a_batch_over_64kb_leaves_its_list_to_the_api(tmp_path):
-    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
+def test_a_batch_over_64kb_leaves_its_list_to_the_api(tmp_path, store):
     sync_directory(store, catalog(tmp_path / "catalog", 250, 1, 200))
     clock = FakeClock()
     with GitHubStandIn(token=TOKEN) as github:
@@ -143,10 +142,9 @@ def test_a_batch_over_64kb_leaves_its_list_to_the_api(tmp_path):
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-def test_a_failed_batch_send_fails_or_defers_every_result_in_it(tmp_path):
+def test_a_failed_batch_send_fails_or_defers_every_result_in_it(tmp_path, store):
     from github_standin import Answer
 
-    store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
     sync_directory(store, catalog(tmp_path / "catalog", 30, 1, 10))
     clock = FakeClock()
     with GitHubStandIn(token=TOKEN) as github:
