@@ -10,6 +10,7 @@ from typing import Callable
 
 from .errors import CatalogError
 from .logs import redact_credentials
+from .schema import KINDS
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of catalog files")
-    schema.add_argument("kind", nargs="?", choices=("service", "check", "catalog"), help="one kind of file (default: all)")
+    schema.add_argument("kind", nargs="?", choices=tuple(KINDS), help="one kind of file (default: all)")
     schema.set_defaults(handler=cmd_schema)
 
     plan = commands.add_parser(

@@ -9,6 +9,7 @@
     db.tokens     API tokens (hashes only)
     db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
     db.state      small key/value facts (applied revision, catalog config, write-back baseline)
+    db.scorecards scorecard, waiver and campaign definitions, each service's levels, the daily trend
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
 from .results import ResultRepository
+from .scorecards import ScorecardRepository
 from .sqlite import SqliteBackend
 from .tokens import TokenRepository
 from .writeback import WritebackRepository
@@ -44,6 +46,7 @@ class Database:
         self.writeback = WritebackRepository(self)
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)
+        self.scorecards = ScorecardRepository(self)
 
     @property
     def key(self) -> str:
