@@ -159,10 +159,21 @@ class ScorecardRepository:
                 "SELECT coalesce(owner, '') AS owner, count(*) AS services FROM services"
                 " WHERE removed_at IS NULL GROUP BY coalesce(owner, '') ORDER BY coalesce(owner, '')")
 
-    def services_for_campaigns(self) -> list[dict]:
-        """Every live service with the fields a campaign's `services:` selects on (`tags` decoded)."""
+    def team_level_counts(self) -> list[tuple[str, str, int, int]]:
+        """(owner, rubric, level, services) over every live service with an owner."""
         with self.db.session() as session:
-            rows = session.all(f"SELECT {_SERVICE_FIELDS} FROM services WHERE removed_at IS NULL ORDER BY slug")
+            return session.tuples(
+                "SELECT s.owner, l.rubric, l.level, count(*) FROM services AS s"
+                " JOIN scorecard_levels AS l ON l.service_id = s.id"
+                " WHERE s.removed_at IS NULL AND s.owner IS NOT NULL GROUP BY s.owner, l.rubric, l.level")
+
+    def services_for_campaigns(self, *, owner: str | None = None) -> list[dict]:
+        """Live services (of one owner, if given) with the fields a `services:` selects on (`tags` decoded)."""
+        with self.db.session() as session:
+            rows = session.all(
+                f"SELECT {_SERVICE_FIELDS} FROM services WHERE removed_at IS NULL"
+                + (" AND owner = ?" if owner is not None else "") + " ORDER BY slug",
+                (owner,) if owner is not None else ())
         for row in rows:
             row["tags"] = json.loads(row["tags"])
         return rows
