@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from html import escape
+
+from reconciler.scorecard_views import TREND_DAYS
 
 # One shade per level, lowest first ("none" is grey); the legend names them, so colour is not the only signal
 SHADES = ["#c4c7cc", "#b26a00", "#8a97a6", "#d4a017", "#1b7f2a", "#0b57d0", "#6a1b9a"]
@@ -15,15 +18,18 @@ def shade(index: int) -> str:
 
 
 def level_trend_svg(days: list[dict], levels: list[str], label: str) -> str:
-    """Stacked bars, one per day, of how many services held each level (`days`: [{day, by_level}])."""
+    """Stacked bars, one per day, of how many services held each level (`days`: [{day, by_level}],
+    oldest first); a year wide, the newest day at the right edge."""
     names = ["none", *levels]
-    width = max(len(days), 1) * BAR
+    width = TREND_DAYS * BAR
+    last = date.fromisoformat(days[-1]["day"]) if days else None
     most = max((sum(day["by_level"].values()) for day in days), default=0) or 1
     parts = [
         f'<svg class="trend" viewBox="0 0 {width} {HEIGHT}" width="100%" height="{HEIGHT}" preserveAspectRatio="none"'
         f' role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>'
     ]
-    for position, day in enumerate(days):
+    for day in days:
+        position = TREND_DAYS - 1 - (last - date.fromisoformat(day["day"])).days  # type: ignore[operator]
         y = float(HEIGHT)
         for index, name in enumerate(names):
             count = day["by_level"].get(name, 0)

@@ -94,6 +94,8 @@ def show_dashboard(
         page_link=lambda n: "/" + _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
         open_count=version[2], file_errors=store.catalog.file_errors(),
+        scorecards=scorecard_views.scorecard_summaries(store),
+        levels=scorecard_views.levels_by_service(store, [row["service"]["id"] for row in grid["rows"]]),
     )
 
 

@@ -99,6 +99,16 @@ def service_levels(db, service_id: int) -> list[dict]:
     return shown
 
 
+def levels_by_service(db, service_ids: list[int]) -> dict[int, dict[str, str | None]]:
+    """service id -> scorecard slug -> level name held (None: none), for a page of services."""
+    found = definitions(db)
+    held: dict[int, dict[str, str | None]] = {}
+    for row in db.scorecards.levels(service_ids=service_ids):
+        if row["rubric"] in found.scorecards:
+            held.setdefault(row["service_id"], {})[row["rubric"]] = level_name(found.level_names(row["rubric"]), row["level"])
+    return held
+
+
 def _waiver_view(waiver) -> dict:
     return {"slug": waiver.slug, "check": waiver.check, "reason": waiver.reason, "owner": waiver.owner,
             "expires": waiver.expires}

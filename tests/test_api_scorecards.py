@@ -68,7 +68,7 @@ def test_team_and_campaign_api(site):
 
 def test_pages_escape_user_text_and_make_no_external_requests(site):
     for path in ("/scorecards", "/scorecards/production-readiness", "/teams", "/teams/team-discovery",
-                 "/campaigns", "/campaigns/log4j-2026", "/services/search-index", "/services/payments-api"):
+                 "/campaigns", "/campaigns/log4j-2026", "/services/search-index", "/services/payments-api", "/"):
         page = httpx.get(site + path)
         assert page.status_code == 200, path
         assert HOSTILE not in page.text and "Silver <b>&" not in page.text, path
@@ -84,3 +84,9 @@ def test_the_level_badge(site):
     assert "none" in httpx.get(f"{site}/badges/services/ledger-worker/scorecards/production-readiness.svg").text
     assert "not applicable" in httpx.get(f"{site}/badges/services/legacy-reports/scorecards/production-readiness.svg").text
     assert httpx.get(f"{site}/badges/services/payments-api/scorecards/nope.svg").status_code == 404
+
+
+def test_the_dashboard_shows_each_services_level(site):
+    page = httpx.get(site + "/").text
+    assert "Production readiness</a>: 6 none · 0 Bronze · 1 Silver &lt;b&gt;&amp; · 1 Gold" in page
+    assert '<td class="level-cell">Gold</td>' in page

@@ -135,13 +135,17 @@ class ScorecardRepository:
                 " JOIN scorecard_levels AS l ON l.service_id = s.id"
                 " WHERE s.removed_at IS NULL AND coalesce(s.owner, '') = ? GROUP BY l.rubric, l.level", (team,))
 
-    def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None) -> list[dict]:
+    def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
+               service_ids: list[int] | None = None) -> list[dict]:
         """Level rows with their service's slug, name and owner (`checks` decoded), by level then slug."""
         conditions, params = ["s.removed_at IS NULL"], []
         for column, value in (("l.rubric", rubric), ("coalesce(s.owner, '')", team), ("s.id", service_id)):
             if value is not None:
                 conditions.append(f"{column} = ?")
                 params.append(value)
+        if service_ids is not None:
+            conditions.append(f"s.id IN {self.db.dialect.id_table('?')}")
+            params.append(self.db.dialect.ids(service_ids))
         with self.db.session() as session:
             rows = session.all(
                 "SELECT l.rubric, l.level, l.checks, l.valid_until, s.id AS service_id, s.slug AS service,"
