@@ -235,3 +235,16 @@ def test_a_database_url_with_a_password_that_cannot_be_reached_is_one_line_witho
                  home=tmp_path / "home")
     assert_one_line_error(result)
     assert "cannot connect" in result.stderr and "s3cret" not in result.stdout + result.stderr
+
+
+def test_scorecard_prints_every_summary_then_services_by_level(example_dir, tmp_path):
+    home = tmp_path / "home"
+    assert run("sync", home=home, repo=example_dir).returncode == 0
+    summary = run("scorecard", home=home)
+    assert summary.returncode == 0
+    assert summary.stdout == "production-readiness: Production readiness (8 services): 8 none, 0 Bronze, 0 Silver, 0 Gold\n"
+    one = run("scorecard", "production-readiness", home=home)
+    assert one.stdout.startswith("Production readiness (production-readiness): Bronze < Silver < Gold\n")
+    assert "  none         search-index  (has-owner missing, log4j-vulnerability waived)\n" in one.stdout
+    assert json.loads(run("scorecard", "production-readiness", "--json", home=home).stdout)["services"] == 8
+    assert_one_line_error(run("scorecard", "nope", home=home))
