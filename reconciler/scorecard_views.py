@@ -52,10 +52,15 @@ def scorecard_summaries(db, *, team: str | None = None) -> list[dict]:
     return summaries
 
 
+def holding_back(checks: dict[str, str]) -> dict[str, str]:
+    """The counted checks not plainly met (waived ones included: they show with their reason)."""
+    return {check: state for check, state in checks.items() if state != "met"}
+
+
 def _service_rows(rows: list[dict], names: list[str]) -> list[dict]:
     return [{
         "service": row["service"], "name": row["service_name"], "owner": row["owner"],
-        "level": level_name(names, row["level"]), "level_index": row["level"], "checks": row["checks"],
+        "level": level_name(names, row["level"]), "level_index": row["level"], "checks": holding_back(row["checks"]),
     } for row in rows]
 
 
@@ -95,7 +100,7 @@ def service_levels(db, service_id: int) -> list[dict]:
                       and (check, row["service"]) in found.waived}
             shown.append({"scorecard": row["rubric"], "name": found.scorecards[row["rubric"]]["name"],
                           "level": level_name(names, row["level"]), "level_index": row["level"], "levels": names,
-                          "checks": row["checks"], "waivers": waived})
+                          "checks": holding_back(row["checks"]), "waivers": waived})
     return shown
 
 

@@ -32,3 +32,10 @@ def stale_from(check: dict, created_at: datetime) -> datetime | None:
         return following + timeout if following else None
     period = FREQUENCY_PERIODS.get(check["frequency"] or "")
     return created_at + period + timeout if period else None
+
+
+def stale_offset(check: dict) -> timedelta | None:
+    """For a frequency: how long after its creation a result goes stale (one period plus the
+    timeout). None for a cron schedule (use `stale_from`) and for checks that never go stale."""
+    period = FREQUENCY_PERIODS.get(check["frequency"] or "")
+    return period + timedelta(seconds=check["timeout_seconds"]) if period and not check["schedule"] else None

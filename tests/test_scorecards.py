@@ -91,7 +91,7 @@ def test_levels_follow_answers_waivers_and_staleness(synced_store):
     # search-index: log4j waived until the end of 2027-03-31, UTC
     finished_result(store, "has-owner", "search-index", "pass", now=now)
     row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "search-index")
-    assert row["level"] == 3 and row["checks"] == {"log4j-vulnerability": "waived"}
+    assert row["level"] == 3 and row["checks"] == {"has-owner": "met", "log4j-vulnerability": "waived"}
     # one hour and a half later (has-owner: hourly, 30m timeout) its results went stale; the waiver ended
     changes = scorecards.refresh_due(store, now + timedelta(hours=2, seconds=1))
     assert {(c.rubric, c.before, c.after) for c in changes} == {("production-readiness", 3, 0)}
@@ -143,3 +143,22 @@ def test_daily_snapshot_records_levels_and_counts_once_a_day(synced_store):
     service_id = store.catalog.service_index()["payments-db"]["id"]
     assert store.scorecards.service_trend("production-readiness", service_id, since="2026-01-01") == [("2026-11-30", 2)]
 
+
+
+def test_answers_keep_the_same_levels_and_states_a_full_evaluation_gives(synced_store):
+    store, now = synced_store, datetime.now(timezone.utc)
+    outcomes = ["pass", "fail", "warning", "pass", "error", "pass"]
+    services = ["payments-api", "payments-db", "search-index", "users-api", "catalog-api", "storefront-web"]
+    for n, service in enumerate(services):
+        for m, check in enumerate(("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability")):
+            row = new_result(store, check, service, now=now) if _targets(store, check, service) else None
+            if row:
+                answer(store, row["id"], outcomes[(n + m) % len(outcomes)], now=now)
+    incremental = {(r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()}
+    assert scorecards.evaluate_all(store, now) == []
+    assert {(r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()} == incremental
+
+
+def _targets(store, check: str, service: str) -> bool:
+    check_id = store.catalog.check_index()[check]["id"]
+    return (check_id, store.catalog.service_index()[service]["id"]) in store.dispatch.targeted_pairs(check_ids=[check_id])

@@ -404,12 +404,13 @@ MIGRATIONS: list[tuple[int, str]] = [
             rubric      TEXT NOT NULL,
             service_id  INTEGER NOT NULL,
             level       INTEGER NOT NULL,             -- levels held, 0 .. number of levels
-            checks      TEXT NOT NULL,                -- JSON {check slug: state} of counted checks not plainly met
+            checks      TEXT NOT NULL,                -- JSON {check slug: state} of every counted check
             valid_until TEXT,                         -- when a met result goes stale or a waiver ends
             updated_at  TEXT NOT NULL,
             PRIMARY KEY (rubric, service_id)
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS scorecard_levels_due ON scorecard_levels (valid_until);
+        CREATE INDEX IF NOT EXISTS scorecard_levels_by_service ON scorecard_levels (service_id);
 
         -- A year of trend: each (rubric, service) level once a day, and the counts per level of
         -- the whole rubric (scope 'all') and of each team (scope 'team', team = owner) that day.

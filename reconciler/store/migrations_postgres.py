@@ -304,6 +304,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             PRIMARY KEY (rubric, service_id)
         );
         CREATE INDEX scorecard_levels_due ON scorecard_levels (valid_until);
+        CREATE INDEX scorecard_levels_by_service ON scorecard_levels (service_id);
 
         CREATE TABLE scorecard_snapshots (
             rubric     TEXT COLLATE "C" NOT NULL,

@@ -62,20 +62,26 @@ class ScorecardRepository:
             latest.setdefault(service_key, {})[slug] = (result, status, created_at)
         return services, latest
 
-    def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
-                       whole: bool = False, service_ids: list[int] | None = None) -> list[LevelChange]:
-        """Write the evaluations that differ from the stored rows, and drop the rows of the scope
-        (every row, or those of `service_ids`) that no longer apply; today's snapshot follows each
-        changed level. Returns the level changes."""
-        d = self.db.dialect
-        if whole:
-            stored = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels")
+    def stored_levels(self, session, service_ids: list[int] | None = None) -> dict[tuple[str, int], tuple]:
+        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'."""
+        if service_ids is None:
+            rows = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels")
         else:
-            stored = session.tuples(
+            rows = session.tuples(
                 "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
-                f" WHERE service_id IN {d.id_table('?')}", (d.ids(service_ids or []),))
-        before = {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in stored}
-        stamp, day = format_time(now), format_time(now)[:10]
+                f" WHERE service_id IN {self.db.dialect.id_table('?')}", (self.db.dialect.ids(service_ids),))
+        return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
+
+    def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
+                       whole: bool = False, service_ids: list[int] | None = None,
+                       stored: dict[tuple[str, int], tuple] | None = None) -> list[LevelChange]:
+        """Write the evaluations that differ from the stored rows; with `whole` or `service_ids`, drop
+        the rows of that scope that no longer apply (with `stored`, the rows already read, only write).
+        Today's snapshot follows each changed level. Returns the level changes."""
+        partial = stored is not None
+        before = stored if partial else self.stored_levels(session, None if whole else service_ids or [])
+        stamp = format_time(now)
+        day = stamp[:10]
         writes, changes = [], []
         for key, evaluation in found.items():
             checks = json.dumps(evaluation.checks, sort_keys=True, separators=(",", ":"))
@@ -85,7 +91,7 @@ class ScorecardRepository:
             writes.append((key[0], key[1], evaluation.level, checks, evaluation.valid_until, stamp))
             if old is None or old[0] != evaluation.level:
                 changes.append(LevelChange(key[0], key[1], old[0] if old else None, evaluation.level))
-        gone = [key for key in before if key not in found]
+        gone = [] if partial else [key for key in before if key not in found]
         changes += [LevelChange(rubric, service_id, before[(rubric, service_id)][0], None) for rubric, service_id in gone]
         session.many(
             "INSERT INTO scorecard_levels (rubric, service_id, level, checks, valid_until, updated_at)"
