@@ -217,10 +217,14 @@ def list_scorecards(request: Request, state: State) -> Template:
 
 
 @get("/scorecards/{slug:str}", name="scorecard", sync_to_thread=True)
-def show_scorecard(request: Request, state: State, slug: FromPath[str]) -> Template:
-    card = scorecard_views.scorecard(state.store, slug, _now(state))
+def show_scorecard(
+    request: Request, state: State, slug: FromPath[str], page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1
+) -> Template:
+    card = scorecard_views.scorecard(state.store, slug, _now(state), page=page)
     names = [level["name"] for level in card["levels"]]
-    return _page(request, "scorecard.html", title=card["name"], card=card,
+    return _page(request, "scorecard.html", title=card["name"], card=card, shown=card["service_levels"],
+                 page=card["page"], pages=card["pages"],
+                 page_link=lambda n: f"/scorecards/{card['slug']}" + _query(page=n),
                  chart=chart(card["trend"], names, f"{card['name']}: services per level per day"))
 
 

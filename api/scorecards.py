@@ -6,11 +6,11 @@ never re-evaluates a service.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from api import charts
 from api.auth import SECURITY, requires_read
@@ -34,10 +34,13 @@ class ScorecardController(Controller):
     def list_scorecards(self, state: State) -> dict[str, Any]:
         return {"scorecards": views.scorecard_summaries(state.store)}
 
-    @get("/{slug:str}", summary="One scorecard: its services by level and a year of daily trend",
+    @get("/{slug:str}", summary="One scorecard: a page of its services by level and a year of daily trend",
          responses=error_responses(401, 403, 404), sync_to_thread=True)
-    def get_scorecard(self, state: State, slug: FromPath[str]) -> dict[str, Any]:
-        return views.scorecard(state.store, slug, state.clock.now())
+    def get_scorecard(
+        self, state: State, slug: FromPath[str],
+        page: Annotated[int, QueryParameter(ge=1, le=100_000, description=f"{views.PAGE_SIZE} services a page")] = 1,
+    ) -> dict[str, Any]:
+        return views.scorecard(state.store, slug, state.clock.now(), page=page)
 
 
 class TeamController(Controller):

@@ -48,12 +48,13 @@ SELECTORS = ["all", "{max_priority: 5}", "{type: web}", "{tags: [tier-1]}", "{ma
 
 
 def write_scorecards(root: Path, checks: int) -> None:
-    """5 scorecards x 3 levels over the first checks, each level 2-4 checks."""
+    """5 scorecards x 3 levels over the last checks, each level 2-4 checks."""
     (root / "scorecards").mkdir(exist_ok=True)
     for card in range(5):
         levels, check = [], card * 7
         for level, size in enumerate((4, 3, 2)):
-            names = ", ".join(f"check-{(check + k) % checks + 1:02d}" for k in range(size))
+            # counted from the last check down: the results the PATCH runs answer are the newest, the last checks'
+            names = ", ".join(f"check-{checks - (check + k) % checks:02d}" for k in range(size))
             check += size
             levels.append(f"  - {{name: Level {level + 1}, checks: [{names}]}}")
         (root / "scorecards" / f"card-{card}.yaml").write_text(

@@ -300,7 +300,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
             counts = ", ".join(f"{n} {name}" for name, n in card["by_level"].items())
             print(f"{card['slug']}: {card['name']} ({card['services']} services): {counts}")
         return 0
-    card = scorecard_views.scorecard(store, args.slug, datetime.now(timezone.utc))
+    card = scorecard_views.scorecard(store, args.slug, datetime.now(timezone.utc), page=None)
     if args.json:
         print(json.dumps(card, indent=2))
         return 0

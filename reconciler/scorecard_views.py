@@ -73,19 +73,27 @@ def trend(db, rubric: str, names: list[str], now: datetime, *, team: str | None 
     return [{"day": day, "by_level": _by_level(names, counts)} for day, counts in sorted(days.items())]
 
 
-def scorecard(db, slug: str, now: datetime) -> dict:
-    """One scorecard: its services by level (highest first) and its trend."""
+PAGE_SIZE = 100  # services per page of a scorecard
+
+
+def scorecard(db, slug: str, now: datetime, *, page: int | None = 1) -> dict:
+    """One scorecard: a page of its services by level (highest first; every one with `page=None`),
+    how many hold each level, and its trend."""
     found = definitions(db)
     card = found.scorecards.get(slug)
     if card is None:
         raise NotFound(f"scorecard {slug!r} does not exist")
     names = found.level_names(slug)
-    services = _service_rows(db.scorecards.levels(rubric=slug), names)
-    counts: dict[int, int] = {}
-    for row in services:
-        counts[row["level_index"]] = counts.get(row["level_index"], 0) + 1
-    return {**_card_head(slug, card), "services": len(services), "by_level": _by_level(names, counts),
-            "service_levels": services, "trend": trend(db, slug, names, now)}
+    counts = {level: services for _, level, services in db.scorecards.level_counts(rubric=slug)}
+    total = sum(counts.values())
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page is None:
+        rows = db.scorecards.levels(rubric=slug)
+    else:
+        page = min(max(page, 1), pages)
+        rows = db.scorecards.levels(rubric=slug, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return {**_card_head(slug, card), "services": total, "by_level": _by_level(names, counts),
+            "page": page, "pages": pages, "service_levels": _service_rows(rows, names), "trend": trend(db, slug, names, now)}
 
 
 def service_levels(db, service_id: int) -> list[dict]:
@@ -164,9 +172,22 @@ def team(db, owner: str, now: datetime) -> dict:
             failing += [{"service": row["service"], "scorecard": row["rubric"], "check": check, "state": state}
                         for check, state in sorted(row["checks"].items()) if state not in ("met", "waived")]
     soon = (now + timedelta(days=EXPIRING_DAYS)).strftime("%Y-%m-%d")
+    held: dict[str, dict[str, str | None]] = {}
+    for slug, rows in levels.items():
+        for row in rows:
+            held.setdefault(row["service"], {})[slug] = row["level"]
+    grouped: dict[tuple[str, str], dict] = {}
+    for item in failing:
+        group = grouped.setdefault((item["check"], item["state"]), {
+            "check": item["check"], "state": item["state"], "scorecards": [], "services": []})
+        if item["scorecard"] not in group["scorecards"]:
+            group["scorecards"].append(item["scorecard"])
+        if item["service"] not in group["services"]:
+            group["services"].append(item["service"])
     return {
         "owner": owner,
-        "services": [{"slug": s["slug"], "name": s["name"]} for s in services],
+        "services": [{"slug": s["slug"], "name": s["name"], "levels": held.get(s["slug"], {})} for s in services],
+        "failing_by_check": sorted(grouped.values(), key=lambda g: (-len(g["services"]), g["check"], g["state"])),
         "scorecards": [{"slug": slug, "name": found.scorecards[slug]["name"],
                         "levels": found.level_names(slug), "services": levels.get(slug, []),
                         "trend": trend(db, slug, found.level_names(slug), now, team=owner)}
@@ -181,6 +202,8 @@ def team(db, owner: str, now: datetime) -> dict:
 def campaigns(db, now: datetime, *, services: list[dict] | None = None) -> list[dict]:
     """Every campaign with its progress (over the services given, else all)."""
     found = definitions(db)
+    if not found.campaigns:
+        return []
     services = services if services is not None else db.scorecards.services_for_campaigns()
     return [_campaign(db, found, slug, body, services, now) for slug, body in sorted(found.campaigns.items())]
 

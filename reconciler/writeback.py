@@ -287,7 +287,7 @@ def _summaries(store: Database, batch: list[dict], root: str, as_of: str) -> dic
         rows = sorted(by_check[check_id], key=lambda row: row["service_slug"] or "")
         out[f"{root}checks/{check['slug']}.yaml"] = files.check_summary(check, rows, as_of).encode()
     all_services, all_checks = store.writeback.catalog()
-    cards = [scorecard_views.scorecard(store, card["slug"], parse_time(as_of)) for card in scorecard_views.scorecard_summaries(store)]
+    cards = [scorecard_views.scorecard(store, card["slug"], parse_time(as_of), page=None) for card in scorecard_views.scorecard_summaries(store)]
     for card in cards:
         out[f"{root}scorecards/{card['slug']}.yaml"] = files.scorecard_summary(card, as_of).encode()
     levels = scorecard_views.levels_by_service(store, [service["id"] for service in all_services])

@@ -131,9 +131,12 @@ class ScorecardRepository:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def level_counts(self, *, team: str | None = None) -> list[tuple[str, int, int]]:
-        """(rubric, level, services) for every rubric, over every service or one team's."""
+    def level_counts(self, *, team: str | None = None, rubric: str | None = None) -> list[tuple[str, int, int]]:
+        """(rubric, level, services) for every rubric (or one), over every service or one team's."""
         with self.db.session() as session:
+            if rubric is not None:
+                return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels WHERE rubric = ?"
+                                      " GROUP BY rubric, level", (rubric,))
             if team is None:
                 return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
             return session.tuples(
@@ -142,10 +145,11 @@ class ScorecardRepository:
                 " WHERE s.removed_at IS NULL AND coalesce(s.owner, '') = ? GROUP BY l.rubric, l.level", (team,))
 
     def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
-               service_ids: list[int] | None = None) -> list[dict]:
-        """Level rows with their service's slug, name and owner (`checks` decoded), by level then slug."""
+               service_ids: list[int] | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Level rows with their service's slug, name and owner (`checks` decoded), by level (highest
+        first) then slug; a page of them with `limit` and `offset`."""
         conditions, params = ["s.removed_at IS NULL"], []
-        for column, value in (("l.rubric", rubric), ("coalesce(s.owner, '')", team), ("s.id", service_id)):
+        for column, value in (("l.rubric", rubric), ("s.owner", team), ("s.id", service_id)):
             if value is not None:
                 conditions.append(f"{column} = ?")
                 params.append(value)
@@ -157,7 +161,9 @@ class ScorecardRepository:
                 "SELECT l.rubric, l.level, l.checks, l.valid_until, s.id AS service_id, s.slug AS service,"
                 " s.name AS service_name, s.owner FROM scorecard_levels AS l"
                 " JOIN services AS s ON s.id = l.service_id WHERE " + " AND ".join(conditions)
-                + " ORDER BY l.rubric, l.level DESC, s.slug", params)
+                + " ORDER BY l.rubric, l.level DESC, s.slug"
+                + (" LIMIT ? OFFSET ?" if limit is not None else ""),
+                params + ([limit, offset] if limit is not None else []))
         for row in rows:
             row["checks"] = json.loads(row["checks"])
         return rows
