@@ -171,36 +171,51 @@ def evaluate(rubric: Rubric, service: dict, latest: dict[str, tuple], checks: di
              cutoffs: dict[str, str | None], waived: dict[tuple[str, str], Waiver], now: datetime,
              targeted: dict[str, bool] | None = None) -> Evaluation:
     """One service's level of one rubric. `latest`: check slug -> (result, status, created_at) of its
-    latest finished result; `checks`: live checks by slug (with their parsed `targets`); `targeted`:
-    a cache of which checks target this service, shared by its rubrics."""
+    latest finished result; `checks`: live checks by slug (with their parsed `targets` and
+    `stale_offset`); `targeted`: a cache of which checks target this service, shared by its rubrics.
+
+    The loop is written out (no helper per check on the usual path): a first evaluation runs it
+    for every (service, rubric) pair, 50,000 times at 10,000 services (bench/bench_scorecards.py)."""
     targeted = {} if targeted is None else targeted
+    met_by = rubric.met_by
     states: dict[str, str] = {}
     ends: list[datetime] = []
     oldest_by_offset: dict[timedelta, str] = {}  # checks going stale alike: only the oldest result matters
+    level, holding = 0, True
     for _, level_checks in rubric.levels:
+        complete = True
         for slug in level_checks:
-            check = checks.get(slug)
-            if check is None:
-                continue
             hits = targeted.get(slug)
             if hits is None:
-                hits = targeted[slug] = bool(check["active"]) and selects(check["targets"], service)
+                check = checks.get(slug)
+                hits = targeted[slug] = check is not None and bool(check["active"]) and selects(check["targets"], service)
             if not hits:
-                continue  # does not target the service: does not count
+                continue  # does not target the service (or is removed, or paused): does not count
             row = latest.get(slug)
-            state = states[slug] = check_state(rubric, check, service["slug"], row, cutoffs.get(slug), waived, now)
-            if state == "met":
-                offset = check["stale_offset"]
-                if offset is None:
-                    moment = stale_from(check, parse_stamp(row[2]))  # type: ignore[index]
-                    if moment is not None:
-                        ends.append(moment)
-                elif row[2] < oldest_by_offset.get(offset, "~"):  # type: ignore[index]
-                    oldest_by_offset[offset] = row[2]  # type: ignore[index]
-            elif state == "waived":
+            if row is not None and row[1] == "completed" and row[0] in met_by:
+                cutoff = cutoffs.get(slug)
+                if not cutoff or row[2] >= cutoff:
+                    states[slug] = "met"
+                    offset = checks[slug]["stale_offset"]
+                    if offset is not None:
+                        if row[2] < oldest_by_offset.get(offset, "~"):
+                            oldest_by_offset[offset] = row[2]
+                    else:
+                        moment = stale_from(checks[slug], parse_stamp(row[2]))
+                        if moment is not None:
+                            ends.append(moment)
+                    continue
+            state = states[slug] = check_state(rubric, checks[slug], service["slug"], row, cutoffs.get(slug), waived, now)
+            if state == "waived":
                 ends.append(waiver_end(waived[(slug, service["slug"])].expires))
+            else:
+                complete = False
+        if holding and complete:
+            level += 1
+        else:
+            holding = False
     ends += [parse_stamp(created) + offset for offset, created in oldest_by_offset.items()]
-    return Evaluation(level_of(rubric, states), states, format_time(min(ends)) if ends else None)
+    return Evaluation(level, states, format_time(min(ends)) if ends else None)
 
 
 class Evaluator:
