@@ -21,6 +21,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
+from api.scorecards import API_HANDLERS as SCORECARD_HANDLERS
 from api.routing import get, read
 from reconciler.clock import Clock
 from reconciler.logs import log_to_stderr
@@ -67,7 +68,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             healthz, ResultController, BatchController, ServiceController, CheckController, SyncController,
-            ActionController, webhook_github, *PAGE_HANDLERS,
+            ActionController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
         ],
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],

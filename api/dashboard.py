@@ -12,8 +12,8 @@ from markdown_it import MarkdownIt
 
 from reconciler import cron
 from reconciler.clock import format_time
-from reconciler.schema import FREQUENCY_PERIODS
 from reconciler.outcomes import RESULT_VALUES, STATUSES
+from reconciler.staleness import stale_cutoff  # noqa: F401  (pages, badges and tests import it from here)
 from reconciler.store import Database
 
 # Symbols so that colour is never the only signal; labels are what a screen reader says.
@@ -64,21 +64,6 @@ def repository_url(repository: str | None) -> str | None:
     if not repository:
         return None
     return safe_url(repository) or f"https://github.com/{repository}"
-
-
-def stale_cutoff(check: dict, now: datetime) -> str | None:
-    """Results created before this time are stale: a newer run should have finished by now.
-
-    For a frequency: older than one period plus the check's timeout. For a cron schedule: created
-    before the last scheduled time whose run's timeout has passed. Ad-hoc checks never go stale, nor
-    do checks whose stored schedule gives no time (the scheduler skips and reports those).
-    """
-    timeout = timedelta(seconds=check["timeout_seconds"])
-    if check["schedule"]:
-        last_due = cron.previous_time(check["schedule"], now - timeout)
-        return format_time(last_due) if last_due else None
-    period = FREQUENCY_PERIODS.get(check["frequency"] or "")
-    return format_time(now - period - timeout) if period else None
 
 
 def parse_stamp(text: str) -> datetime:

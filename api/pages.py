@@ -23,6 +23,8 @@ from api.auth import COOKIE_NAME, NotAuthenticated, identity_of, requires_read
 from api.badges import BADGE_HANDLERS
 from api.models import MAX_ID
 from api.results import existing_result_id
+from api.scorecards import chart, scorecard_badge
+from reconciler import scorecard_views
 from api.routing import get, post
 from reconciler.errors import NotFound
 from reconciler.tokens import verify_token
@@ -92,6 +94,8 @@ def show_dashboard(
         page_link=lambda n: "/" + _query(owner=owner, type=type, tag=tag, page=n),
         last_sync=last_sync, last_sync_age=dashboard.age(last_sync["finished_at"] if last_sync else None, now),
         open_count=version[2], file_errors=store.catalog.file_errors(),
+        scorecards=scorecard_views.scorecard_summaries(store),
+        levels=scorecard_views.levels_by_service(store, [row["service"]["id"] for row in grid["rows"]]),
     )
 
 
@@ -110,6 +114,7 @@ def show_service(request: Request, state: State, slug: FromPath[str]) -> Templat
         overall=dashboard.overall([entry["cell"] for entry in entries]),
         history=store.results.list(service=slug, limit=RESULTS_PAGE_SIZE),
         updated_age=dashboard.age(service["updated_at"], now),
+        levels=scorecard_views.service_levels(store, service["id"]),
     )
 
 
@@ -204,6 +209,51 @@ def list_sync_runs(
     )
 
 
+@get("/scorecards", name="scorecards", sync_to_thread=True)
+def list_scorecards(request: Request, state: State) -> Template:
+    store, now = state.store, _now(state)
+    return _page(request, "scorecards.html", title="Scorecards", scorecards=scorecard_views.scorecard_summaries(store),
+                 campaigns=scorecard_views.campaigns(store, now), teams=scorecard_views.teams(store))
+
+
+@get("/scorecards/{slug:str}", name="scorecard", sync_to_thread=True)
+def show_scorecard(
+    request: Request, state: State, slug: FromPath[str], page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1
+) -> Template:
+    card = scorecard_views.scorecard(state.store, slug, _now(state), page=page)
+    names = [level["name"] for level in card["levels"]]
+    return _page(request, "scorecard.html", title=card["name"], card=card, shown=card["service_levels"],
+                 page=card["page"], pages=card["pages"],
+                 page_link=lambda n: f"/scorecards/{card['slug']}" + _query(page=n),
+                 chart=chart(card["trend"], names, f"{card['name']}: services per level per day"))
+
+
+@get("/teams", name="teams", sync_to_thread=True)
+def list_teams(request: Request, state: State) -> Template:
+    store = state.store
+    return _page(request, "teams.html", title="Teams", teams=scorecard_views.teams(store),
+                 scorecards=scorecard_views.scorecard_summaries(store))
+
+
+@get("/teams/{owner:str}", name="team", sync_to_thread=True)
+def show_team(request: Request, state: State, owner: FromPath[str]) -> Template:
+    team = scorecard_views.team(state.store, owner, _now(state))
+    for card in team["scorecards"]:
+        card["chart"] = chart(card["trend"], card["levels"], f"{owner}, {card['name']}: services per level per day")
+    return _page(request, "team.html", title=owner, team=team)
+
+
+@get("/campaigns", name="campaigns", sync_to_thread=True)
+def list_campaigns(request: Request, state: State) -> Template:
+    return _page(request, "campaigns.html", title="Campaigns", campaigns=scorecard_views.campaigns(state.store, _now(state)))
+
+
+@get("/campaigns/{slug:str}", name="campaign", sync_to_thread=True)
+def show_campaign(request: Request, state: State, slug: FromPath[str]) -> Template:
+    campaign = scorecard_views.campaign(state.store, slug, _now(state))
+    return _page(request, "campaign.html", title=campaign["name"], campaign=campaign)
+
+
 # -- login and logout -------------------------------------------------------------------------------
 
 
@@ -267,13 +317,14 @@ def forbidden_page(request: Request, error: HTTPException) -> Response:
 PAGE_HANDLERS: list = [
     Router(
         path="/",
-        route_handlers=[show_dashboard, show_service, show_check, list_results, show_result, list_sync_runs],
+        route_handlers=[show_dashboard, show_service, show_check, list_results, show_result, list_sync_runs,
+                        list_scorecards, show_scorecard, list_teams, show_team, list_campaigns, show_campaign],
         guards=[requires_read],
         include_in_schema=False,
         exception_handlers={NotAuthenticated: redirect_to_login, NotFound: not_found_page, 403: forbidden_page},
     ),
     Router(path="/", route_handlers=[show_login, login, logout], include_in_schema=False),
-    *BADGE_HANDLERS,
+    *BADGE_HANDLERS, scorecard_badge,
     create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False,
                                cache_control=None),
 ]

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import scorecards
 from reconciler.clock import Clock
 from reconciler.dispatch import LOCAL_TOKEN_FILE, dispatcher_from_settings
 from reconciler.errors import DispatchError, NotFound
@@ -158,6 +159,13 @@ class Loops:
         for finding in report.findings:
             log.warning("write-back: %s", finding)
 
+    def scorecards(self) -> None:
+        """Levels that time alone changes (a result gone stale, a waiver past its day), and the day's snapshot."""
+        changes = scorecards.refresh_due(self.store, self.clock.now())
+        if changes:
+            log.info("scorecards: %d levels changed with time", len(changes))
+        scorecards.snapshot(self.store, self.clock.now())
+
     def request_sync(self) -> None:
         """Called by the webhook and POST /api/sync: the leader's sync thread syncs as soon as it is
         free; a follower syncs at once in a thread of its own (one at a time: a sync in progress
@@ -206,6 +214,7 @@ class Loops:
         sync_loop.every(1.0, "requested-sync", _when(self._sync_requested, self.sync), run_now=False)
         dispatch_loop.every(self.intervals.dispatch, "dispatch", self.dispatch, run_now=False)
         dispatch_loop.every(1.0, "requested-dispatch", _when(self._dispatch_requested, self.dispatch), run_now=False)
+        dispatch_loop.every(self.intervals.dispatch, "scorecards", self.scorecards)
         writeback_loop.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
         self._loop_threads = []
         for name, scheduler in self.schedulers.items():

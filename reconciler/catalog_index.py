@@ -17,9 +17,11 @@ class CatalogIndex:
     """
 
     def __init__(self, files: dict, services: dict, checks: dict, *, store: Database | None = None,
-                 active: dict[str, int] | None = None):
+                 active: dict[str, int] | None = None, definitions: dict | None = None):
         self.files = files  # path -> {kind, slug, digest, error}; partial: changed paths, files with errors
         self.checks = checks  # slug -> check_index row: always every check (a catalog has few)
+        # (kind, slug) -> definition_index row of scorecards, waivers, campaigns: always all (few)
+        self.definitions = definitions or {}
         self._services = services  # slug -> service_index(decode=False) row
         self._store = store  # set when partial: more rows are read from it on demand
         self._all_services = store is None
@@ -28,12 +30,14 @@ class CatalogIndex:
 
     @classmethod
     def whole(cls, store: Database) -> "CatalogIndex":
-        return cls(store.catalog.files(), store.catalog.service_index(decode=False), store.catalog.check_index())
+        return cls(store.catalog.files(), store.catalog.service_index(decode=False), store.catalog.check_index(),
+                   definitions=store.catalog.definition_index())
 
     @classmethod
     def partial(cls, store: Database, paths: Iterable[str]) -> "CatalogIndex":
         found = store.catalog.index_rows(paths=paths)
-        index = cls(found["files"], {}, store.catalog.check_index(), store=store, active=found["active"])
+        index = cls(found["files"], {}, store.catalog.check_index(), store=store, active=found["active"],
+                    definitions=store.catalog.definition_index())
         index.load_services(row["slug"] for row in index.files.values() if row["kind"] == "service" and row["slug"])
         return index
 
@@ -65,6 +69,8 @@ class CatalogIndex:
         """The service or check row of a slug, removed or not; None if it was never synced."""
         if kind == "check":
             return self.checks.get(slug)
+        if kind != "service":
+            return self.definitions.get((kind, slug))
         if not self._all_services and slug not in self._asked:
             self.load_services([slug])
         return self._services.get(slug)

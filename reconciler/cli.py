@@ -10,6 +10,7 @@ from typing import Callable
 
 from .errors import CatalogError, InvalidInput
 from .logs import redact_credentials
+from .schema import KINDS
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of catalog files")
-    schema.add_argument("kind", nargs="?", choices=("service", "check", "catalog"), help="one kind of file (default: all)")
+    schema.add_argument("kind", nargs="?", choices=tuple(KINDS), help="one kind of file (default: all)")
     schema.set_defaults(handler=cmd_schema)
 
     plan = commands.add_parser(
@@ -83,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=cmd_status)
+
+    scorecard = commands.add_parser(
+        "scorecard", help="services by level of a scorecard (or every scorecard's summary)",
+        description="Without SLUG: every scorecard with how many services hold each level. With SLUG: that"
+        " scorecard's services, highest level first, with the checks holding each back. Exit 1 for an unknown slug.",
+    )
+    _add_settings_flags(scorecard)
+    scorecard.add_argument("slug", nargs="?", help="a scorecard's slug")
+    scorecard.add_argument("--json", action="store_true", help="print JSON")
+    scorecard.set_defaults(handler=cmd_scorecard)
 
     dispatch = commands.add_parser("dispatch", help="one scheduler pass: expire timed-out results, dispatch due checks")
     _add_settings_flags(dispatch)
@@ -286,6 +297,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         print(f"{store.describe()}: up to date at version {now}")
     store.close()
+    return 0
+
+
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from . import scorecard_views
+
+    store = open_store(settings_from(args))
+    if args.slug is None:
+        cards = scorecard_views.scorecard_summaries(store)
+        if args.json:
+            print(json.dumps({"scorecards": cards}, indent=2))
+            return 0
+        if not cards:
+            print("no scorecard: add a file under scorecards/ and sync")
+        for card in cards:
+            counts = ", ".join(f"{n} {name}" for name, n in card["by_level"].items())
+            print(f"{card['slug']}: {card['name']} ({card['services']} services): {counts}")
+        return 0
+    card = scorecard_views.scorecard(store, args.slug, datetime.now(timezone.utc), page=None)
+    if args.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    print(f"{card['name']} ({card['slug']}): " + " < ".join(level["name"] for level in card["levels"]))
+    for row in card["service_levels"]:
+        held_back = ", ".join(f"{check} {state}" for check, state in row["checks"].items())
+        print(f"  {row['level'] or 'none':<12} {row['service']}" + (f"  ({held_back})" if held_back else ""))
     return 0
 
 

@@ -6,7 +6,9 @@ import hashlib
 import json
 import sys
 
-from .schema import CatalogConfig, Check, Service, parse_duration
+from pydantic import BaseModel
+
+from .schema import CatalogConfig, Check, Service, Waiver, parse_duration
 
 # the same text as json.dumps(value) and json.dumps(value, sort_keys=True), without building an
 # encoder per call (json.dumps does whenever it is given an option); records hold no cycles
@@ -66,6 +68,20 @@ def check_record(model: Check, config: CatalogConfig) -> dict:
     record["batch_size"] = model.batch or config.defaults.batch
     if record["batch_size"] != 1:
         record["digest"] = _digest(record)
+    return record
+
+
+def definition_record(model: BaseModel, path: str, waiver_slug: str) -> dict:
+    """A scorecard's, waiver's or campaign's record: the whole definition as JSON (few, small files)."""
+    body = model.model_dump(mode="json", exclude_none=True)
+    record = {
+        "kind": type(model).__name__.lower(),
+        "slug": waiver_slug if isinstance(model, Waiver) else model.identity,  # type: ignore[attr-defined]
+        "body": _to_sorted_json(body),
+    }
+    record["digest"] = _digest(record)
+    record["path"] = path
+    record["error"] = None
     return record
 
 

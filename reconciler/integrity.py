@@ -10,13 +10,16 @@ checks read no file: problems carry a key path, and `locate_problems` turns them
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
 from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
-from .loader import LoadedFile, locate
+from .loader import DEFINITION_KINDS, LoadedFile, locate
+from .schema import MAX_WAIVER_DAYS
 
 REFERENCE_FIELD = {"service": "dependencies", "check": "services"}
 
@@ -41,8 +44,10 @@ class Verdict:
         self.problems.setdefault(problem.path, []).append(problem)
 
 
-def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex) -> Verdict:
-    """Every cross-file problem the files read now (and the deleted ones) cause, in one pass."""
+def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex,
+                    today: date | None = None) -> Verdict:
+    """Every cross-file problem the files read now (and the deleted ones) cause, in one pass.
+    `today` (UTC) bounds a waiver's expiry."""
     catalog = _After(read, set(deleted), index)
     verdict = Verdict()
     _find_duplicates(catalog, verdict)
@@ -50,6 +55,7 @@ def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: 
     _find_lost_references(catalog, verdict)
     _find_cycles(catalog, verdict)
     _warn_about_broken_targets(catalog, verdict)
+    _check_definitions(catalog, verdict, today or datetime.now(timezone.utc).date())
     return verdict
 
 
@@ -327,3 +333,71 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
             elif colour.get(child) == grey:
                 found.append(path[path.index(child):] + [child])
     return found
+
+
+# -- scorecards, waivers, campaigns ----------------------------------------------------------------
+
+
+def _check_definitions(catalog: _After, verdict: Verdict, today: date) -> None:
+    """Scorecards, waivers and campaigns after the sync (read now, or kept) name checks, services,
+    scorecards and levels that exist; a slug is defined once; a waiver read now expires between
+    today and 365 days ahead. A kept file is blamed too when what it names went away."""
+    index, read, deleted = catalog.index, catalog.read, catalog.deleted
+    after: dict[tuple[str, str], tuple[str, dict, bool]] = {}  # (kind, slug) -> (path, body, read now)
+    for (kind, slug), row in index.definitions.items():
+        if row["removed_at"] is None and row["path"] not in deleted and row["path"] not in read:
+            after[(kind, slug)] = (row["path"], row["body"], False)
+    for path, loaded in sorted(read.items()):
+        if loaded.kind not in DEFINITION_KINDS or not loaded.slug:
+            continue
+        key = (loaded.kind, loaded.slug)
+        holder = after.get(key)
+        if holder is not None and holder[0] != path:
+            verdict.blame(Problem(path, ("slug",) if loaded.kind != "waiver" else (),
+                                  f"{loaded.kind} {loaded.slug!r} is already defined in {holder[0]}", holder[0]))
+        elif loaded.ok:
+            after[key] = (path, json.loads(loaded.record["body"]), True)  # type: ignore[index]
+        elif (row := index.definitions.get(key)) is not None and row["removed_at"] is None:
+            after[key] = (row["path"], row["body"], False)  # a bad file keeps its last good state
+    scorecards = {slug: (path, body) for (kind, slug), (path, body, _) in after.items() if kind == "scorecard"}
+    for (kind, slug), (path, body, now) in sorted(after.items(), key=lambda item: item[1][0]):
+        entity = None if now else (kind, slug)
+        problems = []
+        if kind == "scorecard":
+            for i, level in enumerate(body["levels"]):
+                problems += [((("levels", i, "checks", j)), _unknown_check("levels", check))
+                             for j, check in enumerate(level["checks"]) if not _check_known(catalog, check)]
+        elif kind == "waiver":
+            if not _check_known(catalog, body["check"]):
+                problems.append((("check",), _unknown_check("check", body["check"])))
+            problems += [(("services", j), _unknown("services", service, catalog))
+                         for j, service in enumerate(body["services"]) if not catalog.known(service)]
+            expires = date.fromisoformat(body["expires"])
+            if now and expires < today:
+                problems.append((("expires",), f"expires: {expires} is in the past (today is {today}, UTC);"
+                                               " renew the waiver with a reason, or remove it"))
+            elif now and expires > today + timedelta(days=MAX_WAIVER_DAYS):
+                problems.append((("expires",), f"expires: {expires} is more than {MAX_WAIVER_DAYS} days ahead;"
+                                               f" the latest allowed today is {today + timedelta(days=MAX_WAIVER_DAYS)}"))
+        elif kind == "campaign":
+            problems += [(("checks", j), _unknown_check("checks", check))
+                         for j, check in enumerate(body.get("checks") or ()) if not _check_known(catalog, check)]
+            card = body.get("scorecard")
+            if card is not None and card not in scorecards:
+                problems.append((("scorecard",), f"scorecard: unknown scorecard {card!r} (no file under scorecards/ defines it)"))
+            elif card is not None:
+                card_path, card_body = scorecards[card]
+                names = [level["name"] for level in card_body["levels"]]
+                if body["level"] not in names:
+                    verdict.blame(Problem(path, ("level",), f"level: {body['level']!r} is not a level of scorecard"
+                                          f" {card!r} in {card_path} (its levels: {', '.join(names)})", card_path, entity))
+        for loc, message in problems:
+            verdict.blame(Problem(path, loc, message, entity=entity))
+
+
+def _check_known(catalog: _After, slug: str) -> bool:
+    return slug in catalog.declared["check"] or catalog.keeper("check", slug) is not None
+
+
+def _unknown_check(name: str, slug: str) -> str:
+    return f"{name}: unknown check {slug!r} (no file under checks/ defines it)"

@@ -22,16 +22,23 @@ from typing import Any, Iterable, Iterator, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .entity_records import record_of
+from .entity_records import definition_record, record_of
 from .errors import CatalogFileError, Location
-from .schema import SLUG_PATTERN, CatalogConfig, Check, Service, slugify
+from .schema import SLUG_PATTERN, Campaign, CatalogConfig, Check, Scorecard, Service, Waiver, slugify
 from .yamlparse import build_values, compose, node_location, parse_yaml
 
 MAX_FILE_BYTES = 256 * 1024
 PARALLEL_FROM = 2_000  # files; below this a second process costs more than it saves
 CATALOG_FILE = "catalog.yaml"
-KIND_DIRECTORIES = {"services": "service", "checks": "check"}
-MODELS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
+KIND_DIRECTORIES = {
+    "services": "service", "checks": "check", "scorecards": "scorecard", "waivers": "waiver", "campaigns": "campaign",
+}
+# Scorecards, waivers and campaigns: few files, kept whole as definitions (store/scorecards.py)
+DEFINITION_KINDS = ("scorecard", "waiver", "campaign")
+MODELS: dict[str, type[BaseModel]] = {
+    "service": Service, "check": Check, "catalog": CatalogConfig,
+    "scorecard": Scorecard, "waiver": Waiver, "campaign": Campaign,
+}
 YAML_SUFFIXES = (".yaml", ".yml")
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -42,9 +49,9 @@ class LoadedFile:
     else its errors; and the slug it declares and the slugs it points at, for the rules across files."""
 
     path: str  # relative to the catalog root, with forward slashes
-    kind: str  # service | check | catalog
+    kind: str  # service | check | catalog | scorecard | waiver | campaign
     digest: str  # sha256 of the bytes ("" when they could not be read)
-    record: dict | None = None  # what the store writes for a valid service or check
+    record: dict | None = None  # what the store writes for a valid service, check or definition
     config: CatalogConfig | None = None  # a valid catalog.yaml
     # shared empty defaults: a first sync holds 100,000 of these, nearly all without errors
     errors: Sequence[CatalogFileError] = ()
@@ -115,10 +122,14 @@ def read_file(
         model = _validate(value, node, relative_path, loaded.kind)
     except _Invalid as invalid:
         loaded.errors = invalid.errors
-        loaded.slug = _declared_slug(value)
+        loaded.slug = waiver_slug(relative_path) if loaded.kind == "waiver" else _declared_slug(value)
         return loaded
     if isinstance(model, CatalogConfig):
         loaded.config = model
+        return loaded
+    if loaded.kind in DEFINITION_KINDS:
+        loaded.record = definition_record(model, relative_path, waiver_slug(relative_path))  # type: ignore[arg-type]
+        loaded.slug = loaded.record["slug"]
         return loaded
     loaded.record = record_of(model, relative_path, config or _BUILT_IN_CONFIG)
     loaded.slug = model.identity
@@ -147,6 +158,11 @@ def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any
     except CatalogFileError as error:
         loaded.errors = [error]
         return loaded, None, None
+
+
+def waiver_slug(relative_path: str) -> str:
+    """A waiver has no name: its file's, `waivers/legacy-reports-log4j.yaml` -> `legacy-reports-log4j`."""
+    return slugify(relative_path.rpartition("/")[2].rpartition(".")[0]) or "waiver"
 
 
 def _declared_slug(value: Any) -> str | None:
@@ -308,7 +324,7 @@ class _Invalid(Exception):
         self.errors = errors
 
 
-def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Service | Check | CatalogConfig:
+def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> BaseModel:
     model = MODELS[kind]
     try:
         return model.model_validate(value)
@@ -395,9 +411,11 @@ def _message(item: dict, loc: tuple, model: type[BaseModel]) -> str:
 
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names allowed at a location, for 'did you mean' hints."""
-    from .schema import Defaults, Selector, Writeback
+    from .schema import Defaults, Level, Selector, Writeback
 
     plain = tuple(part for part in loc if not (isinstance(part, str) and "Selector" in part))
     nested = {("defaults",): Defaults, ("writeback",): Writeback, ("services",): Selector}
+    if len(plain) == 2 and plain[0] == "levels" and isinstance(plain[1], int):
+        return sorted(Level.model_fields)
     target = nested.get(plain, model if not plain else None)
     return sorted(target.model_fields) if target else []

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
+from . import scorecards
 from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
 from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
-from .loader import CATALOG_FILE, LoadedFile, kind_of, list_catalog_files, read_file, read_files
+from .loader import CATALOG_FILE, DEFINITION_KINDS, LoadedFile, kind_of, list_catalog_files, read_file, read_files
 from .schema import CatalogConfig
 from .store import Database
 
@@ -37,7 +38,7 @@ _SYNC_LOCKS_GUARD = threading.Lock()
 
 @dataclass(slots=True)  # a first sync makes 100,000s of these
 class Change:
-    kind: str  # service | check
+    kind: str  # service | check | scorecard | waiver | campaign
     slug: str
     action: str  # create | update | remove
     path: str
@@ -73,6 +74,7 @@ class Plan:
     # what apply writes
     service_records: list[dict] = field(default_factory=list)
     check_records: list[dict] = field(default_factory=list)
+    definition_records: list[dict] = field(default_factory=list)  # scorecards, waivers, campaigns
     entity_errors: dict[tuple[str, str], str | None] = field(default_factory=dict)
     files: list[FileRow] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
@@ -99,6 +101,7 @@ class SyncReport:
     duration_ms: float
     message: str | None = None
     run: dict | None = None
+    level_changes: list = field(default_factory=list)  # scorecards.LevelChange of this sync
 
     @property
     def errors(self) -> list[CatalogFileError]:
@@ -204,8 +207,9 @@ def _file_errors(root: Path, read: dict[str, LoadedFile], verdict: Verdict) -> d
 def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile], applied: dict[str, dict]) -> None:
     """Creates and updates from the records applied now; removals of what no file defines any more."""
     index = selection.index
-    targets = {"service": plan.service_records, "check": plan.check_records}
-    defined: dict[str, set[str]] = {"service": set(), "check": set()}
+    targets = {"service": plan.service_records, "check": plan.check_records,
+               **{kind: plan.definition_records for kind in DEFINITION_KINDS}}
+    defined: dict[str, set[str]] = {kind: set() for kind in targets}
     for path, record in applied.items():  # in path order, as read
         kind = read[path].kind
         defined[kind].add(record["slug"])
@@ -239,11 +243,13 @@ def _removal_candidates(selection: _Selection, read: dict[str, LoadedFile]) -> I
         for kind, rows in (("service", index.every_service()), ("check", index.checks)):
             for slug, row in sorted(rows.items()):
                 yield kind, slug, row
+        for (kind, slug), row in sorted(index.definitions.items()):
+            yield kind, slug, row
         return
     seen = set()
     for path in sorted({*read, *selection.deleted}):
         row = index.files.get(path)
-        if row and row["slug"] and row["kind"] in ("service", "check") and (row["kind"], row["slug"]) not in seen:
+        if row and row["slug"] and row["kind"] != "catalog" and (row["kind"], row["slug"]) not in seen:
             seen.add((row["kind"], row["slug"]))
             current = index.row(row["kind"], row["slug"])
             if current is not None and current["path"] == path:
@@ -272,7 +278,7 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
     """Each entity carries its own file's first error, or none: only the marks that change are written."""
     for path in _read_or_blamed(read, file_errors):
         key = _owner_after(index, read, applied, path, verdict.problems)
-        if key is None or key[0] not in ("service", "check"):
+        if key is None or key[0] == "catalog":
             continue
         current = index.row(*key)
         if current is None or current["path"] != path and path not in applied:
@@ -327,6 +333,8 @@ def apply_plan(
         checks=plan.check_records,
         removed_services=[c.slug for c in plan.changes if c.kind == "service" and c.action == "remove"],
         removed_checks=[c.slug for c in plan.changes if c.kind == "check" and c.action == "remove"],
+        definitions=plan.definition_records,
+        removed_definitions=[(c.kind, c.slug) for c in plan.changes if c.kind in DEFINITION_KINDS and c.action == "remove"],
         entity_errors=plan.entity_errors,
         files=(row._asdict() for row in plan.files),
         deleted_files=plan.deleted_files,
@@ -362,7 +370,9 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
         except Conflict:
             raise
         store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
-        return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run)
+        level_changes = scorecards.evaluate_all(store, clock.now())  # definitions, services or checks changed
+        return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run,
+                          level_changes=level_changes)
 
 
 def _record_failure(store, clock, started, started_at, previous, attempted, outcome, message, plan=None) -> None:

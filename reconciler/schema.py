@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
 from anyascii import anyascii
@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from .cron import schedule_problem
+from .outcomes import RESULT_VALUES
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
@@ -179,6 +180,85 @@ class Check(_Strict):
         return self.slug or slugify(self.name)
 
 
+def _identity_or_error(model) -> None:
+    if not model.identity:
+        raise ValueError("name has no letters or digits to make a slug from; set slug")
+
+
+class Level(_Strict):
+    """One level of a scorecard: the checks a service must meet, on top of the levels below."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    checks: Annotated[list[Slug], Field(min_length=1, max_length=200)]
+
+
+MetBy = Literal[RESULT_VALUES]  # type: ignore[valid-type]
+
+
+class Scorecard(_Strict):
+    """One file under scorecards/: levels of checks, lowest first."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    slug: Slug | None = None
+    description: Annotated[StrictStr, Field(max_length=20_000)] | None = None
+    services: Targets = "all"
+    levels: Annotated[list[Level], Field(min_length=1, max_length=20)]
+    met_by: Annotated[list[MetBy], Field(min_length=1)] = ["pass"]
+
+    @model_validator(mode="after")
+    def _levels_named_once(self) -> "Scorecard":
+        _identity_or_error(self)
+        names = [level.name for level in self.levels]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"levels: each level needs its own name; {', '.join(map(repr, twice))} appears twice")
+        return self
+
+    @property
+    def identity(self) -> str:
+        return self.slug or slugify(self.name)
+
+
+MAX_WAIVER_DAYS = 365
+
+
+class Waiver(_Strict):
+    """One file under waivers/: a check that need not be met by some services, until a day."""
+
+    check: Slug
+    services: Annotated[list[Slug], Field(min_length=1, max_length=1000)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+    owner: Text | None = None
+    expires: date = Field(description=f"the last day it counts (UTC), at most {MAX_WAIVER_DAYS} days ahead")
+
+
+class Campaign(_Strict):
+    """One file under campaigns/: services that should reach a scorecard's level, or meet checks, by a deadline."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    slug: Slug | None = None
+    description: Annotated[StrictStr, Field(max_length=20_000)] | None = None
+    scorecard: Slug | None = None
+    level: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    checks: Annotated[list[Slug], Field(min_length=1, max_length=200)] | None = None
+    services: Targets = "all"
+    owner: Text | None = None
+    deadline: date
+
+    @model_validator(mode="after")
+    def _scorecard_level_or_checks(self) -> "Campaign":
+        _identity_or_error(self)
+        if self.checks is not None and (self.scorecard is not None or self.level is not None):
+            raise ValueError("give either scorecard with level, or checks, not both")
+        if self.checks is None and (self.scorecard is None or self.level is None):
+            raise ValueError("give scorecard with level, or checks")
+        return self
+
+    @property
+    def identity(self) -> str:
+        return self.slug or slugify(self.name)
+
+
 class Defaults(_Strict):
     frequency: Frequency = DEFAULT_FREQUENCY
     timeout: StrictStr | StrictInt = DEFAULT_TIMEOUT
@@ -195,7 +275,7 @@ class Defaults(_Strict):
 
 
 # Folders the reconciler reads: the write-back folder may be none of them, in them, or above them
-CATALOG_FOLDERS = ("services", "checks")
+CATALOG_FOLDERS = ("services", "checks", "scorecards", "waivers", "campaigns")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -275,11 +355,14 @@ class CatalogConfig(_Strict):
         return cls(**sections)
 
 
-KINDS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
+KINDS: dict[str, type[BaseModel]] = {
+    "service": Service, "check": Check, "catalog": CatalogConfig,
+    "scorecard": Scorecard, "waiver": Waiver, "campaign": Campaign,
+}
 
 
 def json_schema(kind: str | None = None) -> dict:
-    """The JSON Schema of one kind of file, or of all three under $defs."""
+    """The JSON Schema of one kind of file, or of all of them under $defs."""
     if kind is not None:
         schema = KINDS[kind].model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

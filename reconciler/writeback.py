@@ -14,8 +14,9 @@ from typing import Iterator
 
 import git
 
+from . import scorecard_views
 from . import writeback_files as files
-from .clock import Clock, format_time
+from .clock import Clock, format_time, parse_time
 from .errors import WritebackError
 from .gitsource import GIT_ENV, is_git_repository
 from .logs import redact_credentials
@@ -286,7 +287,11 @@ def _summaries(store: Database, batch: list[dict], root: str, as_of: str) -> dic
         rows = sorted(by_check[check_id], key=lambda row: row["service_slug"] or "")
         out[f"{root}checks/{check['slug']}.yaml"] = files.check_summary(check, rows, as_of).encode()
     all_services, all_checks = store.writeback.catalog()
-    out[f"{root}README.md"] = files.readme(all_services, all_checks, latest, as_of).encode()
+    cards = [scorecard_views.scorecard(store, card["slug"], parse_time(as_of), page=None) for card in scorecard_views.scorecard_summaries(store)]
+    for card in cards:
+        out[f"{root}scorecards/{card['slug']}.yaml"] = files.scorecard_summary(card, as_of).encode()
+    levels = scorecard_views.levels_by_service(store, [service["id"] for service in all_services])
+    out[f"{root}README.md"] = files.readme(all_services, all_checks, latest, as_of, cards, levels).encode()
     return out
 
 

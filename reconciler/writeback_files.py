@@ -109,12 +109,25 @@ def check_summary(check: dict, latest: list[dict], as_of: str) -> str:
     return _dump(header, "services", {(row["service_slug"] or "-"): _summary_entry(row) for row in latest})
 
 
+def scorecard_summary(card: dict, as_of: str) -> str:
+    """scorecards/<slug>.yaml: every service's level of one scorecard (`scorecard_views.scorecard`)."""
+    header = {"scorecard": card["slug"], "name": card["name"], "as_of": as_of,
+              "levels": [level["name"] for level in card["levels"]], "counts": card["by_level"]}
+    return _dump(header, "services", {
+        row["service"]: {"level": row["level"] or "none", **({"checks": row["checks"]} if row["checks"] else {})}
+        for row in sorted(card["service_levels"], key=lambda row: row["service"])
+    })
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def readme(services: list[dict], checks: list[dict], latest: dict[tuple[int, int], dict], as_of: str) -> str:
-    """README.md: every service (rows) against every check (columns), one symbol per latest result."""
+def readme(services: list[dict], checks: list[dict], latest: dict[tuple[int, int], dict], as_of: str,
+           scorecards: list[dict] = (), levels: dict[int, dict[str, str | None]] | None = None) -> str:  # type: ignore[assignment]
+    """README.md: every service (rows) against every check (columns), one symbol per latest result,
+    after a level column per scorecard (`-` where it does not apply)."""
+    levels = levels or {}
     legend = " · ".join(f"{symbol} {name}" for name, symbol in SYMBOLS.items()) + f" · {NOT_RUN} not run yet"
     lines = [
         "# Health check results",
@@ -128,10 +141,13 @@ def readme(services: list[dict], checks: list[dict], latest: dict[tuple[int, int
     ]
     per_service = [check for check in checks if check["target_kind"] != "none"]
     if services and per_service:
-        lines.append("| Service | " + " | ".join(f"[{_cell(c['slug'])}](checks/{c['slug']}.yaml)" for c in per_service) + " |")
-        lines.append("|---|" + ":-:|" * len(per_service))
+        level_heads = "".join(f"[{_cell(card['name'])}](scorecards/{card['slug']}.yaml) | " for card in scorecards)
+        lines.append("| Service | " + level_heads
+                     + " | ".join(f"[{_cell(c['slug'])}](checks/{c['slug']}.yaml)" for c in per_service) + " |")
+        lines.append("|---|" + ":-:|" * (len(scorecards) + len(per_service)))
         for service in services:
-            cells = []
+            held = levels.get(service["id"], {})
+            cells = [_cell(held[card["slug"]] or "none") if card["slug"] in held else "-" for card in scorecards]
             for check in per_service:
                 row = latest.get((check["id"], service["id"]))
                 cells.append(SYMBOLS.get(outcome(row), "?") if row else NOT_RUN)

@@ -30,7 +30,7 @@ def assert_one_line_error(result):
 def test_validate_the_example_exits_0(example_dir, tmp_path):
     result = run("validate", str(example_dir), home=tmp_path / "home")
     assert result.returncode == 0 and result.stdout == ""
-    assert "18 files valid" in result.stderr
+    assert "21 files valid" in result.stderr
 
 
 def test_validate_a_bad_catalog_prints_file_line_col_and_exits_1(example_dir, tmp_path):
@@ -38,7 +38,7 @@ def test_validate_a_bad_catalog_prints_file_line_col_and_exits_1(example_dir, tm
     result = run("validate", home=tmp_path / "home", cwd=example_dir)
     assert result.returncode == 1
     assert result.stdout.splitlines() == ["services/legacy-reports.yaml:2:11: priority: must be <= 10"]
-    assert "1 error in 18 files" in result.stderr
+    assert "1 error in 21 files" in result.stderr
 
 
 def test_validate_github_format_escapes_properties_and_message(example_dir, tmp_path):
@@ -81,7 +81,7 @@ def test_plan_detailed_exitcode_2_then_0_then_1(example_dir, tmp_path):
     planned = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
     assert planned.returncode == 2, planned.stderr
     assert "+ service payments-api  [services/payments-api.yaml]" in planned.stdout
-    assert "17 to create, 0 to update, 0 to remove, 0 unchanged" in planned.stdout
+    assert "20 to create, 0 to update, 0 to remove, 0 unchanged" in planned.stdout
     assert run("plan", home=home, repo=example_dir).returncode == 0  # changes, but no detailed exit code
     assert run("sync", home=home, repo=example_dir).returncode == 0
     unchanged = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
@@ -103,7 +103,7 @@ def test_sync_then_status_from_a_git_repository(git_catalog, tmp_path):
     synced = run("sync", home=home, repo=git_catalog.url)
     assert synced.returncode == 0, synced.stderr
     head = git_catalog.git("rev-parse", "HEAD")
-    assert f"applied {head}" in synced.stdout and "17 created, 0 updated, 0 removed, 0 unchanged" in synced.stdout
+    assert f"applied {head}" in synced.stdout and "20 created, 0 updated, 0 removed, 0 unchanged" in synced.stdout
     again = run("sync", home=home, repo=git_catalog.url)
     assert again.returncode == 0 and "no changes" in again.stdout
     status = run("status", home=home)
@@ -120,7 +120,7 @@ def test_sync_with_file_errors_exits_3_and_keeps_the_rest(example_dir, tmp_path)
     result = run("sync", home=home, repo=example_dir)
     assert result.returncode == 3
     assert "services/legacy-reports.yaml:3:1: YAML syntax error" in result.stderr
-    assert "16 created" in result.stdout
+    assert "19 created" in result.stdout
     status = run("status", home=home)
     assert "error: services/legacy-reports.yaml:3:1" in status.stdout
 
@@ -134,7 +134,7 @@ def test_sync_and_plan_warn_about_what_points_at_a_broken_file(example_dir, tmp_
     planned = run("plan", home=home, repo=example_dir)
     assert planned.returncode == 1 and "+ service new-edge" in planned.stdout and warning in planned.stderr.splitlines()
     result = run("sync", home=home, repo=example_dir)
-    assert result.returncode == 3 and "18 created" in result.stdout
+    assert result.returncode == 3 and "21 created" in result.stdout
     assert result.stderr.splitlines()[0] == warning
 
 
@@ -235,3 +235,16 @@ def test_a_database_url_with_a_password_that_cannot_be_reached_is_one_line_witho
                  home=tmp_path / "home")
     assert_one_line_error(result)
     assert "cannot connect" in result.stderr and "s3cret" not in result.stdout + result.stderr
+
+
+def test_scorecard_prints_every_summary_then_services_by_level(example_dir, tmp_path):
+    home = tmp_path / "home"
+    assert run("sync", home=home, repo=example_dir).returncode == 0
+    summary = run("scorecard", home=home)
+    assert summary.returncode == 0
+    assert summary.stdout == "production-readiness: Production readiness (8 services): 8 none, 0 Bronze, 0 Silver, 0 Gold\n"
+    one = run("scorecard", "production-readiness", home=home)
+    assert one.stdout.startswith("Production readiness (production-readiness): Bronze < Silver < Gold\n")
+    assert "  none         search-index  (has-owner missing, log4j-vulnerability waived)\n" in one.stdout
+    assert json.loads(run("scorecard", "production-readiness", "--json", home=home).stdout)["services"] == 8
+    assert_one_line_error(run("scorecard", "nope", home=home))

@@ -160,5 +160,5 @@ def test_directory_sync_reads_only_regular_files_within_the_limit(example_dir, t
         preexec_fn=_limit_memory,
     )
     assert result.returncode == 3, result.stderr  # applied, with a file that has no good state
-    assert "17 created" in result.stdout
+    assert "20 created" in result.stdout
     assert result.stderr.splitlines()[0] == f"services/p.yaml:1:1: {message}"

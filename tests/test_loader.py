@@ -200,7 +200,7 @@ def test_check_targeting_an_unknown_service(tmp_path):
 
 def test_the_example_catalog_validates_cleanly(example_dir):
     count, errors = validate_directory(example_dir)
-    assert (count, errors) == (18, [])
+    assert (count, errors) == (21, [])  # 11 services, 6 checks, catalog.yaml, a scorecard, a waiver, a campaign
 
 
 # -- through sync: a bad file keeps its entity at its last good state ---------------------------
@@ -247,7 +247,7 @@ def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_d
            [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in serial]
     assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
     assert any(f.errors for f in forked) and all(type(e).__name__ == "CatalogFileError" for f in forked for e in f.errors)
-    assert sum(f.record is not None for f in forked) == 17  # the example's services and checks
+    assert sum(f.record is not None for f in forked) == 20  # the example's services, checks, scorecard, waiver, campaign
 
 
 def test_tag_resolution_shortcut_agrees_with_pyyaml_for_every_plain_scalar_shape():

@@ -335,3 +335,24 @@ def test_summary_files_are_yaml_that_keeps_any_message_intact(synced_store, remo
     assert service["checks"]["has-owner"]["message"] == message and service["counts"] == {"fail": 1}
     history = json.loads(remote_lines(remote, day_file(clock))[0])
     assert history["message"] == message
+
+
+def test_scorecard_levels_are_written_back_beside_the_results(synced_store, remote, tmp_path, clock):
+    for check in ("has-owner", "readme-present", "oncall-configured"):
+        finish(synced_store, clock, check, "payments-api", "pass")
+    finish(synced_store, clock, "has-owner", "search-index", "pass")  # log4j waived for it
+    writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+
+    card = yaml.safe_load("\n".join(remote_lines(remote, "results/scorecards/production-readiness.yaml")))
+    assert card["levels"] == ["Bronze", "Silver", "Gold"]
+    assert card["services"]["payments-api"] == {"level": "Silver", "checks": {"log4j-vulnerability": "missing"}}
+    assert card["services"]["search-index"] == {"level": "Gold", "checks": {"log4j-vulnerability": "waived"}}
+    assert card["counts"]["Gold"] == 1 and "legacy-reports" not in card["services"]  # priority 8: not in it
+    readme = remote_lines(remote, "results/README.md")
+    header = next(line for line in readme if line.startswith("| Service |"))
+    rows = {line.split("|")[1].strip(): line for line in readme if line.startswith("| [")}
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    cells = lambda slug: dict(zip(columns, [c.strip() for c in rows[f"[{slug}](services/{slug}.yaml)"].split("|")[2:-1]]))  # noqa: E731
+    level = "[Production readiness](scorecards/production-readiness.yaml)"
+    assert columns[0] == level
+    assert cells("payments-api")[level] == "Silver" and cells("admin-console")[level] == "-"

@@ -49,6 +49,15 @@ class CatalogRepository:
             index[row["slug"]] = row
         return index
 
+    def definition_index(self) -> dict[tuple[str, str], dict]:
+        """(kind, slug) -> {path, digest, body (decoded), removed_at, error} of every scorecard, waiver
+        and campaign ever synced (a catalog has few)."""
+        with self.db.session() as session:
+            rows = session.all("SELECT kind, slug, path, digest, body, removed_at, error FROM definitions")
+        for row in rows:
+            row["body"] = json.loads(row["body"])
+        return {(row["kind"], row["slug"]): row for row in rows}
+
     def index_rows(self, *, paths: Iterable[str] | None = None, service_slugs: Iterable[str] = ()) -> dict[str, Any]:
         """The part of the index a sync of a few files reads, instead of every row (`files`,
         `service_index`): {"services": slug -> `service_index(decode=False)` row, for `service_slugs`}, and
@@ -93,6 +102,8 @@ class CatalogRepository:
         state: dict[str, Any],
         expected_revision: str | None,
         sync_run: dict,
+        definitions: list[dict] = (),  # type: ignore[assignment]
+        removed_definitions: list[tuple[str, str]] = (),  # type: ignore[assignment]
     ) -> dict:
         """Apply one sync in one transaction; Conflict if another sync applied in the meantime."""
         stamp = format_time(now)
@@ -124,11 +135,26 @@ class CatalogRepository:
                 "UPDATE checks SET removed_at = ?, updated_at = ? WHERE slug = ? AND removed_at IS NULL",
                 [(stamp, stamp, slug) for slug in removed_checks],
             )
+            session.many(
+                "INSERT INTO definitions (kind, slug, path, digest, body, error, removed_at, updated_at)"
+                " VALUES (:kind, :slug, :path, :digest, :body, :error, NULL, :now)"
+                " ON CONFLICT (kind, slug) DO UPDATE SET path = excluded.path, digest = excluded.digest,"
+                " body = excluded.body, error = excluded.error, removed_at = NULL, updated_at = excluded.updated_at",
+                [{**record, "now": stamp} for record in definitions],
+            )
+            session.many(
+                "UPDATE definitions SET removed_at = ?, updated_at = ? WHERE kind = ? AND slug = ? AND removed_at IS NULL",
+                [(stamp, stamp, kind, slug) for kind, slug in removed_definitions],
+            )
             for kind, table in (("service", "services"), ("check", "checks")):
                 session.many(
                     f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS DISTINCT FROM ?",
                     [(error, slug, error) for (k, slug), error in entity_errors.items() if k == kind],
                 )
+            session.many(
+                "UPDATE definitions SET error = ? WHERE kind = ? AND slug = ? AND error IS DISTINCT FROM ?",
+                [(error, k, slug, error) for (k, slug), error in entity_errors.items() if k not in ("service", "check")],
+            )
             session.many(
                 "INSERT INTO catalog_files (path, kind, slug, digest, error) VALUES (:path, :kind, :slug, :digest, :error)"
                 " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, slug = excluded.slug,"

@@ -10,6 +10,7 @@
     db.tokens     API tokens (hashes only)
     db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
     db.state      small key/value facts (applied revision, catalog config, write-back baseline)
+    db.scorecards scorecard, waiver and campaign definitions, each service's levels, the daily trend
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
 from .results import ResultRepository
+from .scorecards import ScorecardRepository
 from .sqlite import SqliteBackend
 from .tokens import TokenRepository
 from .writeback import WritebackRepository
@@ -47,6 +49,7 @@ class Database:
         self.writeback = WritebackRepository(self)
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)
+        self.scorecards = ScorecardRepository(self)
 
     @property
     def key(self) -> str:

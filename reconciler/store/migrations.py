@@ -391,6 +391,71 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS dispatch_budget_by_time ON dispatch_budget (sent_at);
         """,
     ),
+    (
+        5,
+        """
+        -- Scorecards, waivers and campaigns (issue 13). catalog_files takes their kinds: SQLite
+        -- cannot change a CHECK, so the table is rebuilt as it was with the wider one.
+        CREATE TABLE catalog_files_v5 (
+            path     TEXT PRIMARY KEY,
+            kind     TEXT NOT NULL
+                     CHECK (kind IN ('service', 'check', 'catalog', 'scorecard', 'waiver', 'campaign')),
+            slug     TEXT,
+            digest   TEXT NOT NULL,
+            error    TEXT
+        );
+        INSERT INTO catalog_files_v5 (path, kind, slug, digest, error)
+        SELECT path, kind, slug, digest, error FROM catalog_files;
+        DROP TABLE catalog_files;
+        ALTER TABLE catalog_files_v5 RENAME TO catalog_files;
+
+        -- The last good definition of each scorecard, waiver and campaign, kept whole as JSON.
+        CREATE TABLE IF NOT EXISTS definitions (
+            kind       TEXT NOT NULL CHECK (kind IN ('scorecard', 'waiver', 'campaign')),
+            slug       TEXT NOT NULL,
+            path       TEXT NOT NULL,
+            digest     TEXT NOT NULL,
+            body       TEXT NOT NULL,                 -- the validated file as JSON
+            error      TEXT,                          -- its file's current error, if any
+            removed_at TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (kind, slug)
+        ) WITHOUT ROWID;
+
+        -- Each service's level per rubric (a scorecard's slug, or `campaign:SLUG` for a campaign
+        -- of checks), kept as results arrive and syncs apply: pages read it, never recompute it.
+        CREATE TABLE IF NOT EXISTS scorecard_levels (
+            rubric      TEXT NOT NULL,
+            service_id  INTEGER NOT NULL,
+            level       INTEGER NOT NULL,             -- levels held, 0 .. number of levels
+            checks      TEXT NOT NULL,                -- JSON {check slug: state} of every counted check
+            valid_until TEXT,                         -- when a met result goes stale or a waiver ends
+            updated_at  TEXT NOT NULL,
+            PRIMARY KEY (rubric, service_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS scorecard_levels_due ON scorecard_levels (valid_until);
+        CREATE INDEX IF NOT EXISTS scorecard_levels_by_service ON scorecard_levels (service_id);
+
+        -- A year of trend: each (rubric, service) level once a day, and the counts per level of
+        -- the whole rubric (scope 'all') and of each team (scope 'team', team = owner) that day.
+        CREATE TABLE IF NOT EXISTS scorecard_snapshots (
+            rubric     TEXT NOT NULL,
+            service_id INTEGER NOT NULL,
+            day        TEXT NOT NULL,
+            level      INTEGER NOT NULL,
+            PRIMARY KEY (rubric, service_id, day)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS scorecard_trend (
+            rubric   TEXT NOT NULL,
+            scope    TEXT NOT NULL CHECK (scope IN ('all', 'team')),
+            team     TEXT NOT NULL,
+            day      TEXT NOT NULL,
+            level    INTEGER NOT NULL,
+            services INTEGER NOT NULL,
+            PRIMARY KEY (rubric, scope, team, day, level)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

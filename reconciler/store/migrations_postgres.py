@@ -291,4 +291,54 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX dispatch_budget_by_time ON dispatch_budget (sent_at);
         """,
     ),
+    (
+        5,
+        r"""
+        -- Scorecards, waivers and campaigns (issue 13): see migrations.py, version 5.
+        ALTER TABLE catalog_files DROP CONSTRAINT IF EXISTS catalog_files_kind_check;
+        ALTER TABLE catalog_files ADD CONSTRAINT catalog_files_kind_check
+            CHECK (kind IN ('service', 'check', 'catalog', 'scorecard', 'waiver', 'campaign'));
+
+        CREATE TABLE definitions (
+            kind       TEXT COLLATE "C" NOT NULL CHECK (kind IN ('scorecard', 'waiver', 'campaign')),
+            slug       TEXT COLLATE "C" NOT NULL,
+            path       TEXT COLLATE "C" NOT NULL,
+            digest     TEXT NOT NULL,
+            body       TEXT NOT NULL,
+            error      TEXT,
+            removed_at TEXT COLLATE "C",
+            updated_at TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (kind, slug)
+        );
+
+        CREATE TABLE scorecard_levels (
+            rubric      TEXT COLLATE "C" NOT NULL,
+            service_id  BIGINT NOT NULL,
+            level       INTEGER NOT NULL,
+            checks      TEXT NOT NULL,
+            valid_until TEXT COLLATE "C",
+            updated_at  TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (rubric, service_id)
+        );
+        CREATE INDEX scorecard_levels_due ON scorecard_levels (valid_until);
+        CREATE INDEX scorecard_levels_by_service ON scorecard_levels (service_id);
+
+        CREATE TABLE scorecard_snapshots (
+            rubric     TEXT COLLATE "C" NOT NULL,
+            service_id BIGINT NOT NULL,
+            day        TEXT COLLATE "C" NOT NULL,
+            level      INTEGER NOT NULL,
+            PRIMARY KEY (rubric, service_id, day)
+        );
+        CREATE TABLE scorecard_trend (
+            rubric   TEXT COLLATE "C" NOT NULL,
+            scope    TEXT COLLATE "C" NOT NULL CHECK (scope IN ('all', 'team')),
+            team     TEXT COLLATE "C" NOT NULL,
+            day      TEXT COLLATE "C" NOT NULL,
+            level    INTEGER NOT NULL,
+            services INTEGER NOT NULL,
+            PRIMARY KEY (rubric, scope, team, day, level)
+        );
+        """,
+    ),
 ]

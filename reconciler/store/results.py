@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .. import scorecards
 from ..clock import format_time
 from ..errors import Conflict, NotFound
 from .rows import RESULT_SELECT, result_filters
@@ -46,6 +47,8 @@ class ResultRepository:
         for result_id, result, message, url, now in answers:
             first.setdefault(result_id, (result_id, result, message, url, format_time(now)))
         completed = self.db.dialect.complete_results(session, list(first.values()))
+        # the levels of the services answered, in this transaction; returns the LevelChanges (issue 14's hook)
+        scorecards.after_answers(self.db, session, completed.values(), answers[0][4]) if completed else None
         outcomes: list = []
         for result_id, *_ in answers:
             outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost

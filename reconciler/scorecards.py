@@ -1,0 +1,346 @@
+"""Scorecards, waivers and campaigns: which level each service holds, kept current.
+
+A rubric is a scorecard (its levels, lowest first) or a campaign of checks (one level). A service
+holds a level when every check of it and of the levels below is met (its latest finished result,
+not stale, is one of `met_by`) or waived (until the end of the waiver's expiry day, UTC); a check
+that does not target the service, or is removed or inactive, does not count.
+
+Levels live in the store (`db.scorecards`, table scorecard_levels: per (rubric, service) the state
+of every counted check and the level they give) and are kept current three ways: `evaluate_all`
+after a sync applies (definitions, services or checks changed); `after_answers` inside the
+transaction of each batch of answers, which changes only the answered check's state in the rows
+that count it (no re-read of the service's results); and `refresh_due` from the leader's loop for
+rows whose `valid_until` passed (a result went stale, a waiver ended). Each returns the
+`LevelChange`s it made: the one place a level is seen to change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Iterable
+
+from .clock import format_time, parse_time
+from .staleness import stale_cutoff, stale_from, stale_offset
+
+# What a counted check can be for a service; only the first two count towards a level
+CHECK_STATES = ("met", "waived", "failing", "stale", "missing", "waiver-expired")
+COUNTING = ("met", "waived")
+CAMPAIGN_PREFIX = "campaign:"  # a campaign of checks is evaluated as a rubric of this key
+
+
+@dataclass(frozen=True)
+class Rubric:
+    key: str  # the scorecard's slug, or campaign:SLUG
+    name: str
+    levels: tuple[tuple[str, tuple[str, ...]], ...]  # (name, check slugs), lowest first
+    met_by: frozenset[str]
+    services: Any  # which services it applies to, as written: "all", "none", [slugs] or a selector
+
+    @property
+    def checks(self) -> set[str]:
+        return {check for _, checks in self.levels for check in checks}
+
+
+@dataclass(frozen=True)
+class Waiver:
+    slug: str
+    check: str
+    reason: str
+    owner: str | None
+    expires: str  # YYYY-MM-DD, the last day it counts
+
+    def counts_at(self, now: datetime) -> bool:
+        return now < waiver_end(self.expires)
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    """A service's level of a rubric moved (notifications listen for these: `level-changed`)."""
+
+    rubric: str
+    service_id: int
+    before: int | None  # None: not evaluated before
+    after: int | None  # None: no longer applies
+
+
+@dataclass
+class Evaluation:
+    level: int
+    checks: dict[str, str]  # every counted check -> its state
+    valid_until: str | None
+
+
+def level_of(rubric: Rubric, states: dict[str, str]) -> int:
+    """Levels held: consecutive levels, lowest first, whose counted checks are all met or waived."""
+    level = 0
+    for _, checks in rubric.levels:
+        if any(states.get(check, "met") not in COUNTING for check in checks):
+            break
+        level += 1
+    return level
+
+
+def parse_stamp(text: str) -> datetime:
+    """A stored time (`clock.TIME_FORMAT`); fromisoformat is ten times quicker than strptime."""
+    return datetime.fromisoformat(text)
+
+
+def waiver_end(expires: str) -> datetime:
+    """A waiver counts until the end of its expiry day, UTC."""
+    return datetime.combine(date.fromisoformat(expires) + timedelta(days=1), time(), tzinfo=timezone.utc)
+
+
+class Definitions:
+    """The stored scorecards, waivers and campaigns, as evaluation and the pages use them."""
+
+    def __init__(self, rows: Iterable[dict]):
+        self.scorecards: dict[str, dict] = {}
+        self.waivers: dict[str, dict] = {}
+        self.campaigns: dict[str, dict] = {}
+        for row in rows:
+            if row["removed_at"] is None:
+                body = json.loads(row["body"]) if isinstance(row["body"], str) else row["body"]
+                body = {**body, "slug": row["slug"], "path": row["path"], "error": row["error"]}
+                getattr(self, row["kind"] + "s")[row["slug"]] = body
+        self.rubrics: dict[str, Rubric] = {}
+        for slug, card in sorted(self.scorecards.items()):
+            self.rubrics[slug] = Rubric(
+                slug, card["name"], tuple((level["name"], tuple(level["checks"])) for level in card["levels"]),
+                frozenset(card.get("met_by", ["pass"])), card.get("services", "all"),
+            )
+        for slug, campaign in sorted(self.campaigns.items()):
+            if campaign.get("checks"):
+                self.rubrics[CAMPAIGN_PREFIX + slug] = Rubric(
+                    CAMPAIGN_PREFIX + slug, campaign["name"], (("met", tuple(campaign["checks"])),),
+                    frozenset(["pass"]), campaign.get("services", "all"),
+                )
+        self.waived: dict[tuple[str, str], Waiver] = {}  # (check, service) -> the waiver ending last
+        for slug, body in sorted(self.waivers.items()):
+            waiver = Waiver(slug, body["check"], body["reason"], body.get("owner"), body["expires"])
+            for service in body["services"]:
+                held = self.waived.get((body["check"], service))
+                if held is None or held.expires < waiver.expires:
+                    self.waived[(body["check"], service)] = waiver
+        self.rubric_checks = {check for rubric in self.rubrics.values() for check in rubric.checks}
+        self.rubrics_by_check: dict[str, list[Rubric]] = {}
+        for rubric in self.rubrics.values():
+            for check in sorted(rubric.checks):
+                self.rubrics_by_check.setdefault(check, []).append(rubric)
+
+    def level_names(self, key: str) -> list[str]:
+        return [name for name, _ in self.rubrics[key].levels] if key in self.rubrics else []
+
+
+def selects(targets: Any, service: dict) -> bool:
+    """Whether `services:` as written (all, none, a list of slugs, a selector) selects an active
+    service. The same rule as the due query's (store/dispatch.py); tests hold the two together."""
+    if service["removed_at"] is not None or not service["active"]:
+        return False
+    if targets == "all":
+        return True
+    if targets == "none":
+        return False
+    if isinstance(targets, list):
+        return service["slug"] in targets
+    if "type" in targets and service["type"] != targets["type"]:
+        return False
+    if "owner" in targets and service["owner"] != targets["owner"]:
+        return False
+    if "max_priority" in targets and service["priority"] > targets["max_priority"]:
+        return False
+    tags = targets.get("tags")
+    return not tags or set(tags) <= set(service["tags"])
+
+
+def check_state(rubric: Rubric, check: dict, service_slug: str, row: tuple | None, cutoff: str | None,
+                waived: dict[tuple[str, str], Waiver], now: datetime) -> str:
+    """One counted check's state for a service: `row` is its latest finished (result, status, created_at)."""
+    if row is not None and row[1] == "completed" and row[0] in rubric.met_by and not (cutoff and row[2] < cutoff):
+        return "met"
+    waiver = waived.get((check["slug"], service_slug))
+    if waiver is not None:
+        return "waived" if waiver.counts_at(now) else "waiver-expired"
+    if row is None:
+        return "missing"
+    return "stale" if row[1] == "completed" and row[0] in rubric.met_by else "failing"
+
+
+def evaluate(rubric: Rubric, service: dict, latest: dict[str, tuple], checks: dict[str, dict],
+             cutoffs: dict[str, str | None], waived: dict[tuple[str, str], Waiver], now: datetime,
+             targeted: dict[str, bool] | None = None) -> Evaluation:
+    """One service's level of one rubric. `latest`: check slug -> (result, status, created_at) of its
+    latest finished result; `checks`: live checks by slug (with their parsed `targets` and
+    `stale_offset`); `targeted`: a cache of which checks target this service, shared by its rubrics.
+
+    The loop is written out (no helper per check on the usual path): a first evaluation runs it
+    for every (service, rubric) pair, 50,000 times at 10,000 services (bench/bench_scorecards.py)."""
+    targeted = {} if targeted is None else targeted
+    met_by = rubric.met_by
+    states: dict[str, str] = {}
+    ends: list[datetime] = []
+    oldest_by_offset: dict[timedelta, str] = {}  # checks going stale alike: only the oldest result matters
+    level, holding = 0, True
+    for _, level_checks in rubric.levels:
+        complete = True
+        for slug in level_checks:
+            hits = targeted.get(slug)
+            if hits is None:
+                check = checks.get(slug)
+                hits = targeted[slug] = check is not None and bool(check["active"]) and selects(check["targets"], service)
+            if not hits:
+                continue  # does not target the service (or is removed, or paused): does not count
+            row = latest.get(slug)
+            if row is not None and row[1] == "completed" and row[0] in met_by:
+                cutoff = cutoffs.get(slug)
+                if not cutoff or row[2] >= cutoff:
+                    states[slug] = "met"
+                    offset = checks[slug]["stale_offset"]
+                    if offset is not None:
+                        if row[2] < oldest_by_offset.get(offset, "~"):
+                            oldest_by_offset[offset] = row[2]
+                    else:
+                        moment = stale_from(checks[slug], parse_stamp(row[2]))
+                        if moment is not None:
+                            ends.append(moment)
+                    continue
+            state = states[slug] = check_state(rubric, checks[slug], service["slug"], row, cutoffs.get(slug), waived, now)
+            if state == "waived":
+                ends.append(waiver_end(waived[(slug, service["slug"])].expires))
+            else:
+                complete = False
+        if holding and complete:
+            level += 1
+        else:
+            holding = False
+    ends += [parse_stamp(created) + offset for offset, created in oldest_by_offset.items()]
+    return Evaluation(level, states, format_time(min(ends)) if ends else None)
+
+
+class Evaluator:
+    """Definitions and live checks read once per applied revision (a process may keep one)."""
+
+    def __init__(self, db):
+        self.db = db
+        self._revision: object = object()
+        self.definitions = Definitions(())
+        self.checks: dict[str, dict] = {}
+        self.check_slugs: dict[int, str] = {}
+        self._cutoffs: tuple[str, dict[str, str | None]] = ("", {})
+
+    def current(self, session=None) -> "Evaluator":
+        revision = self.db.scorecards.revision(session)
+        if revision != self._revision:
+            self.definitions = Definitions(self.db.scorecards.definitions(session))
+            self.checks = {row["slug"]: row for row in self.db.scorecards.live_checks(session)}
+            for check in self.checks.values():
+                check["stale_offset"] = stale_offset(check)
+            self.check_slugs = {row["id"]: slug for slug, row in self.checks.items()}
+            self._revision = revision
+            self._cutoffs = ("", {})
+        return self
+
+    def cutoffs(self, now: datetime) -> dict[str, str | None]:
+        """Each rubric check's stale cutoff at `now`, to the second (cron's are costly; answers come in hundreds a second)."""
+        second = format_time(now)[:19]
+        if self._cutoffs[0] != second:
+            self._cutoffs = (second, {slug: stale_cutoff(check, now) for slug, check in self.checks.items()
+                                      if slug in self.definitions.rubric_checks})
+        return self._cutoffs[1]
+
+    def evaluate_services(self, services: list[dict], latest: dict[int, dict[str, tuple]], now: datetime,
+                          rubrics: Iterable[str] | None = None) -> dict[tuple[str, int], Evaluation]:
+        """(rubric, service id) -> evaluation, for the rubrics that apply to each service."""
+        cutoffs = self.cutoffs(now)
+        waived = self.definitions.waived
+        wanted = [self.definitions.rubrics[key] for key in (rubrics if rubrics is not None else self.definitions.rubrics)
+                  if key in self.definitions.rubrics]
+        found = {}
+        for service in services:
+            mine = latest.get(service["id"], {})
+            targeted: dict[str, bool] = {}
+            for rubric in wanted:
+                if selects(rubric.services, service):
+                    found[(rubric.key, service["id"])] = evaluate(
+                        rubric, service, mine, self.checks, cutoffs, waived, now, targeted)
+        return found
+
+    def answered(self, stored: dict[tuple[str, int], tuple], answers: list[tuple[dict, str]], now: datetime
+                 ) -> dict[tuple[str, int], Evaluation]:
+        """The rows an answer changes: its check's new state in each stored row that counts the check.
+        `stored`: (rubric, service id) -> (level, checks JSON, valid_until); `answers`: (completed row, check slug)."""
+        cutoffs, waived = self.cutoffs(now), self.definitions.waived
+        changed: dict[tuple[str, int], Evaluation] = {}
+        for row, slug in answers:
+            check = self.checks[slug]
+            latest = (row["result"], row["status"], row["created_at"])
+            for rubric in self.definitions.rubrics_by_check[slug]:
+                key = (rubric.key, row["service_id"])
+                evaluation = changed.get(key)
+                if evaluation is None:
+                    if key not in stored:
+                        continue  # the rubric does not apply to the service
+                    level, checks, until = stored[key]
+                    evaluation = Evaluation(level, json.loads(checks), until)
+                if slug not in evaluation.checks:
+                    continue  # the check does not target the service
+                state = evaluation.checks[slug] = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
+                ends = [evaluation.valid_until] if evaluation.valid_until else []
+                if state == "met":
+                    moment = stale_from(check, parse_stamp(row["created_at"]))
+                    ends += [format_time(moment)] if moment else []
+                elif state == "waived":
+                    ends.append(format_time(waiver_end(waived[(slug, row["service"])].expires)))
+                evaluation.valid_until = min(ends) if ends else None  # may be early, never late: refresh_due re-evaluates
+                evaluation.level = level_of(rubric, evaluation.checks)
+                changed[key] = evaluation
+        return changed
+
+
+def evaluate_all(db, now: datetime) -> list[LevelChange]:
+    """Every service's level of every rubric, from the stored results (after a sync applies)."""
+    evaluator = db.scorecards.evaluator.current()
+    with db.transaction() as session:
+        services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks)
+        found = evaluator.evaluate_services(services, latest, now)
+        return db.scorecards.replace_levels(session, found, now, whole=True)
+
+
+def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list[LevelChange]:
+    """The PATCH hook, in the answers' transaction: each answered check's new state in the rows that
+    count it, and the levels those give. Returns the level changes (for `level-changed` events)."""
+    evaluator = db.scorecards.evaluator.current(session)
+    rubric_checks = evaluator.definitions.rubric_checks
+    if not rubric_checks:
+        return []
+    answers = [(row, slug) for row in completed
+               if row["service_id"] is not None and (slug := evaluator.check_slugs.get(row["check_id"])) in rubric_checks]
+    if not answers:
+        return []
+    service_ids = sorted({row["service_id"] for row, _ in answers})
+    stored = db.scorecards.stored_levels(session, service_ids)
+    changed = evaluator.answered(stored, answers, now)
+    return db.scorecards.replace_levels(session, changed, now, stored=stored)
+
+
+def refresh_due(db, now: datetime) -> list[LevelChange]:
+    """Re-evaluate the services whose level may have changed with time alone (stale, waiver ended)."""
+    evaluator = db.scorecards.evaluator.current()
+    with db.transaction() as session:
+        service_ids = db.scorecards.due_services(session, format_time(now))
+        if not service_ids:
+            return []
+        services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks, service_ids)
+        found = evaluator.evaluate_services(services, latest, now)
+        return db.scorecards.replace_levels(session, found, now, service_ids=service_ids)
+
+
+def snapshot(db, now: datetime) -> bool:
+    """Record today's level of every (rubric, service) and today's counts, once a day; True if it did."""
+    day = now.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    if db.state.get("scorecard_snapshot_day") == day:
+        return False
+    db.scorecards.record_snapshot(day)
+    db.state.set({"scorecard_snapshot_day": day})
+    return True

@@ -1,0 +1,229 @@
+"""Scorecards, waivers and campaigns: their stored definitions, the levels kept per service, the trend."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Iterable
+
+from ..clock import format_time
+from ..scorecards import Evaluation, Evaluator, LevelChange
+
+_SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
+
+
+class ScorecardRepository:
+    """What evaluation reads and writes (reconciler/scorecards.py), and what the pages read."""
+
+    def __init__(self, db):
+        self.db = db
+        self.evaluator = Evaluator(db)  # this process's copy of the definitions, per applied revision
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def revision(self, session=None):
+        """The applied revision: the definitions and checks change only with it."""
+        with self._session(session) as s:
+            return s.value("SELECT value FROM catalog_state WHERE key = 'applied_revision'")
+
+    def definitions(self, session=None) -> list[dict]:
+        """Every stored scorecard, waiver and campaign (removed ones too: the caller skips them)."""
+        with self._session(session) as s:
+            return s.all("SELECT kind, slug, path, body, error, removed_at FROM definitions ORDER BY kind, slug")
+
+    def live_checks(self, session=None) -> list[dict]:
+        """The checks not removed, with what staleness and targeting need (`targets` decoded)."""
+        with self._session(session) as s:
+            rows = s.all("SELECT id, slug, frequency, schedule, timeout_seconds, active, targets"
+                         " FROM checks WHERE removed_at IS NULL")
+        for row in rows:
+            row["targets"] = json.loads(row["targets"])
+        return rows
+
+    def evaluation_inputs(self, session, check_slugs: Iterable[str], service_ids: list[int] | None = None
+                          ) -> tuple[list[dict], dict[int, dict[str, tuple]]]:
+        """(live services, service id -> check slug -> (result, status, created_at) of its latest
+        finished result), for every service or those given, over the checks given."""
+        d = self.db.dialect
+        only = f" AND id IN {d.id_table(':services')}" if service_ids is not None else ""
+        params = {"services": d.ids(service_ids or []), "checks": d.ids(sorted(check_slugs))}
+        services = session.all(f"SELECT {_SERVICE_FIELDS} FROM services WHERE removed_at IS NULL" + only, params)
+        for service in services:
+            service["tags"] = json.loads(service["tags"]) if service["tags"] != "[]" else []
+        latest: dict[int, dict[str, tuple]] = {}
+        rows = session.tuples(
+            "SELECT l.service_key, c.slug, l.result, l.status, l.created_at FROM checks AS c"
+            " JOIN latest_results AS l ON l.check_id = c.id"
+            f" WHERE c.slug IN {d.text_table(':checks')} AND c.removed_at IS NULL"
+            + (f" AND l.service_key IN {d.id_table(':services')}" if service_ids is not None else ""),
+            params,
+        )
+        for service_key, slug, *row in rows:  # 100,000s of rows on a first evaluation: no more work per row
+            found = latest.get(service_key)
+            if found is None:
+                found = latest[service_key] = {}
+            found[slug] = row
+        return services, latest
+
+    def stored_levels(self, session, service_ids: list[int] | None = None) -> dict[tuple[str, int], tuple]:
+        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'."""
+        if service_ids is None:
+            rows = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels")
+        else:
+            rows = session.tuples(
+                "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
+                f" WHERE service_id IN {self.db.dialect.id_table('?')}", (self.db.dialect.ids(service_ids),))
+        return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
+
+    def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
+                       whole: bool = False, service_ids: list[int] | None = None,
+                       stored: dict[tuple[str, int], tuple] | None = None) -> list[LevelChange]:
+        """Write the evaluations that differ from the stored rows; with `whole` or `service_ids`, drop
+        the rows of that scope that no longer apply (with `stored`, the rows already read, only write).
+        Today's snapshot follows each changed level. Returns the level changes."""
+        partial = stored is not None
+        before = stored if partial else self.stored_levels(session, None if whole else service_ids or [])
+        stamp = format_time(now)
+        day = stamp[:10]
+        writes, changes = [], []
+        for key, evaluation in found.items():
+            checks = json.dumps(evaluation.checks, sort_keys=True, separators=(",", ":"))
+            old = before.get(key)
+            if old == (evaluation.level, checks, evaluation.valid_until):
+                continue
+            writes.append((key[0], key[1], evaluation.level, checks, evaluation.valid_until, stamp))
+            if old is None or old[0] != evaluation.level:
+                changes.append(LevelChange(key[0], key[1], old[0] if old else None, evaluation.level))
+        gone = [] if partial else [key for key in before if key not in found]
+        changes += [LevelChange(rubric, service_id, before[(rubric, service_id)][0], None) for rubric, service_id in gone]
+        session.many(
+            "INSERT INTO scorecard_levels (rubric, service_id, level, checks, valid_until, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rubric, service_id) DO UPDATE SET level = excluded.level,"
+            " checks = excluded.checks, valid_until = excluded.valid_until, updated_at = excluded.updated_at",
+            writes,
+        )
+        session.many("DELETE FROM scorecard_levels WHERE rubric = ? AND service_id = ?", gone)
+        session.many(
+            "INSERT INTO scorecard_snapshots (rubric, service_id, day, level) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level",
+            [(c.rubric, c.service_id, day, c.after) for c in changes if c.after is not None],
+        )
+        return changes
+
+    def due_services(self, session, now: str) -> list[int]:
+        """Services with a level that time alone may change by now."""
+        return [row[0] for row in session.tuples(
+            "SELECT DISTINCT service_id FROM scorecard_levels WHERE valid_until <= ? ORDER BY service_id", (now,))]
+
+    def record_snapshot(self, day: str) -> None:
+        """Today's level of every (rubric, service), and today's counts per level, whole and per team."""
+        with self.db.transaction() as session:
+            session.run(
+                "INSERT INTO scorecard_snapshots (rubric, service_id, day, level)"
+                " SELECT rubric, service_id, ?, level FROM scorecard_levels WHERE TRUE"
+                " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level", (day,))
+            session.run("DELETE FROM scorecard_trend WHERE day = ?", (day,))
+            session.run(
+                "INSERT INTO scorecard_trend (rubric, scope, team, day, level, services)"
+                " SELECT rubric, 'all', '', ?, level, count(*) FROM scorecard_levels GROUP BY rubric, level", (day,))
+            session.run(
+                "INSERT INTO scorecard_trend (rubric, scope, team, day, level, services)"
+                " SELECT l.rubric, 'team', coalesce(s.owner, ''), ?, l.level, count(*)"
+                " FROM scorecard_levels AS l JOIN services AS s ON s.id = l.service_id"
+                " GROUP BY l.rubric, coalesce(s.owner, ''), l.level", (day,))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def level_counts(self, *, team: str | None = None, rubric: str | None = None) -> list[tuple[str, int, int]]:
+        """(rubric, level, services) for every rubric (or one), over every service or one team's."""
+        with self.db.session() as session:
+            if rubric is not None:
+                return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels WHERE rubric = ?"
+                                      " GROUP BY rubric, level", (rubric,))
+            if team is None:
+                return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
+            return session.tuples(
+                "SELECT l.rubric, l.level, count(*) FROM services AS s"
+                " JOIN scorecard_levels AS l ON l.service_id = s.id"
+                " WHERE s.removed_at IS NULL AND coalesce(s.owner, '') = ? GROUP BY l.rubric, l.level", (team,))
+
+    def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
+               service_ids: list[int] | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Level rows with their service's slug, name and owner (`checks` decoded), by level (highest
+        first) then slug; a page of them with `limit` and `offset`."""
+        conditions, params = ["s.removed_at IS NULL"], []
+        for column, value in (("l.rubric", rubric), ("s.owner", team), ("s.id", service_id)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        if service_ids is not None:
+            conditions.append(f"s.id IN {self.db.dialect.id_table('?')}")
+            params.append(self.db.dialect.ids(service_ids))
+        with self.db.session() as session:
+            rows = session.all(
+                "SELECT l.rubric, l.level, l.checks, l.valid_until, s.id AS service_id, s.slug AS service,"
+                " s.name AS service_name, s.owner FROM scorecard_levels AS l"
+                " JOIN services AS s ON s.id = l.service_id WHERE " + " AND ".join(conditions)
+                + " ORDER BY l.rubric, l.level DESC, s.slug"
+                + (" LIMIT ? OFFSET ?" if limit is not None else ""),
+                params + ([limit, offset] if limit is not None else []))
+        for row in rows:
+            row["checks"] = json.loads(row["checks"])
+        return rows
+
+    def teams(self) -> list[dict]:
+        """Every owner of a live service (`""` for none) with how many services it has."""
+        with self.db.session() as session:
+            return session.all(
+                "SELECT coalesce(owner, '') AS owner, count(*) AS services FROM services"
+                " WHERE removed_at IS NULL GROUP BY coalesce(owner, '') ORDER BY coalesce(owner, '')")
+
+    def team_level_counts(self) -> list[tuple[str, str, int, int]]:
+        """(owner, rubric, level, services) over every live service with an owner."""
+        with self.db.session() as session:
+            return session.tuples(
+                "SELECT s.owner, l.rubric, l.level, count(*) FROM services AS s"
+                " JOIN scorecard_levels AS l ON l.service_id = s.id"
+                " WHERE s.removed_at IS NULL AND s.owner IS NOT NULL GROUP BY s.owner, l.rubric, l.level")
+
+    def services_for_campaigns(self, *, owner: str | None = None) -> list[dict]:
+        """Live services (of one owner, if given) with the fields a `services:` selects on (`tags` decoded)."""
+        with self.db.session() as session:
+            rows = session.all(
+                f"SELECT {_SERVICE_FIELDS} FROM services WHERE removed_at IS NULL"
+                + (" AND owner = ?" if owner is not None else "") + " ORDER BY slug",
+                (owner,) if owner is not None else ())
+        for row in rows:
+            row["tags"] = json.loads(row["tags"])
+        return rows
+
+    def trend(self, rubric: str, *, team: str | None = None, since: str) -> list[tuple[str, int, int]]:
+        """(day, level, services) from `since` (YYYY-MM-DD), whole or of one team."""
+        with self.db.session() as session:
+            return session.tuples(
+                "SELECT day, level, services FROM scorecard_trend"
+                " WHERE rubric = ? AND scope = ? AND team = ? AND day >= ? ORDER BY day, level",
+                (rubric, "all" if team is None else "team", team or "", since))
+
+    def service_trend(self, rubric: str, service_id: int, *, since: str) -> list[tuple[str, int]]:
+        """(day, level) of one service from `since`."""
+        with self.db.session() as session:
+            return session.tuples(
+                "SELECT day, level FROM scorecard_snapshots WHERE rubric = ? AND service_id = ? AND day >= ?"
+                " ORDER BY day", (rubric, service_id, since))
+
+    def _session(self, session):
+        return _Given(session) if session is not None else self.db.session()
+
+
+class _Given:
+    """A session already open (the caller's transaction), used as a context manager."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __enter__(self):
+        return self.session
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -1,0 +1,92 @@
+"""Scorecards, teams and campaigns over a real server: the JSON reads, the pages, the level badge."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api_support import live_server
+from conftest import sync_directory
+from reconciler import scorecards
+from reconciler.clock import FakeClock
+from reconciler.settings import Settings
+from store_support import finished_result
+
+HOSTILE = "<script>alert('pwned')</script>"
+
+
+@pytest.fixture
+def site(store, example_dir):
+    """A public-read server over the example catalog, with a hostile reason, owner and level name."""
+    waiver = example_dir / "waivers" / "search-index-log4j.yaml"
+    waiver.write_text(re.sub(r"(?m)^reason: .*$", f'reason: "{HOSTILE}"', waiver.read_text()))
+    card = example_dir / "scorecards" / "production-readiness.yaml"
+    card.write_text(card.read_text().replace("name: Silver", "name: \"Silver <b>&\""))
+    campaign = example_dir / "campaigns" / "log4j-2026.yaml"
+    campaign.write_text(campaign.read_text().replace("deadline: 2027-01-31", "deadline: 2025-12-31"))
+    report = sync_directory(store, example_dir)
+    assert not report.errors, report.errors
+    clock = FakeClock()
+    for check in ("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability"):
+        finished_result(store, check, "payments-api", "pass", now=clock.now())
+    finished_result(store, "has-owner", "payments-db", "pass", now=clock.now())
+    scorecards.snapshot(store, clock.now())
+    app = create_app(store, Settings(home=Path("unused"), public_read=True), clock=clock)
+    with live_server(app) as base:
+        yield base
+
+
+def test_scorecard_api_lists_services_by_level_with_a_trend(site):
+    cards = httpx.get(f"{site}/api/scorecards").json()["scorecards"]
+    assert [c["slug"] for c in cards] == ["production-readiness"]
+    assert cards[0]["by_level"] == {"none": 6, "Bronze": 0, "Silver <b>&": 1, "Gold": 1}
+    card = httpx.get(f"{site}/api/scorecards/production-readiness").json()
+    assert card["service_levels"][0]["service"] == "payments-api" and card["service_levels"][0]["level"] == "Gold"
+    assert card["trend"] == [{"day": "2026-01-05", "by_level": {"none": 6, "Bronze": 0, "Silver <b>&": 1, "Gold": 1}}]
+    missing = httpx.get(f"{site}/api/scorecards/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+
+
+def test_team_and_campaign_api(site):
+    teams = {t["owner"]: t for t in httpx.get(f"{site}/api/teams").json()["teams"]}
+    assert teams["team-payments"]["scorecards"]["production-readiness"]["Gold"] == 1
+    team = httpx.get(f"{site}/api/teams/team-payments").json()
+    assert {"service": "ledger-worker", "scorecard": "production-readiness", "check": "has-owner", "state": "missing"} \
+        in team["failing_checks"]
+    assert team["campaigns"][0]["slug"] == "log4j-2026" and team["campaigns"][0]["met"] == 1
+    discovery = httpx.get(f"{site}/api/teams/team-discovery").json()
+    assert discovery["waivers"][0]["check"] == "log4j-vulnerability" and discovery["waivers"][0]["expires"] == "2027-03-31"
+    campaign = httpx.get(f"{site}/api/campaigns/log4j-2026").json()
+    assert (campaign["targeted"], campaign["met"], campaign["overdue"]) == (3, 1, True)  # the pci services
+    assert campaign["teams"] == [{"owner": "team-payments", "targeted": 3, "met": 1}]
+    assert httpx.get(f"{site}/api/teams/nobody").status_code == 404
+
+
+def test_pages_escape_user_text_and_make_no_external_requests(site):
+    for path in ("/scorecards", "/scorecards/production-readiness", "/teams", "/teams/team-discovery",
+                 "/campaigns", "/campaigns/log4j-2026", "/services/search-index", "/services/payments-api", "/"):
+        page = httpx.get(site + path)
+        assert page.status_code == 200, path
+        assert HOSTILE not in page.text and "Silver <b>&" not in page.text, path
+        assert not re.search(r'<(img|link|script|iframe)[^>]*(src|href)="(https?:)?//', page.text), path  # nothing remote
+    assert "&lt;script&gt;" in httpx.get(f"{site}/teams/team-discovery").text
+    assert "<svg" in httpx.get(f"{site}/scorecards/production-readiness").text
+
+
+def test_the_level_badge(site):
+    gold = httpx.get(f"{site}/badges/services/payments-api/scorecards/production-readiness.svg")
+    assert gold.status_code == 200 and gold.headers["content-type"].startswith("image/svg+xml")
+    assert "production-readiness: Gold" in gold.text
+    assert "none" in httpx.get(f"{site}/badges/services/ledger-worker/scorecards/production-readiness.svg").text
+    assert "not applicable" in httpx.get(f"{site}/badges/services/legacy-reports/scorecards/production-readiness.svg").text
+    assert httpx.get(f"{site}/badges/services/payments-api/scorecards/nope.svg").status_code == 404
+
+
+def test_the_dashboard_shows_each_services_level(site):
+    page = httpx.get(site + "/").text
+    assert "Production readiness</a>: 6 none · 0 Bronze · 1 Silver &lt;b&gt;&amp; · 1 Gold" in page
+    assert '<td class="level-cell">Gold</td>' in page

@@ -1,0 +1,164 @@
+"""Scorecards, waivers and campaigns: validation with file:line, last good state, levels kept current."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from conftest import sync_directory
+from store_support import answer, finished_result, new_result, raw_rows
+from reconciler import scorecards
+from reconciler.clock import FakeClock
+from reconciler.validation import validate_directory
+
+CARD = "scorecards/production-readiness.yaml"
+
+
+def levels_of(store, rubric: str = "production-readiness") -> dict[str, int]:
+    return {row["service"]: row["level"] for row in store.scorecards.levels(rubric=rubric)}
+
+
+def test_mistakes_in_scorecards_waivers_and_campaigns_name_file_and_line(example_dir):
+    (example_dir / "scorecards" / "broken.yaml").write_text(
+        "name: Broken\nlevels:\n  - name: One\n    checks: [has-owner, no-such-check]\n    chekcs: []\n")
+    (example_dir / "waivers" / "old.yaml").write_text(
+        "check: log4j-vulnerabilty\nservices: [search-index, nobody]\nreason: x\nexpires: 2020-01-01\n")
+    (example_dir / "waivers" / "far.yaml").write_text(
+        f"check: has-owner\nservices: [admin-console]\nreason: x\nexpires: {datetime.now(timezone.utc).date() + timedelta(days=400)}\n")
+    (example_dir / "campaigns" / "platinum.yaml").write_text(
+        "name: Platinum\nscorecard: production-readiness\nlevel: Platinum\ndeadline: 2027-01-01\n")
+    (example_dir / "campaigns" / "nothing.yaml").write_text("name: Nothing\nscorecard: nope\nlevel: Gold\ndeadlin: 2027-01-01\n")
+    count, errors = validate_directory(example_dir)
+    text = [str(error) for error in errors]
+    assert "scorecards/broken.yaml:5:5: unknown key 'chekcs' (did you mean 'checks'?)" in text
+    assert "campaigns/nothing.yaml:4:1: unknown key 'deadlin' (did you mean 'deadline'?)" in text
+    assert "waivers/old.yaml:1:8: check: unknown check 'log4j-vulnerabilty' (no file under checks/ defines it)" in text
+    assert "waivers/old.yaml:2:26: services: unknown service 'nobody' (no file under services/ defines it)" in text
+    assert any(t.startswith("waivers/old.yaml:4:10: expires: 2020-01-01 is in the past") for t in text)
+    assert any(t.startswith("waivers/far.yaml:4:10: expires:") and "more than 365 days ahead" in t for t in text)
+    platinum = next(e for e in errors if e.location.path == "campaigns/platinum.yaml")
+    assert str(platinum).startswith("campaigns/platinum.yaml:3:8: level: 'Platinum' is not a level of scorecard")
+    assert CARD in str(platinum) and platinum.other.path == CARD  # both files named
+
+
+def test_a_level_naming_an_unknown_check_is_an_error_at_its_line(example_dir):
+    card = example_dir / CARD
+    card.write_text(card.read_text().replace("checks: [oncall-configured]", "checks: [oncall-configurd]"))
+    errors = [str(e) for e in validate_directory(example_dir)[1]]
+    assert errors == [f"{CARD}:8:29: levels: unknown check 'oncall-configurd' (no file under checks/ defines it)"]
+
+
+def test_a_bad_scorecard_keeps_its_last_good_state(store, example_dir):
+    sync_directory(store, example_dir)
+    before = store.scorecards.definitions()
+    card = example_dir / CARD
+    card.write_text(card.read_text().replace("met_by: [pass]", "met_by: [pass]\nmet_bi: [warning]"))
+    report = sync_directory(store, example_dir)
+    assert [str(e) for e in report.errors] == [f"{CARD}:11:1: unknown key 'met_bi' (did you mean 'met_by'?)"]
+    after = store.scorecards.definitions()
+    assert [(r["slug"], r["body"]) for r in after] == [(r["slug"], r["body"]) for r in before]
+    assert next(r for r in after if r["slug"] == "production-readiness")["error"].startswith(f"{CARD}:11:1")
+    assert levels_of(store)  # still evaluated from the last good definition
+
+
+def test_renaming_a_level_blames_the_campaign_that_names_it_with_both_files(store, example_dir):
+    sync_directory(store, example_dir)
+    card = example_dir / CARD
+    card.write_text(card.read_text().replace("name: Gold", "name: Platinum"))
+    report = sync_directory(store, example_dir)
+    assert [e.location.path for e in report.errors] == ["campaigns/log4j-2026.yaml"]
+    assert report.errors[0].other.path == CARD and "'Gold' is not a level" in str(report.errors[0])
+
+
+def test_levels_follow_answers_waivers_and_staleness(synced_store):
+    store = synced_store
+    clock = FakeClock(datetime(2027, 3, 31, 22, 0, tzinfo=timezone.utc))
+    now = clock.now()
+    assert set(levels_of(store)) == {"storefront-web", "payments-api", "payments-db", "catalog-api",
+                                     "ledger-worker", "users-api", "users-db", "search-index"}  # max_priority 3
+    assert set(levels_of(store).values()) == {0}
+    for check in ("has-owner", "readme-present", "oncall-configured"):
+        finished_result(store, check, "payments-api", "pass", now=now)
+    assert levels_of(store)["payments-api"] == 2  # Bronze and Silver; Gold's log4j has no result yet
+    log4j = new_result(store, "log4j-vulnerability", "payments-api", now=now)
+    answer(store, log4j["id"], "pass", now=now)
+    assert levels_of(store)["payments-api"] == 3
+    # payments-db: readme (web only) and on-call (a list without it) do not target it, so do not count
+    finished_result(store, "has-owner", "payments-db", "pass", now=now)
+    assert levels_of(store)["payments-db"] == 2
+    finished_result(store, "has-owner", "payments-db", "fail", now=now)
+    row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "payments-db")
+    assert row["level"] == 0 and row["checks"] == {"has-owner": "failing", "log4j-vulnerability": "missing"}
+    # search-index: log4j waived until the end of 2027-03-31, UTC
+    finished_result(store, "has-owner", "search-index", "pass", now=now)
+    row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "search-index")
+    assert row["level"] == 3 and row["checks"] == {"has-owner": "met", "log4j-vulnerability": "waived"}
+    # one hour and a half later (has-owner: hourly, 30m timeout) its results went stale; the waiver ended
+    changes = scorecards.refresh_due(store, now + timedelta(hours=2, seconds=1))
+    assert {(c.rubric, c.before, c.after) for c in changes} == {("production-readiness", 3, 0)}
+    row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "search-index")
+    assert row["checks"] == {"has-owner": "stale", "log4j-vulnerability": "waiver-expired"}
+
+
+def test_after_answers_returns_the_level_changes(synced_store):
+    store, now = synced_store, datetime.now(timezone.utc)
+    result = new_result(store, "has-owner", "payments-db", now=now)
+    with store.transaction() as session:
+        completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, "x")])
+        changes = scorecards.after_answers(store, session, completed.values(), now)
+        session.run("SELECT 1")  # the hook's writes share the answer's transaction
+    service_id = store.catalog.service_index()["payments-db"]["id"]
+    assert changes == [scorecards.LevelChange("production-readiness", service_id, 0, 2)]
+
+
+def test_a_campaign_of_checks_is_evaluated_as_one_level(store, example_dir):
+    (example_dir / "campaigns" / "owners.yaml").write_text(
+        "name: Every service owned\nchecks: [has-owner]\nservices: all\ndeadline: 2027-06-30\n")
+    sync_directory(store, example_dir)
+    finished_result(store, "has-owner", "admin-console", "pass")
+    assert levels_of(store, "campaign:every-service-owned")["admin-console"] == 1
+    assert levels_of(store, "campaign:every-service-owned")["payments-api"] == 0
+
+
+def test_scorecard_targeting_is_the_due_querys_rule(synced_store):
+    """`scorecards.selects` (Python) and the store's targeting (SQL) agree on every pair of the example."""
+    store = synced_store
+    with store.session() as session:
+        services, _ = store.scorecards.evaluation_inputs(session, ())
+    removed_or_inactive = raw_rows(store, "SELECT id, slug FROM services WHERE active = 0")
+    assert removed_or_inactive  # the example has an inactive service, which nothing targets
+    checks = store.scorecards.live_checks()
+    in_python = {(c["id"], s["id"]) for c in checks for s in services if scorecards.selects(c["targets"], s)}
+    assert in_python == store.dispatch.targeted_pairs()
+
+
+def test_daily_snapshot_records_levels_and_counts_once_a_day(synced_store):
+    store = synced_store
+    now = datetime(2026, 11, 30, 1, 0, tzinfo=timezone.utc)
+    finished_result(store, "has-owner", "payments-db", "pass", now=now)
+    assert scorecards.snapshot(store, now) is True
+    assert scorecards.snapshot(store, now + timedelta(hours=5)) is False
+    assert (("2026-11-30", 0, 7) in store.scorecards.trend("production-readiness", since="2026-01-01")
+            and ("2026-11-30", 2, 1) in store.scorecards.trend("production-readiness", since="2026-01-01"))
+    assert store.scorecards.trend("production-readiness", team="team-payments", since="2026-01-01")
+    service_id = store.catalog.service_index()["payments-db"]["id"]
+    assert store.scorecards.service_trend("production-readiness", service_id, since="2026-01-01") == [("2026-11-30", 2)]
+
+
+
+def test_answers_keep_the_same_levels_and_states_a_full_evaluation_gives(synced_store):
+    store, now = synced_store, datetime.now(timezone.utc)
+    outcomes = ["pass", "fail", "warning", "pass", "error", "pass"]
+    services = ["payments-api", "payments-db", "search-index", "users-api", "catalog-api", "storefront-web"]
+    for n, service in enumerate(services):
+        for m, check in enumerate(("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability")):
+            row = new_result(store, check, service, now=now) if _targets(store, check, service) else None
+            if row:
+                answer(store, row["id"], outcomes[(n + m) % len(outcomes)], now=now)
+    incremental = {(r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()}
+    assert scorecards.evaluate_all(store, now) == []
+    assert {(r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()} == incremental
+
+
+def _targets(store, check: str, service: str) -> bool:
+    check_id = store.catalog.check_index()[check]["id"]
+    return (check_id, store.catalog.service_index()[service]["id"]) in store.dispatch.targeted_pairs(check_ids=[check_id])
