@@ -9,6 +9,7 @@
     db.tokens     API tokens (hashes only)
     db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
     db.state      small key/value facts (applied revision, catalog config, write-back baseline)
+    db.events     events (recorded with their cause), the outbox, deliveries to notification routes
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from .catalog import CatalogRepository
 from .dispatch import DispatchRepository
+from .events import EventRepository
 from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
@@ -44,6 +46,7 @@ class Database:
         self.writeback = WritebackRepository(self)
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)
+        self.events = EventRepository(self)
 
     @property
     def key(self) -> str:

@@ -367,6 +367,75 @@ MIGRATIONS: list[tuple[int, str]] = [
         ON CONFLICT (check_id, service_key) DO NOTHING;
         """,
     ),
+    (
+        6,
+        """
+        -- Notifications. Every event, written in the transaction of its cause; never changed, never
+        -- deleted. `event_key` makes an event once-only (a file's error at one digest, ...).
+        CREATE TABLE events (
+            id         INTEGER PRIMARY KEY,
+            type       TEXT NOT NULL CHECK (type IN ('failing', 'recovered', 'level-changed', 'waiver-expiring',
+                                                     'waiver-expired', 'campaign-overdue', 'sync-failed',
+                                                     'tamper-detected')),
+            created_at TEXT NOT NULL,
+            team       TEXT,                            -- whom it concerns: the service's owner
+            service    TEXT,                            -- slugs, as they were
+            check_slug TEXT,
+            result_id  INTEGER,
+            outcome    TEXT,                            -- failing / recovered: the result's outcome
+            summary    TEXT NOT NULL,                   -- one line for people
+            data       TEXT NOT NULL DEFAULT '{}',      -- JSON for receivers
+            event_key  TEXT UNIQUE
+        );
+        CREATE INDEX events_by_type ON events (type, id);
+        CREATE INDEX events_by_service ON events (service, id);
+        CREATE INDEX events_by_check ON events (check_slug, id);
+        CREATE TRIGGER events_never_change BEFORE UPDATE ON events
+        BEGIN
+            SELECT RAISE(ABORT, 'an event can never change');
+        END;
+        CREATE TRIGGER events_never_deleted BEFORE DELETE ON events
+        BEGIN
+            SELECT RAISE(ABORT, 'an event can never be deleted');
+        END;
+
+        -- The outbox: events not yet handed to their routes, filled by a trigger in the cause's
+        -- transaction, emptied by the sender in the one that records the deliveries.
+        CREATE TABLE event_outbox (
+            event_id INTEGER PRIMARY KEY REFERENCES events(id)
+        );
+        CREATE TRIGGER event_outbox_on_insert AFTER INSERT ON events
+        BEGIN
+            INSERT INTO event_outbox (event_id) VALUES (NEW.id);
+        END;
+
+        -- Each pair's state as the last failing/recovered event told it (no row: never failed), so a
+        -- change is reported once, and a pair that stays failing is not reported again.
+        CREATE TABLE event_pairs (
+            check_id    INTEGER NOT NULL,
+            service_key INTEGER NOT NULL,               -- service_id, or 0 for checks with services: none
+            failing     INTEGER NOT NULL,
+            result_id   INTEGER NOT NULL,               -- the result that told it
+            PRIMARY KEY (check_id, service_key)
+        ) WITHOUT ROWID;
+
+        -- One delivery per (route, event): at least once, retried with backoff, failed after the last try.
+        CREATE TABLE event_deliveries (
+            id          INTEGER PRIMARY KEY,
+            route       TEXT NOT NULL,
+            event_id    INTEGER NOT NULL REFERENCES events(id),
+            team        TEXT,                           -- a digest folds one team's deliveries
+            status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            not_before  TEXT NOT NULL,                  -- not sent before (a retry's backoff, a digest's window end)
+            last_error  TEXT,
+            finished_at TEXT,
+            UNIQUE (route, event_id)
+        );
+        CREATE INDEX event_deliveries_due ON event_deliveries (not_before, id) WHERE status = 'pending';
+        CREATE INDEX event_deliveries_failed ON event_deliveries (id) WHERE status = 'failed';
+        """,
+    ),
 ]
 
 
