@@ -17,6 +17,7 @@ from api.actions import ActionController, SyncController, webhook_github
 from api.auth import AuthMiddleware
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
@@ -66,7 +67,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             healthz, ResultController, ServiceController, CheckController, SyncController,
-            ActionController, webhook_github, *PAGE_HANDLERS,
+            ActionController, EventController, webhook_github, *PAGE_HANDLERS,
         ],
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],

@@ -165,3 +165,42 @@ def test_a_routes_secret_is_in_no_log_error_or_read(synced_store, example_dir, c
     assert "could not be reached" in shown and "Apprise could not deliver" in shown
     assert TOKEN not in shown and SECRET not in shown
     assert TOKEN not in repr(synced_store.state.get("catalog_config"))
+
+
+def test_events_api_and_pages_list_filter_and_page_without_secrets(synced_store, example_dir, receiver):
+    from pathlib import Path
+
+    import httpx
+
+    from api.app import create_app
+    from api_support import auth, live_server, make_token
+    from reconciler.settings import Settings
+
+    add_routes(synced_store, example_dir, [WEBHOOK])
+    env = {"AUDIT_HOOK_URL": receiver.url + f"?token={TOKEN}", "AUDIT_HOOK_SECRET": SECRET}
+    for service in ("payments-api", "users-db", "search-index"):
+        finished_result(synced_store, "has-owner", service, "fail")
+    receiver.script(500)
+    notify_pass(synced_store, environ=env, policy=RetryPolicy(attempts=1))  # one failed for good
+    reader = make_token(synced_store, "read")
+    app = create_app(synced_store, Settings(home=Path("unused"), public_read=False))
+    with live_server(app) as base, httpx.Client(base_url=base, headers=auth(reader)) as client:
+        first = client.get("/api/events", params={"limit": 2}).json()
+        assert [e["service"] for e in first["events"]] == ["search-index", "users-db"]
+        rest = client.get(first["next"]).json()
+        assert [e["service"] for e in rest["events"]] == ["payments-api"] and rest["next"] is None
+        assert [e["type"] for e in client.get("/api/events", params={"service": "users-db"}).json()["events"]] == ["failing"]
+        assert client.get("/api/events", params={"check": "readme-present"}).json()["events"] == []
+        bad = client.get("/api/events", params={"type": "nonsense"})
+        assert bad.status_code in (400, 422) and bad.json()["error"]["status"] == bad.status_code
+        event_id = first["events"][0]["id"]
+        detail = client.get(f"/api/events/{event_id}").json()
+        assert detail["deliveries"][0]["route"] == "audit-hook" and detail["waiting"] is False
+        missing = client.get("/api/events/999999")
+        assert missing.status_code == 404 and "event 999999 does not exist" in missing.json()["message"]
+        assert httpx.get(f"{base}/api/events").status_code == 401
+        texts = [client.get(path).text for path in ("/api/events", f"/api/events/{event_id}", "/events",
+                                                     f"/events/{event_id}", "/sync")]
+    assert "search-index: check has-owner is failing (fail)" in texts[2]
+    assert "Notifications that failed" in texts[4] and "the webhook answered HTTP 500" in texts[4]
+    assert all(TOKEN not in text and SECRET not in text for text in texts)

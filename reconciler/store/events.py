@@ -182,9 +182,14 @@ class EventRepository:
         return [_decoded(row) for row in rows]
 
     def get(self, event_id: int) -> dict:
-        """One event with its deliveries (route, status, attempts, last error)."""
+        """One event with its deliveries (route, status, attempts, last error); `waiting` while it is in the
+        outbox, not yet handed to the routes."""
         with self.db.session() as session:
-            row = session.one(f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.id = ?", (event_id,))
+            row = session.one(
+                f"SELECT {EVENT_COLUMNS}, EXISTS (SELECT 1 FROM event_outbox AS o WHERE o.event_id = e.id) AS waiting"
+                " FROM events AS e WHERE e.id = ?",
+                (event_id,),
+            )
             if row is None:
                 raise NotFound(f"event {event_id} does not exist")
             row["deliveries"] = session.all(
@@ -215,4 +220,6 @@ class EventRepository:
 def _decoded(row: dict) -> dict:
     row["check"] = row.pop("check_slug")
     row["data"] = json.loads(row["data"]) if row["data"] else {}
+    if "waiting" in row:
+        row["waiting"] = bool(row["waiting"])
     return row
