@@ -204,3 +204,38 @@ def test_events_api_and_pages_list_filter_and_page_without_secrets(synced_store,
     assert "search-index: check has-owner is failing (fail)" in texts[2]
     assert "Notifications that failed" in texts[4] and "the webhook answered HTTP 500" in texts[4]
     assert all(TOKEN not in text and SECRET not in text for text in texts)
+
+
+def test_kill_9_between_send_and_mark_delivers_again_with_the_same_event_id(synced_store, example_dir, receiver,
+                                                                           database_url, webhook_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT
+
+    add_routes(synced_store, example_dir, [WEBHOOK])
+    finished_result(synced_store, "has-owner", "payments-api", "fail")
+    sender = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from reconciler.store import open_database;"
+         " from reconciler.notify import notify_pass; notify_pass(open_database(sys.argv[1]))", database_url],
+        env={**os.environ, **webhook_env, "PYTHONPATH": str(PROJECT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+    def kill_the_sender(received):  # the receiver has the message; the sender has not marked it
+        sender.send_signal(signal.SIGKILL)
+        sender.wait()
+
+    receiver.on_message = kill_the_sender
+    deadline = time.monotonic() + 60
+    while sender.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sender.returncode == -signal.SIGKILL and len(receiver.requests) == 1
+    receiver.on_message = None
+    assert notify_pass(synced_store, environ=webhook_env).delivered == 1
+    [event] = synced_store.events.list()
+    assert [r.event_ids() for r in receiver.requests] == [[event["id"]], [event["id"]]]  # the receiver drops the repeat
+    assert notify_pass(synced_store, environ=webhook_env).messages == 0
