@@ -21,7 +21,10 @@ import hmac
 import json
 import logging
 import os
+import queue
 import re
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping, Protocol
@@ -37,7 +40,8 @@ log = logging.getLogger("catalog.notify")
 DEFAULT_INTERVAL = 10.0  # CATALOG_NOTIFY_INTERVAL
 SEND_TIMEOUT = 10.0  # seconds for one message: a slow receiver is a failed attempt, retried later
 DIGEST_LINES = 50  # a digest's chat message lists this many events, then counts the rest
-MARK_EVERY = 100  # sends between marks: a crash resends at most this many
+MARK_EVERY = 100  # sends between marks: a crash resends at most this many (and those in flight)
+SEND_WORKERS = 4  # messages in flight at once (bench/bench_notify.py: Apprise opens a connection per message)
 USER_AGENT = "service-catalog-notifications"
 SIGNATURE_HEADER = "X-Catalog-Signature-256"
 
@@ -262,7 +266,8 @@ class NotifyReport:
 
 def notify_pass(store: Database, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None,
                 policy: RetryPolicy = RetryPolicy(), server_url: str = "", timeout: float = SEND_TIMEOUT,
-                batch: int = 2000, routes: dict[str, Destination] | None = None) -> NotifyReport:
+                batch: int = 2000, workers: int = SEND_WORKERS,
+                routes: dict[str, Destination] | None = None) -> NotifyReport:
     """Route the new events, then send every due delivery; see the module docstring."""
     clock = clock or Clock()
     report = NotifyReport()
@@ -280,7 +285,7 @@ def notify_pass(store: Database, *, clock: Clock | None = None, environ: Mapping
         due = store.events.due(now=clock.now(), limit=batch)
         if not due:
             break
-        _send(store, due, routes, clock, policy, server_url, report)
+        _send(store, due, routes, clock, policy, server_url, report, workers)
         if len(due) < batch:
             break
     return report
@@ -323,26 +328,51 @@ def _messages(due: list[dict], routes: dict[str, Destination], server_url: str) 
 
 
 def _send(store: Database, due: list[dict], routes: dict[str, Destination], clock: Clock, policy: RetryPolicy,
-          server_url: str, report: NotifyReport) -> None:
+          server_url: str, report: NotifyReport, workers: int) -> None:
+    """Send the messages in `workers` lanes at once (a receiver's round trip is most of a send), each
+    message of one pair (or one digest) always in the same lane, so a pair's `failing` and `recovered`
+    keep their order. Marks are written here, by this thread, as the lanes report."""
     attempts = {row["delivery_id"]: row["attempts"] for row in due}
-    sent: list[int] = []
+    lanes: list[list[tuple[Message, list[int]]]] = [[] for _ in range(workers)]
     for message, delivery_ids in _messages(due, routes, server_url):
-        destination = routes.get(message.route)
-        try:
-            if destination is None:
-                raise DeliveryFailed(f"route {message.route} is no longer in catalog.yaml")
-            if destination.channel is None:
-                raise DeliveryFailed(destination.problem or "the route cannot send")
-            destination.channel.send(message)
-        except DeliveryFailed as failure:
-            _retry(store, delivery_ids, str(failure), attempts, clock, policy, report, message.route)
-            continue
-        sent += delivery_ids
-        report.messages += 1
-        if len(sent) >= MARK_EVERY:
-            store.events.delivered(sent, now=clock.now())
-            report.delivered += len(sent)
-            sent = []
+        event = message.events[0]
+        lane_key = f"{message.route}|{message.team}" if message.digest else f"{message.route}|{event['service']}|{event['check']}"
+        lanes[zlib.crc32(lane_key.encode()) % workers].append((message, delivery_ids))
+    outcomes: queue.Queue = queue.Queue()
+
+    def run_lane(lane: list[tuple[Message, list[int]]]) -> None:
+        for message, delivery_ids in lane:
+            destination = routes.get(message.route)
+            try:
+                if destination is None:
+                    raise DeliveryFailed(f"route {message.route} is no longer in catalog.yaml")
+                if destination.channel is None:
+                    raise DeliveryFailed(destination.problem or "the route cannot send")
+                destination.channel.send(message)
+            except DeliveryFailed as failure:
+                outcomes.put((message.route, delivery_ids, str(failure)))
+            except Exception as error:  # a channel's bug must not stop the other lanes: retried, its kind named
+                outcomes.put((message.route, delivery_ids, f"sending failed ({type(error).__name__})"))
+            else:
+                outcomes.put((message.route, delivery_ids, None))
+
+    busy = [lane for lane in lanes if lane]
+    expected = sum(len(lane) for lane in busy)
+    sent: list[int] = []
+    with ThreadPoolExecutor(max(1, len(busy)), thread_name_prefix="catalog-notify") as pool:
+        for lane in busy:
+            pool.submit(run_lane, lane)
+        for _ in range(expected):
+            route, delivery_ids, error = outcomes.get()
+            if error is not None:
+                _retry(store, delivery_ids, error, attempts, clock, policy, report, route)
+                continue
+            sent += delivery_ids
+            report.messages += 1
+            if len(sent) >= MARK_EVERY:
+                store.events.delivered(sent, now=clock.now())
+                report.delivered += len(sent)
+                sent = []
     if sent:
         store.events.delivered(sent, now=clock.now())
         report.delivered += len(sent)

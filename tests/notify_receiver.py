@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -93,6 +94,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()  # headers and body go out as two writes: without this, each answer on a
+                # kept-alive connection waits for the sender's delayed ACK (40 ms)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
@@ -116,6 +122,19 @@ class Receiver:
                     self.wfile.write(b"{}")
                 except OSError:  # the sender went away (it timed out, or was killed)
                     pass
+
+            def do_GET(self):  # what it took so far, for a receiver in another process (bench/bench_notify.py)
+                with receiver._lock:
+                    messages = receiver.messages
+                    stats = {"requests": len(receiver.requests), "messages": len(messages),
+                             "event_ids": sum(len(m.event_ids()) for m in messages),
+                             "signed": sum(1 for m in messages if m.signed),
+                             "last_bytes": len(messages[-1].body) if messages else 0}
+                body = json.dumps(stats).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass

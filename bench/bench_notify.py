@@ -1,0 +1,298 @@
+"""Notifications: what event creation costs PATCH, how fast the sender delivers, and digest folding.
+
+    python3 bench/bench_notify.py [--services 2000] [--checks 30] [--duration 8] [--connections 32]
+                                  [--events 10000] [--database-url URL | --postgres]
+
+1. PATCH throughput with wrk (as bench_api.py), in one run, on three copies of one store whose every
+   answer is a `fail` on a pair that never failed, so every answer records a `failing` event:
+   - reference: `catalog serve` with the event hook switched off (the answer path without events);
+   - events: the real server, no sender running (no routes at work);
+   - events + routes: the real server while a sender process delivers to a loopback receiver every second.
+   Target (issue 14): events cost <= 5% of the reference's requests/s, with and without routes.
+2. --events pending events delivered by `notify_pass` to a loopback receiver, through the signed
+   webhook and through Apprise's json://. Target: >= 500 events/s.
+3. A digest route with 1,000 events of one team: the messages sent when its window closes. Target: 1.
+
+SQLite in a temporary home by default (each variant starts from a copy of the built file); with
+PostgreSQL each variant builds its own database (a copy of a database costs as much as building it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench.bench_api import DONE_LUA, build_catalog, fill_results, free_port, run_wrk  # noqa: E402,F401
+from bench.machine import describe, probe  # noqa: E402
+from reconciler.clock import Clock, FakeClock  # noqa: E402
+from reconciler.events import Event  # noqa: E402
+from reconciler.gitsource import DirectorySource  # noqa: E402
+from reconciler.notify import notify_pass  # noqa: E402
+from reconciler.reconcile import sync  # noqa: E402
+from reconciler.store import open_database  # noqa: E402
+from reconciler.tokens import create_token  # noqa: E402
+
+SECRET = "bench-secret"
+FAIL_LUA = """
+thread_index = 0
+function setup(thread)
+  thread:set("first", FIRST + thread_index * PER_THREAD)
+  thread_index = thread_index + 1
+end
+function init(args)
+  counter = first
+  wrk.method = "PATCH"
+  wrk.headers["Authorization"] = "token TOKEN"
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+  wrk.body = "result=fail&message=bench"
+end
+function request()
+  local id = counter
+  counter = counter + 1
+  return wrk.format(nil, "/api/results/" .. id .. "/")
+end
+"""
+# The reference server: the same `catalog serve` with the answer path's event hook made a no-op. Only
+# this benchmark does this, to measure what the hook costs in the same run.
+WITHOUT_EVENTS = (
+    "import sys; from reconciler.store.events import EventRepository;"
+    " EventRepository.results_finished = lambda self, session, rows: None;"
+    " from api.cli import main; sys.argv[0] = 'catalog'; sys.exit(main())"
+)
+SENDER = (
+    "import sys, time; from reconciler.store import open_database; from reconciler.notify import notify_pass\n"
+    "db = open_database(sys.argv[1])\n"
+    "while True:\n    notify_pass(db)\n    time.sleep(1)\n"
+)
+
+
+class ReceiverProcess:
+    """tests/notify_receiver.py's receiver in a process of its own (a receiver is not the sender's
+    guest: in one process they would share one interpreter lock); its figures come from GET /."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys, threading; from notify_receiver import Receiver;"
+             f" r = Receiver(secret={SECRET!r}).start(); print(r.port, flush=True); threading.Event().wait()"],
+            env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}"}, stdout=subprocess.PIPE, text=True)
+        self.port = int(self.process.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def stats(self) -> dict:
+        return requests.get(f"http://127.0.0.1:{self.port}/", timeout=10).json()
+
+    def __enter__(self) -> "ReceiverProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def routes_config(port: int) -> dict:
+    return {"notifications": [
+        {"name": "every-team", "webhook_env": "BENCH_HOOK_URL", "secret_env": "BENCH_HOOK_SECRET"},
+        {"name": "team-1", "url_env": "BENCH_APPRISE_URL", "services": {"owner": "team-1"}},
+    ]}
+
+
+def build(database_url: str, work: Path, services: int, checks: int, pending: int, port: int):
+    """A synced store with routes, one open result per pair, the last `pending` unanswered; (ids, token)."""
+    catalog = work / "catalog"
+    if not catalog.exists():
+        build_catalog(catalog, services, checks)
+        (catalog / "catalog.yaml").write_text(yaml.safe_dump(routes_config(port)))
+    store = open_database(database_url)
+    report = sync(store, DirectorySource(catalog))
+    assert report.outcome == "applied" and not report.errors, report
+    ids = fill_results(store, pending=pending)
+    list(store.events.list(limit=1))
+    writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
+    store.results.checkpoint()
+    store.close()
+    return ids, writer
+
+
+def serve(database_url: str, home: Path, log, *, events: bool) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = ["-m", "api.cli"] if events else ["-c", WITHOUT_EVENTS]
+    server = subprocess.Popen([sys.executable, *command, "serve", "--port", str(port)],
+                              env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url},
+                              stdout=log, stderr=log, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if server.poll() is not None:
+            raise SystemExit("the server exited; see its log")
+        try:
+            requests.get(base + "/healthz", timeout=1)
+            return server, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+def patch_run(name: str, database_url: str, home: Path, ids: range, writer: str, args, *, events: bool,
+              sender_env: dict | None, log) -> dict:
+    server, base = serve(database_url, home, log, events=events)
+    sender = None
+    if sender_env is not None:
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, database_url], env={**os.environ, **sender_env},
+                                  stdout=log, stderr=log, cwd=ROOT)
+    try:
+        per_thread = len(ids) // 2
+        script = FAIL_LUA.replace("FIRST", str(ids.start)).replace("PER_THREAD", str(per_thread)).replace("TOKEN", writer)
+        figures = run_wrk(script, base, duration=args.duration, connections=args.connections, pid=server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if sender is not None:
+            sender.terminate()
+            sender.wait(timeout=30)
+    store = open_database(database_url, migrate=False)
+    figures["events"] = len(store.events.list(type="failing", limit=10**9)) if events else 0
+    store.close()
+    print(f"  {name:16s} {figures['rps']:8,.0f} req/s  p50 {figures['p50_us'] / 1000:5.1f} ms"
+          f"  p99 {figures['p99_us'] / 1000:5.1f} ms  non-2xx {figures['status_errors']}"
+          f"  server CPU {figures['cpu_us']:.0f} us/request  events recorded {figures['events']:,}", flush=True)
+    return figures
+
+
+def delivery_run(database_url: str, count: int, receiver: ReceiverProcess, *, channel: str) -> None:
+    store = open_database(database_url)
+    now = Clock().now()
+    for start in range(0, count, 1000):
+        store.events.emit([Event("failing", f"service-{n:05d}: check bench is failing (fail)", team="team-1",
+                                 service=f"service-{n:05d}", check="bench", outcome="fail")
+                           for n in range(start, min(count, start + 1000))], now=now)
+    config = {"notifications": [
+        {"name": "webhook", "webhook_env": "BENCH_HOOK_URL", "secret_env": "BENCH_HOOK_SECRET"} if channel == "webhook"
+        else {"name": "apprise", "url_env": "BENCH_APPRISE_URL"}]}
+    store.state.set({"catalog_config": config})
+    env = {"BENCH_HOOK_URL": receiver.url, "BENCH_HOOK_SECRET": SECRET,
+           "BENCH_APPRISE_URL": f"json://127.0.0.1:{receiver.port}/apprise"}
+    before = receiver.stats()["event_ids"]
+    started = time.perf_counter()
+    report = notify_pass(store, environ=env)
+    took = time.perf_counter() - started
+    received = receiver.stats()["event_ids"] - before
+    print(f"  {channel:8s} {count:,} pending events: {report.delivered:,} delivered, {received:,} event ids received,"
+          f" in {took:.2f} s = {report.delivered / took:,.0f} events/s  [target >= 500/s]", flush=True)
+    store.close()
+
+
+def digest_run(database_url: str, receiver: ReceiverProcess) -> None:
+    store = open_database(database_url)
+    clock = FakeClock()
+    store.state.set({"catalog_config": {"notifications": [
+        {"name": "daily", "webhook_env": "BENCH_HOOK_URL", "secret_env": "BENCH_HOOK_SECRET", "digest": "daily"}]}})
+    store.events.emit([Event("failing", f"service-{n:05d}: check digest is failing (fail)", team="team-digest",
+                             service=f"service-{n:05d}", check="digest") for n in range(1000)], now=clock.now())
+    env = {"BENCH_HOOK_URL": receiver.url, "BENCH_HOOK_SECRET": SECRET}
+    before = receiver.stats()
+    routed = notify_pass(store, environ=env, clock=clock)
+    clock.advance(timedelta(days=1))
+    started = time.perf_counter()
+    sent = notify_pass(store, environ=env, clock=clock)
+    took = time.perf_counter() - started
+    after = receiver.stats()
+    carried = after["event_ids"] - before["event_ids"]
+    print(f"  digest of 1,000 events of one team: {routed.messages} messages while the window is open, then"
+          f" {after['messages'] - before['messages']} message(s) received carrying {carried:,} event ids"
+          f" ({after['last_bytes'] / 1024:.0f} KiB, signed)"
+          f" in {took * 1000:.0f} ms  [target: 1 message]", flush=True)
+    store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=2000)
+    parser.add_argument("--checks", type=int, default=30)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--database-url", help="a PostgreSQL server URL: each step gets a database of its own there")
+    parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the run")
+    parser.add_argument("--skip-patch", action="store_true", help="only the sender and digest figures")
+    args = parser.parse_args()
+    print(describe(probe()), "(before)")
+    work = Path(tempfile.mkdtemp(prefix="bench-notify-"))
+    server_pg = None
+    if args.postgres:
+        from postgres_server import PostgresServer
+
+        server_pg = PostgresServer().start()
+
+    def new_url(name: str) -> str:
+        if server_pg is not None:
+            return server_pg.new_database()
+        return f"sqlite://{work / name / 'catalog.db'}"
+
+    try:
+        with ReceiverProcess() as receiver:
+            if not args.skip_patch:
+                pending = args.services * args.checks // 2
+                print(f"PATCH (every answer a first `fail`: one `failing` event each), {args.services} services x"
+                      f" {args.checks} checks, wrk -t2 -c{args.connections} -d{args.duration}s:", flush=True)
+                log = open(work / "servers.log", "w")
+                started = time.perf_counter()
+                first = new_url("reference")
+                ids, writer = build(first, work, args.services, args.checks, pending, receiver.port)
+                print(f"  setup {time.perf_counter() - started:.1f} s; {len(ids):,} pending results per variant", flush=True)
+                urls = {"reference": first}
+                for name in ("events", "events+routes"):
+                    if server_pg is None:
+                        (work / name).mkdir()
+                        shutil.copyfile(work / "reference" / "catalog.db", work / name / "catalog.db")
+                        urls[name] = new_url(name)
+                    else:
+                        urls[name] = new_url(name)
+                        ids_again, writer_again = build(urls[name], work, args.services, args.checks, pending, receiver.port)
+                        assert ids_again == ids
+                        writer = writer_again if name == "events+routes" else writer
+                sender_env = {"BENCH_HOOK_URL": receiver.url, "BENCH_HOOK_SECRET": SECRET,
+                              "BENCH_APPRISE_URL": f"json://127.0.0.1:{receiver.port}/apprise"}
+                tokens = {}
+                for name, url in urls.items():
+                    store = open_database(url, migrate=False)
+                    tokens[name] = create_token(store, f"bench-{name}", ["results:write"], now=Clock().now())
+                    store.close()
+                reference = patch_run("reference", urls["reference"], work / "reference", ids, tokens["reference"], args,
+                                      events=False, sender_env=None, log=log)
+                with_events = patch_run("events", urls["events"], work / "events", ids, tokens["events"], args,
+                                        events=True, sender_env=None, log=log)
+                before = receiver.stats()["messages"]
+                with_routes = patch_run("events+routes", urls["events+routes"], work / "events+routes", ids,
+                                        tokens["events+routes"], args, events=True, sender_env=sender_env, log=log)
+                for name, figures in (("events", with_events), ("events+routes", with_routes)):
+                    cost = 1 - figures["rps"] / reference["rps"]
+                    print(f"  {name}: {cost * 100:+.1f}% fewer requests/s than the reference  [target <= 5%]")
+                print(f"  the sender delivered {receiver.stats()['messages'] - before:,} messages during the events+routes run")
+                log.close()
+            print("Sender (notify_pass), loopback receiver:", flush=True)
+            delivery_run(new_url("deliver-webhook"), args.events, receiver, channel="webhook")
+            delivery_run(new_url("deliver-apprise"), args.events, receiver, channel="apprise")
+            digest_run(new_url("digest"), receiver)
+        print(describe(probe()), "(after)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if server_pg is not None:
+            server_pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
