@@ -14,15 +14,6 @@ STATUSES = OPEN_STATUSES + FINISHED_STATUSES
 RESULT_VALUES = ("pass", "warning", "fail", "error", "skipped")  # what an Action may answer
 RESULTS = ("unknown", *RESULT_VALUES)  # what a result's `result` may be
 
-# A finished result's outcome: its `result` when completed, else its status (timed-out, error).
-# A pair is failing while its latest outcome is one of these (notifications: `failing`, `recovered`).
-FAILING_OUTCOMES = ("fail", "error", "timed-out")
-
-
-def outcome_of(status: str, result: str) -> str:
-    """What a finished result came to: the answer (pass, fail, ...) or, unanswered, its status."""
-    return result if status == "completed" else status
-
 
 def sql_list(values: tuple[str, ...]) -> str:
     """`('a', 'b')`: one of these tuples as an SQL list, for statements and schema checks."""

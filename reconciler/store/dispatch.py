@@ -213,14 +213,11 @@ class DispatchRepository:
     def mark_failed(self, result_id: int, message: str, *, now: str) -> bool:
         """pending -> error with the reason (a permanent dispatch failure); False if it moved on."""
         with self.db.transaction() as session:
-            row = session.one(
+            return session.one(
                 "UPDATE results SET status = 'error', message = ?, finished_at = ?"
-                " WHERE id = ? AND status = 'pending' RETURNING *",
+                " WHERE id = ? AND status = 'pending' RETURNING id",
                 (message, now, result_id),
-            )
-            if row is not None:
-                self.db.events.results_finished(session, [row])
-            return row is not None
+            ) is not None
 
     def defer(self, result_ids: list[int], *, until: str, error: str | None) -> None:
         """Keep pending results for a later pass: nobody sends them before `until`."""
@@ -250,17 +247,13 @@ class DispatchRepository:
                 )
         else:
             with self.db.transaction() as session:
-                expired = session.all(
+                rows = session.tuples(
                     f"WITH {cte} UPDATE results SET status = 'timed-out', finished_at = :now,"
                     " message = limits.message FROM limits WHERE results.check_id = limits.check_id"
                     f" AND results.status IN {OPEN_SQL}"
-                    " AND coalesce(results.sent_at, results.created_at) <= limits.cutoff"
-                    " RETURNING results.id, results.check_id, results.service_id, results.status, results.result,"
-                    " results.finished_at",
+                    " AND coalesce(results.sent_at, results.created_at) <= limits.cutoff RETURNING results.id",
                     params,
                 )
-                self.db.events.results_finished(session, expired)
-                rows = [(row["id"],) for row in expired]
         return sorted(row[0] for row in rows)
 
 

@@ -1,6 +1,7 @@
 """Events and their deliveries: recorded with their cause, handed to routes, sent at least once.
 
-    emit / results_finished   record events in the caller's transaction (the outbox fills by trigger)
+    emit                      record events in the caller's transaction (the outbox fills by trigger;
+                              failing / recovered are recorded by triggers on latest_results: migrations)
     unrouted / route          the sender hands new events to the routes that want them
     due / delivered / retry   deliveries to send now, and how each send ended
     list / get / failed       reads for the API, the pages and `catalog status`
@@ -15,33 +16,8 @@ from typing import Iterable
 from ..clock import format_time
 from ..errors import NotFound
 from ..events import Event
-from ..outcomes import FAILING_OUTCOMES, outcome_of
 
 EVENT_COLUMNS = "e.id, e.type, e.created_at, e.team, e.service, e.check_slug, e.result_id, e.outcome, e.summary, e.data"
-
-# One statement per batch of finished results, in their transaction: the pairs whose failing state
-# changed with them (their result is now the pair's latest, so an answer to an older run that lands
-# late tells nothing) become events. A pass on a pair that never failed writes nothing.
-_PAIRS_CHANGED = """
-    , changed AS MATERIALIZED (
-        SELECT CAST(f.result_id AS BIGINT) AS result_id, CAST(f.check_key AS BIGINT) AS check_id,
-               CAST(f.service_key AS BIGINT) AS service_key, f.outcome, CAST(f.failing AS INTEGER) AS failing, f.at
-        FROM finished AS f
-        JOIN latest_results AS l ON l.check_id = CAST(f.check_key AS BIGINT)
-         AND l.service_key = CAST(f.service_key AS BIGINT) AND l.result_id = CAST(f.result_id AS BIGINT)
-        LEFT JOIN event_pairs AS p ON p.check_id = l.check_id AND p.service_key = l.service_key
-        WHERE CAST(f.failing AS INTEGER) <> coalesce(p.failing, 0)
-          AND (p.result_id IS NULL OR p.result_id < l.result_id)
-    )
-    INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary)
-    SELECT CASE WHEN c.failing = 1 THEN 'failing' ELSE 'recovered' END, c.at, s.owner, s.slug, k.slug,
-           c.result_id, c.outcome,
-           coalesce(s.slug, k.slug) || ': check ' || k.slug
-           || CASE WHEN c.failing = 1 THEN ' is failing (' ELSE ' recovered (' END || c.outcome || ')'
-    FROM changed AS c JOIN checks AS k ON k.id = c.check_id LEFT JOIN services AS s ON s.id = c.service_key
-    RETURNING result_id, type
-"""
-
 
 class EventRepository:
     """Events (never changed, never deleted) and the deliveries of each to each route."""
@@ -50,34 +26,6 @@ class EventRepository:
         self.db = db
 
     # -- recording, in the cause's transaction --------------------------------------------------
-
-    def results_finished(self, session, rows: Iterable[dict]) -> None:
-        """The hook of every path that finishes results (answers, time-outs, dispatch errors): record
-        `failing` / `recovered` for the pairs whose state they changed. `rows` are the finished result
-        rows (id, check_id, service_id, status, result, finished_at); runs in `session`'s transaction."""
-        finished = {}
-        for row in rows:  # the newest result of each pair in the batch speaks for it
-            key = (row["check_id"], row["service_id"] or 0)
-            if key not in finished or finished[key]["id"] < row["id"]:
-                finished[key] = row
-        if not finished:
-            return
-        values = []
-        for (check_id, service_key), row in finished.items():
-            outcome = outcome_of(row["status"], row["result"])
-            values.append((str(row["id"]), str(check_id), str(service_key), outcome,
-                           "1" if outcome in FAILING_OUTCOMES else "0", row["finished_at"]))
-        cte, params = self.db.dialect.rows_cte(
-            "finished", ("result_id", "check_key", "service_key", "outcome", "failing", "at"), values)
-        told = session.tuples("WITH " + cte + _PAIRS_CHANGED, params)
-        if told:
-            by_result = {row["id"]: key for key, row in finished.items()}
-            session.many(
-                "INSERT INTO event_pairs (check_id, service_key, failing, result_id) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (check_id, service_key) DO UPDATE SET failing = excluded.failing,"
-                " result_id = excluded.result_id WHERE excluded.result_id > event_pairs.result_id",
-                [(*by_result[result_id], int(kind == "failing"), result_id) for result_id, kind in told],
-            )
 
     def emit(self, events: Iterable[Event], *, now: datetime) -> int:
         """Record events in the caller's transaction (or one of their own); those whose `key` was
@@ -97,7 +45,8 @@ class EventRepository:
                 new += session.one(
                     "INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary,"
                     " data, event_key) VALUES (:type, :created_at, :team, :service, :check_slug, :result_id,"
-                    " :outcome, :summary, :data, :event_key) ON CONFLICT (event_key) DO NOTHING RETURNING id",
+                    " :outcome, :summary, :data, :event_key)"
+                    " ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING RETURNING id",
                     row,
                 ) is not None
             return new

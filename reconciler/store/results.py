@@ -46,7 +46,6 @@ class ResultRepository:
         for result_id, result, message, url, now in answers:
             first.setdefault(result_id, (result_id, result, message, url, format_time(now)))
         completed = self.db.dialect.complete_results(session, list(first.values()))
-        self.db.events.results_finished(session, completed.values())
         outcomes: list = []
         for result_id, *_ in answers:
             outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost
