@@ -101,3 +101,24 @@ def test_the_outbox_holds_each_event_until_routed(synced_store):
     summary = synced_store.events.delivery_summary()
     assert summary["failed"] == 1 and summary["pending"] == 0
     assert summary["failed_deliveries"][0]["last_error"] == "HTTP 500"
+
+
+def test_a_file_that_does_not_validate_is_told_once_per_version_of_it(synced_store, example_dir):
+    from conftest import sync_directory
+
+    bad = example_dir / "services" / "payments-api.yaml"
+    good = bad.read_text()
+    bad.write_text(good.replace("priority: 1", "priority: 11"))
+    sync_directory(synced_store, example_dir)
+    [event] = synced_store.events.list(type="sync-failed")
+    assert event["service"] == "payments-api" and event["team"] == "team-payments"
+    assert event["summary"].startswith("services/payments-api.yaml: priority") and event["data"]["revision"]
+    (example_dir / "services" / "users-db.yaml").write_text((example_dir / "services" / "users-db.yaml").read_text() + "\n")
+    sync_directory(synced_store, example_dir)  # a new revision; the broken file is read again, unchanged
+    assert len(synced_store.events.list(type="sync-failed")) == 1
+    bad.write_text(good.replace("priority: 1", "priority: 12"))
+    sync_directory(synced_store, example_dir)
+    assert len(synced_store.events.list(type="sync-failed")) == 2
+    bad.write_text(good)
+    sync_directory(synced_store, example_dir)
+    assert len(synced_store.events.list(type="sync-failed")) == 2
