@@ -3,6 +3,8 @@
     python3 bench/bench_notify.py [--services 2000] [--checks 30] [--duration 8] [--connections 32]
                                   [--events 10000] [--database-url URL | --postgres]
 
+0. The answer path in process (no HTTP): CPU per answer of `db.results.answer`, with and without
+   the event triggers, for the three workloads below. Target: <= 5%.
 1. PATCH throughput with wrk (as bench_api.py), in one run, each on a fresh copy of one store, for three
    workloads: no answer changes its pair's state (no event), 1 answer in 20 fails (a `failing` event
    each), every answer fails (the worst case: an event per answer):
@@ -235,6 +237,57 @@ def digest_run(database_url: str, receiver: ReceiverProcess) -> None:
 WORKLOADS = (("no answer changes a pair", 0), ("1 answer in 20 fails", 20), ("every answer fails", 1))
 
 
+def answer_cost_section(args, work: Path, new_url, postgres: bool) -> None:
+    """The answer path's own cost, without HTTP or wrk: CPU seconds of `db.results.answer` in batches of
+    8 (as the API's batches under load), on two copies of one store, alternating chunks, the best chunk
+    of each. Steadier than requests/s on a shared machine: it counts this process's CPU only."""
+    chunk, rounds = 800, args.rounds
+    pairs = chunk * rounds * len(WORKLOADS) + 100
+    checks = 20
+    services = -(-pairs // checks)
+    print(f"Answer path, in process: db.results.answer in batches of 8, {rounds} chunks of {chunk} answers"
+          f" per variant and workload, best chunk (CPU time of this process):", flush=True)
+    (work / "answers").mkdir()
+    build_catalog(work / "answers" / "catalog", services, checks)
+    reference_url = new_url("answers-reference")
+    store = open_database(reference_url)
+    sync(store, DirectorySource(work / "answers" / "catalog"))
+    ids = list(fill_results(store, pending=services * checks - 100))
+    store.close()
+    if postgres:
+        events_url = new_url("answers-events")
+        store = open_database(events_url)
+        sync(store, DirectorySource(work / "answers" / "catalog"))
+        assert list(fill_results(store, pending=services * checks - 100)) == ids
+        store.close()
+    else:
+        (work / "answers-events").mkdir()
+        shutil.copyfile(work / "answers-reference" / "catalog.db", work / "answers-events" / "catalog.db")
+        events_url = new_url("answers-events")
+    drop_event_triggers(reference_url)
+    stores = {"reference": open_database(reference_url), "events": open_database(events_url)}
+    now = Clock().now()
+    position = 0
+    for label, flip in WORKLOADS:
+        best: dict[str, float] = {}
+        for _ in range(rounds):
+            part = ids[position:position + chunk]
+            position += chunk
+            for name, store in stores.items():
+                started = time.process_time()
+                for start in range(0, len(part), 8):
+                    store.results.answer([(rid, "fail" if flip and rid % flip == 0 else "pass", "bench", None, now)
+                                          for rid in part[start:start + 8]])
+                spent = (time.process_time() - started) / len(part) * 1e6
+                best[name] = min(best.get(name, spent), spent)
+        events = len(stores["events"].events.list(limit=10**9))
+        print(f"  {label:26s} reference {best['reference']:5.0f} us/answer, with events {best['events']:5.0f} us/answer:"
+              f" {(best['events'] / best['reference'] - 1) * 100:+.1f}%  [target <= 5%]  ({events:,} events so far)",
+              flush=True)
+    for store in stores.values():
+        store.close()
+
+
 def patch_section(args, work: Path, receiver: "ReceiverProcess", new_url, postgres: bool) -> None:
     """Each workload on fresh copies of one store: the reference (no event triggers), then with events,
     then (for the middle workload) with the sender delivering the routes' messages meanwhile."""
@@ -298,6 +351,7 @@ def main() -> int:
     parser.add_argument("--notify-interval", type=float, default=DEFAULT_INTERVAL,
                         help="seconds between the sender's passes during the PATCH run (catalog up: CATALOG_NOTIFY_INTERVAL)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each variant, alternating; the best one counts")
+    parser.add_argument("--rounds", type=int, default=8, help="chunks per variant and workload in the in-process answer bench")
     parser.add_argument("--database-url", help="a PostgreSQL server URL: each step gets a database of its own there")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the run")
     parser.add_argument("--skip-patch", action="store_true", help="only the sender and digest figures")
@@ -318,6 +372,7 @@ def main() -> int:
     try:
         with ReceiverProcess() as receiver:
             if not args.skip_patch:
+                answer_cost_section(args, work, new_url, server_pg is not None)
                 patch_section(args, work, receiver, new_url, server_pg is not None)
             print("Sender (notify_pass), loopback receiver:", flush=True)
             delivery_run(new_url("deliver-webhook"), args.events, receiver, channel="webhook")
