@@ -355,6 +355,7 @@ def main() -> int:
     parser.add_argument("--database-url", help="a PostgreSQL server URL: each step gets a database of its own there")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the run")
     parser.add_argument("--skip-patch", action="store_true", help="only the sender and digest figures")
+    parser.add_argument("--skip-wrk", action="store_true", help="no wrk runs (the in-process answer figures stay)")
     args = parser.parse_args()
     print(describe(probe()), "(before)")
     work = Path(tempfile.mkdtemp(prefix="bench-notify-"))
@@ -373,7 +374,8 @@ def main() -> int:
         with ReceiverProcess() as receiver:
             if not args.skip_patch:
                 answer_cost_section(args, work, new_url, server_pg is not None)
-                patch_section(args, work, receiver, new_url, server_pg is not None)
+                if not args.skip_wrk:
+                    patch_section(args, work, receiver, new_url, server_pg is not None)
             print("Sender (notify_pass), loopback receiver:", flush=True)
             delivery_run(new_url("deliver-webhook"), args.events, receiver, channel="webhook")
             delivery_run(new_url("deliver-apprise"), args.events, receiver, channel="apprise")

@@ -37,12 +37,15 @@ class Received:
         return json.loads(self.body)
 
     def event_ids(self) -> list[int]:
-        """The event ids it carries: the webhook's header, or the `event N` / `#N` of an Apprise text."""
+        """The event ids it carries: the webhook's header or digest body, or the `event N` / `#N` of an Apprise text."""
         if "X-Catalog-Event-Id" in self.headers:
-            return [int(i) for i in self.headers["X-Catalog-Event-Id"].split(",")]
+            return [int(self.headers["X-Catalog-Event-Id"])]
+        document = self.json
+        if "digest" in document:
+            return [event["id"] for event in document["events"]]
         import re
 
-        text = self.json.get("message", "")
+        text = document.get("message", "")
         return [int(n) for n in re.findall(r"^(?:event |#)(\d+)", text, re.M)]
 
 

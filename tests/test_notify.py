@@ -128,6 +128,21 @@ def test_a_digest_folds_a_teams_events_into_one_message(synced_store, example_di
     assert sorted(i for m in receiver.messages for i in m.event_ids()) == sorted(e["id"] for e in synced_store.events.list())
 
 
+
+def test_a_webhook_digest_is_one_signed_json_message_per_team(synced_store, example_dir, receiver, webhook_env):
+    add_routes(synced_store, example_dir, [{**WEBHOOK, "digest": "daily", "services": {"owner": "team-payments"}}])
+    clock = FakeClock()
+    for service in ("payments-api", "payments-db", "users-api"):
+        finished_result(synced_store, "has-owner", service, "fail", now=clock.now())
+    notify_pass(synced_store, environ=webhook_env, clock=clock)
+    clock.advance(timedelta(hours=12))
+    assert notify_pass(synced_store, environ=webhook_env, clock=clock).delivered == 2
+    [message] = receiver.messages
+    assert message.signed and message.headers["X-Catalog-Event"] == "digest"
+    assert message.json["team"] == "team-payments" and message.json["digest"] == "daily"
+    assert [e["service"] for e in message.json["events"]] == ["payments-api", "payments-db"]
+
+
 def test_an_unset_variable_is_a_warning_at_sync_and_its_events_wait(synced_store, example_dir, receiver, monkeypatch):
     monkeypatch.delenv("AUDIT_HOOK_URL", raising=False)
     monkeypatch.delenv("AUDIT_HOOK_SECRET", raising=False)
