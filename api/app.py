@@ -18,6 +18,7 @@ from api.auth import AuthMiddleware
 from api.batches import BatchController
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
@@ -68,7 +69,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             healthz, ResultController, BatchController, ServiceController, CheckController, SyncController,
-            ActionController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
+            ActionController, EventController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
         ],
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],

@@ -176,6 +176,38 @@ class SyncStatus(TypedDict):
     last_run: SyncRunOut | None
 
 
+class EventOut(TypedDict):
+    id: int
+    type: str
+    created_at: str
+    team: str | None
+    service: str | None
+    check: str | None
+    result_id: int | None
+    outcome: str | None
+    summary: str
+    data: dict[str, Any]
+
+
+class EventPage(TypedDict):
+    events: list[EventOut]
+    next: str | None
+
+
+class DeliveryOut(TypedDict):
+    route: str
+    status: str
+    attempts: int
+    not_before: str
+    last_error: str | None
+    finished_at: str | None
+
+
+class EventDetail(EventOut):
+    waiting: bool
+    deliveries: list[DeliveryOut]
+
+
 class Accepted(TypedDict, total=False):
     status: str
     note: str

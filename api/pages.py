@@ -27,6 +27,7 @@ from api.scorecards import chart, scorecard_badge
 from reconciler import scorecard_views
 from api.routing import get, post
 from reconciler.errors import NotFound
+from reconciler.events import EVENT_TYPES
 from reconciler.tokens import verify_token
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -206,6 +207,7 @@ def list_sync_runs(
     return _page(
         request, "sync.html", title="Sync", runs=runs, now=now, age=dashboard.age,
         older=_query(before=runs[-1]["id"]) if more else None, file_errors=store.catalog.file_errors(),
+        notifications=store.events.delivery_summary(),
     )
 
 
@@ -252,6 +254,36 @@ def list_campaigns(request: Request, state: State) -> Template:
 def show_campaign(request: Request, state: State, slug: FromPath[str]) -> Template:
     campaign = scorecard_views.campaign(state.store, slug, _now(state))
     return _page(request, "campaign.html", title=campaign["name"], campaign=campaign)
+
+
+@get("/events", name="events", sync_to_thread=True)
+def list_events(
+    request: Request, state: State,
+    type: FromQuery[str | None] = None, service: FromQuery[str | None] = None, check: FromQuery[str | None] = None,
+    before: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
+) -> Template:
+    store, now = state.store, _now(state)
+    if type and type not in EVENT_TYPES:
+        type = None
+    rows = store.events.list(type=type or None, service=service or None, check=check or None, before_id=before,
+                             limit=RESULTS_PAGE_SIZE + 1)
+    more = len(rows) > RESULTS_PAGE_SIZE
+    rows = rows[:RESULTS_PAGE_SIZE]
+    filters = {"type": type or "", "service": service or "", "check": check or ""}
+    return _page(
+        request, "events.html", title="Events", events=rows, filters=filters, types=EVENT_TYPES, now=now,
+        age=dashboard.age, notifications=store.events.delivery_summary(failed_limit=0),
+        older=_query(**filters, before=rows[-1]["id"]) if more else None,
+        newest=_query(**filters) if before else None,
+    )
+
+
+@get("/events/{event_id:int}", name="event", sync_to_thread=True)
+def show_event(request: Request, state: State, event_id: FromPath[int]) -> Template:
+    if not 1 <= event_id <= MAX_ID:
+        raise NotFound(f"event {event_id} does not exist")
+    event = state.store.events.get(event_id)
+    return _page(request, "event.html", title=f"Event {event_id}", event=event, routed=not event["waiting"])
 
 
 # -- login and logout -------------------------------------------------------------------------------
@@ -318,7 +350,8 @@ PAGE_HANDLERS: list = [
     Router(
         path="/",
         route_handlers=[show_dashboard, show_service, show_check, list_results, show_result, list_sync_runs,
-                        list_scorecards, show_scorecard, list_teams, show_team, list_campaigns, show_campaign],
+                        list_scorecards, show_scorecard, list_teams, show_team, list_campaigns, show_campaign,
+                        list_events, show_event],
         guards=[requires_read],
         include_in_schema=False,
         exception_handlers={NotAuthenticated: redirect_to_login, NotFound: not_found_page, 403: forbidden_page},

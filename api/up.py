@@ -1,4 +1,4 @@
-"""`catalog up`: the API, the sync loop, the scheduler and the write-back loop in one process."""
+"""`catalog up`: the API, the sync loop, the scheduler, the write-back and the notification loops in one process."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from reconciler.clock import Clock
 from reconciler.dispatch import LOCAL_TOKEN_FILE, dispatcher_from_settings
 from reconciler.errors import DispatchError, NotFound
 from reconciler.gitsource import source_from_settings
+from reconciler.notify import DEFAULT_INTERVAL as NOTIFY_INTERVAL, notify_pass
 from reconciler.reconcile import sync
 from reconciler.schedule import Scheduler, run_pass
 from reconciler.cli import open_store
@@ -35,12 +36,13 @@ class Intervals:
     sync: float = 60.0
     dispatch: float = 15.0
     writeback: float = 30.0
+    notify: float = NOTIFY_INTERVAL
     leader: float = 5.0  # how often a follower tries the leader lock: takeover within this (and well inside 30 s)
 
     @classmethod
     def from_environment(cls) -> "Intervals":
         values = {}
-        for name in ("sync", "dispatch", "writeback", "leader"):
+        for name in ("sync", "dispatch", "writeback", "notify", "leader"):
             raw = os.environ.get(f"CATALOG_{name.upper()}_INTERVAL")
             if raw:
                 try:
@@ -106,7 +108,7 @@ def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Pat
 
 
 class Loops:
-    """Sync, dispatch and write-back, each on its own Scheduler thread, in the leader only.
+    """Sync, dispatch, write-back and notifications, each on its own Scheduler thread, in the leader only.
 
     Separate threads so a long dispatch pass (GitHub is paced at one POST a second) never holds up a
     webhook's sync or the write-back; the database lets them write in turn.
@@ -144,6 +146,8 @@ class Loops:
             )
             for error in report.errors:
                 log.warning("catalog file error: %s", error)
+            for warning in report.plan.warnings:
+                log.warning("catalog warning: %s", warning)
             self._dispatch_requested.set()  # new services and checks get their first run now
 
     def dispatch(self) -> None:
@@ -165,6 +169,11 @@ class Loops:
         if changes:
             log.info("scorecards: %d levels changed with time", len(changes))
         scorecards.snapshot(self.store, self.clock.now())
+
+    def notify(self) -> None:
+        report = notify_pass(self.store, clock=self.clock, server_url=self.settings.server_url)
+        if report.routed or report.messages or report.retried or report.failed:  # idle passes say nothing
+            log.info("notifications: %s", report)
 
     def request_sync(self) -> None:
         """Called by the webhook and POST /api/sync: the leader's sync thread syncs as soon as it is
@@ -195,7 +204,7 @@ class Loops:
         while not self._stopping.is_set():
             holds = self.leader_lock.acquire()
             if holds and not self.leading:
-                log.info("leading: this process runs the sync, dispatch and write-back loops")
+                log.info("leading: this process runs the sync, dispatch, write-back and notification loops")
                 self.leading = True
                 self._start_loops()
             elif not holds and self.leading:
@@ -208,7 +217,7 @@ class Loops:
             self._stopping.wait(self.intervals.leader)
 
     def _start_loops(self) -> None:
-        self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback")}
+        self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback", "notify")}
         sync_loop, dispatch_loop, writeback_loop = (self.schedulers[n] for n in ("sync", "dispatch", "writeback"))
         sync_loop.every(self.intervals.sync, "sync", self.sync)
         sync_loop.every(1.0, "requested-sync", _when(self._sync_requested, self.sync), run_now=False)
@@ -216,6 +225,7 @@ class Loops:
         dispatch_loop.every(1.0, "requested-dispatch", _when(self._dispatch_requested, self.dispatch), run_now=False)
         dispatch_loop.every(self.intervals.dispatch, "scorecards", self.scorecards)
         writeback_loop.every(self.intervals.writeback, "writeback", self.writeback, run_now=False)
+        self.schedulers["notify"].every(self.intervals.notify, "notify", self.notify)
         self._loop_threads = []
         for name, scheduler in self.schedulers.items():
             thread = threading.Thread(target=scheduler.run, name=f"catalog-{name}", daemon=True)

@@ -344,6 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "file_errors": [row["error"] for row in store.catalog.file_errors()],
         "writeback_tampering": store.state.get(FINDINGS_KEY, []),
         "github_budget": _budget_status(store, settings),
+        "notifications": store.events.delivery_summary(failed_limit=10),
     }
     if args.json:
         print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
@@ -378,6 +379,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
     for finding in status["writeback_tampering"]:
         print(f"tampering: {finding['path']}: {finding['message']}")
+    notifications = status["notifications"]
+    print(f"notifications: {notifications['unrouted'] + notifications['pending']} waiting,"
+          f" {notifications['failed']} failed after the last retry")
+    for failed in notifications["failed_deliveries"]:
+        print(f"failed notification: route {failed['route']}, event {failed['event_id']} ({failed['type']}):"
+              f" {failed['last_error']}")
     return 0
 
 

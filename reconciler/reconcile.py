@@ -15,6 +15,7 @@ old revision is unknown.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -28,7 +29,8 @@ from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
 from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
-from .loader import CATALOG_FILE, DEFINITION_KINDS, LoadedFile, kind_of, list_catalog_files, read_file, read_files
+from .loader import CATALOG_FILE, DEFINITION_KINDS, LoadedFile, kind_of, list_catalog_files, locate, read_file, read_files
+from .notify import route_problems
 from .schema import CatalogConfig
 from .store import Database
 
@@ -129,13 +131,19 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
     applied = {path: loaded.record for path, loaded in read.items() if loaded.record is not None and path not in file_errors}
     plan.config = config.model_dump(mode="json")
     plan.deleted_files = selection.deleted
-    plan.warnings = locate_warnings(source.root, verdict)
+    plan.warnings = locate_warnings(source.root, verdict) + _route_warnings(source.root, config)
     selection.index.load_files(path for path in file_errors if path not in read)  # blamed, not read now
     _plan_changes(plan, selection, read, applied)
     _plan_error_marks(plan, selection.index, read, applied, file_errors, verdict)
     _plan_file_rows(plan, selection.index, read, applied, file_errors, verdict)
     plan.errors = sorted((e for errors in file_errors.values() for e in errors), key=lambda e: str(e.location))
     return plan
+
+
+def _route_warnings(root: Path, config: CatalogConfig) -> list[CatalogFileError]:
+    """A notification route whose environment variable is unset here: a warning, never an error."""
+    return [CatalogFileError(locate(root, CATALOG_FILE, ("notifications", index, name)), message)
+            for index, name, message in route_problems(config, os.environ)]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from .cron import schedule_problem
+from .events import ALL_EVENTS, EVENT_TYPES
 from .outcomes import RESULT_VALUES
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -336,23 +337,73 @@ class Writeback(_Strict):
     _path_is_a_folder_of_its_own = field_validator("path")(check_writeback_path)
 
 
+EnvName = Annotated[StrictStr, Field(
+    pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200,
+    description="the name of an environment variable (the value never lives in the repository)",
+)]
+EventFilter = Literal[ALL_EVENTS, *EVENT_TYPES]  # type: ignore[valid-type]
+DIGESTS = ("none", "hourly", "daily")
+
+
+class NotificationRoute(_Strict):
+    """One route of catalog.yaml `notifications:`: which events go where, now or folded into a digest."""
+
+    name: Slug
+    url_env: EnvName | None = Field(None, description="holds an Apprise URL (slack://, msteams://, mailto://, json://, ...)")
+    webhook_env: EnvName | None = Field(None, description="holds the URL of a JSON webhook, signed with secret_env")
+    secret_env: EnvName | None = Field(None, description="holds the webhook's HMAC secret (X-Catalog-Signature-256)")
+    events: Annotated[list[EventFilter], Field(min_length=1)] = [ALL_EVENTS]
+    services: Targets = "all"
+    digest: Literal[DIGESTS] = "none"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> "NotificationRoute":
+        if (self.url_env is None) == (self.webhook_env is None):
+            raise ValueError("give either url_env (an Apprise URL) or webhook_env (a signed JSON webhook)")
+        if self.webhook_env is not None and self.secret_env is None:
+            raise ValueError("a webhook needs secret_env: receivers check the X-Catalog-Signature-256 it signs")
+        if self.url_env is not None and self.secret_env is not None:
+            raise ValueError("secret_env signs webhooks only; an Apprise URL carries its own credentials")
+        return self
+
+    def wants(self, event_type: str) -> bool:
+        return ALL_EVENTS in self.events or event_type in self.events
+
+
 class CatalogConfig(_Strict):
-    """catalog.yaml: catalog-wide defaults and write-back settings."""
+    """catalog.yaml: catalog-wide defaults, write-back settings and notification routes."""
 
     defaults: Defaults = Defaults()
     writeback: Writeback = Writeback()
+    notifications: Annotated[list[NotificationRoute], Field(max_length=100)] = []
+
+    @field_validator("notifications")
+    @classmethod
+    def _route_names_are_unique(cls, routes: list[NotificationRoute]) -> list[NotificationRoute]:
+        seen = set()
+        for route in routes:
+            if route.name in seen:
+                raise ValueError(f"two routes are named {route.name!r}: each route needs a name of its own")
+            seen.add(route.name)
+        return routes
 
     @classmethod
     def from_stored(cls, data: dict | None) -> "CatalogConfig":
         """The config a sync stored; a section that today's rules refuse (stored by an older version)
         reads as its defaults, so the sync that brings the fixed catalog.yaml can still run."""
-        sections = {}
+        sections: dict[str, Any] = {}
         for name, section in (("defaults", Defaults), ("writeback", Writeback)):
             try:
                 sections[name] = section.model_validate((data or {}).get(name) or {})
             except ValidationError:
                 sections[name] = section()
-        return cls(**sections)
+        routes = []
+        for route in (data or {}).get("notifications") or []:
+            try:
+                routes.append(NotificationRoute.model_validate(route))
+            except ValidationError:
+                pass
+        return cls(**sections, notifications=routes)
 
 
 KINDS: dict[str, type[BaseModel]] = {

@@ -18,6 +18,7 @@ from . import scorecard_views
 from . import writeback_files as files
 from .clock import Clock, format_time, parse_time
 from .errors import WritebackError
+from .events import Event
 from .gitsource import GIT_ENV, is_git_repository
 from .logs import redact_credentials
 from .schema import CatalogConfig
@@ -222,7 +223,11 @@ def _remember(store: Database, findings: list[TamperFinding], verified: str | No
         kept = store.state.get(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
         state[FINDINGS_KEY] = kept[-_KEPT_FINDINGS:]
     if state:
-        store.writeback.record_writes({}, now=clock.now(), state=state)
+        store.writeback.record_writes({}, now=clock.now(), state=state, events=[
+            Event("tamper-detected", f"write-back: {finding}"[:1000], result_id=finding.result_id,
+                  data={**finding.as_dict(), "verified_up_to": verified})
+            for finding in findings
+        ])
 
 
 def _build(store, clone, parent, batch, target, clock, author, findings) -> _Build:

@@ -248,3 +248,29 @@ def test_scorecard_prints_every_summary_then_services_by_level(example_dir, tmp_
     assert "  none         search-index  (has-owner missing, log4j-vulnerability waived)\n" in one.stdout
     assert json.loads(run("scorecard", "production-readiness", "--json", home=home).stdout)["services"] == 8
     assert_one_line_error(run("scorecard", "nope", home=home))
+
+
+def test_status_shows_notifications_that_failed_after_the_last_retry(example_dir, tmp_path):
+    import yaml
+
+    from reconciler.notify import RetryPolicy, notify_pass
+    from reconciler.store import open_database
+    from store_support import finished_result
+
+    home = tmp_path / "home"
+    config = yaml.safe_load((example_dir / "catalog.yaml").read_text())
+    config["notifications"] = [{"name": "audit-hook", "webhook_env": "AUDIT_HOOK_URL", "secret_env": "AUDIT_HOOK_SECRET"}]
+    (example_dir / "catalog.yaml").write_text(yaml.safe_dump(config))
+    synced = run("sync", home=home, repo=example_dir)
+    assert "warning: route audit-hook: environment variable AUDIT_HOOK_URL is not set" in synced.stderr
+    store = open_database(home / "catalog.db")
+    finished_result(store, "has-owner", "payments-api", "fail")
+    notify_pass(store, environ={"AUDIT_HOOK_URL": "http://127.0.0.1:9/hook-tok3n", "AUDIT_HOOK_SECRET": "s3cret"},
+                policy=RetryPolicy(attempts=1))
+    store.close()
+    status = run("status", home=home)
+    assert "notifications: 0 waiting, 1 failed after the last retry" in status.stdout
+    assert "failed notification: route audit-hook, event 1 (failing): the webhook could not be reached" in status.stdout
+    assert "tok3n" not in status.stdout + status.stderr and "s3cret" not in status.stdout + status.stderr
+    data = json.loads(run("status", "--json", home=home).stdout)
+    assert data["notifications"]["failed"] == 1

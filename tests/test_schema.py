@@ -148,3 +148,34 @@ def test_example_has_a_pull_request_workflow_running_validate():
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true
     steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
     assert any("catalog validate --format github ." in step for step in steps)
+
+
+def test_notification_routes_name_their_variables_and_filters():
+    route = {"name": "audit-hook", "webhook_env": "AUDIT_HOOK_URL", "secret_env": "AUDIT_HOOK_SECRET", "events": ["all"]}
+    config = CatalogConfig.model_validate({"notifications": [route, {
+        "name": "payments", "url_env": "NOTIFY_PAYMENTS", "events": ["failing", "level-changed", "campaign-overdue"],
+        "services": {"owner": "team-payments"}, "digest": "hourly"}]})
+    assert [r.name for r in config.notifications] == ["audit-hook", "payments"]
+    assert config.notifications[1].wants("level-changed") and not config.notifications[1].wants("recovered")
+    assert CatalogConfig.from_stored(config.model_dump(mode="json")) == config
+
+
+@pytest.mark.parametrize("route", [
+    {"name": "r"},                                                          # no destination
+    {"name": "r", "url_env": "A", "webhook_env": "B", "secret_env": "C"},   # two
+    {"name": "r", "webhook_env": "B"},                                      # an unsigned webhook
+    {"name": "r", "url_env": "A", "secret_env": "C"},                       # a secret for Apprise
+    {"name": "r", "url_env": "slack://token@channel"},                      # a URL, not a variable name
+    {"name": "r", "url_env": "A", "events": ["on-fire"]},
+    {"name": "r", "url_env": "A", "events": []},
+    {"name": "r", "url_env": "A", "digest": "weekly"},
+    {"name": "r", "url_env": "A", "on": ["failing"]},                       # `on:`, read by YAML 1.1 as true
+])
+def test_bad_notification_routes_are_refused(route):
+    with pytest.raises(ValidationError):
+        CatalogConfig.model_validate({"notifications": [route]})
+
+
+def test_two_routes_with_one_name_are_refused():
+    with pytest.raises(ValidationError, match="two routes are named"):
+        CatalogConfig.model_validate({"notifications": [{"name": "r", "url_env": "A"}, {"name": "r", "url_env": "B"}]})

@@ -244,6 +244,8 @@ def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, t
     assert on_remote[:2] == lines[:2] and json.loads(on_remote[2])["id"] == later["id"]
     assert synced_store.state.get("writeback_findings")[0]["result_id"] == ids[1]
     assert writeback_pass(synced_store, settings, clock=clock).findings == []  # reported once, kept in state
+    [event] = synced_store.events.list(type="tamper-detected")  # recorded with the finding, once
+    assert event["result_id"] == ids[1] and "changed or removed after it was pushed" in event["summary"]
 
 
 def test_a_forged_line_appended_on_the_remote_is_reported(synced_store, remote, tmp_path, clock):

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from ..clock import format_time
 from ..errors import Conflict
+from ..events import Event
 from .rows import CHECK_COLUMNS, SERVICE_COLUMNS, decode_sync_run, placeholders, updates
 
 
@@ -107,6 +108,7 @@ class CatalogRepository:
     ) -> dict:
         """Apply one sync in one transaction; Conflict if another sync applied in the meantime."""
         stamp = format_time(now)
+        files = list(files)
         with self.db.transaction(serialize="sync") as session:
             current = session.value("SELECT value FROM catalog_state WHERE key = 'applied_revision'")
             if (json.loads(current) if current else None) != expected_revision:
@@ -162,8 +164,30 @@ class CatalogRepository:
                 ({**f, "error": json.dumps(f["error"]) if f["error"] else None} for f in files),
             )
             session.many("DELETE FROM catalog_files WHERE path = ?", [(path,) for path in deleted_files])
+            self.db.events.emit(self._sync_failures(session, files, state.get("applied_revision")), now=now)
             self.db.state.set(state)
             return self._insert_sync_run(session, sync_run)
+
+    def _sync_failures(self, session, files: list[dict], revision: str | None) -> list[Event]:
+        """A `sync-failed` event per file with an error, once per version of the file (its digest): a
+        file that stays broken across syncs is reported when it breaks, not at every poll."""
+        broken = [f for f in files if f["error"]]
+        if not broken:
+            return []
+        slugs = [f["slug"] for f in broken if f["kind"] == "service" and f["slug"]]
+        owners = dict(session.tuples(
+            f"SELECT slug, owner FROM services WHERE slug IN {self.db.dialect.text_table('?')}",
+            (self.db.dialect.ids(slugs),),
+        )) if slugs else {}
+        return [
+            Event("sync-failed", f"{f['path']}: {f['error']['message']}"[:1000],
+                  team=owners.get(f["slug"]) if f["kind"] == "service" else None,
+                  service=f["slug"] if f["kind"] == "service" else None,
+                  check=f["slug"] if f["kind"] == "check" else None,
+                  data={"error": f["error"], "revision": revision, "path": f["path"]},
+                  key=f"sync-failed:{f['path']}:{f['digest']}")
+            for f in broken
+        ]
 
     def _replace_targets(self, session, checks: list[dict]) -> None:
         """The list targets of every written check, replaced in three statements (no query per check)."""

@@ -11,6 +11,7 @@
     db.pages      the dashboard's aggregates: matrix, summary, timelines, pass rates
     db.state      small key/value facts (applied revision, catalog config, write-back baseline)
     db.scorecards scorecard, waiver and campaign definitions, each service's levels, the daily trend
+    db.events     events (recorded with their cause), the outbox, deliveries to notification routes
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import ConfigError
 from .budget import BudgetRepository
 from .catalog import CatalogRepository
 from .dispatch import DispatchRepository
+from .events import EventRepository
 from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
@@ -50,6 +52,7 @@ class Database:
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)
         self.scorecards = ScorecardRepository(self)
+        self.events = EventRepository(self)
 
     @property
     def key(self) -> str:

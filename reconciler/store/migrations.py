@@ -456,6 +456,98 @@ MIGRATIONS: list[tuple[int, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        6,
+        """
+        -- Notifications. Every event, written in the transaction of its cause; never changed, never
+        -- deleted. `event_key` makes an event once-only (a file's error at one digest, ...). The type
+        -- filter of GET /api/events reads by id: a few types, no index of its own to keep per event.
+        CREATE TABLE events (
+            id         INTEGER PRIMARY KEY,
+            type       TEXT NOT NULL CHECK (type IN ('failing', 'recovered', 'level-changed', 'waiver-expiring',
+                                                     'waiver-expired', 'campaign-overdue', 'sync-failed',
+                                                     'tamper-detected')),
+            created_at TEXT NOT NULL,
+            team       TEXT,                            -- whom it concerns: the service's owner
+            service    TEXT,                            -- slugs, as they were
+            check_slug TEXT,
+            result_id  INTEGER,
+            outcome    TEXT,                            -- failing / recovered: the result's outcome
+            summary    TEXT NOT NULL,                   -- one line for people
+            data       TEXT NOT NULL DEFAULT '{}',      -- JSON for receivers
+            event_key  TEXT
+        );
+        CREATE UNIQUE INDEX events_once ON events (event_key) WHERE event_key IS NOT NULL;
+        CREATE INDEX events_by_service ON events (service, id);
+        CREATE INDEX events_by_check ON events (check_slug, id);
+        CREATE TRIGGER events_never_change BEFORE UPDATE ON events
+        BEGIN
+            SELECT RAISE(ABORT, 'an event can never change');
+        END;
+        CREATE TRIGGER events_never_deleted BEFORE DELETE ON events
+        BEGIN
+            SELECT RAISE(ABORT, 'an event can never be deleted');
+        END;
+
+        -- The outbox: events not yet handed to their routes, filled by a trigger in the cause's
+        -- transaction, emptied by the sender in the one that records the deliveries.
+        CREATE TABLE event_outbox (
+            event_id INTEGER PRIMARY KEY REFERENCES events(id)
+        );
+        CREATE TRIGGER event_outbox_on_insert AFTER INSERT ON events
+        BEGIN
+            INSERT INTO event_outbox (event_id) VALUES (NEW.id);
+        END;
+
+        -- failing / recovered: a pair's latest finished result (latest_results, kept by the triggers of
+        -- version 1, which move it only forward: a late answer to an older run moves nothing) changed
+        -- from passing to failing or back. So every path that finishes results (answers, bulk answers,
+        -- time-outs, dispatch errors) records its events in its own transaction, once per change, and an
+        -- answer that changes nothing costs one comparison. Failing = outcome fail, error or timed-out
+        -- (as the dashboard counts failing: api/dashboard.py FAILING).
+        CREATE TRIGGER events_on_first_result AFTER INSERT ON latest_results
+        WHEN NEW.status IN ('timed-out', 'error') OR NEW.result IN ('fail', 'error')
+        BEGIN
+            INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary)
+            SELECT 'failing', NEW.finished_at, s.owner, s.slug, c.slug, NEW.result_id,
+                   CASE WHEN NEW.status = 'completed' THEN NEW.result ELSE NEW.status END,
+                   coalesce(s.slug, c.slug) || ': check ' || c.slug || ' is failing ('
+                   || CASE WHEN NEW.status = 'completed' THEN NEW.result ELSE NEW.status END || ')'
+            FROM checks AS c LEFT JOIN services AS s ON s.id = NEW.service_key WHERE c.id = NEW.check_id;
+        END;
+        CREATE TRIGGER events_on_changed_result AFTER UPDATE ON latest_results
+        WHEN (NEW.status IN ('timed-out', 'error') OR NEW.result IN ('fail', 'error'))
+          <> (OLD.status IN ('timed-out', 'error') OR OLD.result IN ('fail', 'error'))
+        BEGIN
+            INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary)
+            SELECT CASE WHEN NEW.status IN ('timed-out', 'error') OR NEW.result IN ('fail', 'error')
+                        THEN 'failing' ELSE 'recovered' END,
+                   NEW.finished_at, s.owner, s.slug, c.slug, NEW.result_id,
+                   CASE WHEN NEW.status = 'completed' THEN NEW.result ELSE NEW.status END,
+                   coalesce(s.slug, c.slug) || ': check ' || c.slug
+                   || CASE WHEN NEW.status IN ('timed-out', 'error') OR NEW.result IN ('fail', 'error')
+                           THEN ' is failing (' ELSE ' recovered (' END
+                   || CASE WHEN NEW.status = 'completed' THEN NEW.result ELSE NEW.status END || ')'
+            FROM checks AS c LEFT JOIN services AS s ON s.id = NEW.service_key WHERE c.id = NEW.check_id;
+        END;
+
+        -- One delivery per (route, event): at least once, retried with backoff, failed after the last try.
+        CREATE TABLE event_deliveries (
+            id          INTEGER PRIMARY KEY,
+            route       TEXT NOT NULL,
+            event_id    INTEGER NOT NULL REFERENCES events(id),
+            team        TEXT,                           -- a digest folds one team's deliveries
+            status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            not_before  TEXT NOT NULL,                  -- not sent before (a retry's backoff, a digest's window end)
+            last_error  TEXT,
+            finished_at TEXT,
+            UNIQUE (route, event_id)
+        );
+        CREATE INDEX event_deliveries_due ON event_deliveries (not_before, id) WHERE status = 'pending';
+        CREATE INDEX event_deliveries_failed ON event_deliveries (id) WHERE status = 'failed';
+        """,
+    ),
 ]
 
 

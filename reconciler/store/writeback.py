@@ -70,8 +70,10 @@ class WritebackRepository:
             )
         return {row["id"]: row for row in services}, {row["id"]: row for row in checks}
 
-    def record_writes(self, commits: dict[int, str], *, now: datetime, state: dict[str, Any] | None = None) -> None:
-        """Mark results written (result id -> commit sha), once pushed, in one transaction with `state`."""
+    def record_writes(self, commits: dict[int, str], *, now: datetime, state: dict[str, Any] | None = None,
+                      events: list | None = None) -> None:
+        """Mark results written (result id -> commit sha), once pushed, in one transaction with `state`
+        and `events` (what the write-back found)."""
         d = self.db.dialect
         ids = d.ids(sorted(commits))
         with self.db.transaction(serialize="writeback") as session:
@@ -91,6 +93,8 @@ class WritebackRepository:
             )
             if state:
                 self.db.state.set(state)
+            if events:
+                self.db.events.emit(events, now=now)
 
     def writes(self, result_ids: list[int]) -> dict[int, str]:
         """The commit each of these results was pushed in (absent: not written yet)."""
