@@ -40,6 +40,8 @@ def history_line(row: dict) -> str:
         "revision": row["revision"],
         "trigger": row["trigger"],
     }
+    if row.get("attestation"):  # answered with an OIDC token: who answered, kept (lines of others keep their bytes)
+        record["attestation"] = row["attestation"]
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _UNSAFE_CHARACTERS.sub(_escape, text)  # no Unicode line separators: one result, one line
 

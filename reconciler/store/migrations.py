@@ -367,6 +367,22 @@ MIGRATIONS: list[tuple[int, str]] = [
         ON CONFLICT (check_id, service_key) DO NOTHING;
         """,
     ),
+    (
+        7,
+        """
+        -- Trust (docs/operating.md, "Attested results"): the GitHub OIDC claims of the Action run that
+        -- answered (JSON: repository, workflow_ref, run_id, run_attempt, sha, actor), or NULL for an
+        -- answer made with an API token. A finished result never changes (results_finished_never_change
+        -- covers this column too); an open one gets its attestation only with the answer completing it.
+        ALTER TABLE results ADD COLUMN attestation TEXT;
+        CREATE TRIGGER IF NOT EXISTS results_attestation_only_with_answer BEFORE UPDATE OF attestation ON results
+        WHEN NEW.attestation IS NOT OLD.attestation
+          AND NOT (OLD.status IN ('pending', 'sent') AND NEW.status = 'completed')
+        BEGIN
+            SELECT RAISE(ABORT, 'an attestation is recorded only with the answer that completes a result');
+        END;
+        """,
+    ),
 ]
 
 

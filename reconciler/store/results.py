@@ -6,9 +6,9 @@ from datetime import datetime
 
 from ..clock import format_time
 from ..errors import Conflict, NotFound
-from .rows import RESULT_SELECT, result_filters
+from .rows import RESULT_SELECT, decode_result, encode_attestation, result_filters
 
-Answer = tuple  # (result_id, result, message, url, now)
+Answer = tuple  # (result_id, result, message, url, now) or, attested by OIDC, (..., now, attestation dict)
 
 
 class ResultRepository:
@@ -43,12 +43,13 @@ class ResultRepository:
         """Each result is completed by one conditional UPDATE (its open status is the condition), so of
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
-        for result_id, result, message, url, now in answers:
-            first.setdefault(result_id, (result_id, result, message, url, format_time(now)))
+        for result_id, result, message, url, now, *attested in answers:
+            attestation = encode_attestation(attested[0]) if attested else None
+            first.setdefault(result_id, (result_id, result, message, url, format_time(now), attestation))
         completed = self.db.dialect.complete_results(session, list(first.values()))
         outcomes: list = []
         for result_id, *_ in answers:
-            outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost
+            outcomes.append(decode_result(completed.pop(result_id, None)))  # popped: a second answer in the batch lost
         refused = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
         statuses = dict(session.tuples(
             f"SELECT id, status FROM results WHERE id IN {self.db.dialect.id_table('?')}",
@@ -72,7 +73,7 @@ class ResultRepository:
             row = session.one(RESULT_SELECT + " WHERE r.id = ?", (result_id,))
         if row is None:
             raise NotFound(f"result {result_id} does not exist")
-        return row
+        return decode_result(row)
 
     def list(
         self, *, service: str | None = None, check: str | None = None, result: str | None = None,
@@ -83,5 +84,17 @@ class ResultRepository:
             service=service, check=check, result=result, status=status, since=since, before_id=before_id
         )
         with self.db.session() as session:
-            return session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
+            rows = session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
                                params + [limit])
+        return [decode_result(row) for row in rows]
+
+    def answer_rule(self, result_id: int) -> dict | None:
+        """What decides who may answer a result: its check's slug and `repository`, and the stored
+        catalog.yaml (its defaults.repository and oidc pin). None when the result does not exist."""
+        with self.db.session() as session:
+            return session.one(
+                'SELECT c.slug AS "check", c.repository,'
+                " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config"
+                " FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id = ?",
+                (result_id,),
+            )

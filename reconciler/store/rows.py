@@ -62,6 +62,18 @@ def decode_sync_run(row: dict) -> dict:
     return row
 
 
+def encode_attestation(attestation: dict | None) -> str | None:
+    """An attestation as stored: JSON text with sorted keys (one value, one text)."""
+    return None if attestation is None else json.dumps(attestation, sort_keys=True, separators=(",", ":"))
+
+
+def decode_result(row: dict | None) -> dict | None:
+    """A result row as callers see it: its attestation (JSON text in the table) as an object."""
+    if row is not None and row.get("attestation") is not None:
+        row["attestation"] = json.loads(row["attestation"])
+    return row
+
+
 def count_results(rows: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import format_time
+from .rows import decode_result
 
 _COLUMNS = (
     "r.id, r.check_id, r.service_id, r.status, r.result, r.message, r.url, r.revision, r.trigger,"
-    " r.created_at, r.finished_at, c.slug AS check_slug, s.slug AS service_slug"
+    " r.created_at, r.finished_at, r.attestation, c.slug AS check_slug, s.slug AS service_slug"
 )
 _FROM = "results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
 
@@ -21,12 +22,13 @@ class WritebackRepository:
     def batch(self, limit: int) -> list[dict]:
         """The oldest finished results not yet pushed, in id order, with their check and service slugs."""
         with self.db.session() as session:
-            return session.all(
+            rows = session.all(
                 f"SELECT {_COLUMNS} FROM writeback_queue AS q JOIN results AS r ON r.id = q.result_id"
                 " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
                 " ORDER BY q.result_id LIMIT ?",
                 (limit,),
             )
+        return [decode_result(row) for row in rows]
 
     def queue_size(self) -> int:
         with self.db.session() as session:
@@ -38,7 +40,7 @@ class WritebackRepository:
         with self.db.session() as session:
             rows = session.all(f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.id IN {d.id_table('?')}",
                                (d.ids(result_ids),))
-        return {row["id"]: row for row in rows}
+        return {row["id"]: decode_result(row) for row in rows}
 
     def latest(self) -> dict[tuple[int, int], dict]:
         """The latest pushed result of each (check, service key) pair; service key 0 for `services: none`."""
@@ -47,7 +49,7 @@ class WritebackRepository:
                 f"SELECT l.service_key, {_COLUMNS} FROM writeback_latest AS l JOIN results AS r ON r.id = l.result_id"
                 " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
             )
-        return {(row["check_id"], row.pop("service_key")): row for row in rows}
+        return {(row["check_id"], row.pop("service_key")): decode_result(row) for row in rows}
 
     def catalog(self) -> tuple[list[dict], list[dict]]:
         """Services and checks not removed, by slug: the rows and columns of the results README."""
