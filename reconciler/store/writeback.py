@@ -94,6 +94,15 @@ class WritebackRepository:
             if state:
                 self.db.state.set(state)
 
+    def finished(self) -> dict[int, bool]:
+        """Every finished result's id, and whether it was written back (`catalog verify --against-store`)."""
+        with self.db.session() as session:
+            rows = session.tuples(
+                "SELECT r.id, w.result_id IS NOT NULL FROM results AS r"
+                " LEFT JOIN result_writes AS w ON w.result_id = r.id WHERE r.finished_at IS NOT NULL"
+            )
+        return {result_id: bool(written) for result_id, written in rows}
+
     def writes(self, result_ids: list[int]) -> dict[int, str]:
         """The commit each of these results was pushed in (absent: not written yet)."""
         d = self.db.dialect
