@@ -107,7 +107,6 @@ class ResultsBranch:
     def open(cls, repo: str, branch: str, home: Path) -> "ResultsBranch":
         """The branch of `repo` (URL or path); a remote one is fetched into `home/audit` first."""
         from .logs import redact_credentials
-        from .writeback import Clone
 
         where = redact_credentials(repo)
         local = Path(repo).expanduser()
@@ -118,6 +117,8 @@ class ResultsBranch:
                 if tip:
                     return cls(git_dir, tip, branch, where)
             raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
+        from .writeback import Clone  # GitPython: imported only for a remote repository
+
         clone = Clone(home / "audit", repo)
         tip = clone.remote_head(branch)
         if tip is None:

@@ -11,10 +11,13 @@ written back is there, exactly as the store has it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import msgspec
 
 from . import writeback_files as files
 from .ledger import ResultsBranch
@@ -61,67 +64,122 @@ class VerifyReport:
         return not self.findings
 
 
-@dataclass
+class _Parsed(msgspec.Struct):
+    """What verify needs of a line: msgspec checks the whole line is JSON and decodes these two fields
+    (json.loads costs ~7x as much; bench/bench_trust.py ledger: 1,000,000 lines within 10 s needs it)."""
+
+    id: int
+    prev: str | None = None
+
+
+_decode = msgspec.json.Decoder(_Parsed).decode
+
+
+@dataclass(frozen=True)
 class _Line:
+    """One history line, made only for the lines a finding names."""
+
+    index: int
     path: str
     number: int
-    text: bytes
+    result_id: int
     digest: str
-    result_id: int | None
     prev: str | None
+
+
+class _Lines:
+    """The branch's history lines as columns, one entry per line in file order: a million objects cost
+    more than every check together (bench/bench_trust.py ledger)."""
+
+    def __init__(self, keep_text: bool):
+        self.paths: list[str] = []
+        self.file: list[int] = []  # index into paths
+        self.number: list[int] = []  # 1-based line number in its file
+        self.digest: list[str] = []
+        self.id: list[int] = []
+        self.prev: list[str | None] = []
+        self.text: list[bytes] | None = [] if keep_text else None
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def at(self, index: int) -> _Line:
+        return _Line(index, self.paths[self.file[index]], self.number[index], self.id[index], self.digest[index],
+                     self.prev[index])
 
 
 def verify(branch: ResultsBranch, *, store=None) -> VerifyReport:
     """Every check of `catalog verify` on `branch`; with `store` (a Database), the store comparison too."""
     root = branch.root()
     report = VerifyReport(branch.branch, branch.where, branch.tip, root)
-    lines = _read_lines(branch, root, report)
+    lines = _read_lines(branch, root, report, keep_text=store is not None)
     _check_ids(lines, report)
-    by_hash = {line.digest: line for line in reversed(lines)}  # the first of identical lines
+    # digest -> the index of the first line with it (dict() keeps the last of equal keys: built backwards)
+    by_hash = dict(zip(reversed(lines.digest), range(len(lines) - 1, -1, -1)))
     ledger = _read_ledger(branch, root, report)
     positions = _check_chain(branch, lines, by_hash, ledger, report)
     _check_order(lines, positions, report)
-    _check_commits(branch, root, by_hash, report)
+    _check_commits(branch, root, lines, by_hash, report)
     _check_signatures(branch, root, report)
     if store is not None:
         _check_store(branch, store, lines, report)
     return report
 
 
-def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport) -> list[_Line]:
+def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_text: bool) -> _Lines:
     entries = [(sha, path) for sha, path in branch.files(root + "history/") if path.endswith(".jsonl")]
-    lines: list[_Line] = []
-    loads, digest = json.loads, files.line_hash
+    lines = _Lines(keep_text)
+    sha256, decode = hashlib.sha256, _decode
     for (_, path), data in zip(entries, branch.blobs([sha for sha, _ in entries])):
+        file = len(lines.paths)
+        lines.paths.append(path)
         parts = data.split(b"\n")
-        if parts and parts[-1]:
+        if parts[-1]:
             report.findings.append(Finding("unparseable", "the file does not end with a newline (a line was cut)",
                                            path, len(parts)))
-        for number, text in enumerate(parts, 1):
-            if not text:
-                continue
-            try:
-                record = loads(text)
-                result_id, prev = record["id"], record.get("prev")
-                if not isinstance(result_id, int) or not (prev is None or isinstance(prev, str)):
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                report.findings.append(Finding("unparseable", f"not a history line: {text[:80]!r}", path, number))
-                continue
-            lines.append(_Line(path, number, text, digest(text), result_id, prev))
+        else:
+            parts.pop()
+        try:  # the usual file: every line decodes, none is blank; its columns are made by comprehensions
+            if not all(parts):
+                raise msgspec.DecodeError("a blank line")
+            parsed = [decode(text) for text in parts]
+            numbers = range(1, len(parts) + 1)
+        except msgspec.DecodeError:
+            parsed, numbers, kept = [], [], []
+            for number, text in enumerate(parts, 1):
+                if not text:
+                    continue
+                try:
+                    parsed.append(decode(text))
+                except msgspec.DecodeError:
+                    report.findings.append(Finding("unparseable", f"not a history line: {text[:80]!r}", path, number))
+                    continue
+                numbers.append(number)
+                kept.append(text)
+            parts = kept
+        lines.file += [file] * len(parts)
+        lines.number += numbers
+        lines.digest += [sha256(text).hexdigest() for text in parts]
+        lines.id += [line.id for line in parsed]
+        lines.prev += [line.prev for line in parsed]
+        if lines.text is not None:
+            lines.text += parts
     report.lines = len(lines)
-    report.chained = sum(1 for line in lines if line.prev is not None)
+    report.chained = len(lines) - lines.prev.count(None)
     return lines
 
 
-def _check_ids(lines: list[_Line], report: VerifyReport) -> None:
-    first: dict[int, _Line] = {}
-    for line in lines:
-        seen = first.setdefault(line.result_id, line)
-        if seen is not line:
+def _check_ids(lines: _Lines, report: VerifyReport) -> None:
+    if len(set(lines.id)) == len(lines):
+        return
+    first: dict[int, int] = {}
+    for index, result_id in enumerate(lines.id):
+        seen = first.setdefault(result_id, index)
+        if seen != index:
+            line, other = lines.at(index), lines.at(seen)
             report.findings.append(Finding(
-                "id-twice", f"result {line.result_id} appears twice: here and at {seen.path}:{seen.number}",
-                line.path, line.number, result_id=line.result_id))
+                "id-twice", f"result {result_id} appears twice: here and at {other.path}:{other.number}",
+                line.path, line.number, result_id=result_id))
 
 
 def _read_ledger(branch: ResultsBranch, root: str, report: VerifyReport) -> dict | None:
@@ -138,52 +196,53 @@ def _read_ledger(branch: ResultsBranch, root: str, report: VerifyReport) -> dict
         return None
 
 
-def _check_chain(branch, lines, by_hash, ledger, report) -> dict[str, tuple[int, int]]:
-    """Links, the head, and lines outside the chain; each chained line's (segment, distance from its end)."""
-    linked: set[str] = set()
-    broken: list[_Line] = []
-    for line in lines:
-        if line.prev is None or line.prev == files.ZERO_HASH:
-            continue
-        if line.prev in by_hash:
-            linked.add(line.prev)
-        else:
-            broken.append(line)
+def _check_chain(branch, lines: _Lines, by_hash, ledger, report) -> dict[str, tuple[int, int]] | None:
+    """Links, the head, and lines outside the chain. Returns each chained line's (segment, distance from
+    its segment's end) when some file's neighbours are not direct links (see _check_order), else None."""
+    zero, prevs, digests = files.ZERO_HASH, lines.prev, lines.digest
+    linked = {prev for prev in prevs if prev is not None}
+    broken = [lines.at(i) for i, prev in enumerate(prevs) if prev is not None and prev != zero and prev not in by_hash]
     head = ledger["head"] if ledger else None
-    chained = [line for line in lines if line.prev is not None]
+    chained = report.chained
     if head is None and chained:
         report.findings.append(Finding("ledger", "history lines are chained but ledger.json is missing", report.root + files.LEDGER_FILE))
     # Lines nobody links to: the head, else each is a changed line (its successor names its old hash) or one
     # inserted outside the chain.
-    ends = [line for line in chained if line.digest not in linked and line.digest != head]
-    head_missing = head is not None and head != files.ZERO_HASH and head not in by_hash
+    ends = [lines.at(i) for i, (digest, prev) in enumerate(zip(digests, prevs))
+            if prev is not None and digest not in linked and digest != head]
+    head_missing = head is not None and head != zero and head not in by_hash
     # Fewer chained lines than ledger.json counts: a link to nothing is a removal, not a change.
-    removed = max(0, ledger["lines"] - len(chained)) if ledger else 0
+    removed = max(0, ledger["lines"] - chained) if ledger else 0
     _classify(branch, broken, ends, head_missing, head, removed, report)
-    if ledger and not head_missing and head != files.ZERO_HASH and not broken:
-        length = _length(head, by_hash)
+    walk = not all(_directly_linked(lines))
+    positions = _walk(lines, by_hash, head, ends) if walk or broken or ends else None
+    if ledger and not head_missing and head != zero and not broken:
+        length = chained if positions is None else sum(1 for segment, _ in positions.values() if segment == 0)
         if length != ledger["lines"]:
             report.findings.append(Finding(
                 "removed-line", f"ledger.json counts {ledger['lines']} chained lines but {length} lead to its head:"
                 " lines at the start of the chain were removed", report.root + files.LEDGER_FILE))
+    return positions if walk else None
+
+
+def _directly_linked(lines: _Lines):
+    """For each pair of chained neighbours in one file: does the second name the first as its prev?"""
+    file, prev, digest = lines.file, lines.prev, lines.digest
+    return (prev[i] == digest[i - 1] for i in range(1, len(lines))
+            if file[i] == file[i - 1] and prev[i] is not None and prev[i - 1] is not None)
+
+
+def _walk(lines: _Lines, by_hash, head, ends) -> dict[str, tuple[int, int]]:
+    """(segment, distance) of each chained line, walking back from the head and from each line nobody links to."""
     positions: dict[str, tuple[int, int]] = {}
-    starts = ([by_hash[head]] if head in by_hash else []) + ends
-    for segment, start in enumerate(starts):
-        distance, line = 0, start
-        while line is not None and line.digest not in positions and line.prev is not None:
-            positions[line.digest] = (segment, distance)
+    starts = ([by_hash[head]] if head in by_hash else []) + [end.index for end in ends]
+    for segment, index in enumerate(starts):
+        distance = 0
+        while index is not None and lines.prev[index] is not None and lines.digest[index] not in positions:
+            positions[lines.digest[index]] = (segment, distance)
             distance += 1
-            line = by_hash.get(line.prev)
+            index = by_hash.get(lines.prev[index])
     return positions
-
-
-def _length(head: str, by_hash: dict[str, _Line]) -> int:
-    count, line, seen = 0, by_hash.get(head), set()
-    while line is not None and line.prev is not None and line.digest not in seen:
-        seen.add(line.digest)
-        count += 1
-        line = by_hash.get(line.prev)
-    return count
 
 
 def _classify(branch, broken, ends, head_missing, head, removed, report) -> None:
@@ -239,30 +298,34 @@ def _blame(branch: ResultsBranch, line: _Line) -> str | None:
     return out.split(b" ", 1)[0].decode() if out else None
 
 
-def _check_order(lines: list[_Line], positions: dict, report: VerifyReport) -> None:
+def _check_order(lines: _Lines, positions, report: VerifyReport) -> None:
     """In each file, chained lines sit in chain order (the walk from the head counts down along a file)."""
-    previous: _Line | None = None
+    if positions is None:
+        return  # every neighbour in a file links to the line above it
     reported = 0
-    for line in lines:
-        place = positions.get(line.digest)
-        if previous is not None and previous.path == line.path and place is not None:
-            before = positions.get(previous.digest)
+    previous = None
+    for index in range(len(lines)):
+        place = positions.get(lines.digest[index])
+        if previous is not None and lines.file[previous] == lines.file[index] and place is not None:
+            before = positions.get(lines.digest[previous])
             if before is not None and before[0] == place[0] and before[1] <= place[1]:
                 reported += 1
                 if reported <= _DETAILED:
+                    line = lines.at(index)
                     report.findings.append(Finding(
                         "reordered", f"the line of result {line.result_id} was written before the line above it"
-                        f" (result {previous.result_id}): lines were reordered", line.path, line.number,
+                        f" (result {lines.id[previous]}): lines were reordered", line.path, line.number,
                         result_id=line.result_id))
-        previous = line if place is not None else previous if previous and previous.path == line.path else None
+        if place is not None:
+            previous = index
 
 
-def _check_commits(branch: ResultsBranch, root: str, by_hash: dict, report: VerifyReport) -> None:
+def _check_commits(branch: ResultsBranch, root: str, lines: _Lines, by_hash: dict, report: VerifyReport) -> None:
     """Each commit's Ledger-Head is still a line; no commit shrank a history file."""
     log = branch.git("log", "--no-renames", "--raw", "--no-abbrev", "-z",
                      f"--format=%x01%H%x00%(trailers:key={files.LEDGER_TRAILER},valueonly,separator=%x20)",
                      branch.tip, "--", root + "history/", root + files.LEDGER_FILE).decode("utf-8", "replace")
-    named = {line.prev for line in by_hash.values()}  # a head still named by its successor: a changed line, reported above
+    named = set(lines.prev)  # a head still named by its successor: a changed line, reported above
     changes: list[tuple[str, str, str, str]] = []  # commit, old blob, new blob, path
     for chunk in log.split("\x01")[1:]:
         fields = chunk.split("\x00")
@@ -329,9 +392,9 @@ def _check_signatures(branch: ResultsBranch, root: str, report: VerifyReport) ->
                                            f" ({signers_path} lists the allowed keys)", commit=commit))
 
 
-def _check_store(branch: ResultsBranch, store, lines: list[_Line], report: VerifyReport) -> None:
+def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyReport) -> None:
     """Every finished result written back is on the branch, as the store has it; no line of another result."""
-    in_git = {line.result_id: line for line in reversed(lines)}
+    in_git = dict(zip(reversed(lines.id), range(len(lines) - 1, -1, -1)))  # id -> its first line
     finished = store.writeback.finished()
     missing = [rid for rid, written in finished.items() if written and rid not in in_git]
     report.queued = sum(1 for rid, written in finished.items() if not written and rid not in in_git)
@@ -340,17 +403,19 @@ def _check_store(branch: ResultsBranch, store, lines: list[_Line], report: Verif
                                        " branch", result_id=rid))
     if len(missing) > _DETAILED:
         report.findings.append(Finding("missing-result", f"and {len(missing) - _DETAILED} more finished results"))
-    strangers = [line for rid, line in in_git.items() if rid not in finished]
-    for line in strangers[:_DETAILED]:
+    strangers = [index for rid, index in in_git.items() if rid not in finished]
+    for index in strangers[:_DETAILED]:
+        line = lines.at(index)
         report.findings.append(Finding("not-in-store", f"result {line.result_id} is no finished result of this store",
                                        line.path, line.number, result_id=line.result_id))
     ids = sorted(rid for rid in in_git if rid in finished)
     for start in range(0, len(ids), 10_000):
         rows = store.writeback.results(ids[start : start + 10_000])
         for rid, row in rows.items():
-            line = in_git[rid]
-            expected_path = files.history_path(report.root, row["finished_at"])
-            if files.history_line(row) != files.unchained(line.text.decode("utf-8", "replace")) or expected_path != line.path:
+            index = in_git[rid]
+            line = lines.at(index)
+            text = lines.text[index].decode("utf-8", "replace")
+            if files.history_line(row) != files.unchained(text) or files.history_path(report.root, row["finished_at"]) != line.path:
                 report.findings.append(Finding("changed-line", f"the line of result {rid} differs from the store",
                                                line.path, line.number, _blame(branch, line), rid))
 
