@@ -111,7 +111,7 @@ OIDC_LUA = """
 thread_index = 0
 function setup(thread)
   thread:set("first", FIRST + thread_index * PER_THREAD)
-  thread:set("offset", thread_index * TOKENS_PER_THREAD)
+  thread:set("offset", thread_index * TOKENS_EACH)
   thread_index = thread_index + 1
 end
 function init(args)
@@ -161,7 +161,7 @@ def bench_oidc(args) -> int:
             store.results.checkpoint()
             store.close()
             started = time.perf_counter()
-            distinct = [issuer.mint(exp=int(time.time()) + 3600) for _ in range(args.tokens)]
+            distinct = [issuer.mint(exp=int(time.time()) + 3600, aud=audience) for _ in range(args.tokens)]
             print(f"setup: {total:,} pending results; {args.tokens:,} distinct RS256 tokens minted in"
                   f" {time.perf_counter() - started:.1f} s")
             (work / "token.txt").write_text(token + "\n")
@@ -189,7 +189,7 @@ def bench_oidc(args) -> int:
                 for index, (name, tokens_file, scheme) in enumerate(runs):
                     first = ids.start + index * per_run
                     script = (OIDC_LUA.replace("FIRST", str(first)).replace("PER_THREAD", str(per_run // 2))
-                              .replace("TOKENS_PER_THREAD", str(args.tokens // 2))
+                              .replace("TOKENS_EACH", str(args.tokens // 2))
                               .replace("TOKENS_FILE", str(work / tokens_file)).replace("SCHEME", scheme))
                     result = run_wrk(script, base, duration=args.duration, connections=args.connections, pid=server.pid)
                     figures.setdefault(name, []).append(result)

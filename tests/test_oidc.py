@@ -191,10 +191,13 @@ def test_an_unreachable_issuer_is_503_and_says_so(synced_store, tmp_path, issuer
     assert "cannot check the OIDC token now: fetching http://127.0.0.1:9/.well-known/openid-configuration failed" in response.json()["message"]
 
 
-def test_an_attestation_is_set_only_by_the_answer_and_never_changes(synced_store):
+def test_an_attestation_is_recorded_only_for_a_completed_result_and_never_changes_or_goes(synced_store, client, issuer):
     result = new_result(synced_store)
     with pytest.raises(INTEGRITY_ERRORS, match="attestation is recorded only with the answer"):
-        raw_sql(synced_store, "UPDATE results SET attestation = '{}' WHERE id = ?", (result["id"],))
-    answer(synced_store, result["id"], "pass")
-    with pytest.raises(INTEGRITY_ERRORS, match="finished result can never change|attestation is recorded only"):
-        raw_sql(synced_store, "UPDATE results SET attestation = '{}' WHERE id = ?", (result["id"],))
+        raw_sql(synced_store, "INSERT INTO result_attestations (result_id, attestation) VALUES (?, '{}')", (result["id"],))
+    assert patch(client, result["id"], issuer.mint()).status_code == 200
+    for sql, message in [("UPDATE result_attestations SET attestation = '{}' WHERE result_id = ?", "can never change"),
+                         ("DELETE FROM result_attestations WHERE result_id = ?", "can never be deleted")]:
+        with pytest.raises(INTEGRITY_ERRORS, match=message):
+            raw_sql(synced_store, sql, (result["id"],))
+    assert synced_store.results.get(result["id"])["attestation"]["repository"] == REPOSITORY

@@ -277,34 +277,30 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         7,
         r"""
-        -- Trust: the GitHub OIDC claims of the Action run that answered, or NULL (an API token's answer).
-        ALTER TABLE results ADD COLUMN attestation TEXT;
-
-        -- results_guard as in version 3, plus: an open result gets its attestation only with the
-        -- answer that completes it (a finished one never changes at all, this column included).
-        CREATE OR REPLACE FUNCTION results_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        -- Trust: the GitHub OIDC claims of the Action run that answered a result; insert-only, one per
+        -- completed result (see migrations.py, version 7).
+        CREATE TABLE result_attestations (
+            result_id   BIGINT PRIMARY KEY REFERENCES results(id),
+            attestation TEXT NOT NULL
+        );
+        CREATE FUNCTION result_attestations_guard() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP IN ('DELETE', 'TRUNCATE') THEN
-                RAISE EXCEPTION 'results can never be deleted' USING ERRCODE = 'integrity_constraint_violation';
+            IF TG_OP = 'INSERT' THEN
+                IF (SELECT status FROM results WHERE id = NEW.result_id) IS DISTINCT FROM 'completed' THEN
+                    RAISE EXCEPTION 'an attestation is recorded only with the answer that completes a result'
+                        USING ERRCODE = 'integrity_constraint_violation';
+                END IF;
+                RETURN NEW;
             END IF;
-            IF OLD.status IN ('completed', 'timed-out', 'error') THEN
-                RAISE EXCEPTION 'a finished result can never change' USING ERRCODE = 'integrity_constraint_violation';
+            IF TG_OP = 'UPDATE' THEN
+                RAISE EXCEPTION 'an attestation can never change' USING ERRCODE = 'integrity_constraint_violation';
             END IF;
-            IF NEW.id IS DISTINCT FROM OLD.id OR NEW.check_id IS DISTINCT FROM OLD.check_id
-               OR NEW.service_id IS DISTINCT FROM OLD.service_id OR NEW.created_at IS DISTINCT FROM OLD.created_at
-               OR NEW.revision IS DISTINCT FROM OLD.revision OR NEW.trigger IS DISTINCT FROM OLD.trigger THEN
-                RAISE EXCEPTION 'the identity of a result can never change' USING ERRCODE = 'integrity_constraint_violation';
-            END IF;
-            IF NOT (OLD.status = NEW.status OR OLD.status = 'pending'
-                    OR (OLD.status = 'sent' AND NEW.status <> 'pending')) THEN
-                RAISE EXCEPTION 'a result status only moves forward' USING ERRCODE = 'integrity_constraint_violation';
-            END IF;
-            IF NEW.attestation IS DISTINCT FROM OLD.attestation AND NEW.status <> 'completed' THEN
-                RAISE EXCEPTION 'an attestation is recorded only with the answer that completes a result'
-                    USING ERRCODE = 'integrity_constraint_violation';
-            END IF;
-            RETURN NEW;
+            RAISE EXCEPTION 'an attestation can never be deleted' USING ERRCODE = 'integrity_constraint_violation';
         END $$;
+        CREATE TRIGGER result_attestations_guard BEFORE INSERT OR UPDATE OR DELETE ON result_attestations
+            FOR EACH ROW EXECUTE FUNCTION result_attestations_guard();
+        CREATE TRIGGER result_attestations_never_truncated BEFORE TRUNCATE ON result_attestations
+            FOR EACH STATEMENT EXECUTE FUNCTION result_attestations_guard();
         """,
     ),
 ]

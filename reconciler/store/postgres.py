@@ -126,15 +126,14 @@ class PostgresDialect:
     # One statement for a whole batch of answers (one round trip), prepared by the server once.
     _COMPLETE_MANY = (
         "UPDATE results SET status = 'completed', result = a.result, message = a.message, url = a.url,"
-        " finished_at = a.finished_at, attestation = a.attestation"
-        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-        " AS a (id, result, message, url, finished_at, attestation)"
+        " finished_at = a.finished_at FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS a (id, result, message, url, finished_at)"
         f" WHERE results.id = a.id AND results.status IN {OPEN_SQL} RETURNING results.*" + COMPLETED_SLUGS
     )
 
     @classmethod
     def complete_results(cls, session: PostgresSession, rows: list[tuple]) -> dict[int, dict]:
-        """Complete the open ones of (id, result, message, url, finished_at, attestation) (ids distinct): id -> row."""
+        """Complete the open ones of (id, result, message, url, finished_at) (ids distinct): id -> row."""
         if not rows:
             return {}
         columns = [list(column) for column in zip(*rows)]

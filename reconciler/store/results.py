@@ -43,13 +43,21 @@ class ResultRepository:
         """Each result is completed by one conditional UPDATE (its open status is the condition), so of
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
-        for result_id, result, message, url, now, *attested in answers:
-            attestation = encode_attestation(attested[0]) if attested else None
-            first.setdefault(result_id, (result_id, result, message, url, format_time(now), attestation))
+        attested: dict[int, dict] = {}
+        for result_id, result, message, url, now, *attestation in answers:
+            if result_id not in first:
+                first[result_id] = (result_id, result, message, url, format_time(now))
+                if attestation and attestation[0]:
+                    attested[result_id] = attestation[0]
         completed = self.db.dialect.complete_results(session, list(first.values()))
+        for result_id, row in completed.items():
+            row["attestation"] = attested.get(result_id)
+        kept = [(result_id, encode_attestation(attested[result_id])) for result_id in completed if result_id in attested]
+        if kept:  # the OIDC claims of the run that answered, beside the result (insert-only, like it)
+            session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)", kept)
         outcomes: list = []
         for result_id, *_ in answers:
-            outcomes.append(decode_result(completed.pop(result_id, None)))  # popped: a second answer in the batch lost
+            outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost
         refused = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
         statuses = dict(session.tuples(
             f"SELECT id, status FROM results WHERE id IN {self.db.dialect.id_table('?')}",

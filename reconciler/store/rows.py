@@ -19,8 +19,9 @@ CHECK_COLUMNS = (
 
 # A result as every reader sees it: its columns, plus the slug and name of its check and service.
 RESULT_SELECT = (
-    'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name'
-    " FROM results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+    'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name,'
+    " a.attestation FROM results AS r JOIN checks AS c ON c.id = r.check_id"
+    " LEFT JOIN services AS s ON s.id = r.service_id LEFT JOIN result_attestations AS a ON a.result_id = r.id"
 )
 
 

@@ -82,16 +82,16 @@ class SqliteDialect:
 
     # One statement per answer: SQLite runs it in-process, a batch costs no round trips.
     _COMPLETE = (
-        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?,"
-        f" attestation = ? WHERE id = ? AND status IN {OPEN_SQL} RETURNING *" + COMPLETED_SLUGS
+        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
+        f" WHERE id = ? AND status IN {OPEN_SQL} RETURNING *" + COMPLETED_SLUGS
     )
 
     @classmethod
     def complete_results(cls, session: SqliteSession, rows: list[tuple]) -> dict[int, dict]:
-        """Complete the open ones of (id, result, message, url, finished_at, attestation): id -> completed row."""
+        """Complete the open ones of (id, result, message, url, finished_at): id -> completed row."""
         completed = {}
-        for result_id, result, message, url, finished_at, attestation in rows:
-            row = session.one(cls._COMPLETE, (result, message, url, finished_at, attestation, result_id))
+        for result_id, result, message, url, finished_at in rows:
+            row = session.one(cls._COMPLETE, (result, message, url, finished_at, result_id))
             if row is not None:
                 completed[result_id] = row
         return completed

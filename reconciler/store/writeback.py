@@ -10,9 +10,13 @@ from .rows import decode_result
 
 _COLUMNS = (
     "r.id, r.check_id, r.service_id, r.status, r.result, r.message, r.url, r.revision, r.trigger,"
-    " r.created_at, r.finished_at, r.attestation, c.slug AS check_slug, s.slug AS service_slug"
+    " r.created_at, r.finished_at, a.attestation, c.slug AS check_slug, s.slug AS service_slug"
 )
-_FROM = "results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+_JOINS = (
+    " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+    " LEFT JOIN result_attestations AS a ON a.result_id = r.id"
+)
+_FROM = "results AS r" + _JOINS
 
 
 class WritebackRepository:
@@ -23,8 +27,7 @@ class WritebackRepository:
         """The oldest finished results not yet pushed, in id order, with their check and service slugs."""
         with self.db.session() as session:
             rows = session.all(
-                f"SELECT {_COLUMNS} FROM writeback_queue AS q JOIN results AS r ON r.id = q.result_id"
-                " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+                f"SELECT {_COLUMNS} FROM writeback_queue AS q JOIN results AS r ON r.id = q.result_id{_JOINS}"
                 " ORDER BY q.result_id LIMIT ?",
                 (limit,),
             )
@@ -46,8 +49,7 @@ class WritebackRepository:
         """The latest pushed result of each (check, service key) pair; service key 0 for `services: none`."""
         with self.db.session() as session:
             rows = session.all(
-                f"SELECT l.service_key, {_COLUMNS} FROM writeback_latest AS l JOIN results AS r ON r.id = l.result_id"
-                " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+                f"SELECT l.service_key, {_COLUMNS} FROM writeback_latest AS l JOIN results AS r ON r.id = l.result_id{_JOINS}"
             )
         return {(row["check_id"], row.pop("service_key")): decode_result(row) for row in rows}
 
