@@ -201,3 +201,30 @@ def test_an_attestation_is_recorded_only_for_a_completed_result_and_never_change
         with pytest.raises(INTEGRITY_ERRORS, match=message):
             raw_sql(synced_store, sql, (result["id"],))
     assert synced_store.results.get(result["id"])["attestation"]["repository"] == REPOSITORY
+
+
+def test_an_action_without_a_catalog_secret_records_its_result_and_its_history_line_says_who(synced_store, tmp_path, issuer):
+    """The real server on loopback; the Action's only credential is the OIDC token its run was given."""
+    import json
+    import subprocess
+
+    import requests
+
+    from api_support import live_server
+    from reconciler.verify import verify
+    from reconciler.ledger import ResultsBranch
+    from reconciler.writeback import writeback_pass
+
+    settings = Settings(home=tmp_path / "home", server_url=AUDIENCE, oidc_issuer=issuer.url,
+                        repo=str(tmp_path / "remote.git"))
+    subprocess.run(["git", "init", "-q", "--bare", settings.repo], check=True)
+    result = new_result(synced_store)
+    with live_server(create_app(synced_store, settings, sync_trigger=lambda: None)) as base:
+        response = requests.patch(f"{base}/api/results/{result['id']}/", data={"result": "pass", "message": "attested"},
+                                  headers={"Authorization": f"Bearer {issuer.mint(run_id='777')}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert writeback_pass(synced_store, settings).pushed
+    branch = ResultsBranch.open(settings.repo, "catalog-results", settings.home)
+    [line] = [line for sha, path in branch.files("results/history/") for line in branch.read(path).splitlines()]
+    assert json.loads(line)["attestation"]["run_id"] == "777"
+    assert verify(branch).ok
