@@ -25,6 +25,7 @@ from api.results import AnswerWriter, ResultController
 from api.scorecards import API_HANDLERS as SCORECARD_HANDLERS
 from api.routing import get, read
 from reconciler.clock import Clock
+from reconciler.oidc import OidcVerifier
 from reconciler.logs import log_to_stderr
 from reconciler.settings import Settings
 from reconciler.store import Database
@@ -52,11 +53,14 @@ def create_app(
     sync_trigger: SyncTrigger | None = None,
     check_runner: CheckRunner | None = None,
     access_log: AccessLog | None = None,
+    oidc: OidcVerifier | None = None,
 ) -> Litestar:
     """The whole HTTP face: API, webhook, dashboard pages, OpenAPI at /schema; `access_log` gets a
-    line per request (`catalog serve` and `catalog up` give one writing to stderr)."""
+    line per request (`catalog serve` and `catalog up` give one writing to stderr). `oidc` checks
+    GitHub Actions OIDC tokens (default: CATALOG_OIDC_ISSUER for CATALOG_OIDC_AUDIENCE)."""
     clock = clock or Clock()
     verifier = TokenVerifier(store, clock)
+    oidc = oidc or OidcVerifier(settings.oidc_issuer, settings.expected_audience)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
     state = State({
         "store": store,
@@ -72,7 +76,7 @@ def create_app(
             ActionController, EventController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
         ],
         state=state,
-        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
+        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier, oidc=oidc)],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[access_log.before_send] if access_log else [],
         request_max_body_size=MAX_BODY_BYTES,

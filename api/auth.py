@@ -13,6 +13,10 @@ Pages that prefer a redirect to a login form over a JSON 401 register their own 
 
 A bad token (unknown or revoked) is treated as no token: `request.user.authenticated` is False and
 `scope["state"]["auth_error"]` says why, so a page can say "your token was revoked".
+
+A bearer JWT (a GitHub Actions OIDC token) is checked by `reconciler.oidc.OidcVerifier` instead; its
+`OidcIdentity` holds no scope and passes one guard, `requires_answer`: the answering handler then
+applies the repository rule (`reconciler.oidc.answer_refusal`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import time
 
 import anyio.to_thread
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from reconciler.oidc import OidcIdentity, OidcRefused, OidcVerifier, looks_like_jwt
 from reconciler.tokens import ANONYMOUS, Identity, TokenVerifier
 
 COOKIE_NAME = "catalog_token"
@@ -42,6 +47,12 @@ class NotAuthenticated(NotAuthorizedException):
 
 class Forbidden(PermissionDeniedException):
     """403: a valid token without the scope this route needs."""
+
+
+class AuthUnavailable(HTTPException):
+    """503: the token cannot be checked right now (the OIDC issuer's keys could not be fetched)."""
+
+    status_code = 503
 
 
 def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -69,16 +80,19 @@ def _cookie_value(header: str, name: str) -> str | None:
 class AuthMiddleware:
     """A plain ASGI middleware (cheap on the hot PATCH path): resolves the caller's identity."""
 
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier):
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, oidc: OidcVerifier | None = None):
         self.app = app
         self.verifier = verifier
+        self.oidc = oidc
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope.setdefault("state", {})["started_at"] = time.perf_counter()  # for the access log's time taken
             identity: Identity = ANONYMOUS
             token = token_from_headers(scope["headers"])
-            if token is not None:
+            if token is not None and self.oidc is not None and looks_like_jwt(token):
+                identity = await self._oidc_identity(token, scope)
+            elif token is not None:
                 found = self.verifier.cached(token)
                 if found is None:
                     # A miss reads (and at most once a minute writes) the database: off the event loop.
@@ -91,6 +105,18 @@ class AuthMiddleware:
             scope["auth"] = identity.name
         await self.app(scope, receive, send)
 
+    async def _oidc_identity(self, token: str, scope: Scope) -> Identity:
+        found = self.oidc.cached(token)
+        if found is not None:
+            return found
+        try:
+            if self.oidc.knows_key(token):
+                return self.oidc.verify(token)  # one signature check with a cached key: bounded CPU, no I/O
+            return await anyio.to_thread.run_sync(self.oidc.verify, token)  # fetches the issuer's keys
+        except OidcRefused as error:
+            scope.setdefault("state", {}).update(auth_error=str(error), auth_status=error.status)
+            return ANONYMOUS
+
 
 def identity_of(connection: ASGIConnection) -> Identity:
     return connection.scope.get("user") or ANONYMOUS
@@ -99,8 +125,14 @@ def identity_of(connection: ASGIConnection) -> Identity:
 def _refuse(connection: ASGIConnection, scope_name: str) -> None:
     identity = identity_of(connection)
     if not identity.authenticated:
-        reason = connection.scope.get("state", {}).get("auth_error", "no API token given")
+        state = connection.scope.get("state", {})
+        reason = state.get("auth_error", "no API token given")
+        if state.get("auth_status") == 503:
+            raise AuthUnavailable(reason)
         raise NotAuthenticated(f"authentication required: {reason}; send 'Authorization: Token <token>'")
+    if isinstance(identity, OidcIdentity):
+        raise Forbidden(f"an OIDC token (of {identity.claims['repository']!r}) may only answer results;"
+                        f" this needs an API token with the {scope_name!r} scope")
     raise Forbidden(f"token {identity.name!r} lacks the {scope_name!r} scope")
 
 
@@ -113,6 +145,14 @@ async def requires_read(connection: ASGIConnection, _: BaseRouteHandler) -> None
         return
     if not identity_of(connection).has("read"):
         _refuse(connection, "read")
+
+
+async def requires_answer(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Answering one result: a token with `results:write`, or a verified OIDC token, whose repository
+    rule the handler applies once it knows the result (`reconciler.oidc.answer_refusal`)."""
+    identity = identity_of(connection)
+    if not (identity.has("results:write") or isinstance(identity, OidcIdentity)):
+        _refuse(connection, "results:write")
 
 
 def requires_scope(scope_name: str):

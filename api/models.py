@@ -31,6 +31,17 @@ class ErrorOut(TypedDict):
     error: ErrorDetail
 
 
+class Attestation(TypedDict, total=False):
+    """The GitHub Actions OIDC claims of the run that answered (docs/operating.md, "Attested results")."""
+
+    repository: str
+    workflow_ref: str
+    run_id: str
+    run_attempt: str
+    sha: str
+    actor: str
+
+
 class ResultOut(TypedDict):
     id: int
     check_id: int
@@ -46,6 +57,7 @@ class ResultOut(TypedDict):
     created_at: str
     sent_at: str | None
     finished_at: str | None
+    attestation: Attestation | None
 
 
 class BulkAnswerItemOut(TypedDict, total=False):

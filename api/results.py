@@ -17,7 +17,7 @@ from litestar.exceptions import ClientException
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp
 
-from api.auth import SECURITY, requires_read, requires_scope
+from api.auth import SECURITY, Forbidden, identity_of, requires_answer, requires_read, requires_scope
 from api.body import read_fields
 from api.errors import error_body
 from api.models import (
@@ -35,6 +35,7 @@ from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
 from reconciler.clock import format_time
 from reconciler.errors import Conflict, InvalidInput, NotFound
+from reconciler.oidc import OidcIdentity, answer_refusal
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
 from reconciler.store import Database
 
@@ -238,6 +239,16 @@ def bulk_error(item: object, error: Exception) -> dict:
     return {"id": result_id, "status": status, "error": error_body(status, str(error))["error"]}
 
 
+async def _authorize_attested(store: Database, identity: OidcIdentity, result_id: int) -> None:
+    """Forbidden unless the OIDC token's repository (and workflow, when pinned) may answer this result."""
+    rule = await read(store, store.results.answer_rule, result_id)
+    if rule is None:
+        raise NotFound(f"result {result_id} does not exist")
+    refusal = answer_refusal(identity, rule, result_id)
+    if refusal is not None:
+        raise Forbidden(refusal)
+
+
 class ResultController(Controller):
     path = "/api/results"
     tags = ["results"]
@@ -245,11 +256,13 @@ class ResultController(Controller):
 
     @patch(
         ["/{result_id:int}", "/{result_id:int}/"],
-        guards=[requires_scope("results:write")],
+        guards=[requires_answer],
         summary="Record the answer of a check run (once; a finished result never changes)",
         description=(
             "JSON or form body with `result` (pass, warning, fail, error, skipped), optional `message` "
             "(at most 64 KiB) and `url`. A pending or sent result becomes completed; any other answers 409."
+            " Authorized by an API token with `results:write`, or by a GitHub Actions OIDC token of the"
+            " repository of the result's check (403 for any other), whose claims the result keeps as `attestation`."
         ),
         operation_class=AnswerOperation,
         responses={**ok(ResultOut), **error_responses(401, 403, 404, 409, 413, 415, 422)},
@@ -258,6 +271,10 @@ class ResultController(Controller):
     async def complete_result(self, request: Request, state: State, result_id: ResultId) -> ASGIApp:
         result, message, url = parse_answer(await read_fields(request, ANSWER_FIELDS))
         answer = (existing_result_id(result_id), result, message, url, state.clock.now())
+        identity = identity_of(request)
+        if isinstance(identity, OidcIdentity):  # who may answer is decided here; the attestation rides along
+            await _authorize_attested(state.store, identity, result_id)
+            answer += (identity.attestation,)
         row = await state.answers.answer(answer)
         return JSONBytes(msgspec.json.encode(row))  # the hot write: no Response object (api.responses)
 

@@ -146,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     writeback.add_argument("--no-push", action="store_true", help="commit locally only")
     writeback.set_defaults(handler=cmd_writeback)
 
+    verify = commands.add_parser(
+        "verify", help="prove from git alone that the results history is complete and unaltered",
+        description="Check the results branch: every history line parses, every prev link holds, no result id"
+        " appears twice, no commit changed or removed a line, and (with results/allowed_signers) every commit is"
+        " signed. Exit 0 verified, 1 with the findings, one per line.",
+    )
+    _add_ledger_flags(verify)
+    verify.add_argument("--against-store", action="store_true",
+                        help="also check that every finished result written back is there, exactly once, as stored")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.set_defaults(handler=cmd_verify)
+
+    as_of = commands.add_parser(
+        "as-of", help="every pair's latest finished result at a past time, from the ledger alone",
+        description="Read the results branch and print, for each (service, check) pair, the latest result"
+        " finished at or before TIME. TIME is ISO 8601; a bare date means the end of that day (UTC).",
+    )
+    as_of.add_argument("time", metavar="TIME", help="e.g. 2026-01-05 or 2026-01-05T12:00:00Z")
+    _add_ledger_flags(as_of)
+    as_of.add_argument("--service", help="one service's pairs only (its slug)")
+    as_of.add_argument("--format", choices=("table", "json"), default="table")
+    as_of.set_defaults(handler=cmd_as_of)
+
     serve = commands.add_parser("serve", help="run the HTTP API")
     _add_settings_flags(serve, server=True)
     serve.set_defaults(handler=cmd_serve)
@@ -154,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(up, server=True)
     up.set_defaults(handler=cmd_up)
     return parser
+
+
+def _add_ledger_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the results branch is: `verify` and `as-of` read git only."""
+    parser.add_argument("--home", help="state folder (CATALOG_HOME): where a remote repository is fetched to")
+    parser.add_argument("--database-url", dest="database_url", help="the store, for --against-store (CATALOG_DATABASE_URL)")
+    parser.add_argument("--repo", help="the catalog repository: URL or local path (CATALOG_REPO; default: where write-back goes)")
+    parser.add_argument("--branch", dest="results_branch", default=None,
+                        help="the results branch (default: catalog.yaml's writeback.branch, catalog-results)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -577,6 +609,48 @@ def cmd_writeback(args: argparse.Namespace) -> int:
     for finding in report.findings:
         print(f"catalog: tampering: {finding}", file=sys.stderr)
     return EXIT_ERROR if report.findings else 0
+
+
+def _results_branch(args: argparse.Namespace, store=None):
+    """The results branch `verify` and `as-of` read: --repo, else where write-back goes; --branch, else
+    the store's catalog.yaml (when one is open), else the default."""
+    from .ledger import ResultsBranch
+    from .schema import DEFAULT_WRITEBACK_BRANCH
+    from .verify import default_branch
+
+    settings = settings_from(args)
+    repo = settings.repo or str((settings.home / "results.git").resolve())
+    branch = args.results_branch or (default_branch(store) if store is not None else DEFAULT_WRITEBACK_BRANCH)
+    return ResultsBranch.open(repo, branch, settings.home)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the branch verifies, 1 with one line per finding."""
+    from .verify import lines_of, verify
+
+    store = open_store(settings_from(args)) if args.against_store else None
+    report = verify(_results_branch(args, store), store=store)
+    if args.format == "json":
+        print(json.dumps({"ok": report.ok, "branch": report.branch, "tip": report.tip, "lines": report.lines,
+                          "chained": report.chained, "commits": report.commits, "queued": report.queued,
+                          "findings": [finding.as_dict() for finding in report.findings]}, indent=2))
+    else:
+        for line in lines_of(report):
+            print(line)
+    return 0 if report.ok else EXIT_ERROR
+
+
+def cmd_as_of(args: argparse.Namespace) -> int:
+    from .asof import parse_moment, state_at, table
+
+    moment = parse_moment(args.time)
+    rows = state_at(_results_branch(args), moment, service=args.service)
+    if args.format == "json":
+        print(json.dumps({"as_of": moment, "results": rows}, indent=2, ensure_ascii=False))
+    else:
+        for line in table(rows, moment):
+            print(line)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -370,11 +370,35 @@ class NotificationRoute(_Strict):
         return ALL_EVENTS in self.events or event_type in self.events
 
 
+_WORKFLOW = re.compile(r"^\.github/workflows/[A-Za-z0-9._-]+\.ya?ml(@refs/[A-Za-z0-9._/-]+)?$")
+
+
+class Oidc(_Strict):
+    """Who may answer with a GitHub OIDC token besides the check's repository rule."""
+
+    workflow: Annotated[StrictStr, Field(
+        max_length=300,
+        description="the workflow file an answering Action must run from, e.g. .github/workflows/health.yml"
+        " (optionally @refs/heads/main to pin the ref too)",
+    )] | None = None
+
+    @field_validator("workflow")
+    @classmethod
+    def _is_a_workflow_path(cls, value: str | None) -> str | None:
+        if value is not None and not _WORKFLOW.match(value):
+            raise ValueError(
+                f"{value!r} is not a workflow file: give its path such as .github/workflows/health.yml"
+                " (optionally followed by @refs/heads/BRANCH)"
+            )
+        return value
+
+
 class CatalogConfig(_Strict):
-    """catalog.yaml: catalog-wide defaults, write-back settings and notification routes."""
+    """catalog.yaml: catalog-wide defaults, write-back settings, notification routes and the OIDC workflow pin."""
 
     defaults: Defaults = Defaults()
     writeback: Writeback = Writeback()
+    oidc: Oidc = Oidc()
     notifications: Annotated[list[NotificationRoute], Field(max_length=100)] = []
 
     @field_validator("notifications")
@@ -392,7 +416,7 @@ class CatalogConfig(_Strict):
         """The config a sync stored; a section that today's rules refuse (stored by an older version)
         reads as its defaults, so the sync that brings the fixed catalog.yaml can still run."""
         sections: dict[str, Any] = {}
-        for name, section in (("defaults", Defaults), ("writeback", Writeback)):
+        for name, section in (("defaults", Defaults), ("writeback", Writeback), ("oidc", Oidc)):
             try:
                 sections[name] = section.model_validate((data or {}).get(name) or {})
             except ValidationError:

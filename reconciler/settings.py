@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_OIDC_ISSUER = "https://token.actions.githubusercontent.com"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -36,10 +37,20 @@ class Settings:
     public_read: bool = False
     bot_name: str = "catalog-bot"  # author of write-back commits
     bot_email: str = "catalog-bot@users.noreply.localhost"
+    # Trust (docs/operating.md): who may answer with an OIDC token instead of an API token, and the
+    # SSH key that signs write-back commits. The audience defaults to server_url (see oidc_audience_or_default).
+    oidc_issuer: str = DEFAULT_OIDC_ISSUER
+    oidc_audience: str | None = None
+    writeback_signing_key: str | None = field(default=None, repr=False)
 
     @property
     def checkout_path(self) -> Path:
         return self.home / "checkout"
+
+    @property
+    def expected_audience(self) -> str:
+        """The `aud` an OIDC token must carry: CATALOG_OIDC_AUDIENCE, else the server's public URL."""
+        return self.oidc_audience or self.server_url
 
     @classmethod
     def resolve(cls, flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -59,6 +70,7 @@ class Settings:
         settings.public_read = _as_bool("CATALOG_PUBLIC_READ", settings.public_read)
         settings.server_url = settings.server_url.rstrip("/")
         settings.github_api_url = settings.github_api_url.rstrip("/")
+        settings.oidc_issuer = settings.oidc_issuer.rstrip("/")
         if not (settings.dispatcher in ("github", "log") or settings.dispatcher.startswith("local:")):
             raise ConfigError(
                 f"unknown dispatcher {settings.dispatcher!r}: use github, log or local:DIR"

@@ -20,6 +20,7 @@ from .clock import Clock, format_time, parse_time
 from .errors import WritebackError
 from .events import Event
 from .gitsource import GIT_ENV, is_git_repository
+from .ledger import Signer, chain_state, signer_for, with_allowed_signer
 from .logs import redact_credentials
 from .schema import CatalogConfig
 from .settings import Settings
@@ -130,7 +131,7 @@ def writeback_pass(
     """
     clock = clock or Clock()
     target = resolve_target(store, settings)
-    author = (settings.bot_name, settings.bot_email)
+    author = Author(settings.bot_name, settings.bot_email, signer_for(settings.writeback_signing_key))
     report = WritebackReport(redact_credentials(target.url), target.branch, target.path, target.local_fallback)
     settings.home.mkdir(parents=True, exist_ok=True)
     with _exclusive(settings.home / "writeback.lock"):
@@ -159,6 +160,15 @@ def _exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who writes the commits: the bot's name and email, and the key that signs them (None: unsigned)."""
+
+    name: str
+    email: str
+    signer: Signer | None = None
 
 
 @dataclass
@@ -231,38 +241,49 @@ def _remember(store: Database, findings: list[TamperFinding], verified: str | No
 
 
 def _build(store, clone, parent, batch, target, clock, author, findings) -> _Build:
-    """Append the batch's lines not yet on `parent`, refresh the touched summaries, commit (unpushed)."""
-    by_path: dict[str, list[dict]] = defaultdict(list)
-    for row in batch:
-        by_path[files.history_path(target.path, row["finished_at"])].append(row)
-    changed: dict[str, bytes] = {}
+    """Append the batch's lines not yet on `parent`, chained in id order to the ledger's head; refresh
+    the touched summaries and ledger.json; commit (unpushed), signed when a key is set."""
+    chain = chain_state(clone, parent, target.path)
+    head, chained = chain.head, chain.lines
+    texts: dict[str, str] = {}
+    existing: dict[str, dict[int, str]] = {}
+    new_lines: dict[str, list[str]] = defaultdict(list)
     appended, present = [], []
-    for path, rows in by_path.items():
-        text = (clone.read(parent, path) or b"").decode("utf-8", errors="replace") if parent else ""
-        existing: dict[int, str] = {}
-        for line in text.split("\n"):
-            result_id = files.line_id(line)
-            if result_id is not None:
-                existing.setdefault(result_id, line)
-        new_lines = []
-        for row in rows:
-            line = files.history_line(row)
-            found = existing.get(row["id"])
-            if found is None:
-                new_lines.append(line)
-                appended.append(row["id"])
-                continue
-            present.append(row["id"])
-            if found != line:
-                findings.append(TamperFinding(path, f"the line of result {row['id']} differs from the store; left as found", row["id"]))
-        if new_lines:
-            if text and not text.endswith("\n"):
-                text += "\n"
-            changed[path] = (text + "\n".join(new_lines) + "\n").encode("utf-8")
+    for row in batch:
+        path = files.history_path(target.path, row["finished_at"])
+        if path not in texts:
+            texts[path] = (clone.read(parent, path) or b"").decode("utf-8", errors="replace") if parent else ""
+            existing[path] = {}
+            for line in texts[path].split("\n"):
+                result_id = files.line_id(line)
+                if result_id is not None:
+                    existing[path].setdefault(result_id, line)
+        found = existing[path].get(row["id"])
+        if found is None:
+            line = files.history_line(row, prev=head)
+            head, chained = files.line_hash(line), chained + 1
+            new_lines[path].append(line)
+            appended.append(row["id"])
+            continue
+        present.append(row["id"])
+        if files.unchained(found) != files.history_line(row):
+            findings.append(TamperFinding(path, f"the line of result {row['id']} differs from the store; left as found", row["id"]))
     if not appended:
         return _Build(None, [], present)
+    changed: dict[str, bytes] = {}
+    for path, lines in new_lines.items():
+        text = texts[path]
+        if text and not text.endswith("\n"):
+            text += "\n"
+        changed[path] = (text + "\n".join(lines) + "\n").encode("utf-8")
     changed.update(_summaries(store, batch, target.path, format_time(clock.now())))
-    message = _message(appended)
+    changed[target.path + files.LEDGER_FILE] = files.ledger_json(head, chained, max(appended)).encode()
+    if author.signer is not None:
+        signers_path = target.path + files.ALLOWED_SIGNERS_FILE
+        signers = with_allowed_signer(clone.read(parent, signers_path) if parent else None, author.signer, author.email)
+        if signers is not None:
+            changed[signers_path] = signers
+    message = _message(appended, head)
     commit = clone.commit(parent, changed, message, author, int(clock.now().timestamp()))
     return _Build(commit, appended, present)
 
@@ -300,12 +321,14 @@ def _summaries(store: Database, batch: list[dict], root: str, as_of: str) -> dic
     return out
 
 
-def _message(result_ids: list[int]) -> str:
-    """`Record N health check results`, then every id, so `git log --grep` finds any of them."""
+def _message(result_ids: list[int], head: str) -> str:
+    """`Record N health check results`, then every id, so `git log --grep` finds any of them, then the
+    `Ledger-Head:` trailer naming the chain's head after this commit."""
     ids = [str(result_id) for result_id in result_ids]
     lines = [" ".join(ids[start : start + 15]) for start in range(0, len(ids), 15)]
     noun = "result" if len(ids) == 1 else "results"
-    return f"Record {len(ids)} health check {noun}\n\nResult ids:\n" + "\n".join(lines) + "\n"
+    return (f"Record {len(ids)} health check {noun}\n\nResult ids:\n" + "\n".join(lines)
+            + f"\n\n{files.LEDGER_TRAILER}: {head}\n")
 
 
 def verify_since(store: Database, clone: "Clone", baseline: str | None, head: str | None, root: str) -> list[TamperFinding]:
@@ -351,7 +374,7 @@ def _check_added_lines(store: Database, added: list[tuple[str, str]], root: str)
         row = rows.get(result_id) if result_id is not None else None
         if row is None or row["finished_at"] is None:
             findings.append(TamperFinding(path, f"a line that is no finished result of this catalog: {line[:80]}", result_id))
-        elif files.history_line(row) != line or files.history_path(root, row["finished_at"]) != path:
+        elif files.history_line(row) != files.unchained(line) or files.history_path(root, row["finished_at"]) != path:
             findings.append(TamperFinding(path, f"the line of result {result_id} does not match the store", result_id))
         elif result_id in seen:
             findings.append(TamperFinding(path, f"result {result_id} appears twice", result_id))
@@ -446,9 +469,15 @@ class Clone:
                 changes.append((parts[2], parts[3], path))
         return changes
 
-    def commit(self, parent: str | None, changed: dict[str, bytes], message: str, author: tuple[str, str], when: int) -> str:
-        """A commit of `changed` on top of `parent` (a root commit when None), without a working tree."""
-        who = f"{author[0]} <{author[1]}> {when} +0000".encode()
+    def list_files(self, commit: str, prefix: str) -> list[str]:
+        """The paths of the files under `prefix` at `commit`."""
+        out = self._run("ls-tree", "-r", "-z", "--name-only", commit, "--", prefix)
+        return [path for path in out.split("\0") if path]
+
+    def commit(self, parent: str | None, changed: dict[str, bytes], message: str, author: "Author", when: int) -> str:
+        """A commit of `changed` on top of `parent` (a root commit when None), without a working tree;
+        signed with the author's SSH key when it has one."""
+        who = f"{author.name} <{author.email}> {when} +0000".encode()
         body = message.encode()
         chunks = [
             f"reset {_PENDING_REF}\ncommit {_PENDING_REF}\n".encode(),
@@ -461,7 +490,25 @@ class Clone:
             chunks += [f"M 100644 inline {path}\n".encode(), b"data %d\n" % len(content), content, b"\n"]
         chunks.append(b"done\n")
         self._run("fast-import", "--quiet", "--force", "--done", stdin=b"".join(chunks))
-        return self._run("rev-parse", _PENDING_REF).strip()
+        commit = self._run("rev-parse", _PENDING_REF).strip()
+        if author.signer is not None:
+            commit = self._signed(commit, parent, body, author, when)
+        return commit
+
+    def _signed(self, commit: str, parent: str | None, message: bytes, author: "Author", when: int) -> str:
+        """The same tree, parent, author and message as `commit`, signed (fast-import cannot sign)."""
+        tree = self._run("rev-parse", f"{commit}^{{tree}}").strip()
+        date = f"{when} +0000"
+        env = {**os.environ, **GIT_ENV, "GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
+               "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_NAME": author.name, "GIT_COMMITTER_EMAIL": author.email,
+               "GIT_COMMITTER_DATE": date}
+        command = ["git", "--git-dir", self.repo.git_dir, *author.signer.git_config(), "commit-tree", tree, "-S", "-F", "-"]
+        if parent:
+            command[-3:-3] = ["-p", parent]
+        process = subprocess.run(command, input=message, capture_output=True, env=env)
+        if process.returncode != 0:
+            raise WritebackError(f"signing the write-back commit failed: {_reason(process.stderr.decode(errors='replace'))}")
+        return process.stdout.decode().strip()
 
     def set_branch(self, branch: str, sha: str) -> None:
         self._run("update-ref", f"refs/heads/{branch}", sha)

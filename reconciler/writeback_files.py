@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Iterable
@@ -25,8 +26,20 @@ SYMBOLS = {
 NOT_RUN = "—"
 
 
-def history_line(row: dict) -> str:
-    """One finished result as one line of JSON: sorted keys, no spaces, so the same result gives the same bytes."""
+# The ledger (docs/operating.md, "The ledger"): each history line's `prev` is the sha256 of the line
+# written before it; the newest line's hash is the chain head, named by every commit.
+ZERO_HASH = "0" * 64
+LEDGER_FILE = "ledger.json"
+LEDGER_TRAILER = "Ledger-Head"
+ALLOWED_SIGNERS_FILE = "allowed_signers"
+# `prev` follows keys that sort before it ("check", ...), so it is never first; a quote inside a JSON
+# string is escaped, so this text occurs in a line only as the key itself.
+_PREV = re.compile(r',"prev":"[0-9a-f]{64}"')
+
+
+def history_line(row: dict, prev: str | None = None) -> str:
+    """One finished result as one line of JSON: sorted keys, no spaces, so the same result gives the same bytes.
+    `prev` chains it to the line written before it (lines written before the ledger have none)."""
     record = {
         "id": row["id"],
         "check": row["check_slug"],
@@ -40,8 +53,27 @@ def history_line(row: dict) -> str:
         "revision": row["revision"],
         "trigger": row["trigger"],
     }
+    if row.get("attestation"):  # answered with an OIDC token: who answered, kept (lines of others keep their bytes)
+        record["attestation"] = row["attestation"]
+    if prev is not None:
+        record["prev"] = prev
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _UNSAFE_CHARACTERS.sub(_escape, text)  # no Unicode line separators: one result, one line
+
+
+def line_hash(line: str | bytes) -> str:
+    """The sha256 of a line's bytes (without its newline): what the next line's `prev` names."""
+    return hashlib.sha256(line if isinstance(line, bytes) else line.encode("utf-8")).hexdigest()
+
+
+def unchained(line: str) -> str:
+    """A history line without its `prev`: what the store's rendering of the result must equal."""
+    return _PREV.sub("", line, count=1)
+
+
+def ledger_json(head: str, lines: int, last_id: int | None) -> str:
+    """results/ledger.json: the chain head after a commit, how many chained lines lead to it, the newest id."""
+    return json.dumps({"head": head, "lines": lines, "last_id": last_id}, indent=2) + "\n"
 
 
 def history_path(root: str, finished_at: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -79,6 +80,9 @@ def test_history_lines_match_the_store_exactly(synced_store, remote, tmp_path, c
 
     assert report.pushed and report.written == [first["id"], second["id"], audit["id"], failed["id"]]
     day_one = [json.loads(line) for line in remote_lines(remote, "results/history/2026/01/05.jsonl")]
+    raw_lines = remote_lines(remote, "results/history/2026/01/05.jsonl")
+    assert day_one[0]["prev"] == "0" * 64  # the ledger: each line names the sha256 of the one before it
+    assert day_one[1].pop("prev") == hashlib.sha256(raw_lines[0].encode()).hexdigest()
     assert day_one[1] == {
         "id": second["id"], "check": "has-owner", "service": "users-api", "status": "completed", "result": "fail",
         "message": 'no owner | "quoted"\nline two', "url": None, "created": second["created_at"],
@@ -110,7 +114,8 @@ def test_commit_is_by_the_bot_and_names_every_result_id(synced_store, remote, tm
     log = git("--git-dir", str(remote), "log", "--format=%an|%s|%b", "catalog-results")
     author, subject, body = log.split("|", 2)
     assert author == Settings.bot_name and subject == "Record 3 health check results"
-    assert body.split() == ["Result", "ids:", *map(str, ids)]
+    head = json.loads(git("--git-dir", str(remote), "show", "catalog-results:results/ledger.json"))["head"]
+    assert body.split() == ["Result", "ids:", *map(str, ids), "Ledger-Head:", head]
     # an orphan branch: its one commit has no parent
     assert git("--git-dir", str(remote), "rev-list", "--count", "catalog-results").strip() == "1"
 

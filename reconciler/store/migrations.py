@@ -548,6 +548,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX event_deliveries_failed ON event_deliveries (id) WHERE status = 'failed';
         """,
     ),
+    (
+        7,
+        """
+        -- Trust (docs/operating.md, "Attested results"): the GitHub OIDC claims of the Action run that
+        -- answered a result (JSON: repository, workflow_ref, run_id, run_attempt, sha, actor). A table of
+        -- its own, insert-only like results: the answer's UPDATE keeps its row size (a row grown in place
+        -- cost the PATCH ~50 us: bench/bench_trust.py oidc), and results written before keep their shape.
+        CREATE TABLE IF NOT EXISTS result_attestations (
+            result_id   INTEGER PRIMARY KEY REFERENCES results(id),
+            attestation TEXT NOT NULL
+        );
+        CREATE TRIGGER IF NOT EXISTS result_attestations_with_the_answer BEFORE INSERT ON result_attestations
+        WHEN (SELECT status FROM results WHERE id = NEW.result_id) IS NOT 'completed'
+        BEGIN
+            SELECT RAISE(ABORT, 'an attestation is recorded only with the answer that completes a result');
+        END;
+        CREATE TRIGGER IF NOT EXISTS result_attestations_never_change BEFORE UPDATE ON result_attestations
+        BEGIN
+            SELECT RAISE(ABORT, 'an attestation can never change');
+        END;
+        CREATE TRIGGER IF NOT EXISTS result_attestations_never_deleted BEFORE DELETE ON result_attestations
+        BEGIN
+            SELECT RAISE(ABORT, 'an attestation can never be deleted');
+        END;
+        """,
+    ),
 ]
 
 

@@ -423,4 +423,33 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX event_deliveries_failed ON event_deliveries (id) WHERE status = 'failed';
         """,
     ),
+    (
+        7,
+        r"""
+        -- Trust: the GitHub OIDC claims of the Action run that answered a result; insert-only, one per
+        -- completed result (see migrations.py, version 7).
+        CREATE TABLE result_attestations (
+            result_id   BIGINT PRIMARY KEY REFERENCES results(id),
+            attestation TEXT NOT NULL
+        );
+        CREATE FUNCTION result_attestations_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                IF (SELECT status FROM results WHERE id = NEW.result_id) IS DISTINCT FROM 'completed' THEN
+                    RAISE EXCEPTION 'an attestation is recorded only with the answer that completes a result'
+                        USING ERRCODE = 'integrity_constraint_violation';
+                END IF;
+                RETURN NEW;
+            END IF;
+            IF TG_OP = 'UPDATE' THEN
+                RAISE EXCEPTION 'an attestation can never change' USING ERRCODE = 'integrity_constraint_violation';
+            END IF;
+            RAISE EXCEPTION 'an attestation can never be deleted' USING ERRCODE = 'integrity_constraint_violation';
+        END $$;
+        CREATE TRIGGER result_attestations_guard BEFORE INSERT OR UPDATE OR DELETE ON result_attestations
+            FOR EACH ROW EXECUTE FUNCTION result_attestations_guard();
+        CREATE TRIGGER result_attestations_never_truncated BEFORE TRUNCATE ON result_attestations
+            FOR EACH STATEMENT EXECUTE FUNCTION result_attestations_guard();
+        """,
+    ),
 ]

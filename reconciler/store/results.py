@@ -7,9 +7,9 @@ from datetime import datetime
 from .. import scorecards
 from ..clock import format_time
 from ..errors import Conflict, NotFound
-from .rows import RESULT_SELECT, result_filters
+from .rows import RESULT_SELECT, decode_result, encode_attestation, result_filters
 
-Answer = tuple  # (result_id, result, message, url, now)
+Answer = tuple  # (result_id, result, message, url, now) or, attested by OIDC, (..., now, attestation dict)
 
 
 class ResultRepository:
@@ -44,9 +44,18 @@ class ResultRepository:
         """Each result is completed by one conditional UPDATE (its open status is the condition), so of
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
-        for result_id, result, message, url, now in answers:
-            first.setdefault(result_id, (result_id, result, message, url, format_time(now)))
+        attested: dict[int, dict] = {}
+        for result_id, result, message, url, now, *attestation in answers:
+            if result_id not in first:
+                first[result_id] = (result_id, result, message, url, format_time(now))
+                if attestation and attestation[0]:
+                    attested[result_id] = attestation[0]
         completed = self.db.dialect.complete_results(session, list(first.values()))
+        for result_id, row in completed.items():
+            row["attestation"] = attested.get(result_id)
+        kept = [(result_id, encode_attestation(attested[result_id])) for result_id in completed if result_id in attested]
+        if kept:  # the OIDC claims of the run that answered, beside the result (insert-only, like it)
+            session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)", kept)
         # the levels of the services answered, in this transaction; returns the LevelChanges (issue 14's hook)
         scorecards.after_answers(self.db, session, completed.values(), answers[0][4]) if completed else None
         outcomes: list = []
@@ -75,7 +84,7 @@ class ResultRepository:
             row = session.one(RESULT_SELECT + " WHERE r.id = ?", (result_id,))
         if row is None:
             raise NotFound(f"result {result_id} does not exist")
-        return row
+        return decode_result(row)
 
     def list(
         self, *, service: str | None = None, check: str | None = None, result: str | None = None,
@@ -86,5 +95,17 @@ class ResultRepository:
             service=service, check=check, result=result, status=status, since=since, before_id=before_id
         )
         with self.db.session() as session:
-            return session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
+            rows = session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
                                params + [limit])
+        return [decode_result(row) for row in rows]
+
+    def answer_rule(self, result_id: int) -> dict | None:
+        """What decides who may answer a result: its check's slug and `repository`, and the stored
+        catalog.yaml (its defaults.repository and oidc pin). None when the result does not exist."""
+        with self.db.session() as session:
+            return session.one(
+                'SELECT c.slug AS "check", c.repository,'
+                " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config"
+                " FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id = ?",
+                (result_id,),
+            )

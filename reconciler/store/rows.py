@@ -19,8 +19,9 @@ CHECK_COLUMNS = (
 
 # A result as every reader sees it: its columns, plus the slug and name of its check and service.
 RESULT_SELECT = (
-    'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name'
-    " FROM results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+    'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name,'
+    " a.attestation FROM results AS r JOIN checks AS c ON c.id = r.check_id"
+    " LEFT JOIN services AS s ON s.id = r.service_id LEFT JOIN result_attestations AS a ON a.result_id = r.id"
 )
 
 
@@ -59,6 +60,18 @@ def decode_check(row: dict) -> dict:
 
 def decode_sync_run(row: dict) -> dict:
     row["errors"] = json.loads(row["errors"])
+    return row
+
+
+def encode_attestation(attestation: dict | None) -> str | None:
+    """An attestation as stored: JSON text with sorted keys (one value, one text)."""
+    return None if attestation is None else json.dumps(attestation, sort_keys=True, separators=(",", ":"))
+
+
+def decode_result(row: dict | None) -> dict | None:
+    """A result row as callers see it: its attestation (JSON text in the table) as an object."""
+    if row is not None and row.get("attestation") is not None:
+        row["attestation"] = json.loads(row["attestation"])
     return row
 
 

@@ -6,12 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import format_time
+from .rows import decode_result
 
 _COLUMNS = (
     "r.id, r.check_id, r.service_id, r.status, r.result, r.message, r.url, r.revision, r.trigger,"
-    " r.created_at, r.finished_at, c.slug AS check_slug, s.slug AS service_slug"
+    " r.created_at, r.finished_at, a.attestation, c.slug AS check_slug, s.slug AS service_slug"
 )
-_FROM = "results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+_JOINS = (
+    " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+    " LEFT JOIN result_attestations AS a ON a.result_id = r.id"
+)
+_FROM = "results AS r" + _JOINS
 
 
 class WritebackRepository:
@@ -21,12 +26,12 @@ class WritebackRepository:
     def batch(self, limit: int) -> list[dict]:
         """The oldest finished results not yet pushed, in id order, with their check and service slugs."""
         with self.db.session() as session:
-            return session.all(
-                f"SELECT {_COLUMNS} FROM writeback_queue AS q JOIN results AS r ON r.id = q.result_id"
-                " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+            rows = session.all(
+                f"SELECT {_COLUMNS} FROM writeback_queue AS q JOIN results AS r ON r.id = q.result_id{_JOINS}"
                 " ORDER BY q.result_id LIMIT ?",
                 (limit,),
             )
+        return [decode_result(row) for row in rows]
 
     def queue_size(self) -> int:
         with self.db.session() as session:
@@ -38,16 +43,15 @@ class WritebackRepository:
         with self.db.session() as session:
             rows = session.all(f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.id IN {d.id_table('?')}",
                                (d.ids(result_ids),))
-        return {row["id"]: row for row in rows}
+        return {row["id"]: decode_result(row) for row in rows}
 
     def latest(self) -> dict[tuple[int, int], dict]:
         """The latest pushed result of each (check, service key) pair; service key 0 for `services: none`."""
         with self.db.session() as session:
             rows = session.all(
-                f"SELECT l.service_key, {_COLUMNS} FROM writeback_latest AS l JOIN results AS r ON r.id = l.result_id"
-                " JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+                f"SELECT l.service_key, {_COLUMNS} FROM writeback_latest AS l JOIN results AS r ON r.id = l.result_id{_JOINS}"
             )
-        return {(row["check_id"], row.pop("service_key")): row for row in rows}
+        return {(row["check_id"], row.pop("service_key")): decode_result(row) for row in rows}
 
     def catalog(self) -> tuple[list[dict], list[dict]]:
         """Services and checks not removed, by slug: the rows and columns of the results README."""
@@ -95,6 +99,15 @@ class WritebackRepository:
                 self.db.state.set(state)
             if events:
                 self.db.events.emit(events, now=now)
+
+    def finished(self) -> dict[int, bool]:
+        """Every finished result's id, and whether it was written back (`catalog verify --against-store`)."""
+        with self.db.session() as session:
+            rows = session.tuples(
+                "SELECT r.id, w.result_id IS NOT NULL FROM results AS r"
+                " LEFT JOIN result_writes AS w ON w.result_id = r.id WHERE r.finished_at IS NOT NULL"
+            )
+        return {result_id: bool(written) for result_id, written in rows}
 
     def writes(self, result_ids: list[int]) -> dict[int, str]:
         """The commit each of these results was pushed in (absent: not written yet)."""

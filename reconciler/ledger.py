@@ -1,0 +1,215 @@
+"""The ledger on the results branch: where the chain of history lines stands, and who signs its commits.
+
+Every history line carries `prev`, the sha256 of the line written before it; `results/ledger.json`
+and each commit's `Ledger-Head:` trailer name the newest line's hash. A branch written before the
+ledger continues cleanly: its first chained line links to the last unchained one (the one with the
+highest result id), or to 64 zeros on an empty branch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import writeback_files as files
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Where the chain stands at a commit: its head and how many chained lines lead to it."""
+
+    head: str
+    lines: int
+
+
+def chain_state(clone, commit: str | None, root: str) -> ChainState:
+    """The chain at `commit` (a `writeback.Clone`): from its ledger.json, else (a branch written before
+    the ledger) the hash of its last unchained line, else zeros."""
+    if commit is None:
+        return ChainState(files.ZERO_HASH, 0)
+    text = clone.read(commit, root + files.LEDGER_FILE)
+    if text is not None:
+        try:
+            ledger = json.loads(text)
+            return ChainState(str(ledger["head"]), int(ledger["lines"]))
+        except (ValueError, KeyError, TypeError):
+            pass  # a broken ledger.json: `catalog verify` reports it; carry on from the lines themselves
+    last = last_unchained_line(clone, commit, root)
+    return ChainState(files.line_hash(last) if last is not None else files.ZERO_HASH, 0)
+
+
+def last_unchained_line(clone, commit: str, root: str) -> str | None:
+    """The history line with the highest result id among those without `prev`: where the chain begins."""
+    best: tuple[int, str] | None = None
+    for path in clone.list_files(commit, root + "history/"):
+        for line in (clone.read(commit, path) or b"").decode("utf-8", errors="replace").split("\n"):
+            result_id = files.line_id(line)
+            if result_id is not None and '"prev":' not in line and (best is None or result_id > best[0]):
+                best = (result_id, line)
+    return best[1] if best else None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An SSH key that signs write-back commits (git's gpg.format=ssh), and its allowed_signers line."""
+
+    key_path: str
+    public_key: str  # "ssh-ed25519 AAAA..." (no comment)
+
+    def allowed_line(self, principal: str) -> str:
+        return f'{principal} namespaces="git" {self.public_key}'
+
+    def git_config(self) -> list[str]:
+        return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.key_path}"]
+
+
+def signer_for(key_path: str | None) -> Signer | None:
+    """The Signer of CATALOG_WRITEBACK_SIGNING_KEY (a private key file), or None when unset."""
+    if not key_path:
+        return None
+    path = Path(key_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"CATALOG_WRITEBACK_SIGNING_KEY: {key_path} is not a file (give the path of an SSH private key)")
+    process = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+    if process.returncode != 0:
+        raise ConfigError(f"CATALOG_WRITEBACK_SIGNING_KEY: {key_path} is not an SSH private key without a passphrase"
+                          " (ssh-keygen -y could not read it)")
+    public = " ".join(process.stdout.split()[:2])
+    return Signer(str(path.resolve()), public)
+
+
+def with_allowed_signer(current: bytes | None, signer: Signer, principal: str) -> bytes | None:
+    """results/allowed_signers with the signer's key added, or None when it is there already. Keys are only
+    ever added, so commits signed before a key rotation still verify."""
+    text = (current or b"").decode("utf-8", errors="replace")
+    if any(signer.public_key in line for line in text.split("\n")):
+        return None
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return (text + signer.allowed_line(principal) + "\n").encode()
+
+
+class ResultsBranch:
+    """A results branch to read from git alone: a git directory (a local repository read in place, or a
+    bare clone of a remote one) and the branch's tip."""
+
+    def __init__(self, git_dir: str, tip: str, branch: str, where: str):
+        self.git_dir = git_dir
+        self.tip = tip
+        self.branch = branch
+        self.where = where  # for messages: the repository as given (credentials redacted)
+
+    @classmethod
+    def open(cls, repo: str, branch: str, home: Path) -> "ResultsBranch":
+        """The branch of `repo` (URL or path); a remote one is fetched into `home/audit` first."""
+        from .logs import redact_credentials
+
+        where = redact_credentials(repo)
+        local = Path(repo).expanduser()
+        if "://" not in repo and not repo.startswith("git@") and local.exists():
+            git_dir = _git_dir(local)
+            for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+                tip = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).strip()
+                if tip:
+                    return cls(git_dir, tip, branch, where)
+            raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
+        from .writeback import Clone  # GitPython: imported only for a remote repository
+
+        clone = Clone(home / "audit", repo)
+        tip = clone.remote_head(branch)
+        if tip is None:
+            raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
+        return cls(str(clone.repo.git_dir), tip, branch, where)
+
+    def git(self, *args: str, check: bool = True, stdin: bytes | None = None) -> bytes:
+        return _git(self.git_dir, *args, check=check, stdin=stdin, text=False)
+
+    def root(self) -> str:
+        """The write-back folder: the one holding `history/` (catalog.yaml's writeback.path when it was written)."""
+        names = self.git("ls-tree", "-r", "-z", "--name-only", self.tip).decode("utf-8", "replace").split("\0")
+        roots = sorted({name[: name.index("history/")] for name in names
+                        if "history/" in name and name.endswith(".jsonl")}, key=len)
+        if roots:
+            return roots[0]
+        ledgers = sorted((name[: -len(files.LEDGER_FILE)] for name in names if name.endswith(files.LEDGER_FILE)), key=len)
+        return ledgers[0] if ledgers else "results/"
+
+    def files(self, prefix: str, commit: str | None = None) -> list[tuple[str, str]]:
+        """(blob sha, path) of the files under `prefix`, by path."""
+        out = self.git("ls-tree", "-r", "-z", commit or self.tip, "--", prefix).decode("utf-8", "replace")
+        entries = []
+        for entry in out.split("\0"):
+            if entry:
+                meta, _, path = entry.partition("\t")
+                entries.append((meta.split()[2], path))
+        return sorted(entries, key=lambda entry: entry[1])
+
+    def read(self, path: str, commit: str | None = None) -> bytes | None:
+        out = self.git("cat-file", "blob", f"{commit or self.tip}:{path}", check=False)
+        return out if out or self.exists(path, commit) else None
+
+    def exists(self, path: str, commit: str | None = None) -> bool:
+        return bool(self.git("ls-tree", "--name-only", commit or self.tip, "--", path, check=False).strip())
+
+    def blobs(self, shas: list[str]):
+        """Each blob's bytes, in order, from one `git cat-file --batch`."""
+        if not shas:
+            return
+        process = subprocess.Popen(["git", "--git-dir", self.git_dir, "cat-file", "--batch"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        feeder = _Feeder(process.stdin, ("\n".join(shas) + "\n").encode())
+        feeder.start()
+        try:
+            for _ in shas:
+                header = process.stdout.readline().split()
+                size = int(header[2])
+                data = process.stdout.read(size)
+                process.stdout.read(1)  # the newline after each object
+                yield data
+        finally:
+            feeder.join()
+            process.stdout.close()
+            process.wait()
+
+
+class _Feeder:
+    """Writes a request to a process's stdin in a thread, so a large batch cannot deadlock on full pipes."""
+
+    def __init__(self, pipe, data: bytes):
+        import threading
+
+        self.thread = threading.Thread(target=self._write, args=(pipe, data), daemon=True)
+
+    @staticmethod
+    def _write(pipe, data: bytes) -> None:
+        try:
+            pipe.write(data)
+        finally:
+            pipe.close()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+
+def _git_dir(path: Path) -> str:
+    out = _git(str(path), "rev-parse", "--absolute-git-dir", check=False, work_tree=True).strip()
+    if not out:
+        raise ConfigError(f"{path} is not a git repository")
+    return out
+
+
+def _git(git_dir: str, *args: str, check: bool = True, stdin: bytes | None = None, text: bool = True,
+         work_tree: bool = False):
+    command = ["git", "-C", git_dir, *args] if work_tree else ["git", "--git-dir", git_dir, *args]
+    process = subprocess.run(command, input=stdin, capture_output=True)
+    if check and process.returncode != 0:
+        reason = process.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ConfigError(f"git {args[0]} failed: {reason[-1] if reason else 'unknown error'}")
+    return process.stdout.decode("utf-8", "replace") if text else process.stdout

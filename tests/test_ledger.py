@@ -1,0 +1,284 @@
+"""The ledger on the results branch: `catalog verify` passes an honest branch and names each tampering
+done in a real clone and force-pushed; signed commits; `catalog as-of` at known times."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, sync_directory
+from reconciler.clock import FakeClock
+from reconciler.settings import Settings
+from reconciler.store import open_database
+from reconciler.writeback import writeback_pass
+from store_support import answer, new_result
+
+GIT = ["git", "-c", "user.name=Mallory", "-c", "user.email=mallory@example.com"]
+DAY_ONE = "results/history/2026/01/05.jsonl"
+DAY_TWO = "results/history/2026/01/06.jsonl"
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def catalog(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real CLI of this worktree."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+    environ.update(PYTHONPATH=str(PROJECT), CATALOG_HOME=str(home), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], capture_output=True, text=True, env=environ, timeout=120)
+
+
+class Branch:
+    """A store whose results were written back in three commits over two days, to a bare remote."""
+
+    def __init__(self, tmp_path: Path, example_dir: Path, store=None, signing_key: Path | None = None):
+        self.tmp = tmp_path
+        self.remote = tmp_path / "remote.git"
+        git("init", "-q", "--bare", str(self.remote))
+        self.store = store or open_database(tmp_path / "state" / "catalog.db")
+        if store is None:
+            sync_directory(self.store, example_dir)
+        self.clock = FakeClock()
+        self.settings = Settings(home=tmp_path / "home", repo=str(self.remote),
+                                 writeback_signing_key=str(signing_key) if signing_key else None)
+        self.ids: list[int] = []
+        self.finished: dict[int, str] = {}
+
+    def finish(self, check: str, service: str | None, result: str) -> int:
+        row = new_result(self.store, check, service, now=self.clock.now())
+        done = answer(self.store, row["id"], result, now=self.clock.now())
+        self.ids.append(done["id"])
+        self.finished[done["id"]] = done["finished_at"]
+        return done["id"]
+
+    def write(self) -> None:
+        report = writeback_pass(self.store, self.settings, clock=self.clock)
+        assert report.pushed and not report.findings, report.findings
+
+    def honest(self) -> "Branch":
+        self.finish("has-owner", "payments-api", "pass")
+        self.finish("has-owner", "users-api", "fail")
+        self.write()
+        self.clock.advance(timedelta(hours=1))
+        self.finish("has-owner", "payments-api", "warning")
+        self.finish("github-org-audit", None, "pass")
+        self.write()
+        self.clock.advance(timedelta(days=1))
+        self.finish("has-owner", "payments-api", "fail")
+        self.finish("has-owner", "users-api", "pass")
+        self.write()
+        return self
+
+    def clone(self) -> Path:
+        work = self.tmp / "mallory"
+        if not work.exists():
+            git("clone", "-q", "--branch", "catalog-results", str(self.remote), str(work))
+        return work
+
+    def tamper(self, path: str, change, *, amend: bool = False, sign_with: Path | None = None) -> str:
+        """Change a file in a clone, commit (or amend the last commit), force-push; the new commit."""
+        work = self.clone()
+        lines = (work / path).read_text().splitlines()
+        (work / path).write_text("".join(line + "\n" for line in change(lines)))
+        signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={sign_with}"] if sign_with else []
+        git(*signing, "commit", "-q", "-a", *(["--amend", "--no-edit"] if amend else ["-m", "Tidy"]),
+            *(["-S"] if sign_with else []), cwd=work)
+        git("push", "-q", "--force", "origin", "catalog-results", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work).strip()
+
+    def verify(self, *extra: str) -> subprocess.CompletedProcess:
+        backend = self.store.backend
+        env = {"CATALOG_DATABASE_URL": backend.url if hasattr(backend, "url") else f"sqlite://{backend.path}"}
+        return catalog("verify", "--repo", str(self.remote), *extra, home=self.tmp / "auditor", env=env)
+
+
+@pytest.fixture
+def branch(tmp_path, example_dir) -> Branch:
+    return Branch(tmp_path, example_dir).honest()
+
+
+def findings(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 1, result.stdout + result.stderr
+    return result.stdout.splitlines()[1:]
+
+
+def test_an_honest_branch_verifies(branch):
+    result = branch.verify()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("verified: 6 history lines (6 chained) in 3 commits of branch catalog-results")
+
+
+def test_every_commit_names_the_chain_head_in_its_trailer_and_in_ledger_json(branch):
+    heads = git("--git-dir", str(branch.remote), "log", "--format=%(trailers:key=Ledger-Head,valueonly)",
+                "catalog-results").split()
+    ledger = json.loads(git("--git-dir", str(branch.remote), "show", "catalog-results:results/ledger.json"))
+    last = git("--git-dir", str(branch.remote), "show", f"catalog-results:{DAY_TWO}").splitlines()[-1]
+    assert heads[0] == ledger["head"] == hashlib.sha256(last.encode()).hexdigest()
+    assert len(set(heads)) == 3 and ledger["lines"] == 6 and ledger["last_id"] == branch.ids[-1]
+
+
+def test_a_changed_line_is_named_with_its_file_line_and_commit(branch):
+    commit = branch.tamper(DAY_ONE, lambda lines: [lines[1].replace('"fail"', '"pass"') if i == 1 else line
+                                                   for i, line in enumerate(lines)])
+    assert findings(branch.verify()) == [
+        f"{DAY_ONE}:2: changed-line: the line of result {branch.ids[1]} was changed in commit {commit[:12]}:"
+        f" the next line ({DAY_ONE}:3) links to its hash as it was"
+    ]
+
+
+def test_a_line_changed_by_amending_the_last_commit_and_force_pushing_is_found(branch):
+    commit = branch.tamper(DAY_TWO, lambda lines: [lines[0].replace('"fail"', '"pass"'), *lines[1:]], amend=True)
+    found = findings(branch.verify())
+    assert any(line.startswith(f"{DAY_TWO}:1: changed-line: the line of result {branch.ids[4]} was changed in commit {commit[:12]}")
+               for line in found), found
+
+
+def test_the_newest_line_changed_is_found_through_the_ledger_head(branch):
+    branch.tamper(DAY_TWO, lambda lines: [*lines[:-1], lines[-1].replace('"pass"', '"fail"')])
+    found = findings(branch.verify())
+    assert any(f"{DAY_TWO}:2: changed-line" in line and "ledger.json names its hash as it was" in line for line in found), found
+
+
+def test_a_removed_line_is_found(branch):
+    branch.tamper(DAY_ONE, lambda lines: [lines[0], *lines[2:]])
+    found = findings(branch.verify())
+    assert f"{DAY_ONE}:2: removed-line: the line before result {branch.ids[2]} is gone" in "\n".join(found), found
+    assert any("shrunk-file: commit" in line for line in found), found
+
+
+def test_the_newest_line_removed_is_found(branch):
+    branch.tamper(DAY_TWO, lambda lines: lines[:-1], amend=True)
+    found = findings(branch.verify())
+    assert any("removed-line: ledger.json's head" in line for line in found), found
+
+
+def test_reordered_lines_are_found(branch):
+    branch.tamper(DAY_ONE, lambda lines: [lines[1], lines[0], *lines[2:]])
+    found = findings(branch.verify())
+    assert any(f"{DAY_ONE}:2: reordered: the line of result {branch.ids[0]}" in line for line in found), found
+
+
+def test_a_duplicated_line_is_found(branch):
+    branch.tamper(DAY_ONE, lambda lines: [*lines, lines[1]], amend=True)
+    found = findings(branch.verify())
+    assert f"{DAY_ONE}:5: id-twice: result {branch.ids[1]} appears twice: here and at {DAY_ONE}:2" in found, found
+
+
+def test_a_rechained_rewrite_is_found_by_the_older_commits_trailers(branch):
+    """A forger who rewrites a line and re-makes every later link and ledger.json still leaves the
+    Ledger-Head trailers of the commits that wrote the lines after it."""
+    from reconciler import writeback_files as files
+
+    work = branch.clone()
+    order = []  # the chain's order is the write order: day one's four lines, then day two's two
+    for path in (DAY_ONE, DAY_TWO):
+        order += [(path, json.loads(line)) for line in (work / path).read_text().splitlines()]
+    order[1][1]["result"] = "pass"
+    head, out = files.ZERO_HASH, {DAY_ONE: [], DAY_TWO: []}
+    for path, record in order:
+        record["prev"] = head
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        head = hashlib.sha256(line.encode()).hexdigest()
+        out[path].append(line)
+    for path, lines in out.items():
+        (work / path).write_text("".join(line + "\n" for line in lines))
+    ledger = json.loads((work / "results/ledger.json").read_text())
+    (work / "results/ledger.json").write_text(files.ledger_json(head, ledger["lines"], ledger["last_id"]))
+    git("commit", "-q", "-a", "-m", "Rewrite", cwd=work)
+    git("push", "-q", "--force", "origin", "catalog-results", cwd=work)
+    found = findings(branch.verify())
+    assert sum("rewritten-commit" in line for line in found) == 3, found  # every commit's head is gone
+
+
+def test_verify_against_the_store_finds_a_finished_result_missing_from_git(synced_store, tmp_path, example_dir):
+    branch = Branch(tmp_path, example_dir, store=synced_store).honest()
+    extra = branch.finish("has-owner", "users-api", "warning")  # finished, not written back yet
+    result = branch.verify("--against-store")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 finished results are queued for write-back" in result.stdout
+    branch.tamper(DAY_ONE, lambda lines: lines[:1] + lines[2:])
+    found = findings(branch.verify("--against-store"))
+    assert f"missing-result: finished result {branch.ids[1]} was written back but is not on the branch" in found, found
+    assert not any(f"result {extra} " in line for line in found)  # queued, not missing
+
+
+@pytest.fixture
+def keys(tmp_path) -> dict[str, Path]:
+    made = {}
+    for name in ("bot", "mallory"):
+        made[name] = tmp_path / f"{name}_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(made[name])], check=True)
+    return made
+
+
+def test_signed_write_back_verifies_and_an_unsigned_or_wrongly_signed_commit_is_found(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    signers = git("--git-dir", str(branch.remote), "show", "catalog-results:results/allowed_signers")
+    public = (keys["bot"].parent / "bot_key.pub").read_text().split()[:2]
+    assert signers == f'{Settings.bot_email} namespaces="git" {" ".join(public)}\n'
+    result = branch.verify()
+    assert result.returncode == 0 and "commits signed since" in result.stdout, result.stdout + result.stderr
+
+    unsigned = branch.tamper("results/README.md", lambda lines: lines + ["A note"])
+    assert findings(branch.verify()) == [f"unsigned-commit: commit {unsigned[:12]} is not signed, but every commit"
+                                         f" since {result.stdout.split('signed since ')[1][:12]} added results/allowed_signers must be"]
+    forged = branch.tamper("results/README.md", lambda lines: lines + ["Another"], amend=True, sign_with=keys["mallory"])
+    found = findings(branch.verify())
+    assert found == [f"wrongly-signed-commit: commit {forged[:12]} is signed with a key not in allowed_signers"
+                     " (results/allowed_signers lists the allowed keys)"], found
+
+
+def test_a_branch_written_before_the_ledger_continues_from_its_last_unchained_line(tmp_path, example_dir):
+    branch = Branch(tmp_path, example_dir)
+    first, second = branch.finish("has-owner", "payments-api", "pass"), branch.finish("has-owner", "users-api", "fail")
+    branch.write()
+    work = branch.clone()  # made as the previous release wrote it: no prev, no ledger.json
+    unchained = [json.dumps({k: v for k, v in json.loads(line).items() if k != "prev"}, sort_keys=True,
+                            separators=(",", ":"), ensure_ascii=False)
+                 for line in (work / DAY_ONE).read_text().splitlines()]
+    (work / DAY_ONE).write_text("".join(line + "\n" for line in unchained))
+    git("rm", "-q", "results/ledger.json", cwd=work)
+    git("commit", "-q", "-a", "--amend", "-m", f"Record 2 health check results\n\nResult ids:\n{first} {second}\n", cwd=work)
+    git("push", "-q", "--force", "origin", "catalog-results", cwd=work)
+    branch.store.state.set({"writeback_verified_commit": git("rev-parse", "HEAD", cwd=work).strip()})
+
+    third = branch.finish("has-owner", "payments-api", "warning")
+    branch.write()
+    lines = git("--git-dir", str(branch.remote), "show", f"catalog-results:{DAY_ONE}").splitlines()
+    assert lines[:2] == unchained  # written before: never rewritten
+    assert json.loads(lines[2])["id"] == third
+    assert json.loads(lines[2])["prev"] == hashlib.sha256(unchained[1].encode()).hexdigest()
+    result = branch.verify()
+    assert result.returncode == 0 and "3 history lines (1 chained)" in result.stdout, result.stdout + result.stderr
+
+
+def test_as_of_gives_each_pairs_latest_result_at_known_times(branch):
+    def as_of(moment: str, *extra: str) -> dict:
+        result = catalog("as-of", moment, "--repo", str(branch.remote), "--format", "json", *extra, home=branch.tmp / "auditor")
+        assert result.returncode == 0, result.stderr
+        return {(row["service"], row["check"]): (row["id"], row["result"]) for row in json.loads(result.stdout)["results"]}
+
+    ids = branch.ids  # finished 12:00 (two), 13:00 (two) on 01-05, 13:00 on 01-06 (two)
+    assert as_of("2026-01-05T11:59:59Z") == {}
+    assert as_of("2026-01-05T12:30:00Z") == {("payments-api", "has-owner"): (ids[0], "pass"), ("users-api", "has-owner"): (ids[1], "fail")}
+    assert as_of("2026-01-05") == {
+        ("payments-api", "has-owner"): (ids[2], "warning"), ("users-api", "has-owner"): (ids[1], "fail"),
+        (None, "github-org-audit"): (ids[3], "pass"),
+    }
+    assert as_of("2026-01-06T13:00:00Z", "--service", "users-api") == {("users-api", "has-owner"): (ids[5], "pass")}
+    table = catalog("as-of", "2026-01-05T13:00:00+00:00", "--repo", str(branch.remote), home=branch.tmp / "auditor")
+    assert table.stdout.splitlines()[1].split() == ["SERVICE", "CHECK", "OUTCOME", "FINISHED", "ID", "ATTESTED", "BY"]
+    assert table.stdout.splitlines()[2].split()[:3] == ["-", "github-org-audit", "pass"]
+
+
+def test_as_of_refuses_a_time_it_cannot_read_in_one_line(branch):
+    result = catalog("as-of", "yesterday", "--repo", str(branch.remote), home=branch.tmp / "auditor")
+    assert result.returncode == 1 and result.stderr.startswith("catalog: TIME must be an ISO 8601 date or time")
