@@ -191,3 +191,48 @@ def _mapping(parent: dict, loc: tuple, *, required: bool = False) -> dict:
     if not isinstance(value, dict):
         raise DescriptorProblem(loc, f"{'.'.join(loc)}: must be a mapping (key: value)")
     return value
+
+
+def component_json_schema() -> dict:
+    """The JSON Schema of a Backstage Component as it is read here (for editors: `catalog schema backstage`).
+    Only what the mapping reads is described; Backstage's other keys are allowed, as Backstage allows them."""
+    text = {"type": "string"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Service catalog: Backstage Component descriptor (catalog-info.yaml)",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata"],
+        "properties": {
+            "apiVersion": {"type": "string", "pattern": "^backstage\\.io/"},
+            "kind": {"type": "string", "description": "Component becomes a service; other kinds are skipped"},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {**text, "minLength": 1, "maxLength": 100, "description": "the slug (slugified if need be)"},
+                    "title": {**text, "minLength": 1, "maxLength": 200, "description": "the name"},
+                    "description": {**text, "maxLength": 20000},
+                    "tags": {"type": "array", "items": {**text, "maxLength": 200}, "maxItems": 50},
+                    "annotations": {
+                        "type": "object",
+                        "additionalProperties": text,
+                        "properties": {
+                            REPOSITORY_ANNOTATION: {**text, "description": "owner/repo: the repository"},
+                            PRIORITY_ANNOTATION: {**text, "pattern": "^([1-9]|10)$",
+                                                  "description": f"1 (highest) .. 10; default {DEFAULT_PRIORITY}"},
+                        },
+                    },
+                },
+            },
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "type": {**text, "maxLength": 200},
+                    "owner": {**text, "maxLength": 200, "description": "group:x becomes x"},
+                    "lifecycle": {**text, "maxLength": 2000, "description": "kept as meta.lifecycle"},
+                    "dependsOn": {"type": "array", "items": text, "maxItems": 200,
+                                  "description": "component:x entries become dependencies on x"},
+                },
+            },
+        },
+    }

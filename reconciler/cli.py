@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of catalog files")
-    schema.add_argument("kind", nargs="?", choices=("service", "check", "catalog"), help="one kind of file (default: all)")
+    schema.add_argument("kind", nargs="?", choices=("service", "check", "catalog", "backstage"),
+                        help="one kind of file (backstage: a Backstage Component; default: all)")
     schema.set_defaults(handler=cmd_schema)
 
     plan = commands.add_parser(
@@ -147,7 +148,9 @@ def open_store(settings: Settings):
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validation import validate_directory
 
-    count, errors = validate_directory(args.path)
+    notes: list[str] = []
+    count, errors = validate_directory(args.path, notes)
+    _print_notes(notes)
     for error in errors:
         if args.format == "github":
             print(_github_annotation(args.path, error))
@@ -201,6 +204,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     _print_file_errors(plan.errors)
     _print_warnings(plan.warnings)
+    _print_notes(plan.notes)
     refusal = mass_removal_refusal(plan)
     if refusal:
         print(f"catalog: sync would be refused: {refusal}", file=sys.stderr)
@@ -230,6 +234,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
         )
         _print_warnings(plan.warnings)
+        _print_notes(plan.notes)
     file_errors = store.catalog.file_errors()
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
@@ -246,6 +251,12 @@ def _print_warnings(warnings: list) -> None:
     """What applied although it names a broken file's slug."""
     for warning in warnings:
         print(f"{warning.location}: warning: {warning.message}", file=sys.stderr)
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What was read and skipped: Backstage entities that are not Components."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _print_file_errors(errors: list) -> None:

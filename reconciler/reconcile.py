@@ -133,7 +133,9 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
     _plan_changes(plan, selection, read, applied)
     _plan_error_marks(plan, selection.index, read, applied, file_errors, verdict)
     _plan_file_rows(plan, selection.index, read, applied, file_errors, verdict)
-    plan.errors = sorted((e for errors in file_errors.values() for e in errors), key=lambda e: str(e.location))
+    # the documents of a file that cannot be parsed share its one error: reported once
+    unique = {str(e): e for errors in file_errors.values() for e in errors}
+    plan.errors = sorted(unique.values(), key=lambda e: str(e.location))
     return plan
 
 
