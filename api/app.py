@@ -17,6 +17,7 @@ from api.actions import ActionController, SyncController, webhook_github
 from api.auth import AuthMiddleware
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
+from api.metrics import metrics, metrics_registry
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
@@ -55,6 +56,7 @@ def create_app(
     clock = clock or Clock()
     verifier = TokenVerifier(store, clock)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
+    registry, http_metrics = metrics_registry(store, clock)
     state = State({
         "store": store,
         "settings": settings,
@@ -62,16 +64,17 @@ def create_app(
         "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
         "check_runner": check_runner or default_check_runner(store, settings, clock),
         "answers": AnswerWriter(store, writer),
+        "metrics_registry": registry,
     })
     return Litestar(
         route_handlers=[
-            healthz, ResultController, ServiceController, CheckController, SyncController,
+            healthz, metrics, ResultController, ServiceController, CheckController, SyncController,
             ActionController, webhook_github, *PAGE_HANDLERS,
         ],
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[access_log.before_send] if access_log else [],
+        before_send=[http_metrics.before_send, *([access_log.before_send] if access_log else [])],
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
         openapi_config=openapi_config(),

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from .catalog import CatalogRepository
 from .dispatch import DispatchRepository
+from .metrics import MetricsRepository
 from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
@@ -44,6 +45,7 @@ class Database:
         self.writeback = WritebackRepository(self)
         self.tokens = TokenRepository(self)
         self.pages = PageRepository(self)
+        self.metrics = MetricsRepository(self)
 
     @property
     def key(self) -> str:
