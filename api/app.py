@@ -20,7 +20,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.metrics import metrics, metrics_registry
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
-from api.results import AnswerWriter, ResultController
+from api.results import AnswerWriter, ResultController, export_results_csv
 from api.routing import get, read
 from reconciler.clock import Clock
 from reconciler.logs import log_to_stderr
@@ -68,7 +68,7 @@ def create_app(
     })
     return Litestar(
         route_handlers=[
-            healthz, metrics, ResultController, ServiceController, CheckController, SyncController,
+            healthz, metrics, ResultController, export_results_csv, ServiceController, CheckController, SyncController,
             ActionController, webhook_github, *PAGE_HANDLERS,
         ],
         state=state,

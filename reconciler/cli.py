@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(sync)
     sync.add_argument("--allow-mass-removal", action="store_true", help="allow removing more than half the services")
+    sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
     sync.set_defaults(handler=cmd_sync)
 
     migrate = commands.add_parser(
@@ -117,7 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     writeback = commands.add_parser("writeback", help="commit finished results to git and push")
     _add_settings_flags(writeback)
     writeback.add_argument("--no-push", action="store_true", help="commit locally only")
+    writeback.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
     writeback.set_defaults(handler=cmd_writeback)
+
+    export = commands.add_parser(
+        "export", help="export results (CSV or JSON lines) for auditors",
+        description="Print every result matching the filters, oldest first, as CSV (with a header) or JSON"
+        " lines, streamed: any number of results in constant memory. A progress bar goes to stderr on a"
+        " terminal only.",
+    )
+    export_commands = export.add_subparsers(dest="export_what", metavar="WHAT", required=True)
+    export_results = export_commands.add_parser("results", help="results, oldest first")
+    _add_settings_flags(export_results)
+    export_results.add_argument("--since", help="results created at or after this ISO 8601 time (no zone: UTC)")
+    export_results.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    export_results.add_argument("--service", help="only this service's results (slug)")
+    export_results.add_argument("--check", help="only this check's results (slug)")
+    export_results.add_argument("--result", help="only this outcome: pass, warning, fail, error, skipped, unknown")
+    export_results.add_argument("--status", help="only this status: pending, sent, completed, timed-out, error")
+    export_results.add_argument("--output", "-o", help="write to this file instead of stdout")
+    export_results.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
+    export_results.set_defaults(handler=cmd_export_results)
 
     serve = commands.add_parser("serve", help="run the HTTP API")
     _add_settings_flags(serve, server=True)
@@ -222,8 +244,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     store = open_store(settings)
-    with collector_paused():  # this process only syncs, then exits: nothing else needs the collector
-        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
+    with collector_paused(), contextlib.ExitStack() as bars:  # this process only syncs: nothing else needs the collector
+        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal,
+                      progress=_progress_bars(bars, args.quiet))
     if report.outcome == "unchanged":
         print(f"no changes: revision {report.revision} is already applied ({report.duration_ms:.0f} ms)")
     else:
@@ -440,12 +463,52 @@ def cmd_writeback(args: argparse.Namespace) -> int:
     from .writeback import writeback_pass
 
     settings = settings_from(args)
-    report = writeback_pass(open_store(settings), settings, push=not args.no_push)
+    with contextlib.ExitStack() as bars:
+        report = writeback_pass(open_store(settings), settings, push=not args.no_push,
+                                progress=_progress_bars(bars, args.quiet))
     for line in report.lines():
         print(line)
     for finding in report.findings:
         print(f"catalog: tampering: {finding}", file=sys.stderr)
     return EXIT_ERROR if report.findings else 0
+
+
+def cmd_export_results(args: argparse.Namespace) -> int:
+    """Results as CSV or JSON lines on stdout (or --output), streamed; progress on a terminal's stderr."""
+    from .export import CHUNKERS, check_filters, parse_since, result_batches
+    from .progress import terminal_progress
+
+    check_filters(args.result, args.status)
+    filters = {"service": args.service, "check": args.check, "result": args.result, "status": args.status,
+               "since": parse_since(args.since)}
+    store = open_store(settings_from(args))
+    filtered = any(value is not None for value in filters.values())
+    total = None if filtered else sum(row["count"] for row in store.metrics.result_counts())
+    output = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        with terminal_progress("exporting results", total=total, quiet=args.quiet) as advance:
+            def counted(batches):
+                for rows in batches:
+                    yield rows
+                    advance(len(rows))
+
+            for chunk in CHUNKERS[args.format](counted(result_batches(store, **filters))):
+                output.write(chunk)
+        output.flush()
+    except BrokenPipeError:  # `catalog export results | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+    finally:
+        if args.output:
+            output.close()
+    return 0
+
+
+def _progress_bars(bars: contextlib.ExitStack, quiet: bool):
+    """`progress(description, total)` for the core: a bar on a terminal (closed with `bars`), else nothing."""
+    from .progress import terminal_progress
+
+    return lambda description, total: bars.enter_context(terminal_progress(description, total=total, quiet=quiet))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

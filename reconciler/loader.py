@@ -17,7 +17,7 @@ import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -279,25 +279,44 @@ def _declared_slug(value: Any) -> str | None:
 
 def read_files(
     root: Path, relative_paths: Iterable[str], config: CatalogConfig | None = None, *,
-    parallel_from: int | None = None,
+    parallel_from: int | None = None, progress: Callable[[int], None] | None = None,
 ) -> list[LoadedFile]:
-    """`read_file` for each path, in order. Thousands of files (a cold sync) are read by two processes
-    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores."""
+    """`read_entities` for each path, in order. Thousands of files (a cold sync) are read by two
+    processes when this one may fork safely, since parsing YAML is CPU-bound and a machine has two
+    cores. `progress` is told how many more files are read, a chunk at a time."""
     paths = list(relative_paths)
     if len(paths) >= (PARALLEL_FROM if parallel_from is None else parallel_from) and _may_fork():
-        return _read_in_two_processes(root, paths, config)
-    return _read_chunk(root, paths, config)
+        return _read_in_two_processes(root, paths, config, progress)
+    if progress is None:
+        return _read_chunk(root, paths, config)
+    read = []
+    for start in range(0, len(paths), _CHUNK):
+        read += _read_chunk(root, paths[start:start + _CHUNK], config)
+        progress(len(paths[start:start + _CHUNK]))
+    return read
 
 
-def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
+def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None,
+                           progress: Callable[[int], None] | None = None) -> list[LoadedFile]:
     """A forked worker reads the second half, as this process reads the first. It sends its files in
     chunks, which this process takes in while it reads: no pickle of 50,000 files at once in memory."""
     half = len(paths) // 2
     chunks = [paths[start:start + _CHUNK] for start in range(half, len(paths), _CHUNK)]
     with multiprocessing.get_context("fork").Pool(1) as pool:
         second = pool.imap(functools.partial(_read_chunk_as_tuples, root, config=config), chunks)
-        first = _read_chunk(root, paths[:half], config)
-        return first + [LoadedFile(*fields) for chunk in second for fields in chunk]
+        if progress is None:
+            first = _read_chunk(root, paths[:half], config)
+        else:
+            first = []
+            for start in range(0, half, _CHUNK):
+                first += _read_chunk(root, paths[start:min(start + _CHUNK, half)], config)
+                progress(min(start + _CHUNK, half) - start)
+        rest = []
+        for chunk, sent in zip(chunks, second):
+            rest += [LoadedFile(*fields) for fields in sent]
+            if progress is not None:
+                progress(len(chunk))
+        return first + rest
 
 
 _CHUNK = 2_000  # files per message from the worker

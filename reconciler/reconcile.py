@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
@@ -28,9 +28,11 @@ from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
 from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
 from .loader import CATALOG_FILE, SKIPPED, LoadedFile, file_of, kind_of, list_catalog_files, read_file, read_files
+from .progress import Progress
 from .schema import CatalogConfig
 from .store import Database
 
+PROGRESS_FROM = 2_000  # files: a sync reading fewer is over before a bar would be worth drawing
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
@@ -106,11 +108,13 @@ class SyncReport:
         return self.plan.errors if self.plan else []
 
 
-def make_plan(store: Database, source: Source, *, revision: str | None = None) -> Plan:
+def make_plan(store: Database, source: Source, *, revision: str | None = None,
+              progress: Callable[[str, int], Progress] | None = None) -> Plan:
     """Fetch the source and compare it with the store: every step of a sync before `apply_plan`.
 
     fetch -> select the paths -> read catalog.yaml -> read, parse, validate, record the files ->
-    rules across files -> plan the changes, error marks and file rows.
+    rules across files -> plan the changes, error marks and file rows. `progress(description, total)`,
+    when given, is asked for a callback to tell how many files are read (the CLI draws a bar).
     """
     revision = revision or source.fetch()
     previous = store.state.get("applied_revision")
@@ -121,7 +125,8 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
     old_config = CatalogConfig.from_stored(store.state.get("catalog_config"))
     selection = _select_paths(store, source, previous, revision, old_config.writeback.path)
     config, config_file = _read_config(source.root, selection, old_config)
-    read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults)
+    read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults,
+                       progress=progress)
     plan.notes = selection.notes
     verdict = check_integrity(read, selection.deleted, selection.index)
     file_errors = _file_errors(source.root, read, verdict)
@@ -183,7 +188,8 @@ def _read_config(root: Path, selection: _Selection, old: CatalogConfig) -> tuple
 
 
 def _read_files(
-    root: Path, selection: _Selection, config: CatalogConfig, config_file: LoadedFile | None, *, defaults_changed: bool
+    root: Path, selection: _Selection, config: CatalogConfig, config_file: LoadedFile | None, *, defaults_changed: bool,
+    progress: Callable[[str, int], Progress] | None = None,
 ) -> dict[str, LoadedFile]:
     """Every selected file read to its record, but those with the same bytes as their last good read;
     new defaults re-read every check."""
@@ -193,8 +199,10 @@ def _read_files(
         listed = set(paths)
         paths += [row["path"] for row in selection.index.checks.values()
                   if row["removed_at"] is None and row["path"] not in listed and row["path"] not in selection.deleted]
+    advance = progress("reading catalog files", len(paths)) if progress and len(paths) >= PROGRESS_FROM else None
     read = {}
-    for loaded in ([config_file] if config_file else []) + _with_documents(read_files(root, paths, config), selection):
+    loaded_files = read_files(root, paths, config, progress=advance)
+    for loaded in ([config_file] if config_file else []) + _with_documents(loaded_files, selection):
         row = files.get(loaded.path)
         if row and not row["error"] and loaded.digest == row["digest"] and not (defaults_changed and loaded.kind == "check"):
             continue  # same bytes as the last good read: nothing to do
@@ -377,7 +385,8 @@ def apply_plan(
     )
 
 
-def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False) -> SyncReport:
+def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False,
+         progress: Callable[[str, int], Progress] | None = None) -> SyncReport:
     """Fetch, plan and apply; one sync at a time per store. Raises on refusal and source errors."""
     clock = clock or Clock()
     lock = _lock_for(store)
@@ -385,7 +394,7 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
         started, started_at = time.perf_counter(), clock.now()
         previous = store.state.get("applied_revision")
         try:
-            plan = make_plan(store, source)
+            plan = make_plan(store, source, progress=progress)
         except CatalogError as error:
             _record_failure(store, clock, started, started_at, previous, None, "failed", str(error))
             raise

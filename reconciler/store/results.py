@@ -85,3 +85,18 @@ class ResultRepository:
         with self.db.session() as session:
             return session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
                                params + [limit])
+
+    def export_batch(
+        self, *, after_id: int, limit: int, service: str | None = None, check: str | None = None,
+        result: str | None = None, status: str | None = None, since: str | None = None,
+    ) -> list[tuple]:
+        """Results after `after_id`, oldest first, as tuples in `reconciler.export.COLUMNS` order."""
+        conditions, params = result_filters(service=service, check=check, result=result, status=status, since=since)
+        with self.db.session() as session:
+            return session.tuples(
+                'SELECT r.id, c.slug, s.slug, r.status, r.result, r.message, r.url, r.revision, r."trigger",'
+                " r.created_at, r.sent_at, r.finished_at"
+                " FROM results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+                " WHERE r.id > ?" + conditions + " ORDER BY r.id LIMIT ?",
+                [after_id, *params, limit],
+            )
