@@ -240,7 +240,8 @@ async def export_results_csv(
     since: Annotated[str | None, QueryParameter(
         description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})] = None,
 ) -> Stream:
-    check_filters(result, status)
+    service, check, result, status, since = (value or None for value in (service, check, result, status, since))
+    check_filters(result, status)  # before the first byte: a bad filter is a JSON error, not a broken download
     batches = result_batches(state.store, service=service, check=check, result=result, status=status,
                              since=parse_since(since))
     # a sync iterator: Litestar takes each chunk from it on a worker thread, off the event loop

@@ -115,3 +115,11 @@ def test_cli_shows_progress_on_a_terminal_unless_quiet(synced_store, history, da
         assert done.returncode == 0
         assert (b"exporting results" in seen) is expect_bar, seen
         assert len(_rows((tmp_path / "out.csv").read_text())) == 5
+
+
+def test_results_page_links_a_download_with_its_filters(client, history):
+    page = client.get("/results?check=has-owner&result=pass")
+    assert page.status_code == 200
+    assert 'href="/api/results.csv?check=has-owner&amp;result=pass"' in page.text
+    empty_filters = client.get("/api/results.csv?service=&check=&result=&status=")
+    assert empty_filters.status_code == 200 and len(_rows(empty_filters.text)) == 5
