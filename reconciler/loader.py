@@ -37,6 +37,9 @@ SKIPPED = "skipped"  # a file read that defines nothing (not a descriptor, or no
 MODELS: dict[str, type[BaseModel]] = {"service": Service, "check": Check, "catalog": CatalogConfig}
 YAML_SUFFIXES = (".yaml", ".yml")
 _SLUG = re.compile(SLUG_PATTERN)
+# A top-level `apiVersion: backstage.io/...` line: what makes a YAML file outside services/ and checks/
+# (and not named catalog-info.yaml) a descriptor file, whose mistakes are then reported
+_DESCRIPTOR_LINE = re.compile(rb"^apiVersion:[ \t]*[\"']?backstage\.io/", re.MULTILINE)
 
 
 @dataclass(slots=True)  # no __dict__: a cold sync holds 100,000 of these
@@ -145,16 +148,20 @@ def read_entities(
     if kind == "catalog":
         return [read_file(root, relative_path, config, _jail=_jail)]
     entity_kind = "check" if kind == "check" else "service"
+    named = kind == DESCRIPTOR and relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES)
     try:
         data = (_jail or _Jail(root)).read(relative_path)
     except CatalogFileError as error:
+        if kind == DESCRIPTOR and not named:  # some other file (a big OpenAPI document, say): not ours
+            return [LoadedFile(relative_path, SKIPPED, "")]
         return [LoadedFile(relative_path, entity_kind, "", errors=[error])]
-    is_descriptor_file = kind == DESCRIPTOR and relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES)
-    if backstage.MARKER in data or is_descriptor_file:  # one search of a few hundred bytes
+    if kind == DESCRIPTOR and not named and not _DESCRIPTOR_LINE.search(data):
+        # other YAML in the repository (a Helm template, a Kubernetes manifest that only carries a
+        # backstage.io annotation): not ours to read, nor to report on
+        return [LoadedFile(relative_path, SKIPPED, hashlib.sha256(data).hexdigest())]
+    if named or backstage.MARKER in data:  # one search of a few hundred bytes
         return _read_descriptors(relative_path, data, kind, config)
     digest = hashlib.sha256(data).hexdigest()
-    if kind == DESCRIPTOR:  # some other YAML in the repository: not ours to read
-        return [LoadedFile(relative_path, SKIPPED, digest)]
     loaded = LoadedFile(relative_path, entity_kind, digest)
     try:
         node = compose(data, relative_path)
@@ -190,8 +197,6 @@ def _read_descriptors(relative_path: str, data: bytes, kind: str, config: Catalo
         path = relative_path if len(nodes) == 1 else document_path(relative_path, number)
         found.append(_component(LoadedFile(path, "service", digest), value, node, relative_path, config))
     notes = [_skipped_note(relative_path, skipped)] if skipped else []
-    if not found and not notes and kind == DESCRIPTOR and not relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES):
-        return [LoadedFile(relative_path, SKIPPED, digest)]
     if not found:
         notes = notes or [f"{relative_path}: holds no Backstage Component; nothing read from it"]
         return [LoadedFile(relative_path, SKIPPED, digest, notes=notes)]

@@ -188,3 +188,18 @@ def test_json_schema_accepts_the_descriptors_and_names_the_mapped_fields(backsta
     assert "BackstageComponent" in json_schema()["$defs"]
     shipped = json.loads((PROJECT / "catalog-repo-example" / "schemas" / "backstage.schema.json").read_text())
     assert shipped == schema
+
+
+def test_other_yaml_that_mentions_backstage_is_neither_read_nor_reported(backstage_dir):
+    chart = backstage_dir / "deploy" / "chart" / "templates"
+    chart.mkdir(parents=True)
+    (chart / "deployment.yaml").write_text(  # a Helm template: not even valid YAML
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations:\n"
+        "    backstage.io/kubernetes-id: {{ .Values.name }}\n  name: {{ .Values.name\n")
+    (backstage_dir / "openapi.yaml").write_bytes(b"openapi: 3.0.0\n" + b"# padding\n" * 40_000)  # over 256 KiB
+    count, errors = validate_directory(backstage_dir)
+    assert errors == [] and count == 6
+    (backstage_dir / "components").mkdir()
+    (backstage_dir / "components" / "broken.yaml").write_text(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: [broken\n")
+    assert [e.split(": ")[0] for e in _errors(backstage_dir)] == ["components/broken.yaml:5:1"]
