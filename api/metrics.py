@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from api.auth import SECURITY, requires_read
+from api.models import error_responses
 from api.routing import get
 from reconciler.clock import Clock, format_time, parse_time
 from reconciler.schedule import LAST_PASS_KEY
@@ -139,8 +140,9 @@ def metrics_registry(store: Database, clock: Clock) -> tuple[CollectorRegistry, 
     return registry, HttpMetrics(registry)
 
 
-@get("/metrics", guards=[requires_read], tags=["operations"], security=SECURITY, include_in_schema=True,
-     summary="Prometheus metrics (text exposition format)", media_type=MediaType.TEXT)
+@get("/metrics", guards=[requires_read], tags=["operations"], security=SECURITY,
+     summary="Prometheus metrics (text exposition format)", media_type=MediaType.TEXT,
+     responses=error_responses(401, 403))
 async def metrics(state: State) -> Response[bytes]:
     store: Database = state.store
     registry: CollectorRegistry = state.metrics_registry
