@@ -29,7 +29,6 @@ from api.models import (
 )
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
-from reconciler.clock import format_time
 from reconciler.export import check_filters, csv_chunks, parse_since, result_batches
 from reconciler.errors import InvalidInput, NotFound
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES

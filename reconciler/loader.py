@@ -13,11 +13,10 @@ import hashlib
 import multiprocessing
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,10 +24,10 @@ from pydantic import BaseModel, ValidationError
 from . import backstage
 from .entity_records import record_of
 from .errors import CatalogFileError, Location
+from .safe_read import Jail
 from .schema import SLUG_PATTERN, CatalogConfig, Check, Service, slugify
 from .yamlparse import build_values, check_document_shape, compose, compose_documents, node_location, parse_yaml
 
-MAX_FILE_BYTES = 256 * 1024
 PARALLEL_FROM = 2_000  # files; below this a second process costs more than it saves
 CATALOG_FILE = "catalog.yaml"
 KIND_DIRECTORIES = {"services": "service", "checks": "check"}
@@ -116,30 +115,19 @@ def display_path(path: str) -> str:
     return path if real == path else f"{real} (document {path[len(real) + 1:]})"
 
 
-def read_bytes(root: Path, relative_paths: Iterable[str]) -> Iterator[tuple[str, bytes | CatalogFileError]]:
-    """Each file's bytes, or why they cannot be read: regular files under root only, within the size
-    limit (checked before reading), so a FIFO or a symlink to /dev/zero is an error, not a hang."""
-    jail = _Jail(root)
-    for path in relative_paths:
-        try:
-            yield path, jail.read(path)
-        except CatalogFileError as error:
-            yield path, error
-
-
 def read_file(
-    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "_Jail | None" = None
+    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "Jail | None" = None
 ) -> LoadedFile:
     """Read, parse, validate and record one catalog file; never raises for what is in the file.
     `config` gives a check's defaults (catalog.yaml's; the built-in ones when None)."""
-    loaded, value, node = _parse_file(relative_path, _jail or _Jail(root))
+    loaded, value, node = _parse_file(relative_path, _jail or Jail(root))
     if loaded.errors:
         return loaded
     return _validated(loaded, value, node, config)
 
 
 def read_entities(
-    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "_Jail | None" = None
+    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "Jail | None" = None
 ) -> list[LoadedFile]:
     """`read_file` for any catalog file, Backstage descriptors included: one LoadedFile per Component
     document (at `document_path` when the file holds several documents), or one of kind SKIPPED
@@ -150,7 +138,7 @@ def read_entities(
     entity_kind = "check" if kind == "check" else "service"
     named = kind == DESCRIPTOR and relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES)
     try:
-        data = (_jail or _Jail(root)).read(relative_path)
+        data = (_jail or Jail(root)).read(relative_path)
     except CatalogFileError as error:
         if kind == DESCRIPTOR and not named:  # some other file (a big OpenAPI document, say): not ours
             return [LoadedFile(relative_path, SKIPPED, "")]
@@ -256,7 +244,7 @@ def _validated(loaded: LoadedFile, value: Any, node: yaml.Node, config: CatalogC
 _BUILT_IN_CONFIG = CatalogConfig()
 
 
-def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
+def _parse_file(relative_path: str, jail: "Jail") -> tuple[LoadedFile, Any, Any]:
     """The file read and parsed to plain values (and its nodes, for error lines); errors in `loaded`."""
     kind = kind_of(relative_path)
     loaded = LoadedFile(relative_path, kind if kind in MODELS else "service", "")
@@ -328,7 +316,7 @@ _CHUNK = 2_000  # files per message from the worker
 
 
 def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
-    jail = _Jail(root)  # the resolved root, shared: cheaper for thousands of files
+    jail = Jail(root)  # the resolved root, shared: cheaper for thousands of files
     return [loaded for path in paths for loaded in read_entities(root, file_of(path), config, _jail=jail)]
 
 
@@ -367,7 +355,7 @@ def locate(root: Path, relative_path: str, loc: tuple, parsed: dict[str, yaml.No
 def _parse_for_locating(root: Path, relative_path: str) -> Any:
     real = file_of(relative_path)
     try:
-        data = _Jail(root).read(real)
+        data = Jail(root).read(real)
         if backstage.MARKER not in data:
             return parse_yaml(data, real)
         nodes = compose_documents(data, real)
@@ -379,90 +367,6 @@ def _parse_for_locating(root: Path, relative_path: str) -> Any:
         return (node, value) if backstage.is_descriptor(value) else node
     except (CatalogFileError, ValueError):
         return None
-
-
-# -- reading bytes safely ---------------------------------------------------------------------
-
-
-class _Jail:
-    """Reads files under one root, refusing any that resolve outside it (symlinks)."""
-
-    def __init__(self, root: Path):
-        self.real_root = os.path.realpath(root)
-        self._inside = self.real_root.rstrip(os.sep) + os.sep
-        self._safe_directories: dict[str, bool] = {"": True}
-
-    def read(self, relative_path: str) -> bytes:
-        # os-level calls and a cache of checked directories: this runs once per file of catalogs
-        # with 10,000 files, where realpath on every path costs more than the YAML parsing
-        directory = relative_path.rpartition("/")[0]
-        safe = self._safe_directories.get(directory)
-        if safe is None:
-            real = os.path.realpath(os.path.join(self.real_root, directory))
-            safe = self._safe_directories[directory] = real.startswith(self._inside)
-        path = os.path.join(self.real_root, relative_path)
-        if safe:
-            # the usual case, a regular file, in one open: O_NOFOLLOW refuses a symlink, and
-            # every refusal takes the careful way below (which gives the same errors as before)
-            try:
-                fd = os.open(path, _OPEN_FLAGS)
-            except OSError:
-                pass
-            else:
-                return _read_open_file(fd, relative_path)
-        if not safe or os.path.islink(path):
-            path = os.path.realpath(path)
-            if not path.startswith(self._inside):
-                raise CatalogFileError(
-                    Location(relative_path), "is a symlink pointing outside the repository; refusing to read it"
-                )
-        return _read_regular_file(path, relative_path)
-
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-
-
-def _read_regular_file(resolved: str, relative_path: str) -> bytes:
-    try:
-        fd = os.open(resolved, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise CatalogFileError(Location(relative_path), "file does not exist (or is a broken symlink)") from None
-    except OSError as error:
-        raise CatalogFileError(Location(relative_path), f"cannot read file: {error.strerror or error}") from None
-    return _read_open_file(fd, relative_path)
-
-
-def _read_open_file(fd: int, relative_path: str) -> bytes:
-    """The bytes of an open file (closed here), if it is a regular file within the size limit."""
-    start = Location(relative_path)
-    try:  # plain os calls, no file object: this runs once per file of catalogs with 10,000 files
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise CatalogFileError(start, "is not a regular file")
-        if status.st_size > MAX_FILE_BYTES:
-            raise CatalogFileError(start, f"file is {status.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes")
-        data = _read_up_to(fd, status.st_size + 1, MAX_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise CatalogFileError(start, f"file is over the limit of {MAX_FILE_BYTES:,} bytes")
-    return data
-
-
-def _read_up_to(fd: int, expected: int, limit: int) -> bytes:
-    """Read until end of file or `limit` bytes; `expected` (the size plus one) sizes the first read."""
-    data = os.read(fd, min(expected, limit))
-    if not data or len(data) >= limit:
-        return data
-    chunks = [data]
-    total = len(data)
-    while total < limit:  # the file grew since fstat, or a short read
-        chunk = os.read(fd, limit - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 # -- validation ---------------------------------------------------------------------------------

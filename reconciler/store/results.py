@@ -90,13 +90,21 @@ class ResultRepository:
         self, *, after_id: int, limit: int, service: str | None = None, check: str | None = None,
         result: str | None = None, status: str | None = None, since: str | None = None,
     ) -> list[tuple]:
-        """Results after `after_id`, oldest first, as tuples in `reconciler.export.COLUMNS` order."""
+        """Results after `after_id`, oldest first, as tuples in `reconciler.export.COLUMNS` order but
+        with the check's and the service's ids where their slugs go (`slugs_by_id` names them: a join
+        per row would halve the export's speed)."""
         conditions, params = result_filters(service=service, check=check, result=result, status=status, since=since)
         with self.db.session() as session:
             return session.tuples(
-                'SELECT r.id, c.slug, s.slug, r.status, r.result, r.message, r.url, r.revision, r."trigger",'
-                " r.created_at, r.sent_at, r.finished_at"
-                " FROM results AS r JOIN checks AS c ON c.id = r.check_id LEFT JOIN services AS s ON s.id = r.service_id"
+                'SELECT r.id, r.check_id, r.service_id, r.status, r.result, r.message, r.url, r.revision, r."trigger",'
+                " r.created_at, r.sent_at, r.finished_at FROM results AS r"
                 " WHERE r.id > ?" + conditions + " ORDER BY r.id LIMIT ?",
                 [after_id, *params, limit],
             )
+
+    def slugs_by_id(self) -> tuple[dict[int, str], dict[int, str]]:
+        """({check id: slug}, {service id: slug}) of every check and service ever synced."""
+        with self.db.session() as session:
+            checks = dict(session.tuples("SELECT id, slug FROM checks"))
+            services = dict(session.tuples("SELECT id, slug FROM services"))
+        return checks, services
