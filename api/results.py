@@ -241,7 +241,7 @@ async def export_results_csv(
 ) -> Stream:
     service, check, result, status, since = (value or None for value in (service, check, result, status, since))
     check_filters(result, status)  # before the first byte: a bad filter is a JSON error, not a broken download
-    batches = result_batches(state.store, service=service, check=check, result=result, status=status,
+    batches = result_batches(state.store, defuse=True, service=service, check=check, result=result, status=status,
                              since=parse_since(since))
     # a sync iterator: Litestar takes each chunk from it on a worker thread, off the event loop
     return Stream(csv_chunks(batches), media_type="text/csv; charset=utf-8",

@@ -475,7 +475,7 @@ def cmd_writeback(args: argparse.Namespace) -> int:
 
 def cmd_export_results(args: argparse.Namespace) -> int:
     """Results as CSV or JSON lines on stdout (or --output), streamed; progress on a terminal's stderr."""
-    from .export import CHUNKERS, check_filters, parse_since, result_batches
+    from .export import CHUNKERS, DEFUSE, check_filters, parse_since, result_batches
     from .progress import terminal_progress
 
     check_filters(args.result, args.status)
@@ -492,7 +492,8 @@ def cmd_export_results(args: argparse.Namespace) -> int:
                     yield rows
                     advance(len(rows))
 
-            for chunk in CHUNKERS[args.format](counted(result_batches(store, **filters))):
+            batches = result_batches(store, defuse=DEFUSE[args.format], **filters)
+            for chunk in CHUNKERS[args.format](counted(batches)):
                 output.write(chunk)
         output.flush()
     except BrokenPipeError:  # `catalog export results | head`: the reader has what it wanted

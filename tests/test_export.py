@@ -89,6 +89,7 @@ def test_cli_exports_jsonl_and_csv_and_prints_nothing_else_off_a_terminal(synced
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["id"] for line in lines] == [result["id"] for result in history[1:]]
     assert list(lines[0]) == list(COLUMNS) and lines[0]["check"] == "has-owner" and lines[0]["service"] == "users-api"
+    assert lines[0]["message"] == "=HYPERLINK(\"http://evil.example\")"  # JSON is read by programs: kept as sent
     done = _cli(database_url, capture_output=True, text=True)
     assert len(_rows(done.stdout)) == 5 and done.stderr == ""
     refused = _cli(database_url, "--since", "last tuesday", capture_output=True, text=True)
