@@ -219,8 +219,8 @@ def _with_documents(loaded_files: list[LoadedFile], selection: _Selection) -> li
         real = file_of(path)
         if real != path:
             documents.setdefault(real, []).append(path)
-    if not documents and all(f.kind != SKIPPED and not f.notes for f in loaded_files):
-        return loaded_files  # the usual catalog: no file holds several documents
+    if not documents and all(f.kind != SKIPPED and not f.notes and "#" not in f.path for f in loaded_files):
+        return loaded_files  # the usual catalog: no file holds several documents, nor did
     kept, produced = [], {}
     for loaded in loaded_files:
         selection.notes.extend(loaded.notes)
