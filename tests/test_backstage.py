@@ -205,15 +205,16 @@ def test_other_yaml_that_mentions_backstage_is_neither_read_nor_reported(backsta
     assert [e.split(": ")[0] for e in _errors(backstage_dir)] == ["components/broken.yaml:5:1"]
 
 
-def test_a_file_that_grows_a_second_document_keeps_no_stale_row(store, backstage_dir):
-    sync_directory(store, backstage_dir)
-    path = backstage_dir / "ledger" / "catalog-info.yml"
-    ledger_only = path.read_text().split("\n---\n")[0]
-    path.write_text(ledger_only)
-    sync_directory(store, backstage_dir)
-    rows = lambda: sorted(r["path"] for r in raw_rows(store, "SELECT path FROM catalog_files WHERE path LIKE ?", ("ledger/%",)))  # noqa: E731
+def test_a_file_that_grows_a_second_document_keeps_no_stale_row(store, tmp_path):
+    root = tmp_path / "catalog"
+    (root / "ledger").mkdir(parents=True)
+    path = root / "ledger" / "catalog-info.yml"
+    ledger_only = (FIXTURE / "ledger" / "catalog-info.yml").read_text().split("\n---\n")[0]
+    path.write_text(ledger_only)  # no file of the catalog holds several documents
+    sync_directory(store, root)
+    rows = lambda: sorted(r["path"] for r in raw_rows(store, "SELECT path FROM catalog_files"))  # noqa: E731
     assert rows() == ["ledger/catalog-info.yml"] and _services(store)["ledger"]["path"] == "ledger/catalog-info.yml"
     path.write_text(ledger_only + "\n---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: ledger-ui\n")
-    sync_directory(store, backstage_dir)
+    sync_directory(store, root)
     assert rows() == ["ledger/catalog-info.yml#1", "ledger/catalog-info.yml#2"]
     assert _services(store)["ledger"]["path"] == "ledger/catalog-info.yml#1" and "ledger-ui" in _services(store)
