@@ -19,9 +19,10 @@ from api.batches import BatchController
 from api.catalog import CheckController, ServiceController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
+from api.metrics import metrics, metrics_registry
 from api.openapi import openapi_config
 from api.pages import PAGE_HANDLERS, template_config
-from api.results import AnswerWriter, ResultController
+from api.results import AnswerWriter, ResultController, export_results_csv
 from api.scorecards import API_HANDLERS as SCORECARD_HANDLERS
 from api.routing import get, read
 from reconciler.clock import Clock
@@ -62,6 +63,7 @@ def create_app(
     verifier = TokenVerifier(store, clock)
     oidc = oidc or OidcVerifier(settings.oidc_issuer, settings.expected_audience)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
+    registry, http_metrics = metrics_registry(store, clock)
     state = State({
         "store": store,
         "settings": settings,
@@ -69,16 +71,17 @@ def create_app(
         "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
         "check_runner": check_runner or default_check_runner(store, settings, clock),
         "answers": AnswerWriter(store, writer),
+        "metrics_registry": registry,
     })
     return Litestar(
         route_handlers=[
-            healthz, ResultController, BatchController, ServiceController, CheckController, SyncController,
-            ActionController, EventController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
+            healthz, metrics, ResultController, export_results_csv, BatchController, ServiceController, CheckController,
+            SyncController, ActionController, EventController, webhook_github, *SCORECARD_HANDLERS, *PAGE_HANDLERS,
         ],
         state=state,
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier, oidc=oidc)],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[access_log.before_send] if access_log else [],
+        before_send=[http_metrics.before_send, *([access_log.before_send] if access_log else [])],
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
         openapi_config=openapi_config(),

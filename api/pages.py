@@ -180,6 +180,7 @@ def list_results(
         request, "results.html", title="Results", rows=rows, filters=filters, problems=problems,
         older=_query(**filters, before=rows[-1]["id"]) if more else None,
         newest=_query(**filters) if before else None,
+        download=_query(**filters),  # the same filters as a CSV of every matching result (api/results.py)
         now=now, age=dashboard.age, services=store.reads.services(order="priority"), checks=store.reads.checks(order="name"),
         result_choices=dashboard.RESULT_FILTERS, status_choices=dashboard.STATUS_FILTERS,
     )

@@ -1,12 +1,14 @@
 """Generate a synthetic catalog of N services and M checks as a git repository (for benchmarks).
 
-    python3 bench/generate_catalog.py DIR [--services 10000] [--checks 50] [--seed 1] [--folders 0]
+    python3 bench/generate_catalog.py DIR [--services 10000] [--checks 50] [--seed 1] [--folders 0] [--backstage]
 
 Services get owners, types, tags, meta and up to three dependencies on earlier services (so there
 is no cycle); checks use every targeting form (all, none, a list of slugs, a selector) and every
 frequency, cron schedules and timeouts included. DIR becomes a git repository with one commit on
 `main`. Services sit in services/ itself, or with --folders N spread over N sub-folders (as a large
 catalog may be organised by team): git's cost of a one-file commit grows with the folder's size.
+With --backstage the same services are Backstage Component descriptors, each in its own
+`components/<slug>/catalog-info.yaml`, as an organisation that runs Backstage keeps them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,37 @@ def service_yaml(index: int, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
+def descriptor_yaml(index: int, rng: random.Random) -> str:
+    """Service `index` as a Backstage Component (the same random draws as `service_yaml`)."""
+    slug = service_slug(index)
+    kind = rng.choice(TYPES)
+    team = f"team-{rng.randrange(40):02d}"
+    tags = sorted(rng.sample(TAGS, rng.randrange(0, 4)))
+    dependencies = sorted({service_slug(rng.randrange(index)) for _ in range(rng.randrange(0, 4))}) if index else []
+    lines = [
+        "apiVersion: backstage.io/v1alpha1",
+        "kind: Component",
+        "metadata:",
+        f"  name: {slug}",
+        f"  title: Service {index:05d} {kind.title()}",
+        f"  description: The {kind} that handles part {index} of the business. Owned by {team}.",
+        "  annotations:",
+        f"    github.com/project-slug: acme/{slug}",
+        f'    service-catalog/priority: "{rng.randint(1, 10)}"',
+        f"  tags: [{', '.join(tags)}]",
+        "spec:",
+        f"  type: {kind}",
+        "  lifecycle: production",
+        f"  owner: group:{team}",
+        f"  dependsOn: [{', '.join(f'component:{d}' for d in dependencies)}]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def descriptor_path(index: int) -> str:
+    return f"components/{service_slug(index)}/catalog-info.yaml"
+
+
 def check_yaml(index: int, services: int, rng: random.Random) -> str:
     slug = f"check-{index:03d}"
     lines = [
@@ -83,7 +116,7 @@ def check_yaml(index: int, services: int, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(root: Path, services: int, checks: int, seed: int = 1, folders: int = 0) -> Path:
+def generate(root: Path, services: int, checks: int, seed: int = 1, folders: int = 0, backstage: bool = False) -> Path:
     """Write the catalog under root and commit it; returns root."""
     rng = random.Random(seed)
     (root / "services").mkdir(parents=True, exist_ok=True)
@@ -93,9 +126,9 @@ def generate(root: Path, services: int, checks: int, seed: int = 1, folders: int
         "writeback:\n  branch: catalog-results\n  path: results/\n"
     )
     for index in range(services):
-        path = root / service_path(index, folders)
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(service_yaml(index, rng))
+        path = root / (descriptor_path(index) if backstage else service_path(index, folders))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(descriptor_yaml(index, rng) if backstage else service_yaml(index, rng))
     for index in range(checks):
         (root / "checks" / f"check-{index:03d}.yaml").write_text(check_yaml(index, services, rng))
     git(root, "init", "--quiet", "--initial-branch=main")
@@ -115,8 +148,9 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--folders", type=int, default=0, help="spread services over this many sub-folders")
+    parser.add_argument("--backstage", action="store_true", help="services as Backstage catalog-info.yaml descriptors")
     args = parser.parse_args()
-    generate(args.directory, args.services, args.checks, args.seed, args.folders)
+    generate(args.directory, args.services, args.checks, args.seed, args.folders, args.backstage)
     print(f"{args.directory}: {args.services} services, {args.checks} checks, one commit on main")
 
 

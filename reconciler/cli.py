@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of catalog files")
-    schema.add_argument("kind", nargs="?", choices=tuple(KINDS), help="one kind of file (default: all)")
+    schema.add_argument("kind", nargs="?", choices=(*KINDS, "backstage"),
+                        help="one kind of file (backstage: a Backstage Component; default: all)")
     schema.set_defaults(handler=cmd_schema)
 
     plan = commands.add_parser(
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(sync)
     sync.add_argument("--allow-mass-removal", action="store_true", help="allow removing more than half the services")
+    sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
     sync.set_defaults(handler=cmd_sync)
 
     migrate = commands.add_parser(
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     writeback = commands.add_parser("writeback", help="commit finished results to git and push")
     _add_settings_flags(writeback)
     writeback.add_argument("--no-push", action="store_true", help="commit locally only")
+    writeback.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
     writeback.set_defaults(handler=cmd_writeback)
 
     verify = commands.add_parser(
@@ -168,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     as_of.add_argument("--service", help="one service's pairs only (its slug)")
     as_of.add_argument("--format", choices=("table", "json"), default="table")
     as_of.set_defaults(handler=cmd_as_of)
+
+    export = commands.add_parser(
+        "export", help="export results (CSV or JSON lines) for auditors",
+        description="Print every result matching the filters, oldest first, as CSV (with a header) or JSON"
+        " lines, streamed: any number of results in constant memory. A progress bar goes to stderr on a"
+        " terminal only.",
+    )
+    export_commands = export.add_subparsers(dest="export_what", metavar="WHAT", required=True)
+    export_results = export_commands.add_parser("results", help="results, oldest first")
+    _add_settings_flags(export_results)
+    export_results.add_argument("--since", help="results created at or after this ISO 8601 time (no zone: UTC)")
+    export_results.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    export_results.add_argument("--service", help="only this service's results (slug)")
+    export_results.add_argument("--check", help="only this check's results (slug)")
+    export_results.add_argument("--result", help="only this outcome: pass, warning, fail, error, skipped, unknown")
+    export_results.add_argument("--status", help="only this status: pending, sent, completed, timed-out, error")
+    export_results.add_argument("--output", "-o", help="write to this file instead of stdout")
+    export_results.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
+    export_results.set_defaults(handler=cmd_export_results)
 
     serve = commands.add_parser("serve", help="run the HTTP API")
     _add_settings_flags(serve, server=True)
@@ -207,7 +230,9 @@ def open_store(settings: Settings):
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validation import validate_directory
 
-    count, errors = validate_directory(args.path)
+    notes: list[str] = []
+    count, errors = validate_directory(args.path, notes)
+    _print_notes(notes)
     for error in errors:
         if args.format == "github":
             print(_github_annotation(args.path, error))
@@ -261,6 +286,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     _print_file_errors(plan.errors)
     _print_warnings(plan.warnings)
+    _print_notes(plan.notes)
     refusal = mass_removal_refusal(plan)
     if refusal:
         print(f"catalog: sync would be refused: {refusal}", file=sys.stderr)
@@ -278,8 +304,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     store = open_store(settings)
-    with collector_paused():  # this process only syncs, then exits: nothing else needs the collector
-        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal)
+    with collector_paused(), contextlib.ExitStack() as bars:  # this process only syncs: nothing else needs the collector
+        report = sync(store, source_from_settings(settings), allow_mass_removal=args.allow_mass_removal,
+                      progress=_progress_bars(bars, args.quiet))
     if report.outcome == "unchanged":
         print(f"no changes: revision {report.revision} is already applied ({report.duration_ms:.0f} ms)")
     else:
@@ -290,6 +317,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f" {plan.count('remove')} removed, {plan.unchanged} unchanged in {report.duration_ms:.0f} ms"
         )
         _print_warnings(plan.warnings)
+        _print_notes(plan.notes)
     file_errors = store.catalog.file_errors()
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
@@ -306,6 +334,12 @@ def _print_warnings(warnings: list) -> None:
     """What applied although it names a broken file's slug."""
     for warning in warnings:
         print(f"{warning.location}: warning: {warning.message}", file=sys.stderr)
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What was read and skipped: Backstage entities that are not Components."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _print_file_errors(errors: list) -> None:
@@ -603,7 +637,9 @@ def cmd_writeback(args: argparse.Namespace) -> int:
     from .writeback import writeback_pass
 
     settings = settings_from(args)
-    report = writeback_pass(open_store(settings), settings, push=not args.no_push)
+    with contextlib.ExitStack() as bars:
+        report = writeback_pass(open_store(settings), settings, push=not args.no_push,
+                                progress=_progress_bars(bars, args.quiet))
     for line in report.lines():
         print(line)
     for finding in report.findings:
@@ -651,6 +687,45 @@ def cmd_as_of(args: argparse.Namespace) -> int:
         for line in table(rows, moment):
             print(line)
     return 0
+
+
+def cmd_export_results(args: argparse.Namespace) -> int:
+    """Results as CSV or JSON lines on stdout (or --output), streamed; progress on a terminal's stderr."""
+    from .export import CHUNKERS, DEFUSE, check_filters, parse_since, result_batches
+    from .progress import terminal_progress
+
+    check_filters(args.result, args.status)
+    filters = {"service": args.service, "check": args.check, "result": args.result, "status": args.status,
+               "since": parse_since(args.since)}
+    store = open_store(settings_from(args))
+    filtered = any(value is not None for value in filters.values())
+    total = None if filtered else sum(row["count"] for row in store.metrics.result_counts())
+    output = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        with terminal_progress("exporting results", total=total, quiet=args.quiet) as advance:
+            def counted(batches):
+                for rows in batches:
+                    yield rows
+                    advance(len(rows))
+
+            batches = result_batches(store, defuse=DEFUSE[args.format], **filters)
+            for chunk in CHUNKERS[args.format](counted(batches)):
+                output.write(chunk)
+        output.flush()
+    except BrokenPipeError:  # `catalog export results | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+    finally:
+        if args.output:
+            output.close()
+    return 0
+
+
+def _progress_bars(bars: contextlib.ExitStack, quiet: bool):
+    """`progress(description, total)` for the core: a bar on a terminal (closed with `bars`), else nothing."""
+    from .progress import terminal_progress
+
+    return lambda description, total: bars.enter_context(terminal_progress(description, total=total, quiet=quiet))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

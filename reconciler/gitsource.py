@@ -11,7 +11,8 @@ from typing import Protocol
 import git
 
 from .errors import ConfigError, SourceError
-from .loader import list_catalog_files, read_bytes
+from .loader import list_catalog_files
+from .safe_read import read_bytes
 from .logs import redact_credentials
 from .settings import Settings
 

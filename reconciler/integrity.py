@@ -18,7 +18,7 @@ from typing import Iterable
 
 from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
-from .loader import DEFINITION_KINDS, LoadedFile, locate
+from .loader import DEFINITION_KINDS, LoadedFile, display_path, file_of, locate
 from .schema import MAX_WAIVER_DAYS
 
 REFERENCE_FIELD = {"service": "dependencies", "check": "services"}
@@ -75,7 +75,7 @@ def locate_warnings(root: Path, verdict: Verdict) -> list[CatalogIntegrityError]
 
 def _located(root: Path, problem: Problem, parsed: dict) -> CatalogIntegrityError:
     where = locate(root, problem.path, problem.loc, parsed)
-    return CatalogIntegrityError(where, problem.message, Location(problem.other) if problem.other else None)
+    return CatalogIntegrityError(where, problem.message, Location(file_of(problem.other)) if problem.other else None)
 
 
 class _After:
@@ -183,7 +183,7 @@ def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
         winner = incumbent if incumbent in contenders else contenders[0]
         for path in contenders:
             if path != winner:
-                catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {winner}", winner))
+                catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {display_path(winner)}", winner))
 
 
 def _find_unknown_references(catalog: _After, verdict: Verdict) -> None:
@@ -259,7 +259,7 @@ def _find_cycles(catalog: _After, verdict: Verdict) -> None:
             continue
         seen.add(tuple(cycle))
         files = [catalog.path_of(slug) for slug in cycle[:-1]]
-        text = f"dependency cycle: {' -> '.join(cycle)} ({', '.join(files)})"  # type: ignore[arg-type]
+        text = f"dependency cycle: {' -> '.join(cycle)} ({', '.join(map(display_path, files))})"  # type: ignore[arg-type]
         for slug, following, path in zip(cycle, cycle[1:], files):
             position = catalog.dependencies(slug).index(following)
             entity = None if path in catalog.read else ("service", slug)
@@ -302,7 +302,7 @@ def _warn_about_broken_targets(catalog: _After, verdict: Verdict) -> None:
             if slug in broken:
                 verdict.warnings.append(Problem(
                     path, (name, position),
-                    f"{name}: service {slug!r} is declared by {broken[slug]}, which has errors;"
+                    f"{name}: service {slug!r} is declared by {display_path(broken[slug])}, which has errors;"
                     " it exists once that file is fixed",
                     broken[slug],
                 ))

@@ -13,21 +13,21 @@ import hashlib
 import multiprocessing
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import backstage
 from .entity_records import definition_record, record_of
 from .errors import CatalogFileError, Location
+from .safe_read import Jail
 from .schema import SLUG_PATTERN, Campaign, CatalogConfig, Check, Scorecard, Service, Waiver, slugify
-from .yamlparse import build_values, compose, node_location, parse_yaml
+from .yamlparse import build_values, check_document_shape, compose, compose_documents, node_location, parse_yaml
 
-MAX_FILE_BYTES = 256 * 1024
 PARALLEL_FROM = 2_000  # files; below this a second process costs more than it saves
 CATALOG_FILE = "catalog.yaml"
 KIND_DIRECTORIES = {
@@ -35,12 +35,17 @@ KIND_DIRECTORIES = {
 }
 # Scorecards, waivers and campaigns: few files, kept whole as definitions (store/scorecards.py)
 DEFINITION_KINDS = ("scorecard", "waiver", "campaign")
+DESCRIPTOR = "descriptor"  # a YAML file elsewhere: a catalog file if it holds Backstage entities
+SKIPPED = "skipped"  # a file read that defines nothing (not a descriptor, or no Component in it)
 MODELS: dict[str, type[BaseModel]] = {
     "service": Service, "check": Check, "catalog": CatalogConfig,
     "scorecard": Scorecard, "waiver": Waiver, "campaign": Campaign,
 }
 YAML_SUFFIXES = (".yaml", ".yml")
 _SLUG = re.compile(SLUG_PATTERN)
+# A top-level `apiVersion: backstage.io/...` line: what makes a YAML file outside services/ and checks/
+# (and not named catalog-info.yaml) a descriptor file, whose mistakes are then reported
+_DESCRIPTOR_LINE = re.compile(rb"^apiVersion:[ \t]*[\"']?backstage\.io/", re.MULTILINE)
 
 
 @dataclass(slots=True)  # no __dict__: a cold sync holds 100,000 of these
@@ -58,6 +63,7 @@ class LoadedFile:
     # the slug: a valid file's, or the one an invalid file that still parses declares (slug, or name)
     slug: str | None = None
     references: Sequence[str] = ()  # a valid file's dependencies or listed targets
+    notes: Sequence[str] = ()  # what was read but skipped (Backstage entities of other kinds)
 
     @property
     def ok(self) -> bool:
@@ -65,59 +71,165 @@ class LoadedFile:
 
 
 def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None:
-    """The kind of file a path holds in a catalog, or None when it is not a catalog file."""
+    """The kind of file a path holds in a catalog, or None when it is not a catalog file. A YAML file
+    outside services/ and checks/ is a `DESCRIPTOR` candidate: what it holds decides (`read_entities`)."""
     if ignored_prefix and (relative_path + "/").startswith(ignored_prefix.rstrip("/") + "/"):
         return None
     if relative_path == CATALOG_FILE:
         return "catalog"
     # plain string operations: this runs once per file of catalogs with 10,000 files
+    if not relative_path.endswith(YAML_SUFFIXES):
+        return None
     top, slash, rest = relative_path.partition("/")
-    if not slash or not rest or not relative_path.endswith(YAML_SUFFIXES):
+    if top.startswith(".") or rest.startswith(".") or "/." in rest:  # hidden files and folders are ignored
         return None
-    if rest.startswith(".") or "/." in rest:  # hidden files and folders are ignored (catalog-yaml.md)
-        return None
-    return KIND_DIRECTORIES.get(top)
+    if not slash:
+        return DESCRIPTOR
+    return KIND_DIRECTORIES.get(top, DESCRIPTOR) if rest else None
 
 
 def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[str]:
     """Every catalog file under root, sorted, as relative paths (symlinks listed, not followed;
     hidden folders not entered, as `kind_of` ignores what is in them)."""
     found = []
-    if (root / CATALOG_FILE).exists() or (root / CATALOG_FILE).is_symlink():
-        found.append(CATALOG_FILE)
-    for directory in KIND_DIRECTORIES:
-        base = root / directory
-        if not base.is_dir() or base.is_symlink():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):  # never follows symlinked directories
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            prefix = Path(dirpath).relative_to(root).as_posix() + "/"
-            for name in filenames:
-                relative = prefix + name
-                if kind_of(relative, ignored_prefix):
-                    found.append(relative)
+    root_text = str(root)
+    ignored = ignored_prefix.strip("/") if ignored_prefix else None
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows symlinked directories
+        relative_directory = os.path.relpath(dirpath, root_text).replace(os.sep, "/")
+        prefix = "" if relative_directory == "." else relative_directory + "/"
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and prefix + d != ignored)
+        for name in filenames:
+            relative = prefix + name
+            if kind_of(relative, ignored_prefix):
+                found.append(relative)
     return sorted(found)
 
 
-def read_bytes(root: Path, relative_paths: Iterable[str]) -> Iterator[tuple[str, bytes | CatalogFileError]]:
-    """Each file's bytes, or why they cannot be read: regular files under root only, within the size
-    limit (checked before reading), so a FIFO or a symlink to /dev/zero is an error, not a hang."""
-    jail = _Jail(root)
-    for path in relative_paths:
-        try:
-            yield path, jail.read(path)
-        except CatalogFileError as error:
-            yield path, error
+def document_path(file_path: str, number: int) -> str:
+    """Where the Nth document (from 1) of a file of several documents is kept: `file#N`."""
+    return f"{file_path}#{number}"
+
+
+def file_of(path: str) -> str:
+    """The file a stored path is in: `team.yaml#2` -> `team.yaml`; a file's own path as it is."""
+    head, sign, number = path.rpartition("#")
+    return head if sign and number.isdigit() and head.endswith(YAML_SUFFIXES) else path
+
+
+def display_path(path: str) -> str:
+    """A stored path as a person reads it: `team.yaml (document 2)`."""
+    real = file_of(path)
+    return path if real == path else f"{real} (document {path[len(real) + 1:]})"
 
 
 def read_file(
-    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "_Jail | None" = None
+    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "Jail | None" = None
 ) -> LoadedFile:
     """Read, parse, validate and record one catalog file; never raises for what is in the file.
     `config` gives a check's defaults (catalog.yaml's; the built-in ones when None)."""
-    loaded, value, node = _parse_file(relative_path, _jail or _Jail(root))
+    loaded, value, node = _parse_file(relative_path, _jail or Jail(root))
     if loaded.errors:
         return loaded
+    return _validated(loaded, value, node, config)
+
+
+def read_entities(
+    root: Path, relative_path: str, config: CatalogConfig | None = None, *, _jail: "Jail | None" = None
+) -> list[LoadedFile]:
+    """`read_file` for any catalog file, Backstage descriptors included: one LoadedFile per Component
+    document (at `document_path` when the file holds several documents), or one of kind SKIPPED
+    when the file defines nothing. Never raises for what is in the file."""
+    kind = kind_of(relative_path) or "service"
+    if kind == "catalog":
+        return [read_file(root, relative_path, config, _jail=_jail)]
+    entity_kind = "check" if kind == "check" else "service"
+    named = kind == DESCRIPTOR and relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES)
+    try:
+        data = (_jail or Jail(root)).read(relative_path)
+    except CatalogFileError as error:
+        if kind == DESCRIPTOR and not named:  # some other file (a big OpenAPI document, say): not ours
+            return [LoadedFile(relative_path, SKIPPED, "")]
+        return [LoadedFile(relative_path, entity_kind, "", errors=[error])]
+    if kind == DESCRIPTOR and not named and not _DESCRIPTOR_LINE.search(data):
+        # other YAML in the repository (a Helm template, a Kubernetes manifest that only carries a
+        # backstage.io annotation): not ours to read, nor to report on
+        return [LoadedFile(relative_path, SKIPPED, hashlib.sha256(data).hexdigest())]
+    if named or backstage.MARKER in data:  # one search of a few hundred bytes
+        return _read_descriptors(relative_path, data, kind, config)
+    digest = hashlib.sha256(data).hexdigest()
+    loaded = LoadedFile(relative_path, entity_kind, digest)
+    try:
+        node = compose(data, relative_path)
+        value = build_values(node, relative_path)
+    except CatalogFileError as error:
+        loaded.errors = [error]
+        return [loaded]
+    return [_validated(loaded, value, node, config)]
+
+
+def _read_descriptors(relative_path: str, data: bytes, kind: str, config: CatalogConfig | None) -> list[LoadedFile]:
+    """The Components of a `---` separated stream, each validated as a service where it sits."""
+    entity_kind = "check" if kind == "check" else "service"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        nodes = compose_documents(data, relative_path)
+        values = []
+        for node in nodes:
+            if node is not None:
+                check_document_shape(node, relative_path)
+            values.append(None if node is None else build_values(node, relative_path))
+    except CatalogFileError as error:
+        return [LoadedFile(relative_path, entity_kind, digest, errors=[error])]
+    present = [(number, node, value) for number, (node, value) in enumerate(zip(nodes, values), 1) if node is not None]
+    if kind != DESCRIPTOR and len(nodes) == 1 and present and not backstage.is_descriptor(present[0][2]):
+        # one of our own files that only mentions backstage.io (in a description, say)
+        return [_validated(LoadedFile(relative_path, entity_kind, digest), present[0][2], present[0][1], config)]
+    found, skipped = [], []
+    for number, node, value in present:
+        if not backstage.is_descriptor(value) or not backstage.is_component(value):
+            skipped.append(backstage.describe_kind(value))
+            continue
+        path = relative_path if len(nodes) == 1 else document_path(relative_path, number)
+        found.append(_component(LoadedFile(path, "service", digest), value, node, relative_path, config))
+    notes = [_skipped_note(relative_path, skipped)] if skipped else []
+    if not found:
+        notes = notes or [f"{relative_path}: holds no Backstage Component; nothing read from it"]
+        return [LoadedFile(relative_path, SKIPPED, digest, notes=notes)]
+    found[0].notes = notes
+    return found
+
+
+def _component(loaded: LoadedFile, document: dict, node: yaml.Node, file_path: str,
+               config: CatalogConfig | None) -> LoadedFile:
+    """A Component document as a service: mapped (`backstage`), then validated by the `Service` model."""
+    try:
+        fields, _ = backstage.service_fields(document)
+        model = Service.model_validate(fields)
+    except backstage.DescriptorProblem as problem:
+        loaded.errors = [CatalogFileError(node_location(node, problem.loc, file_path), problem.message)]
+    except ValidationError as error:
+        loaded.errors = _explain(error, node, file_path, Service,
+                                 translate=lambda loc: backstage.document_loc(document, loc))
+    if loaded.errors:
+        loaded.slug = backstage.declared_slug(document)
+        return loaded
+    loaded.record = record_of(model, loaded.path, config or _BUILT_IN_CONFIG)
+    loaded.slug = model.identity
+    loaded.references = model.dependencies or ()
+    return loaded
+
+
+def _skipped_note(relative_path: str, kinds: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    listed = ", ".join(f"{count} x {kind}" if count > 1 else kind for kind, count in counts.items())
+    return f"{relative_path}: skipped {len(kinds)} document{'s' if len(kinds) != 1 else ''} ({listed}): only Backstage Components become services"
+
+
+def _validated(loaded: LoadedFile, value: Any, node: yaml.Node, config: CatalogConfig | None) -> LoadedFile:
+    """A parsed file of our own format validated and recorded."""
+    relative_path = loaded.path
     try:
         model = _validate(value, node, relative_path, loaded.kind)
     except _Invalid as invalid:
@@ -143,9 +255,10 @@ def read_file(
 _BUILT_IN_CONFIG = CatalogConfig()
 
 
-def _parse_file(relative_path: str, jail: "_Jail") -> tuple[LoadedFile, Any, Any]:
+def _parse_file(relative_path: str, jail: "Jail") -> tuple[LoadedFile, Any, Any]:
     """The file read and parsed to plain values (and its nodes, for error lines); errors in `loaded`."""
-    loaded = LoadedFile(relative_path, kind_of(relative_path) or "service", "")
+    kind = kind_of(relative_path)
+    loaded = LoadedFile(relative_path, kind if kind in MODELS else "service", "")
     try:
         data = jail.read(relative_path)
     except CatalogFileError as error:
@@ -175,39 +288,58 @@ def _declared_slug(value: Any) -> str | None:
 
 def read_files(
     root: Path, relative_paths: Iterable[str], config: CatalogConfig | None = None, *,
-    parallel_from: int | None = None,
+    parallel_from: int | None = None, progress: Callable[[int], None] | None = None,
 ) -> list[LoadedFile]:
-    """`read_file` for each path, in order. Thousands of files (a cold sync) are read by two processes
-    when this one may fork safely, since parsing YAML is CPU-bound and a machine has two cores."""
+    """`read_entities` for each path, in order. Thousands of files (a cold sync) are read by two
+    processes when this one may fork safely, since parsing YAML is CPU-bound and a machine has two
+    cores. `progress` is told how many more files are read, a chunk at a time."""
     paths = list(relative_paths)
     if len(paths) >= (PARALLEL_FROM if parallel_from is None else parallel_from) and _may_fork():
-        return _read_in_two_processes(root, paths, config)
-    return _read_chunk(root, paths, config)
+        return _read_in_two_processes(root, paths, config, progress)
+    if progress is None:
+        return _read_chunk(root, paths, config)
+    read = []
+    for start in range(0, len(paths), _CHUNK):
+        read += _read_chunk(root, paths[start:start + _CHUNK], config)
+        progress(len(paths[start:start + _CHUNK]))
+    return read
 
 
-def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
+def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None,
+                           progress: Callable[[int], None] | None = None) -> list[LoadedFile]:
     """A forked worker reads the second half, as this process reads the first. It sends its files in
     chunks, which this process takes in while it reads: no pickle of 50,000 files at once in memory."""
     half = len(paths) // 2
     chunks = [paths[start:start + _CHUNK] for start in range(half, len(paths), _CHUNK)]
     with multiprocessing.get_context("fork").Pool(1) as pool:
         second = pool.imap(functools.partial(_read_chunk_as_tuples, root, config=config), chunks)
-        first = _read_chunk(root, paths[:half], config)
-        return first + [LoadedFile(*fields) for chunk in second for fields in chunk]
+        if progress is None:
+            first = _read_chunk(root, paths[:half], config)
+        else:
+            first = []
+            for start in range(0, half, _CHUNK):
+                first += _read_chunk(root, paths[start:min(start + _CHUNK, half)], config)
+                progress(min(start + _CHUNK, half) - start)
+        rest = []
+        for chunk, sent in zip(chunks, second):
+            rest += [LoadedFile(*fields) for fields in sent]
+            if progress is not None:
+                progress(len(chunk))
+        return first + rest
 
 
 _CHUNK = 2_000  # files per message from the worker
 
 
 def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
-    jail = _Jail(root)  # the resolved root, shared: cheaper for thousands of files
-    return [read_file(root, path, config, _jail=jail) for path in paths]
+    jail = Jail(root)  # the resolved root, shared: cheaper for thousands of files
+    return [loaded for path in paths for loaded in read_entities(root, file_of(path), config, _jail=jail)]
 
 
 def _read_chunk_as_tuples(root: Path, paths: list[str], *, config: CatalogConfig | None) -> list[tuple]:
     """`_read_chunk` in the worker: tuples of fields, which cross the pipe faster than objects."""
     return [
-        (f.path, f.kind, f.digest, f.record, f.config, f.errors, f.slug, f.references)
+        (f.path, f.kind, f.digest, f.record, f.config, f.errors, f.slug, f.references, f.notes)
         for f in _read_chunk(root, paths, config)
     ]
 
@@ -218,102 +350,39 @@ def _may_fork() -> bool:
 
 
 def locate(root: Path, relative_path: str, loc: tuple, parsed: dict[str, yaml.Node | None] | None = None) -> Location:
-    """Where a key path such as ("dependencies", 2) sits in a file; the file start if unknown.
-    `parsed` keeps the files read for earlier calls: one read per file, however many errors it has."""
+    """Where a key path such as ("dependencies", 2) sits in a file (or in one document of a file of
+    Backstage descriptors, where it is the path of the field the key became); the file start if
+    unknown. `parsed` keeps the files read for earlier calls: one read per file, however many errors."""
     if parsed is not None and relative_path in parsed:
         node = parsed[relative_path]
     else:
-        try:
-            node = parse_yaml(_Jail(root).read(relative_path), relative_path)
-        except CatalogFileError:
-            node = None
+        node = _parse_for_locating(root, relative_path)
         if parsed is not None:
             parsed[relative_path] = node
-    return Location(relative_path) if node is None else node_location(node, loc, relative_path)
+    real = file_of(relative_path)
+    if node is None:
+        return Location(real)
+    if isinstance(node, tuple):  # a Backstage document: (its node, its values)
+        node, document = node
+        loc = backstage.document_loc(document, loc) if loc != ("slug",) else ("metadata", "name")
+    return node_location(node, loc, real)
 
 
-# -- reading bytes safely ---------------------------------------------------------------------
-
-
-class _Jail:
-    """Reads files under one root, refusing any that resolve outside it (symlinks)."""
-
-    def __init__(self, root: Path):
-        self.real_root = os.path.realpath(root)
-        self._inside = self.real_root.rstrip(os.sep) + os.sep
-        self._safe_directories: dict[str, bool] = {"": True}
-
-    def read(self, relative_path: str) -> bytes:
-        # os-level calls and a cache of checked directories: this runs once per file of catalogs
-        # with 10,000 files, where realpath on every path costs more than the YAML parsing
-        directory = relative_path.rpartition("/")[0]
-        safe = self._safe_directories.get(directory)
-        if safe is None:
-            real = os.path.realpath(os.path.join(self.real_root, directory))
-            safe = self._safe_directories[directory] = real.startswith(self._inside)
-        path = os.path.join(self.real_root, relative_path)
-        if safe:
-            # the usual case, a regular file, in one open: O_NOFOLLOW refuses a symlink, and
-            # every refusal takes the careful way below (which gives the same errors as before)
-            try:
-                fd = os.open(path, _OPEN_FLAGS)
-            except OSError:
-                pass
-            else:
-                return _read_open_file(fd, relative_path)
-        if not safe or os.path.islink(path):
-            path = os.path.realpath(path)
-            if not path.startswith(self._inside):
-                raise CatalogFileError(
-                    Location(relative_path), "is a symlink pointing outside the repository; refusing to read it"
-                )
-        return _read_regular_file(path, relative_path)
-
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-
-
-def _read_regular_file(resolved: str, relative_path: str) -> bytes:
+def _parse_for_locating(root: Path, relative_path: str) -> Any:
+    real = file_of(relative_path)
     try:
-        fd = os.open(resolved, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise CatalogFileError(Location(relative_path), "file does not exist (or is a broken symlink)") from None
-    except OSError as error:
-        raise CatalogFileError(Location(relative_path), f"cannot read file: {error.strerror or error}") from None
-    return _read_open_file(fd, relative_path)
-
-
-def _read_open_file(fd: int, relative_path: str) -> bytes:
-    """The bytes of an open file (closed here), if it is a regular file within the size limit."""
-    start = Location(relative_path)
-    try:  # plain os calls, no file object: this runs once per file of catalogs with 10,000 files
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise CatalogFileError(start, "is not a regular file")
-        if status.st_size > MAX_FILE_BYTES:
-            raise CatalogFileError(start, f"file is {status.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes")
-        data = _read_up_to(fd, status.st_size + 1, MAX_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise CatalogFileError(start, f"file is over the limit of {MAX_FILE_BYTES:,} bytes")
-    return data
-
-
-def _read_up_to(fd: int, expected: int, limit: int) -> bytes:
-    """Read until end of file or `limit` bytes; `expected` (the size plus one) sizes the first read."""
-    data = os.read(fd, min(expected, limit))
-    if not data or len(data) >= limit:
-        return data
-    chunks = [data]
-    total = len(data)
-    while total < limit:  # the file grew since fstat, or a short read
-        chunk = os.read(fd, limit - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
+        data = Jail(root).read(real)
+        if backstage.MARKER not in data:
+            return parse_yaml(data, real)
+        nodes = compose_documents(data, real)
+        number = int(relative_path[len(real) + 1:]) if real != relative_path else 1
+        node = nodes[number - 1] if 0 < number <= len(nodes) else None
+        if node is None:
+            return None
+        value = build_values(node, real)
+        return (node, value) if backstage.is_descriptor(value) else node
+    except (CatalogFileError, ValueError):
+        return None
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -332,12 +401,15 @@ def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> Bas
         raise _Invalid(_explain(error, node, relative_path, model)) from None
 
 
-def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model: type[BaseModel]) -> list[CatalogFileError]:
+def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model: type[BaseModel],
+             translate=None) -> list[CatalogFileError]:
+    """Pydantic's errors at file:line:col; `translate` maps a field's key path to where it sits in
+    the file when the file's shape is not the model's (a Backstage descriptor)."""
     explained: dict[tuple, CatalogFileError] = {}
     items = error.errors(include_url=False)
     fitting = [item for item in items if _is_branch_for_node(node, tuple(item["loc"]))]
     for item in fitting or items:  # never none: an invalid file without an error would pass as good
-        loc = tuple(item["loc"])
+        loc = tuple(item["loc"]) if translate is None else translate(tuple(item["loc"]))
         field_path = ".".join(str(p) for p in loc if not _is_branch_name(p))
         is_extra = item["type"] == "extra_forbidden"
         where = node_location(node, loc, relative_path, at_key=is_extra)

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 from . import scorecards
 from .catalog_index import CatalogIndex
@@ -29,11 +29,15 @@ from .clock import Clock, format_time
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
 from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
-from .loader import CATALOG_FILE, DEFINITION_KINDS, LoadedFile, kind_of, list_catalog_files, locate, read_file, read_files
+from .loader import (
+    CATALOG_FILE, DEFINITION_KINDS, SKIPPED, LoadedFile, file_of, kind_of, list_catalog_files, locate, read_file, read_files,
+)
 from .notify import route_problems
+from .progress import Progress
 from .schema import CatalogConfig
 from .store import Database
 
+PROGRESS_FROM = 2_000  # files: a sync reading fewer is over before a bar would be worth drawing
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
@@ -72,6 +76,7 @@ class Plan:
     unchanged: int = 0
     errors: list[CatalogFileError] = field(default_factory=list)
     warnings: list[CatalogFileError] = field(default_factory=list)  # applied anyway (a broken file's slug)
+    notes: list[str] = field(default_factory=list)  # what was read and skipped (Backstage kinds other than Component)
     same_revision: bool = False
     # what apply writes
     service_records: list[dict] = field(default_factory=list)
@@ -110,11 +115,13 @@ class SyncReport:
         return self.plan.errors if self.plan else []
 
 
-def make_plan(store: Database, source: Source, *, revision: str | None = None) -> Plan:
+def make_plan(store: Database, source: Source, *, revision: str | None = None,
+              progress: Callable[[str, int], Progress] | None = None) -> Plan:
     """Fetch the source and compare it with the store: every step of a sync before `apply_plan`.
 
     fetch -> select the paths -> read catalog.yaml -> read, parse, validate, record the files ->
-    rules across files -> plan the changes, error marks and file rows.
+    rules across files -> plan the changes, error marks and file rows. `progress(description, total)`,
+    when given, is asked for a callback to tell how many files are read (the CLI draws a bar).
     """
     revision = revision or source.fetch()
     previous = store.state.get("applied_revision")
@@ -125,7 +132,9 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
     old_config = CatalogConfig.from_stored(store.state.get("catalog_config"))
     selection = _select_paths(store, source, previous, revision, old_config.writeback.path)
     config, config_file = _read_config(source.root, selection, old_config)
-    read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults)
+    read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults,
+                       progress=progress)
+    plan.notes = selection.notes
     verdict = check_integrity(read, selection.deleted, selection.index)
     file_errors = _file_errors(source.root, read, verdict)
     applied = {path: loaded.record for path, loaded in read.items() if loaded.record is not None and path not in file_errors}
@@ -136,7 +145,9 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None) -
     _plan_changes(plan, selection, read, applied)
     _plan_error_marks(plan, selection.index, read, applied, file_errors, verdict)
     _plan_file_rows(plan, selection.index, read, applied, file_errors, verdict)
-    plan.errors = sorted((e for errors in file_errors.values() for e in errors), key=lambda e: str(e.location))
+    # the documents of a file that cannot be parsed share its one error: reported once
+    unique = {str(e): e for errors in file_errors.values() for e in errors}
+    plan.errors = sorted(unique.values(), key=lambda e: str(e.location))
     return plan
 
 
@@ -151,8 +162,9 @@ class _Selection:
     """Which files a sync reads, and which it found deleted, with the store's index of them."""
 
     index: CatalogIndex
-    to_read: list[str]
-    deleted: list[str]
+    to_read: list[str]  # files (never the `file#N` path of one document)
+    deleted: list[str]  # stored paths: files, and documents of files that hold several
+    notes: list[str] = field(default_factory=list)
 
 
 def _select_paths(store: Database, source: Source, previous: str | None, revision: str, ignored: str) -> _Selection:
@@ -164,13 +176,17 @@ def _select_paths(store: Database, source: Source, previous: str | None, revisio
         index = CatalogIndex.whole(store)
         present = list_catalog_files(root, ignored)
         present_set = set(present)
-        return _Selection(index, present, sorted(path for path in index.files if path not in present_set))
+        return _Selection(index, present, sorted(path for path in index.files if file_of(path) not in present_set))
     relevant = sorted(path for path in changed if kind_of(path, ignored))
     index = CatalogIndex.partial(store, relevant)
     to_read = [path for path in relevant if (root / path).exists() or (root / path).is_symlink()]
-    deleted = [path for path in relevant if path not in to_read and path in index.files]
-    relevant_set = set(relevant)
-    to_read += [path for path, row in index.files.items() if row["error"] and path not in relevant_set]
+    gone = set(relevant).difference(to_read)
+    deleted = sorted(path for path in index.files if file_of(path) in gone)
+    listed = set(relevant)
+    for path, row in index.files.items():
+        if row["error"] and file_of(path) not in listed:
+            listed.add(file_of(path))
+            to_read.append(file_of(path))
     return _Selection(index, to_read, deleted)
 
 
@@ -185,7 +201,8 @@ def _read_config(root: Path, selection: _Selection, old: CatalogConfig) -> tuple
 
 
 def _read_files(
-    root: Path, selection: _Selection, config: CatalogConfig, config_file: LoadedFile | None, *, defaults_changed: bool
+    root: Path, selection: _Selection, config: CatalogConfig, config_file: LoadedFile | None, *, defaults_changed: bool,
+    progress: Callable[[str, int], Progress] | None = None,
 ) -> dict[str, LoadedFile]:
     """Every selected file read to its record, but those with the same bytes as their last good read;
     new defaults re-read every check."""
@@ -195,13 +212,47 @@ def _read_files(
         listed = set(paths)
         paths += [row["path"] for row in selection.index.checks.values()
                   if row["removed_at"] is None and row["path"] not in listed and row["path"] not in selection.deleted]
+    advance = progress("reading catalog files", len(paths)) if progress and len(paths) >= PROGRESS_FROM else None
     read = {}
-    for loaded in ([config_file] if config_file else []) + read_files(root, paths, config):
+    loaded_files = read_files(root, paths, config, progress=advance)
+    for loaded in ([config_file] if config_file else []) + _with_documents(loaded_files, selection):
         row = files.get(loaded.path)
         if row and not row["error"] and loaded.digest == row["digest"] and not (defaults_changed and loaded.kind == "check"):
             continue  # same bytes as the last good read: nothing to do
         read[loaded.path] = loaded
     return read
+
+
+def _with_documents(loaded_files: list[LoadedFile], selection: _Selection) -> list[LoadedFile]:
+    """The files read, as far as documents of Backstage descriptor files go: their notes gathered, the
+    files that define nothing dropped, and the stored documents a file no longer holds deleted. A
+    file that cannot be parsed keeps every document it had, each marked with the file's error."""
+    documents: dict[str, list[str]] = {}
+    for path in selection.index.files:
+        real = file_of(path)
+        if real != path:
+            documents.setdefault(real, []).append(path)
+    if not documents and all(f.kind != SKIPPED and not f.notes and "#" not in f.path for f in loaded_files):
+        return loaded_files  # the usual catalog: no file holds several documents, nor did
+    kept, produced = [], {}
+    for loaded in loaded_files:
+        selection.notes.extend(loaded.notes)
+        real = file_of(loaded.path)
+        produced.setdefault(real, set())
+        if loaded.kind == SKIPPED:
+            continue
+        if loaded.path == real and loaded.errors and loaded.record is None and real in documents and loaded.slug is None:
+            # the whole file failed (unreadable, YAML syntax): each document keeps its last good state
+            for path in documents[real]:
+                kept.append(LoadedFile(path, loaded.kind, loaded.digest, errors=loaded.errors))
+                produced[real].add(path)
+            continue
+        produced[real].add(loaded.path)
+        kept.append(loaded)
+    for real, paths in produced.items():
+        stored = documents.get(real, []) + ([real] if real in selection.index.files else [])
+        selection.deleted.extend(path for path in stored if path not in paths and path not in selection.deleted)
+    return kept
 
 
 def _file_errors(root: Path, read: dict[str, LoadedFile], verdict: Verdict) -> dict[str, list[CatalogFileError]]:
@@ -352,7 +403,8 @@ def apply_plan(
     )
 
 
-def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False) -> SyncReport:
+def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_mass_removal: bool = False,
+         progress: Callable[[str, int], Progress] | None = None) -> SyncReport:
     """Fetch, plan and apply; one sync at a time per store. Raises on refusal and source errors."""
     clock = clock or Clock()
     lock = _lock_for(store)
@@ -360,7 +412,7 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
         started, started_at = time.perf_counter(), clock.now()
         previous = store.state.get("applied_revision")
         try:
-            plan = make_plan(store, source)
+            plan = make_plan(store, source, progress=progress)
         except CatalogError as error:
             _record_failure(store, clock, started, started_at, previous, None, "failed", str(error))
             raise

@@ -43,6 +43,9 @@ MAX_PER_PASS = 500  # dispatches (with `batch: N`, N results each)
 NEVER = "9999"  # a cutoff no result is created after: every targeted pair counts as due
 
 
+LAST_PASS_KEY = "last_dispatch_pass"  # db.state: the figures of the newest scheduler pass
+
+
 @dataclass
 class PassReport:
     """What one pass did, by result id."""
@@ -192,6 +195,12 @@ def run_pass(
     )
     report.retried = [row["id"] for row in retries]
     _send_all(store, dispatcher, created + retries, by_id, settings, clock, holder, report)
+    # what /metrics shows of the scheduler: counting due pairs on every scrape would cost a due query
+    store.state.set({LAST_PASS_KEY: {
+        "at": format_time(now), "due": len(created), "capped": len(created) >= max_results,
+        "retried": len(report.retried), "sent": len(report.sent), "failed": len(report.failed),
+        "deferred": len(report.deferred), "expired": len(report.expired),
+    }})
     return report
 
 

@@ -437,7 +437,11 @@ KINDS: dict[str, type[BaseModel]] = {
 
 
 def json_schema(kind: str | None = None) -> dict:
-    """The JSON Schema of one kind of file, or of all of them under $defs."""
+    """The JSON Schema of one kind of file (`backstage`: a Backstage Component), or of all of them under $defs."""
+    from .backstage import component_json_schema  # it maps onto the models here
+
+    if kind == "backstage":
+        return component_json_schema()
     if kind is not None:
         schema = KINDS[kind].model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -448,9 +452,12 @@ def json_schema(kind: str | None = None) -> dict:
         one = model.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(one.pop("$defs", {}))
         defs[model.__name__] = one
+    backstage = component_json_schema()
+    del backstage["$schema"]
+    defs["BackstageComponent"] = backstage
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Service catalog files",
-        "anyOf": [{"$ref": f"#/$defs/{m.__name__}"} for m in KINDS.values()],
+        "anyOf": [{"$ref": f"#/$defs/{name}"} for name in [*(m.__name__ for m in KINDS.values()), "BackstageComponent"]],
         "$defs": defs,
     }

@@ -7,12 +7,13 @@ from pathlib import Path
 from .catalog_index import CatalogIndex
 from .errors import CatalogFileError, ConfigError
 from .integrity import check_integrity, locate_problems
-from .loader import CATALOG_FILE, list_catalog_files, read_file, read_files
+from .loader import CATALOG_FILE, SKIPPED, list_catalog_files, read_file, read_files
 from .schema import CatalogConfig
 
 
-def validate_directory(root: str | Path) -> tuple[int, list[CatalogFileError]]:
-    """(number of files read, every error sorted by file and line); ConfigError if root is no directory."""
+def validate_directory(root: str | Path, notes: list[str] | None = None) -> tuple[int, list[CatalogFileError]]:
+    """(number of catalog files read, every error sorted by file and line); ConfigError if root is no
+    directory. `notes` gathers what was read and skipped (Backstage entities other than Components)."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; give the root of a catalog repository")
@@ -20,7 +21,15 @@ def validate_directory(root: str | Path) -> tuple[int, list[CatalogFileError]]:
     config_file = read_file(root, CATALOG_FILE) if (root / CATALOG_FILE).exists() else None
     config = config_file.config if config_file and config_file.ok else CatalogConfig()
     paths = list_catalog_files(root, config.writeback.path)  # type: ignore[union-attr]
-    read = {loaded.path: loaded for loaded in read_files(root, [p for p in paths if p != CATALOG_FILE], config)}
+    read = {}
+    for loaded in read_files(root, [p for p in paths if p != CATALOG_FILE], config):
+        if notes is not None:
+            notes.extend(loaded.notes)
+        if loaded.kind == SKIPPED:
+            if not loaded.notes:
+                paths.remove(loaded.path)  # some other YAML file: not a catalog file
+            continue
+        read[loaded.path] = loaded
     errors: list[CatalogFileError] = list(config_file.errors) if config_file else []
     for loaded in read.values():
         errors.extend(loaded.errors)

@@ -10,7 +10,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import git
 
@@ -22,6 +22,7 @@ from .events import Event
 from .gitsource import GIT_ENV, is_git_repository
 from .ledger import Signer, chain_state, signer_for, with_allowed_signer
 from .logs import redact_credentials
+from .progress import Progress
 from .schema import CatalogConfig
 from .settings import Settings
 from .store import Database
@@ -113,7 +114,8 @@ def resolve_target(store: Database, settings: Settings) -> Target:
 
 
 def writeback_pass(
-    store: Database, settings: Settings, *, push: bool = True, clock: Clock | None = None, batch_size: int = BATCH_SIZE
+    store: Database, settings: Settings, *, push: bool = True, clock: Clock | None = None, batch_size: int = BATCH_SIZE,
+    progress: Callable[[str, int], Progress] | None = None,
 ) -> WritebackReport:
     """Commit every queued finished result (one commit per batch of `batch_size`) and push it.
 
@@ -127,7 +129,8 @@ def writeback_pass(
 
     Raises WritebackError when the remote cannot be reached or keeps rejecting the push: the
     results stay queued for the next pass. With `push=False` one batch is committed to the local
-    clone's branch only, and nothing is marked written.
+    clone's branch only, and nothing is marked written. `progress(description, total)`, when given,
+    is asked for a callback told how many results each batch wrote (the CLI draws a bar).
     """
     clock = clock or Clock()
     target = resolve_target(store, settings)
@@ -143,8 +146,11 @@ def writeback_pass(
         findings = verify_since(store, clone, store.state.get(BASELINE_KEY), head, target.path)
         _remember(store, findings, head, clock)
         report.findings += findings
+        advance = progress("writing results back", store.writeback.queue_size()) if progress else None
         while batch := store.writeback.batch(batch_size):
             _write_batch(store, clone, target, batch, report, push=push, clock=clock, author=author)
+            if advance is not None:
+                advance(len(batch))
             if not push:
                 break
     report.remaining = store.writeback.queue_size()

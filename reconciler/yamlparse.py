@@ -103,6 +103,40 @@ def compose(data: bytes, relative_path: str) -> yaml.Node:
     return node
 
 
+def compose_documents(data: bytes, relative_path: str) -> list[yaml.Node | None]:
+    """Every document of a `---` separated stream (a Backstage descriptor file), None for an empty one.
+    Marks count lines from the start of the file, so each error lands inside the right document."""
+    _decode(data, relative_path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    loader = _YamlLoader(data)
+    documents: list[yaml.Node | None] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            empty = node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"))
+            documents.append(None if empty else node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = Location(relative_path, mark.line + 1, mark.column + 1) if mark else Location(relative_path)
+        context = f" ({error.context})" if error.context else ""
+        raise CatalogFileError(where, f"YAML syntax error: {error.problem or 'invalid YAML'}{context}") from None
+    except yaml.YAMLError as error:
+        raise CatalogFileError(Location(relative_path), f"YAML error: {error}") from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def check_document_shape(node: yaml.Node, relative_path: str) -> None:
+    """A document of a descriptor file holds a mapping, as a whole catalog file does."""
+    if not isinstance(node, yaml.MappingNode):
+        shape = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        raise CatalogFileError(
+            _mark(node, relative_path), f"document holds {shape}; it should hold a mapping of fields (key: value)"
+        )
+
+
 def _check_nodes(root: yaml.Node, relative_path: str) -> None:
     """Refuse keys that are not text, duplicate keys, and documents that expand past MAX_NODES."""
     count = 0

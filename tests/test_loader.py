@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import sync_directory, write_catalog
-from reconciler.loader import MAX_FILE_BYTES, _read_in_two_processes, list_catalog_files, read_file, read_files
+from reconciler.loader import _read_in_two_processes, list_catalog_files, read_file, read_files
+from reconciler.safe_read import MAX_FILE_BYTES
 from reconciler.validation import validate_directory
 
 GOOD = b"name: Payments API\nslug: payments-api\npriority: 1\nowner: team-payments\n"

@@ -62,8 +62,8 @@ class CatalogRepository:
     def index_rows(self, *, paths: Iterable[str] | None = None, service_slugs: Iterable[str] = ()) -> dict[str, Any]:
         """The part of the index a sync of a few files reads, instead of every row (`files`,
         `service_index`): {"services": slug -> `service_index(decode=False)` row, for `service_slugs`}, and
-        when `paths` is given (a sync's first read) also {"files": path -> `files` row, for `paths`
-        and every file with an error, "active": {"service": n, "check": n} entities not removed}."""
+        when `paths` is given (a sync's first read) also {"files": path -> `files` row, for `paths`,
+        every file with an error and every document of a file of several, "active": {"service": n, "check": n} entities not removed}."""
         d = self.db.dialect
         with self.db.session() as session:
             rows = session.all(
@@ -76,7 +76,9 @@ class CatalogRepository:
                 return found
             files = session.all(
                 f"SELECT path, kind, slug, digest, error FROM catalog_files WHERE path IN {d.text_table('?')}"
-                " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE error IS NOT NULL",
+                " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE error IS NOT NULL"
+                # documents of files that hold several (`file#N`): few, and a changed file may drop one
+                " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE path LIKE '%#%'",
                 (d.ids(list(paths)),),
             )
             found["active"] = session.one(

@@ -26,6 +26,7 @@ from .budget import BudgetRepository
 from .catalog import CatalogRepository
 from .dispatch import DispatchRepository
 from .events import EventRepository
+from .metrics import MetricsRepository
 from .pages import PageRepository
 from .postgres import PostgresBackend
 from .reads import ReadRepository
@@ -53,6 +54,7 @@ class Database:
         self.pages = PageRepository(self)
         self.scorecards = ScorecardRepository(self)
         self.events = EventRepository(self)
+        self.metrics = MetricsRepository(self)
 
     @property
     def key(self) -> str:

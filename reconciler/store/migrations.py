@@ -574,6 +574,40 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        8,
+        """
+        -- Results by status and outcome, kept by triggers, so /metrics reads a few rows instead of
+        -- counting a table of millions on every scrape. Results are never deleted, so a count only
+        -- moves when a result is created or its status or outcome changes.
+        CREATE TABLE IF NOT EXISTS result_counts (
+            status TEXT NOT NULL,
+            result TEXT NOT NULL,
+            count  INTEGER NOT NULL,
+            PRIMARY KEY (status, result)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS result_counts_on_insert AFTER INSERT ON results
+        BEGIN
+            INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
+            ON CONFLICT (status, result) DO UPDATE SET count = count + 1;
+        END;
+        CREATE TRIGGER IF NOT EXISTS result_counts_on_update AFTER UPDATE OF status, result ON results
+        WHEN OLD.status IS NOT NEW.status OR OLD.result IS NOT NEW.result
+        BEGIN
+            UPDATE result_counts SET count = count - 1 WHERE status = OLD.status AND result = OLD.result;
+            INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
+            ON CONFLICT (status, result) DO UPDATE SET count = count + 1;
+        END;
+        INSERT INTO result_counts (status, result, count)
+        SELECT status, result, count(*) FROM results WHERE true GROUP BY status, result
+        ON CONFLICT (status, result) DO NOTHING;
+
+        -- The files with errors, for /metrics and every sync's partial index read, without a scan.
+        CREATE INDEX IF NOT EXISTS catalog_files_with_errors ON catalog_files (path) WHERE error IS NOT NULL;
+        -- Open results by age for /metrics: the index holds the ages, so no row of the table is read.
+        CREATE INDEX IF NOT EXISTS results_open_by_created ON results (status, created_at) WHERE status IN ('pending', 'sent');
+        """,
+    ),
 ]
 
 

@@ -452,4 +452,36 @@ MIGRATIONS: list[tuple[int, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION result_attestations_guard();
         """,
     ),
+    (
+        8,
+        r"""
+        -- Results by status and outcome, kept by a trigger (see migrations.py, version 8).
+        CREATE TABLE result_counts (
+            status TEXT COLLATE "C" NOT NULL,
+            result TEXT COLLATE "C" NOT NULL,
+            count  BIGINT NOT NULL,
+            PRIMARY KEY (status, result)
+        );
+        CREATE FUNCTION result_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' THEN
+                IF OLD.status IS NOT DISTINCT FROM NEW.status AND OLD.result IS NOT DISTINCT FROM NEW.result THEN
+                    RETURN NULL;
+                END IF;
+                UPDATE result_counts SET count = count - 1 WHERE status = OLD.status AND result = OLD.result;
+            END IF;
+            INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
+            ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + 1;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER result_counts_follow AFTER INSERT OR UPDATE OF status, result ON results
+            FOR EACH ROW EXECUTE FUNCTION result_counts_follow();
+        INSERT INTO result_counts (status, result, count)
+        SELECT status, result, count(*) FROM results GROUP BY status, result;
+
+        CREATE INDEX catalog_files_with_errors ON catalog_files (path) WHERE error IS NOT NULL;
+        -- Open results by age for /metrics: the index holds the ages, so no row of the table is read.
+        CREATE INDEX results_open_by_created ON results (status, created_at) WHERE status IN ('pending', 'sent');
+        """,
+    ),
 ]

@@ -9,6 +9,10 @@ from ..clock import format_time
 from ..errors import Conflict, NotFound
 from .rows import RESULT_SELECT, decode_result, encode_attestation, result_filters
 
+# the characters a spreadsheet takes as the start of a formula (=, +, -, @, tab, carriage return)
+_DEFUSED = ("CASE WHEN substr(r.{column}, 1, 1) IN ('=', '+', '-', '@', '\t', '\r')"
+            " THEN '''' || r.{column} ELSE r.{column} END")
+
 Answer = tuple  # (result_id, result, message, url, now) or, attested by OIDC, (..., now, attestation dict)
 
 
@@ -109,3 +113,29 @@ class ResultRepository:
                 " FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id = ?",
                 (result_id,),
             )
+
+
+    def export_batch(
+        self, *, after_id: int, limit: int, defuse: bool = False, service: str | None = None, check: str | None = None,
+        result: str | None = None, status: str | None = None, since: str | None = None,
+    ) -> list[tuple]:
+        """Results after `after_id`, oldest first, as tuples in `reconciler.export.COLUMNS` order but
+        with the check's and the service's ids where their slugs go (`slugs_by_id` names them: a join
+        per row would halve the export's speed). `defuse`: a message or URL that a spreadsheet would
+        run as a formula gets a leading `'` (in SQL: a test per row in Python costs a fifth of a CSV export)."""
+        conditions, params = result_filters(service=service, check=check, result=result, status=status, since=since)
+        message, url = (_DEFUSED.format(column=column) if defuse else f"r.{column}" for column in ("message", "url"))
+        with self.db.session() as session:
+            return session.tuples(
+                f'SELECT r.id, r.check_id, r.service_id, r.status, r.result, {message}, {url}, r.revision, r."trigger",'
+                " r.created_at, r.sent_at, r.finished_at FROM results AS r"
+                " WHERE r.id > ?" + conditions + " ORDER BY r.id LIMIT ?",
+                [after_id, *params, limit],
+            )
+
+    def slugs_by_id(self) -> tuple[dict[int, str], dict[int, str]]:
+        """({check id: slug}, {service id: slug}) of every check and service ever synced."""
+        with self.db.session() as session:
+            checks = dict(session.tuples("SELECT id, slug FROM checks"))
+            services = dict(session.tuples("SELECT id, slug FROM services"))
+        return checks, services

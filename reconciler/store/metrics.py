@@ -1,0 +1,40 @@
+"""What /metrics reads on each scrape: maintained counts and a few indexed rows, never a count of results."""
+
+from __future__ import annotations
+
+
+class MetricsRepository:
+    """Reads for Prometheus scrapes. Each is an index lookup or a read of a small maintained table,
+    so a scrape costs the same at 1,000 results or 1,000,000 (bench/bench_metrics.py)."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def result_counts(self) -> list[dict]:
+        """[{status, result, count}]: every result ever recorded, from the table the triggers keep."""
+        with self.db.session() as session:
+            return session.all("SELECT status, result, count FROM result_counts WHERE count > 0 ORDER BY status, result")
+
+    def open_results_by_age(self, cutoffs: list[str]) -> list[int]:
+        """How many open (pending or sent) results were created before each cutoff (ISO times,
+        newest first), and in all as the last item; read through the partial index of open results."""
+        columns = ", ".join(f"sum(CASE WHEN created_at < :c{n} THEN 1 ELSE 0 END) AS c{n}" for n in range(len(cutoffs)))
+        with self.db.session() as session:
+            row = session.one(
+                f"SELECT {columns + ', ' if columns else ''}count(*) AS total FROM results"
+                " WHERE status IN ('pending', 'sent')",
+                {f"c{n}": cutoff for n, cutoff in enumerate(cutoffs)},
+            )
+        return [int(row[f"c{n}"] or 0) for n in range(len(cutoffs))] + [int(row["total"])]
+
+    def oldest_unwritten(self) -> str | None:
+        """When the first result in the write-back queue finished (the queue is written in id order)."""
+        with self.db.session() as session:
+            return session.value(
+                "SELECT finished_at FROM results WHERE id = (SELECT min(result_id) FROM writeback_queue)"
+            )
+
+    def file_error_count(self) -> int:
+        """Catalog files whose current version has an error (a partial index holds just those)."""
+        with self.db.session() as session:
+            return int(session.value("SELECT count(*) FROM catalog_files WHERE error IS NOT NULL"))
