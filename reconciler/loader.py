@@ -142,7 +142,7 @@ def read_entities(
     kind = kind_of(relative_path) or "service"
     if kind == "catalog":
         return [read_file(root, relative_path, config, _jail=_jail)]
-    entity_kind = "check" if kind == "check" else "service"
+    entity_kind = "service" if kind == DESCRIPTOR else kind
     named = kind == DESCRIPTOR and relative_path.endswith(backstage.DESCRIPTOR_FILE_NAMES)
     try:
         data = (_jail or Jail(root)).read(relative_path)
@@ -169,7 +169,7 @@ def read_entities(
 
 def _read_descriptors(relative_path: str, data: bytes, kind: str, config: CatalogConfig | None) -> list[LoadedFile]:
     """The Components of a `---` separated stream, each validated as a service where it sits."""
-    entity_kind = "check" if kind == "check" else "service"
+    entity_kind = "service" if kind == DESCRIPTOR else kind
     digest = hashlib.sha256(data).hexdigest()
     try:
         nodes = compose_documents(data, relative_path)
