@@ -42,6 +42,9 @@ LOCAL_TOKEN_FILE = "local-dispatcher.token"
 class Dispatcher(Protocol):
     def send(self, payload: Payload) -> None: ...
 
+    def capacity(self) -> int | None:
+        """Dispatches that may be sent now without waiting; None: no limit but the dispatcher's own pace."""
+
 
 class GitHubDispatcher:
     """POST {api}/repos/{owner}/{repo}/dispatches, one at a time, paced, honouring rate limits."""
@@ -195,6 +198,9 @@ class LocalDispatcher:
         self._token = token
         self.time_limit = time_limit
 
+    def capacity(self) -> None:
+        return None  # one script at a time, on this machine: no budget
+
     def send(self, payload: Payload) -> None:
         script = self.directory / payload.event_type
         if not script.is_file():
@@ -233,6 +239,9 @@ class LogDispatcher:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream
+
+    def capacity(self) -> None:
+        return None
 
     def send(self, payload: Payload) -> None:
         check_limits(payload)

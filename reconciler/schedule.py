@@ -7,6 +7,9 @@ transient one; `timed-out` when its check's timeout passes unanswered. A crash l
 whose lease runs out: the next pass sends those same rows again, so no pair gets a second result
 for one period. (A crash after GitHub's 204 but before `sent` is recorded sends that result
 twice; the Action's second answer is then refused with 409, as the result is already finished.)
+
+A check with `batch: N` sends up to N of its results in one dispatch: they are leased, sent and
+marked together, and each keeps its own lease, retries and timeout, as a single result does.
 """
 
 from __future__ import annotations
