@@ -115,7 +115,8 @@ def show_service(request: Request, state: State, slug: FromPath[str]) -> Templat
         overall=dashboard.overall([entry["cell"] for entry in entries]),
         history=store.results.list(service=slug, limit=RESULTS_PAGE_SIZE),
         updated_age=dashboard.age(service["updated_at"], now),
-        levels=scorecard_views.service_levels(store, service["id"]),
+        levels=[{**held, "chart": chart(held["trend"], held["levels"], f"{service['name']}, {held['name']}: level per day")}
+                for held in scorecard_views.service_levels(store, service["id"], now)],
     )
 
 

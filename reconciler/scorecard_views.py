@@ -96,8 +96,16 @@ def scorecard(db, slug: str, now: datetime, *, page: int | None = 1) -> dict:
             "page": page, "pages": pages, "service_levels": _service_rows(rows, names), "trend": trend(db, slug, names, now)}
 
 
-def service_levels(db, service_id: int) -> list[dict]:
-    """A service's level of each scorecard that applies to it, with the checks that hold it back."""
+def service_trend(db, scorecard: str, service_id: int, names: list[str], now: datetime) -> list[dict]:
+    """A year of one service's daily level, shaped as `trend`'s days (one service at its level)."""
+    since = (now - timedelta(days=TREND_DAYS - 1)).strftime("%Y-%m-%d")
+    return [{"day": day, "by_level": _by_level(names, {level: 1})}
+            for day, level in db.scorecards.service_trend(scorecard, service_id, since=since)]
+
+
+def service_levels(db, service_id: int, now: datetime | None = None) -> list[dict]:
+    """A service's level of each scorecard that applies to it, with the checks that hold it back
+    (and, given `now`, a year of its daily level)."""
     found = definitions(db)
     shown = []
     for row in db.scorecards.levels(service_id=service_id):
@@ -108,7 +116,8 @@ def service_levels(db, service_id: int) -> list[dict]:
                       and (check, row["service"]) in found.waived}
             shown.append({"scorecard": row["rubric"], "name": found.scorecards[row["rubric"]]["name"],
                           "level": level_name(names, row["level"]), "level_index": row["level"], "levels": names,
-                          "checks": holding_back(row["checks"]), "waivers": waived})
+                          "checks": holding_back(row["checks"]), "waivers": waived,
+                          "trend": service_trend(db, row["rubric"], service_id, names, now) if now else []})
     return shown
 
 

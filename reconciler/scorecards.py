@@ -17,6 +17,7 @@ rows whose `valid_until` passed (a result went stale, a waiver ended). Each retu
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
@@ -228,18 +229,26 @@ class Evaluator:
         self.checks: dict[str, dict] = {}
         self.check_slugs: dict[int, str] = {}
         self._cutoffs: tuple[str, dict[str, str | None]] = ("", {})
+        self._lock = threading.Lock()
 
     def current(self, session=None) -> "Evaluator":
+        """Itself, with the definitions and checks of the applied revision (re-read when it moved)."""
         revision = self.db.scorecards.revision(session)
         if revision != self._revision:
-            self.definitions = Definitions(self.db.scorecards.definitions(session))
-            self.checks = {row["slug"]: row for row in self.db.scorecards.live_checks(session)}
-            for check in self.checks.values():
-                check["stale_offset"] = stale_offset(check)
-            self.check_slugs = {row["id"]: slug for slug, row in self.checks.items()}
-            self._revision = revision
-            self._cutoffs = ("", {})
+            with self._lock:  # request threads and the writer thread share it: one re-read at a time
+                if revision != self._revision:
+                    self._reload(revision, session)
         return self
+
+    def _reload(self, revision, session) -> None:
+        checks = {row["slug"]: row for row in self.db.scorecards.live_checks(session)}
+        for check in checks.values():
+            check["stale_offset"] = stale_offset(check)
+        self.definitions = Definitions(self.db.scorecards.definitions(session))
+        self.checks = checks
+        self.check_slugs = {row["id"]: slug for slug, row in checks.items()}
+        self._cutoffs = ("", {})
+        self._revision = revision  # last: another thread sees the new revision only once all is in place
 
     def cutoffs(self, now: datetime) -> dict[str, str | None]:
         """Each rubric check's stale cutoff at `now`, to the second (cron's are costly; answers come in hundreds a second)."""

@@ -112,6 +112,9 @@ class CatalogRemote:
         shutil.copytree(seed, self.work, ignore=shutil.ignore_patterns("__pycache__", "health-checks"))
         for slug in drop_checks:
             (self.work / "checks" / f"{slug}.yaml").unlink()
+        if drop_checks:  # the example's scorecard, waiver and campaign name the dropped checks
+            for folder in ("scorecards", "waivers", "campaigns"):
+                shutil.rmtree(self.work / folder)
         git("init", "--quiet", "--initial-branch=main", cwd=self.work)
         git("remote", "add", "origin", str(self.bare), cwd=self.work)
         self.commit_and_push("Seed the catalog from catalog-repo-example")

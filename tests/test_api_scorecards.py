@@ -90,3 +90,9 @@ def test_the_dashboard_shows_each_services_level(site):
     page = httpx.get(site + "/").text
     assert "Production readiness</a>: 6 none · 0 Bronze · 1 Silver &lt;b&gt;&amp; · 1 Gold" in page
     assert '<td class="level-cell">Gold</td>' in page
+
+
+def test_the_service_page_charts_a_year_of_its_level(site):
+    page = httpx.get(site + "/services/payments-api").text
+    assert 'aria-label="Payments API, Production readiness: level per day"' in page
+    assert "2026-01-05: 1 Gold" in page
