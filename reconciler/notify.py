@@ -25,7 +25,7 @@ import queue
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, Protocol
 
@@ -256,7 +256,6 @@ class NotifyReport:
     delivered: int = 0  # deliveries they carried
     retried: int = 0
     failed: int = 0  # failed for good in this pass
-    problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"{self.routed} events routed ({self.deliveries} deliveries), {self.messages} messages sent"

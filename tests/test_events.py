@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.clock import Clock, FakeClock, format_time
 from reconciler.events import Event
-from store_support import INTEGRITY_ERRORS, answer, finished_result, new_result, raw_sql
+from store_support import INTEGRITY_ERRORS, finished_result, new_result, raw_sql
 
 
 def _types(store, **filters) -> list[tuple[str, str, str]]:
