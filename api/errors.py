@@ -23,6 +23,7 @@ from reconciler.errors import (
     Conflict,
     DispatchError,
     InvalidInput,
+    NotAllowed,
     NotFound,
     SourceError,
     SyncRefused,
@@ -35,6 +36,7 @@ log = logging.getLogger("catalog.api")
 STATUS_BY_ERROR: dict[type[CatalogError], int] = {
     NotFound: 404,
     Conflict: 409,
+    NotAllowed: 403,
     SyncRefused: 409,
     InvalidInput: 422,
     CatalogFileError: 422,

@@ -8,6 +8,7 @@
     ├── SyncRefused               a sync would remove too much (needs --allow-mass-removal)
     ├── NotFound                  a service, check, result or token that does not exist
     ├── Conflict                  a state change that is not allowed (e.g. a finished result)
+    ├── NotAllowed                a caller who may not do this (an OIDC token of another repository)
     ├── InvalidInput              a bad value given to the API or the CLI
     ├── DispatchError             a dispatcher could not send (transient or permanent)
     └── WritebackError            writing results back to git failed
@@ -85,6 +86,10 @@ class NotFound(CatalogError):
 
 class Conflict(CatalogError):
     """A change the current state does not allow, such as completing a finished result."""
+
+
+class NotAllowed(CatalogError):
+    """A caller who may not do this, whatever the state: an OIDC token answering another repository's check."""
 
 
 class InvalidInput(CatalogError):

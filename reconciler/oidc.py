@@ -57,6 +57,10 @@ class OidcIdentity(Identity):
         """What the result keeps: the attested claims present in the token."""
         return {name: self.claims[name] for name in ATTESTED_CLAIMS if self.claims.get(name) is not None}
 
+    def refusal(self, rule: dict, result_id: int) -> str | None:
+        """Why this token may not answer the result (the store asks, in the answer's transaction), or None."""
+        return answer_refusal(self, rule, result_id)
+
 
 def looks_like_jwt(token: str) -> bool:
     """A compact JWS (three base64url parts, a JSON header): never one of our `cat_` tokens."""

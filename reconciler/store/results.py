@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from .. import scorecards
 from ..clock import format_time
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotAllowed, NotFound
 from .rows import RESULT_SELECT, decode_result, encode_attestation, result_filters
 
 # the characters a spreadsheet takes as the start of a formula (=, +, -, @, tab, carriage return)
 _DEFUSED = ("CASE WHEN substr(r.{column}, 1, 1) IN ('=', '+', '-', '@', '\t', '\r')"
             " THEN '''' || r.{column} ELSE r.{column} END")
 
-Answer = tuple  # (result_id, result, message, url, now) or, attested by OIDC, (..., now, attestation dict)
+Answer = tuple  # (result_id, result, message, url, now), or (..., now, attestor) for an answer attested by OIDC
+
+
+class Attestor(Protocol):
+    """Who answers with an attestation (`reconciler.oidc.OidcIdentity`): what it attests, and why it may
+    not answer a result, given the result's `rule` (its check's slug and repository, the stored catalog.yaml)."""
+
+    attestation: dict
+
+    def refusal(self, rule: dict, result_id: int) -> str | None: ...
 
 
 class ResultRepository:
@@ -44,32 +54,35 @@ class ResultRepository:
         backend.commit()
         return outcomes
 
-    def _answer_all(self, session, answers: list[Answer]) -> list[dict | NotFound | Conflict]:
+    def _answer_all(self, session, answers: list[Answer]) -> list[dict | NotFound | Conflict | NotAllowed]:
         """Each result is completed by one conditional UPDATE (its open status is the condition), so of
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
-        attested: dict[int, dict] = {}
-        for result_id, result, message, url, now, *attestation in answers:
+        attestors: dict[int, Attestor] = {}
+        for result_id, result, message, url, now, *attestor in answers:
             if result_id not in first:
                 first[result_id] = (result_id, result, message, url, format_time(now))
-                if attestation and attestation[0]:
-                    attested[result_id] = attestation[0]
-        completed = self.db.dialect.complete_results(session, list(first.values()))
+                if attestor and attestor[0] is not None:
+                    attestors[result_id] = attestor[0]
+        refused = self._refusals(session, attestors) if attestors else {}
+        completed = self.db.dialect.complete_results(
+            session, [answer for result_id, answer in first.items() if result_id not in refused])
+        attested = {result_id: attestors[result_id].attestation for result_id in completed if result_id in attestors}
         for result_id, row in completed.items():
             row["attestation"] = attested.get(result_id)
-        kept = [(result_id, encode_attestation(attested[result_id])) for result_id in completed if result_id in attested]
-        if kept:  # the OIDC claims of the run that answered, beside the result (insert-only, like it)
-            session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)", kept)
+        if attested:  # the OIDC claims of the run that answered, beside the result (insert-only, like it)
+            session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)",
+                         [(result_id, encode_attestation(claims)) for result_id, claims in attested.items()])
         # the levels of the services answered, in this transaction; returns the LevelChanges (issue 14's hook)
         scorecards.after_answers(self.db, session, completed.values(), answers[0][4]) if completed else None
         outcomes: list = []
         for result_id, *_ in answers:
-            outcomes.append(completed.pop(result_id, None))  # popped: a second answer in the batch lost
-        refused = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
+            outcomes.append(completed.pop(result_id, None) or refused.get(result_id))  # popped: a second answer lost
+        missing = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
         statuses = dict(session.tuples(
             f"SELECT id, status FROM results WHERE id IN {self.db.dialect.id_table('?')}",
-            (self.db.dialect.ids(sorted(refused)),),
-        )) if refused else {}
+            (self.db.dialect.ids(sorted(missing)),),
+        )) if missing else {}
         for i, outcome in enumerate(outcomes):
             if outcome is None:
                 result_id = answers[i][0]
@@ -77,6 +90,23 @@ class ResultRepository:
                 outcomes[i] = (NotFound(f"result {result_id} does not exist") if status is None else
                                Conflict(f"result {result_id} is already {status} and can never change"))
         return outcomes
+
+    def _refusals(self, session, attestors: dict[int, "Attestor"]) -> dict[int, NotAllowed]:
+        """The attested answers whose caller may not answer that result, read in the answer's transaction
+        (one read per batch): its check's slug and `repository`, and the stored catalog.yaml."""
+        d = self.db.dialect
+        rules = session.all(
+            'SELECT r.id, c.slug AS "check", c.repository,'
+            " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config"
+            f" FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id IN {d.id_table('?')}",
+            (d.ids(sorted(attestors)),),
+        )
+        refused = {}
+        for rule in rules:
+            why = attestors[rule["id"]].refusal(rule, rule["id"])
+            if why is not None:
+                refused[rule["id"]] = NotAllowed(why)
+        return refused
 
     def checkpoint(self) -> None:
         """Let the backend fold its log back into the database (SQLite's WAL), off the event loop."""
@@ -102,18 +132,6 @@ class ResultRepository:
             rows = session.all(RESULT_SELECT + " WHERE TRUE" + conditions + " ORDER BY r.id DESC LIMIT ?",
                                params + [limit])
         return [decode_result(row) for row in rows]
-
-    def answer_rule(self, result_id: int) -> dict | None:
-        """What decides who may answer a result: its check's slug and `repository`, and the stored
-        catalog.yaml (its defaults.repository and oidc pin). None when the result does not exist."""
-        with self.db.session() as session:
-            return session.one(
-                'SELECT c.slug AS "check", c.repository,'
-                " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config"
-                " FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id = ?",
-                (result_id,),
-            )
-
 
     def export_batch(
         self, *, after_id: int, limit: int, defuse: bool = False, service: str | None = None, check: str | None = None,
