@@ -74,6 +74,21 @@ def test_two_replicas_share_one_budget_in_the_store(store, database_url):
     restarted.close()
 
 
+def test_concurrent_takers_never_pass_the_budget(store, database_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    clock = FakeClock()  # frozen: every take falls in the same minute
+    stores = [open_database(database_url) for _ in range(4)]  # four processes' connections
+    try:
+        budgets = [Budget(s, parse_budget("30/min"), clock) for s in stores]
+        with ThreadPoolExecutor(4) as pool:
+            taken = list(pool.map(lambda b: sum(b.take() == 0 for _ in range(20)), budgets))
+    finally:
+        for s in stores:
+            s.close()
+    assert sum(taken) == 30
+
+
 def test_a_rate_limit_answer_pauses_every_process(store, tmp_path):
     clock = FakeClock()
     budget = Budget(store, parse_budget("80/min,500/h"), clock)
