@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from pathlib import Path
+import os
+import sys
 from typing import IO, Mapping
 from urllib.parse import quote
 
@@ -157,3 +158,33 @@ def _call(session: requests.Session, method: str, url: str, header: str, body: d
         message = document.get("message") if isinstance(document, dict) else (response.text or "")[:200]
         raise InvalidInput(f"{method} {url} answered {response.status_code}: {message}")
     return document
+
+
+def run_answer(result: str | None, *, message: str | None, url: str | None, results: str | None, listing: bool) -> int:
+    """`catalog answer`: exit 0 when every answer was recorded, 1 otherwise (each refusal on stderr)."""
+    if (result is not None) + (results is not None) + listing != 1:
+        raise InvalidInput("give one of RESULT (one result), --results FILE (a batch) or --list")
+    environ = os.environ
+    data = read_payload(environ)
+    session = requests.Session()
+    header = authorization(data["server"]["url"], environ, session)
+    if listing:
+        for item in batch_results(data, header=header, session=session):
+            print(json.dumps(item, separators=(",", ":")))
+        return 0
+    url = url or run_url(environ)
+    if result is not None:
+        row = answer_one(data, result.strip().lower(), message, url, header=header, session=session)
+        print(f"result {row['id']}: {row['result']}", file=sys.stderr)
+        return 0
+    with (sys.stdin if results == "-" else open(results, encoding="utf-8")) as source:
+        lines = read_lines(source, results)
+    outcomes, unanswered = answer_batch(data, lines, url, header=header, session=session)
+    refused = [outcome for outcome in outcomes if outcome["status"] != 200]
+    for outcome in refused:
+        print(f"catalog: result {outcome['id']}: {outcome['status']} {outcome['error']['message']}", file=sys.stderr)
+    if unanswered:
+        print(f"catalog: {len(unanswered)} results of the batch not answered (they will time out): "
+              + ", ".join(unanswered[:10]) + (" ..." if len(unanswered) > 10 else ""), file=sys.stderr)
+    print(f"answered {len(outcomes) - len(refused)} of {len(outcomes)} results", file=sys.stderr)
+    return 1 if refused or unanswered else 0

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Callable
 
-from .errors import CatalogError, InvalidInput
+from .errors import CatalogError
 from .logs import redact_credentials
 from .schema import KINDS
 from .settings import Settings
@@ -480,7 +480,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     store = open_store(settings)
     clock = Clock()
     if args.plan:
-        return _print_plan(store, settings, clock.now())
+        from .dispatch_plan import print_plan
+
+        return print_plan(store, settings, clock.now())
     if args.dry_run:
         now = clock.now()
         expiring = expire_results(store, now, dry_run=True)
@@ -493,28 +495,6 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     _print_outcomes(store, report)
     print(f"dispatch: {report}", file=sys.stderr)
     return EXIT_ERROR if report.failed else 0
-
-
-def _print_plan(store, settings: Settings, now) -> int:
-    from .budget import Budget
-    from .dispatch_plan import batch_that_fits, check_loads, total
-
-    budget = Budget.from_text(store, settings.github_budget)
-    per_day = budget.per_day()
-    loads = sorted(check_loads(store, now), key=lambda load: -load.dispatches_per_day())
-    width = max([len(load.slug) for load in loads] + [5])
-    print(f"{'check':<{width}}  {'services':>8}  {'runs/day':>8}  {'batch':>5}  {'dispatches/day':>14}")
-    for load in loads:
-        print(f"{load.slug:<{width}}  {load.services:>8,}  {load.runs_per_day:>8.2f}  {load.batch:>5}"
-              f"  {load.dispatches_per_day():>14,.1f}")
-    needed = total(loads)
-    print(f"total: {needed:,.0f} dispatches/day; budget {per_day:,}/day ({budget})")
-    if needed <= per_day:
-        return 0
-    fits = batch_that_fits(loads, per_day)
-    advice = f"set batch: {fits}+" if fits else "even batch: 1000 does not fit; run checks less often"
-    print(f"catalog: warning: needs {needed:,.0f} runs/day, budget {per_day:,}: {advice}", file=sys.stderr)
-    return 2
 
 
 def cmd_run_check(args: argparse.Namespace) -> int:
@@ -564,37 +544,9 @@ def _log_to_stderr() -> None:
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    """Exit 0 when every answer was recorded, 1 otherwise (each refusal printed on stderr)."""
-    import requests
+    from .answer import run_answer
 
-    from . import answer
-
-    if (args.result is not None) + (args.results is not None) + args.list != 1:
-        raise InvalidInput("give one of RESULT (one result), --results FILE (a batch) or --list")
-    environ = os.environ
-    data = answer.read_payload(environ)
-    session = requests.Session()
-    header = answer.authorization(data["server"]["url"], environ, session)
-    if args.list:
-        for item in answer.batch_results(data, header=header, session=session):
-            print(json.dumps(item, separators=(",", ":")))
-        return 0
-    url = args.url or answer.run_url(environ)
-    if args.result is not None:
-        row = answer.answer_one(data, args.result.strip().lower(), args.message, url, header=header, session=session)
-        print(f"result {row['id']}: {row['result']}", file=sys.stderr)
-        return 0
-    with (sys.stdin if args.results == "-" else open(args.results, encoding="utf-8")) as source:
-        lines = answer.read_lines(source, args.results)
-    outcomes, unanswered = answer.answer_batch(data, lines, url, header=header, session=session)
-    refused = [outcome for outcome in outcomes if outcome["status"] != 200]
-    for outcome in refused:
-        print(f"catalog: result {outcome['id']}: {outcome['status']} {outcome['error']['message']}", file=sys.stderr)
-    if unanswered:
-        print(f"catalog: {len(unanswered)} results of the batch not answered (they will time out): "
-              + ", ".join(unanswered[:10]) + (" ..." if len(unanswered) > 10 else ""), file=sys.stderr)
-    print(f"answered {len(outcomes) - len(refused)} of {len(outcomes)} results", file=sys.stderr)
-    return EXIT_ERROR if refused or unanswered else 0
+    return run_answer(args.result, message=args.message, url=args.url, results=args.results, listing=args.list)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:

@@ -6,12 +6,17 @@ A dispatch is a workflow run: one per (check, service) pair, or one per `batch: 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 
 from . import cron
+from .budget import Budget
 from .schema import FREQUENCY_PERIODS, MAX_BATCH
+from .settings import Settings
 from .store import Database
+
+PLAN_DOES_NOT_FIT = 2  # the exit status of `catalog dispatch --plan` when the budget is too small
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,23 @@ def batch_that_fits(loads: list[CheckLoad], per_day: int) -> int | None:
         else:
             low = middle + 1
     return low
+
+
+def print_plan(store: Database, settings: Settings, now: datetime) -> int:
+    """The plan as `catalog dispatch --plan` prints it; 0 when it fits the budget, 2 when not."""
+    budget = Budget.from_text(store, settings.github_budget)
+    per_day = budget.per_day()
+    loads = sorted(check_loads(store, now), key=lambda load: -load.dispatches_per_day())
+    width = max([len(load.slug) for load in loads] + [5])
+    print(f"{'check':<{width}}  {'services':>8}  {'runs/day':>8}  {'batch':>5}  {'dispatches/day':>14}")
+    for load in loads:
+        print(f"{load.slug:<{width}}  {load.services:>8,}  {load.runs_per_day:>8.2f}  {load.batch:>5}"
+              f"  {load.dispatches_per_day():>14,.1f}")
+    needed = total(loads)
+    print(f"total: {needed:,.0f} dispatches/day; budget {per_day:,}/day ({budget})")
+    if needed <= per_day:
+        return 0
+    fits = batch_that_fits(loads, per_day)
+    advice = f"set batch: {fits}+" if fits else "even batch: 1000 does not fit; run checks less often"
+    print(f"catalog: warning: needs {needed:,.0f} runs/day, budget {per_day:,}: {advice}", file=sys.stderr)
+    return PLAN_DOES_NOT_FIT

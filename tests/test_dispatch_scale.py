@@ -74,6 +74,21 @@ def test_two_replicas_share_one_budget_in_the_store(store, database_url):
     restarted.close()
 
 
+def test_concurrent_takers_never_pass_the_budget(store, database_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    clock = FakeClock()  # frozen: every take falls in the same minute
+    stores = [open_database(database_url) for _ in range(4)]  # four processes' connections
+    try:
+        budgets = [Budget(s, parse_budget("30/min"), clock) for s in stores]
+        with ThreadPoolExecutor(4) as pool:
+            taken = list(pool.map(lambda b: sum(b.take() == 0 for _ in range(20)), budgets))
+    finally:
+        for s in stores:
+            s.close()
+    assert sum(taken) == 30
+
+
 def test_a_rate_limit_answer_pauses_every_process(store, tmp_path):
     clock = FakeClock()
     budget = Budget(store, parse_budget("80/min,500/h"), clock)
@@ -337,3 +352,35 @@ def test_catalog_answer_results_answers_a_batch_in_one_bulk_patch(tmp_path):
     assert single.returncode == 1 and "answer them with --results FILE" in single.stderr
     missing = answer_cli({}, "pass")
     assert missing.returncode == 1 and "PAYLOAD is not set" in missing.stderr
+
+
+# -- the plan, the status, the YAML -----------------------------------------------------------------
+
+
+def test_dispatch_plan_says_which_batch_fits_and_status_shows_the_budget_left(tmp_path, capsys, monkeypatch):
+    from reconciler.cli import main
+
+    catalog(tmp_path / "catalog", 300, 2, 1)
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["sync", *home, "--repo", str(tmp_path / "catalog")]) == 0
+    monkeypatch.setenv("CATALOG_GITHUB_BUDGET", "10/h")
+    capsys.readouterr()
+    assert main(["dispatch", "--plan", *home]) == 2
+    out, err = capsys.readouterr()
+    assert "check-00" in out and "total: 600 dispatches/day; budget 240/day (10/h)" in out
+    assert err.strip() == "catalog: warning: needs 600 runs/day, budget 240: set batch: 3+"
+    assert main(["status", *home]) == 0
+    assert "GitHub budget: 10/h (10 left)" in capsys.readouterr().out
+    monkeypatch.setenv("CATALOG_GITHUB_BUDGET", "10/fortnight")
+    assert main(["status", *home]) == 1
+    assert "CATALOG_GITHUB_BUDGET: '10/fortnight'" in capsys.readouterr().err
+
+
+def test_a_batch_out_of_range_names_file_and_line(tmp_path, capsys):
+    from reconciler.cli import main
+
+    catalog(tmp_path / "catalog", 1, 1, 1)
+    (tmp_path / "catalog" / "checks" / "check-00.yaml").write_text("name: Check 0\nfrequency: daily\nbatch: 1001\n")
+    assert main(["validate", str(tmp_path / "catalog")]) == 1
+    out = capsys.readouterr().out
+    assert "checks/check-00.yaml:3:" in out and "batch" in out and "1000" in out, out
