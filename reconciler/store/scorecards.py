@@ -134,18 +134,13 @@ class ScorecardRepository:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def level_counts(self, *, team: str | None = None, rubric: str | None = None) -> list[tuple[str, int, int]]:
-        """(rubric, level, services) for every rubric (or one), over every service or one team's."""
+    def level_counts(self, *, rubric: str | None = None) -> list[tuple[str, int, int]]:
+        """(rubric, level, services) for every rubric, or one."""
         with self.db.session() as session:
             if rubric is not None:
                 return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels WHERE rubric = ?"
                                       " GROUP BY rubric, level", (rubric,))
-            if team is None:
-                return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
-            return session.tuples(
-                "SELECT l.rubric, l.level, count(*) FROM services AS s"
-                " JOIN scorecard_levels AS l ON l.service_id = s.id"
-                " WHERE s.removed_at IS NULL AND coalesce(s.owner, '') = ? GROUP BY l.rubric, l.level", (team,))
+            return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
 
     def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
                service_ids: list[int] | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
