@@ -101,8 +101,8 @@ def main() -> int:
         store = open_database(database_url)
         report = sync(store, DirectorySource(catalog))
         assert report.outcome == "applied" and not report.errors, report.errors
-        patch_each = max(20_000, 3000 * args.duration)
-        ids = fill_results(store, pending=2 * patch_each + 400)
+        patch_each = max(30_000, 7000 * args.duration)  # more than a run answers: no 404s in the figures
+        ids = fill_results(store, pending=3 * patch_each + 400)
         writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
         reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
         store.results.checkpoint()
@@ -166,19 +166,25 @@ def main() -> int:
             report = sync(store, DirectorySource(catalog))
             assert report.outcome == "applied" and not report.errors, report.errors
             requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
-            without_cards = one_answer_ms(store, pending[200 + patch_each * 2: 200 + patch_each * 2 + 200])
+            without_cards = one_answer_ms(store, pending[200 + patch_each * 3: 200 + patch_each * 3 + 200])
             patch_without = run_wrk(script.replace("FIRST", str(first + patch_each)), base, **load)
+            # and with them again, so the order of the runs does not decide the ratio
+            write_scorecards(catalog, args.checks)
+            report = sync(store, DirectorySource(catalog))
+            assert report.outcome == "applied" and not report.errors, report.errors
+            requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
+            patch_again = run_wrk(script.replace("FIRST", str(first + 2 * patch_each)), base, **load)
         finally:
             server.terminate()
             server.wait(timeout=20)
             log.close()
         print(f"one answer in process (median of 200): {with_cards:.3f} ms with scorecards, "
               f"{without_cards:.3f} ms without: hook {with_cards - without_cards:.3f} ms  [target <= 1 ms]")
-        for name, figures in (("with scorecards", patch_with), ("without", patch_without)):
+        for name, figures in (("with scorecards", patch_with), ("without", patch_without), ("with them again", patch_again)):
             print(f"PATCH {name}: {figures['rps']:,.0f} req/s, p50 {figures['p50_us'] / 1000:.1f} ms, "
                   f"p99 {figures['p99_us'] / 1000:.1f} ms, non-2xx {figures['status_errors']}")
         print(f"PATCH throughput with / without scorecards: {patch_with['rps'] / patch_without['rps']:.2f}"
-              "  [target >= 0.90]")
+              f" (first run), {patch_again['rps'] / patch_without['rps']:.2f} (after)  [target >= 0.90]")
         print(describe(probe()), "(after)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

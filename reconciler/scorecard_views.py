@@ -38,11 +38,11 @@ def _by_level(names: list[str], counts: dict[int, int]) -> dict[str, int]:
     return {"none": counts.get(0, 0), **{name: counts.get(i + 1, 0) for i, name in enumerate(names)}}
 
 
-def scorecard_summaries(db, *, team: str | None = None) -> list[dict]:
+def scorecard_summaries(db) -> list[dict]:
     """Every scorecard with how many services hold each level (highest level held counts)."""
     found = definitions(db)
     counts: dict[str, dict[int, int]] = {}
-    for rubric, level, services in db.scorecards.level_counts(team=team):
+    for rubric, level, services in db.scorecards.level_counts():
         counts.setdefault(rubric, {})[level] = services
     summaries = []
     for slug, card in sorted(found.scorecards.items()):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
 
-from .clock import format_time, parse_time
+from .clock import format_time
 from .staleness import stale_cutoff, stale_from, stale_offset
 
 # What a counted check can be for a service; only the first two count towards a level

@@ -10,6 +10,7 @@ from ..clock import format_time
 from ..scorecards import Evaluation, Evaluator, LevelChange
 
 _SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
+BULK_SNAPSHOT_FROM = 1_000  # level changes in one write (bench/bench_scorecards.py: a first evaluation)
 
 
 class ScorecardRepository:
@@ -103,12 +104,22 @@ class ScorecardRepository:
             writes,
         )
         session.many("DELETE FROM scorecard_levels WHERE rubric = ? AND service_id = ?", gone)
-        session.many(
-            "INSERT INTO scorecard_snapshots (rubric, service_id, day, level) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level",
-            [(c.rubric, c.service_id, day, c.after) for c in changes if c.after is not None],
-        )
+        if len(changes) > BULK_SNAPSHOT_FROM:  # a first evaluation: one statement, not a row each from Python
+            self._snapshot_levels(session, day)
+        else:
+            session.many(
+                "INSERT INTO scorecard_snapshots (rubric, service_id, day, level) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level",
+                [(c.rubric, c.service_id, day, c.after) for c in changes if c.after is not None],
+            )
         return changes
+
+    @staticmethod
+    def _snapshot_levels(session, day: str) -> None:
+        session.run(
+            "INSERT INTO scorecard_snapshots (rubric, service_id, day, level)"
+            " SELECT rubric, service_id, ?, level FROM scorecard_levels WHERE TRUE"
+            " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level", (day,))
 
     def due_services(self, session, now: str) -> list[int]:
         """Services with a level that time alone may change by now."""
@@ -118,10 +129,7 @@ class ScorecardRepository:
     def record_snapshot(self, day: str) -> None:
         """Today's level of every (rubric, service), and today's counts per level, whole and per team."""
         with self.db.transaction() as session:
-            session.run(
-                "INSERT INTO scorecard_snapshots (rubric, service_id, day, level)"
-                " SELECT rubric, service_id, ?, level FROM scorecard_levels WHERE TRUE"
-                " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level", (day,))
+            self._snapshot_levels(session, day)
             session.run("DELETE FROM scorecard_trend WHERE day = ?", (day,))
             session.run(
                 "INSERT INTO scorecard_trend (rubric, scope, team, day, level, services)"
@@ -134,18 +142,13 @@ class ScorecardRepository:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def level_counts(self, *, team: str | None = None, rubric: str | None = None) -> list[tuple[str, int, int]]:
-        """(rubric, level, services) for every rubric (or one), over every service or one team's."""
+    def level_counts(self, *, rubric: str | None = None) -> list[tuple[str, int, int]]:
+        """(rubric, level, services) for every rubric, or one."""
         with self.db.session() as session:
             if rubric is not None:
                 return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels WHERE rubric = ?"
                                       " GROUP BY rubric, level", (rubric,))
-            if team is None:
-                return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
-            return session.tuples(
-                "SELECT l.rubric, l.level, count(*) FROM services AS s"
-                " JOIN scorecard_levels AS l ON l.service_id = s.id"
-                " WHERE s.removed_at IS NULL AND coalesce(s.owner, '') = ? GROUP BY l.rubric, l.level", (team,))
+            return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
 
     def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
                service_ids: list[int] | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
