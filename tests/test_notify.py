@@ -254,3 +254,26 @@ def test_kill_9_between_send_and_mark_delivers_again_with_the_same_event_id(sync
     [event] = synced_store.events.list()
     assert [r.event_ids() for r in receiver.requests] == [[event["id"]], [event["id"]]]  # the receiver drops the repeat
     assert notify_pass(synced_store, environ=webhook_env).messages == 0
+
+
+@pytest.mark.parametrize("services, event, wanted", [
+    ("all", {}, True),
+    ("none", {}, False),
+    (["payments-api"], {}, True),
+    (["users-api"], {}, False),
+    ({"tags": ["pci"], "max_priority": 2}, {}, True),
+    ({"tags": ["pci", "gdpr"]}, {}, False),
+    ({"type": "web", "owner": "team-payments"}, {}, True),
+    ({"owner": "team-identity"}, {}, False),
+    ({"owner": "team-payments"}, {"service": None, "service_priority": None}, True),     # a team's event, no service
+    ({"type": "web"}, {"service": None, "service_priority": None}, False),
+])
+def test_a_route_targets_services_with_a_checks_forms(services, event, wanted):
+    from reconciler.notify import targets
+    from reconciler.schema import NotificationRoute
+
+    route = NotificationRoute.model_validate({"name": "r", "url_env": "X", "events": ["failing"], "services": services})
+    base = {"type": "failing", "service": "payments-api", "team": "team-payments", "service_type": "web",
+            "service_owner": "team-payments", "service_priority": 1, "service_tags": ["pci", "tier-1"]}
+    assert targets(route, {**base, **event}) is wanted
+    assert targets(route, {**base, **event, "type": "recovered"}) is False
