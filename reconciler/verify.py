@@ -259,6 +259,11 @@ def _classify(branch, broken, ends, head_missing, head, removed, report) -> None
         return ends.pop() if len(ends) == 1 and (line is None or len(broken) == 1) else None
 
     for line in broken:
+        if removed == 0 and any(end.index == line.index for end in ends):
+            # Nobody links to it and its own prev names nothing: its bytes changed, prev included (its
+            # successor or the head names it below). The line above is unlinked because of that, not changed.
+            take_end_before(line)
+            continue
         end = take_end_before(line)
         if removed > 0:
             removed -= 1

@@ -134,6 +134,19 @@ def test_a_changed_line_is_named_with_its_file_line_and_commit(branch):
     ]
 
 
+def test_a_line_whose_prev_was_edited_too_is_one_changed_line(branch):
+    def forge(lines):
+        record = json.loads(lines[2])
+        record["prev"], record["result"] = "f" * 64, "skipped"  # was "warning": the same length
+        return [*lines[:2], json.dumps(record, sort_keys=True, separators=(",", ":")), *lines[3:]]
+
+    commit = branch.tamper(DAY_ONE, forge)
+    assert findings(branch.verify()) == [
+        f"{DAY_ONE}:3: changed-line: the line of result {branch.ids[2]} was changed in commit {commit[:12]}:"
+        f" the next line ({DAY_ONE}:4) links to its hash as it was"
+    ]
+
+
 def test_a_line_changed_by_amending_the_last_commit_and_force_pushing_is_found(branch):
     commit = branch.tamper(DAY_TWO, lambda lines: [lines[0].replace('"fail"', '"pass"'), *lines[1:]], amend=True)
     found = findings(branch.verify())
