@@ -295,3 +295,13 @@ def test_as_of_gives_each_pairs_latest_result_at_known_times(branch):
 def test_as_of_refuses_a_time_it_cannot_read_in_one_line(branch):
     result = catalog("as-of", "yesterday", "--repo", str(branch.remote), home=branch.tmp / "auditor")
     assert result.returncode == 1 and result.stderr.startswith("catalog: TIME must be an ISO 8601 date or time")
+
+
+def test_a_commit_that_adds_its_own_key_to_allowed_signers_does_not_vouch_for_itself(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    mallory = " ".join((keys["mallory"].parent / "mallory_key.pub").read_text().split()[:2])
+    forged = branch.tamper("results/allowed_signers", lambda lines: lines + [f'mallory@example.com namespaces="git" {mallory}'],
+                           sign_with=keys["mallory"])
+    assert findings(branch.verify()) == [f"wrongly-signed-commit: commit {forged[:12]} is signed with a key not in"
+                                         " allowed_signers (results/allowed_signers lists the allowed keys)"]
+
