@@ -305,3 +305,11 @@ def test_a_commit_that_adds_its_own_key_to_allowed_signers_does_not_vouch_for_it
     assert findings(branch.verify()) == [f"wrongly-signed-commit: commit {forged[:12]} is signed with a key not in"
                                          " allowed_signers (results/allowed_signers lists the allowed keys)"]
 
+
+
+def test_a_remote_branch_is_fetched_and_verified_and_a_missing_repository_is_one_line(branch):
+    remote = catalog("verify", "--repo", f"file://{branch.remote}", home=branch.tmp / "auditor")
+    assert remote.returncode == 0 and remote.stdout.startswith("verified: 6 history lines"), remote.stdout + remote.stderr
+    missing = catalog("verify", "--repo", str(branch.tmp / "nowhere"), home=branch.tmp / "auditor")
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"catalog: {branch.tmp / 'nowhere'} does not exist: give --repo a repository URL or a local git repository"]
