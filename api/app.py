@@ -22,8 +22,8 @@ from api.pages import PAGE_HANDLERS, template_config
 from api.results import AnswerWriter, ResultController
 from api.routing import get, read
 from reconciler.clock import Clock
-from reconciler.oidc import OidcVerifier
 from reconciler.logs import log_to_stderr
+from reconciler.oidc import OidcVerifier
 from reconciler.settings import Settings
 from reconciler.store import Database
 from reconciler.tokens import TokenVerifier
