@@ -26,8 +26,8 @@ from api.results import AnswerWriter, ResultController, export_results_csv
 from api.scorecards import API_HANDLERS as SCORECARD_HANDLERS
 from api.routing import get, read
 from reconciler.clock import Clock
-from reconciler.oidc import OidcVerifier
 from reconciler.logs import log_to_stderr
+from reconciler.oidc import OidcVerifier
 from reconciler.settings import Settings
 from reconciler.store import Database
 from reconciler.tokens import TokenVerifier

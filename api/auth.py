@@ -15,8 +15,8 @@ A bad token (unknown or revoked) is treated as no token: `request.user.authentic
 `scope["state"]["auth_error"]` says why, so a page can say "your token was revoked".
 
 A bearer JWT (a GitHub Actions OIDC token) is checked by `reconciler.oidc.OidcVerifier` instead; its
-`OidcIdentity` holds no scope and passes one guard, `requires_answer`: the answering handler then
-applies the repository rule (`reconciler.oidc.answer_refusal`).
+`OidcIdentity` holds no scope and passes one guard, `requires_answer`; the store then applies the
+repository rule (`reconciler.oidc.answer_refusal`) in the answer's transaction.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ async def requires_read(connection: ASGIConnection, _: BaseRouteHandler) -> None
 
 async def requires_answer(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Answering one result: a token with `results:write`, or a verified OIDC token, whose repository
-    rule the handler applies once it knows the result (`reconciler.oidc.answer_refusal`)."""
+    rule the store applies once it reads the result (`reconciler.oidc.answer_refusal`)."""
     identity = identity_of(connection)
     if not (identity.has("results:write") or isinstance(identity, OidcIdentity)):
         _refuse(connection, "results:write")

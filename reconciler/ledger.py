@@ -117,10 +117,16 @@ class ResultsBranch:
                 if tip:
                     return cls(git_dir, tip, branch, where)
             raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
+        from .errors import WritebackError
         from .writeback import Clone  # GitPython: imported only for a remote repository
 
-        clone = Clone(home / "audit", repo)
-        tip = clone.remote_head(branch)
+        if "://" not in repo and not repo.startswith("git@") and ":" not in repo.split("/")[0]:
+            raise ConfigError(f"{where} does not exist: give --repo a repository URL or a local git repository")
+        try:
+            clone = Clone(home / "audit", repo)
+            tip = clone.remote_head(branch)
+        except WritebackError as error:  # its words are the write-back's; keep only what went wrong
+            raise ConfigError(str(error).split("; ")[0]) from None
         if tip is None:
             raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
         return cls(str(clone.repo.git_dir), tip, branch, where)

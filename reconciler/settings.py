@@ -38,7 +38,7 @@ class Settings:
     bot_name: str = "catalog-bot"  # author of write-back commits
     bot_email: str = "catalog-bot@users.noreply.localhost"
     # Trust (docs/operating.md): who may answer with an OIDC token instead of an API token, and the
-    # SSH key that signs write-back commits. The audience defaults to server_url (see oidc_audience_or_default).
+    # SSH key that signs write-back commits. The audience defaults to server_url (expected_audience).
     oidc_issuer: str = DEFAULT_OIDC_ISSUER
     oidc_audience: str | None = None
     writeback_signing_key: str | None = field(default=None, repr=False)

@@ -259,6 +259,11 @@ def _classify(branch, broken, ends, head_missing, head, removed, report) -> None
         return ends.pop() if len(ends) == 1 and (line is None or len(broken) == 1) else None
 
     for line in broken:
+        if removed == 0 and any(end.index == line.index for end in ends):
+            # Nobody links to it and its own prev names nothing: its bytes changed, prev included (its
+            # successor or the head names it below). The line above is unlinked because of that, not changed.
+            take_end_before(line)
+            continue
         end = take_end_before(line)
         if removed > 0:
             removed -= 1
@@ -362,10 +367,11 @@ def _sizes(branch: ResultsBranch, shas: list[str]) -> dict[str, int]:
 
 
 def _check_signatures(branch: ResultsBranch, root: str, report: VerifyReport) -> None:
-    """With results/allowed_signers on the branch, every commit since it was added is signed by one of its keys."""
+    """With results/allowed_signers on the branch, every commit since it was added is signed by a key the
+    file listed before that commit (the first one: by a key it adds), so a commit adding a key of its own
+    does not vouch for itself."""
     signers_path = root + files.ALLOWED_SIGNERS_FILE
-    signers = branch.read(signers_path)
-    if signers is None:
+    if branch.read(signers_path) is None:
         return
     added = branch.git("log", "--format=%H", "--diff-filter=A", branch.tip, "--", signers_path).decode().split()
     if not added:
@@ -374,12 +380,24 @@ def _check_signatures(branch: ResultsBranch, root: str, report: VerifyReport) ->
     report.signed_from = first
     parents = branch.git("rev-list", "--parents", "-n", "1", first).decode().split()[1:]
     span = [f"^{parent}" for parent in parents] + [branch.tip]
-    with tempfile.NamedTemporaryFile("wb", suffix=".allowed_signers") as handle:
-        handle.write(signers)
-        handle.flush()
-        out = branch.git("-c", f"gpg.ssh.allowedSignersFile={handle.name}", "log", "--format=%H %G?", *span).decode()
-    for row in out.splitlines():
-        commit, _, state = row.partition(" ")
+    commits = branch.git("rev-list", "--topo-order", "--reverse", *span).decode().split()
+    changed = set(branch.git("rev-list", *span, "--", signers_path).decode().split())
+    groups: dict[str, list[str]] = {}  # the commit whose allowed_signers applies -> the commits it vouches for
+    version = first
+    for commit in commits:
+        groups.setdefault(version, []).append(commit)
+        if commit in changed:
+            version = commit  # applies from the next commit on
+    states: dict[str, str] = {}
+    for version, vouched in groups.items():
+        with tempfile.NamedTemporaryFile("wb", suffix=".allowed_signers") as handle:
+            handle.write(branch.read(signers_path, version) or b"")
+            handle.flush()
+            out = branch.git("-c", f"gpg.ssh.allowedSignersFile={handle.name}", "log", "--no-walk=unsorted",
+                             "--stdin", "--format=%H %G?", stdin=("\n".join(vouched) + "\n").encode()).decode()
+        states.update(row.split(" ", 1) for row in out.splitlines() if " " in row)
+    for commit in reversed(commits):  # newest first, as git log lists them
+        state = states.get(commit, "N")
         if state == "G":
             continue
         if state == "N":

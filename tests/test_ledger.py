@@ -134,6 +134,19 @@ def test_a_changed_line_is_named_with_its_file_line_and_commit(branch):
     ]
 
 
+def test_a_line_whose_prev_was_edited_too_is_one_changed_line(branch):
+    def forge(lines):
+        record = json.loads(lines[2])
+        record["prev"], record["result"] = "f" * 64, "skipped"  # was "warning": the same length
+        return [*lines[:2], json.dumps(record, sort_keys=True, separators=(",", ":")), *lines[3:]]
+
+    commit = branch.tamper(DAY_ONE, forge)
+    assert findings(branch.verify()) == [
+        f"{DAY_ONE}:3: changed-line: the line of result {branch.ids[2]} was changed in commit {commit[:12]}:"
+        f" the next line ({DAY_ONE}:4) links to its hash as it was"
+    ]
+
+
 def test_a_line_changed_by_amending_the_last_commit_and_force_pushing_is_found(branch):
     commit = branch.tamper(DAY_TWO, lambda lines: [lines[0].replace('"fail"', '"pass"'), *lines[1:]], amend=True)
     found = findings(branch.verify())
@@ -282,3 +295,21 @@ def test_as_of_gives_each_pairs_latest_result_at_known_times(branch):
 def test_as_of_refuses_a_time_it_cannot_read_in_one_line(branch):
     result = catalog("as-of", "yesterday", "--repo", str(branch.remote), home=branch.tmp / "auditor")
     assert result.returncode == 1 and result.stderr.startswith("catalog: TIME must be an ISO 8601 date or time")
+
+
+def test_a_commit_that_adds_its_own_key_to_allowed_signers_does_not_vouch_for_itself(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    mallory = " ".join((keys["mallory"].parent / "mallory_key.pub").read_text().split()[:2])
+    forged = branch.tamper("results/allowed_signers", lambda lines: lines + [f'mallory@example.com namespaces="git" {mallory}'],
+                           sign_with=keys["mallory"])
+    assert findings(branch.verify()) == [f"wrongly-signed-commit: commit {forged[:12]} is signed with a key not in"
+                                         " allowed_signers (results/allowed_signers lists the allowed keys)"]
+
+
+
+def test_a_remote_branch_is_fetched_and_verified_and_a_missing_repository_is_one_line(branch):
+    remote = catalog("verify", "--repo", f"file://{branch.remote}", home=branch.tmp / "auditor")
+    assert remote.returncode == 0 and remote.stdout.startswith("verified: 6 history lines"), remote.stdout + remote.stderr
+    missing = catalog("verify", "--repo", str(branch.tmp / "nowhere"), home=branch.tmp / "auditor")
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"catalog: {branch.tmp / 'nowhere'} does not exist: give --repo a repository URL or a local git repository"]

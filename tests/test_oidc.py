@@ -60,6 +60,12 @@ def test_a_token_of_the_checks_repository_answers_and_the_result_keeps_its_attes
     assert '"attestation":{"actor":"hubot","repository":"acme-rockets/health-checks","run_attempt":"1"' in line
 
 
+def test_the_origin_scripts_token_scheme_carries_an_oidc_token_too(client, synced_store, issuer):
+    result = new_result(synced_store)
+    response = client.patch(f"/api/results/{result['id']}", data={"result": "pass"}, headers=auth(issuer.mint(), "Token"))
+    assert response.status_code == 200 and response.json()["attestation"]["repository"] == REPOSITORY
+
+
 def test_an_answer_with_an_api_token_has_no_attestation_and_its_history_line_is_unchanged(client, synced_store):
     result = new_result(synced_store)
     response = patch(client, result["id"], make_token(synced_store, "results:write"))
