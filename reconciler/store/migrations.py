@@ -591,12 +591,12 @@ MIGRATIONS: list[tuple[int, str]] = [
             INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
             ON CONFLICT (status, result) DO UPDATE SET count = count + 1;
         END;
+        -- One statement per answer (the hot write): the old pair's count down, the new one's up.
         CREATE TRIGGER IF NOT EXISTS result_counts_on_update AFTER UPDATE OF status, result ON results
         WHEN OLD.status IS NOT NEW.status OR OLD.result IS NOT NEW.result
         BEGIN
-            UPDATE result_counts SET count = count - 1 WHERE status = OLD.status AND result = OLD.result;
-            INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
-            ON CONFLICT (status, result) DO UPDATE SET count = count + 1;
+            INSERT INTO result_counts (status, result, count) VALUES (OLD.status, OLD.result, -1), (NEW.status, NEW.result, 1)
+            ON CONFLICT (status, result) DO UPDATE SET count = count + excluded.count;
         END;
         INSERT INTO result_counts (status, result, count)
         SELECT status, result, count(*) FROM results WHERE true GROUP BY status, result

@@ -464,14 +464,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE FUNCTION result_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP = 'UPDATE' THEN
-                IF OLD.status IS NOT DISTINCT FROM NEW.status AND OLD.result IS NOT DISTINCT FROM NEW.result THEN
-                    RETURN NULL;
-                END IF;
-                UPDATE result_counts SET count = count - 1 WHERE status = OLD.status AND result = OLD.result;
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
+                ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + 1;
+            ELSIF OLD.status IS DISTINCT FROM NEW.status OR OLD.result IS DISTINCT FROM NEW.result THEN
+                INSERT INTO result_counts (status, result, count)
+                VALUES (OLD.status, OLD.result, -1), (NEW.status, NEW.result, 1)
+                ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + excluded.count;
             END IF;
-            INSERT INTO result_counts (status, result, count) VALUES (NEW.status, NEW.result, 1)
-            ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + 1;
             RETURN NULL;
         END $$;
         CREATE TRIGGER result_counts_follow AFTER INSERT OR UPDATE OF status, result ON results
