@@ -420,17 +420,19 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
             store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
             return SyncReport("unchanged", plan.revision, previous, plan, _ms(started))
         try:
-            run = apply_plan(
-                store, plan, now=clock.now(), started=started, started_at=started_at,
-                allow_mass_removal=allow_mass_removal,
-            )
+            # one transaction: the levels the sync changed, and their level-changed events, commit with it
+            with store.transaction():
+                run = apply_plan(
+                    store, plan, now=clock.now(), started=started, started_at=started_at,
+                    allow_mass_removal=allow_mass_removal,
+                )
+                store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
+                level_changes = scorecards.evaluate_all(store, clock.now())  # definitions, services or checks changed
         except SyncRefused as error:
             _record_failure(store, clock, started, started_at, previous, plan.revision, "refused", str(error), plan)
             raise
         except Conflict:
             raise
-        store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
-        level_changes = scorecards.evaluate_all(store, clock.now())  # definitions, services or checks changed
         return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run,
                           level_changes=level_changes)
 

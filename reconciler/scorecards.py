@@ -23,6 +23,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
 
 from .clock import format_time
+from .events import Event
 from .staleness import stale_cutoff, stale_from, stale_offset
 
 # What a counted check can be for a service; only the first two count towards a level
@@ -313,7 +314,9 @@ def evaluate_all(db, now: datetime) -> list[LevelChange]:
     with db.transaction() as session:
         services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks)
         found = evaluator.evaluate_services(services, latest, now)
-        return db.scorecards.replace_levels(session, found, now, whole=True)
+        changes = db.scorecards.replace_levels(session, found, now, whole=True)
+        record_level_events(db, session, evaluator, changes, now)
+        return changes
 
 
 def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list[LevelChange]:
@@ -330,7 +333,9 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list
     service_ids = sorted({row["service_id"] for row, _ in answers})
     stored = db.scorecards.stored_levels(session, service_ids)
     changed = evaluator.answered(stored, answers, now)
-    return db.scorecards.replace_levels(session, changed, now, stored=stored)
+    changes = db.scorecards.replace_levels(session, changed, now, stored=stored)
+    record_level_events(db, session, evaluator, changes, now)
+    return changes
 
 
 def refresh_due(db, now: datetime) -> list[LevelChange]:
@@ -342,7 +347,38 @@ def refresh_due(db, now: datetime) -> list[LevelChange]:
             return []
         services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks, service_ids)
         found = evaluator.evaluate_services(services, latest, now)
-        return db.scorecards.replace_levels(session, found, now, service_ids=service_ids)
+        changes = db.scorecards.replace_levels(session, found, now, service_ids=service_ids)
+        record_level_events(db, session, evaluator, changes, now)
+        return changes
+
+
+def record_level_events(db, session, evaluator: Evaluator, changes: list[LevelChange], now: datetime) -> int:
+    """`level-changed` events for these changes, in the caller's transaction (the one that wrote the
+    levels). A scorecard's level that moved between two levels reports; a first evaluation (no level
+    before), a row that no longer applies, and a campaign of checks (`campaign:SLUG`) do not. Nothing is
+    read when nothing changed: the answer path pays only when a level moves."""
+    rubrics = evaluator.definitions.rubrics
+    moved = [c for c in changes if c.before is not None and c.after is not None and c.before != c.after
+             and c.rubric in rubrics and not c.rubric.startswith(CAMPAIGN_PREFIX)]
+    if not moved:
+        return 0
+    owners = db.scorecards.service_owners(session, sorted({c.service_id for c in moved}))
+    events = []
+    for change in moved:
+        slug, owner = owners.get(change.service_id, (None, None))
+        if slug is None:
+            continue
+        rubric = rubrics[change.rubric]
+        names = [name for name, _ in rubric.levels]
+        before = names[change.before - 1] if 0 < change.before <= len(names) else None
+        after = names[change.after - 1] if 0 < change.after <= len(names) else None
+        verb = "rose" if change.after > change.before else "fell"
+        events.append(Event(
+            "level-changed", f"{slug}: {rubric.name} level {verb} from {before or 'no level'} to {after or 'no level'}",
+            team=owner, service=slug,
+            data={"scorecard": rubric.key, "scorecard_name": rubric.name, "level_before": before,
+                  "level_after": after, "levels_before": change.before, "levels_after": change.after}))
+    return db.events.emit(events, now=now)
 
 
 def snapshot(db, now: datetime) -> bool:

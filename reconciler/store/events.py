@@ -19,6 +19,12 @@ from ..events import Event
 
 EVENT_COLUMNS = "e.id, e.type, e.created_at, e.team, e.service, e.check_slug, e.result_id, e.outcome, e.summary, e.data"
 
+_INSERT_EVENT = (
+    "INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary, data, event_key)"
+    " VALUES (:type, :created_at, :team, :service, :check_slug, :result_id, :outcome, :summary, :data, :event_key)"
+)
+
+
 class EventRepository:
     """Events (never changed, never deleted) and the deliveries of each to each route."""
 
@@ -39,17 +45,27 @@ class EventRepository:
         ]
         if not rows:
             return 0
+        keyless = [row for row in rows if row["event_key"] is None]
         with self.db.transaction() as session:
-            new = 0
-            for row in rows:  # one at a time: each says whether it was new
-                new += session.one(
-                    "INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary,"
-                    " data, event_key) VALUES (:type, :created_at, :team, :service, :check_slug, :result_id,"
-                    " :outcome, :summary, :data, :event_key)"
-                    " ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING RETURNING id",
-                    row,
-                ) is not None
+            session.many(_INSERT_EVENT, keyless)  # one statement for them all (a sync's level changes)
+            new = len(keyless)
+            for row in rows:  # keyed ones one at a time: each says whether it was new
+                if row["event_key"] is not None:
+                    new += session.one(
+                        _INSERT_EVENT + " ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING RETURNING id",
+                        row,
+                    ) is not None
             return new
+
+    def recorded_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of these once-only keys were recorded already (a periodic job asks before it writes)."""
+        keys = sorted(set(keys))
+        if not keys:
+            return set()
+        with self.db.session() as session:
+            return {row[0] for row in session.tuples(
+                f"SELECT event_key FROM events WHERE event_key IN {self.db.dialect.text_table('?')}",
+                (self.db.dialect.ids(keys),))}
 
     # -- the sender ---------------------------------------------------------------------------
 

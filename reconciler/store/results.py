@@ -73,7 +73,7 @@ class ResultRepository:
         if attested:  # the OIDC claims of the run that answered, beside the result (insert-only, like it)
             session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)",
                          [(result_id, encode_attestation(claims)) for result_id, claims in attested.items()])
-        # the levels of the services answered, in this transaction; returns the LevelChanges (issue 14's hook)
+        # the levels of the services answered, and a level-changed event for each level that moved, in this transaction
         scorecards.after_answers(self.db, session, completed.values(), answers[0][4]) if completed else None
         outcomes: list = []
         for result_id, *_ in answers:

@@ -66,6 +66,12 @@ class ScorecardRepository:
             found[slug] = row
         return services, latest
 
+    def service_owners(self, session, service_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+        """service id -> (slug, owner), for the events of level changes (removed services too)."""
+        return {row[0]: (row[1], row[2]) for row in session.tuples(
+            f"SELECT id, slug, owner FROM services WHERE id IN {self.db.dialect.id_table('?')}",
+            (self.db.dialect.ids(sorted(service_ids)),))}
+
     def stored_levels(self, session, service_ids: list[int] | None = None) -> dict[tuple[str, int], tuple]:
         """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'."""
         if service_ids is None:
