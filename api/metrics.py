@@ -132,8 +132,25 @@ class CatalogCollector:
         return iter(())
 
     def notification_backlog(self, now: datetime) -> Iterator[Metric]:
-        """Issue 14 plugs in here: notifications waiting to be sent."""
-        return iter(())
+        """Notifications waiting: events not yet routed, deliveries pending / due / failed for good."""
+        backlog = self.store.metrics.notification_backlog(format_time(now))
+        yield GaugeMetricFamily("catalog_notification_events_waiting", "Events recorded but not yet handed to"
+                                " the notification routes (the sender's outbox)", value=backlog["unrouted"])
+        oldest = backlog["oldest_unrouted"]
+        yield GaugeMetricFamily("catalog_notification_events_waiting_age_seconds", "Age of the oldest event not yet"
+                                " handed to the routes (0: none waiting)",
+                                value=max(0.0, (now - parse_time(oldest)).total_seconds()) if oldest else 0)
+        deliveries = GaugeMetricFamily("catalog_notification_deliveries", "Deliveries to routes by state: pending"
+                                       " (waiting for a send, a retry or a digest's window), due (pending and their"
+                                       " time has come), failed (gave up after the last retry, ever)",
+                                       labels=("state",))
+        for state in ("pending", "due", "failed"):
+            deliveries.add_metric((state,), backlog[state])
+        yield deliveries
+        due = backlog["oldest_due"]
+        lag = (now - parse_time(due)).total_seconds() if due else 0.0
+        yield GaugeMetricFamily("catalog_notification_delivery_lag_seconds", "How long the oldest pending delivery"
+                                " has been due (0: none due)", value=max(0.0, lag))
 
 
 def _timestamp(name: str, documentation: str, text: str | None) -> GaugeMetricFamily:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import yaml
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +13,7 @@ from api.app import create_app
 from api_support import auth, make_token
 from conftest import sync_directory
 from reconciler.clock import FakeClock, format_time
+from reconciler.notify import RetryPolicy, notify_pass
 from reconciler.schedule import LAST_PASS_KEY
 from reconciler.settings import Settings
 from store_support import answer, finished_result, new_result, raw_sql
@@ -118,3 +120,28 @@ def test_metrics_follow_the_read_rule(synced_store, tmp_path):
     public = Settings(home=tmp_path, public_read=True)
     with TestClient(create_app(synced_store, public, sync_trigger=lambda: None)) as client:
         assert client.get("/metrics").status_code == 200
+
+
+def test_notification_backlog_follows_events_and_deliveries(client, synced_store, example_dir, clock):
+    def backlog() -> dict[str, float]:
+        samples = _samples(client.get("/metrics").text)
+        return {"waiting": samples[("catalog_notification_events_waiting", ())],
+                "age": samples[("catalog_notification_events_waiting_age_seconds", ())],
+                "lag": samples[("catalog_notification_delivery_lag_seconds", ())],
+                **{state: samples[("catalog_notification_deliveries", (("state", state),))]
+                   for state in ("pending", "due", "failed")}}
+
+    assert backlog() == {"waiting": 0, "age": 0, "lag": 0, "pending": 0, "due": 0, "failed": 0}
+    config = yaml.safe_load((example_dir / "catalog.yaml").read_text())
+    config["notifications"] = [{"name": "nowhere", "url_env": "NOTIFY_NOWHERE", "events": ["failing"]}]
+    (example_dir / "catalog.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    sync_directory(synced_store, example_dir)
+    finished_result(synced_store, "has-owner", "payments-api", "fail", now=clock.now() - timedelta(minutes=1))
+    assert backlog() == {"waiting": 1, "age": 60, "lag": 0, "pending": 0, "due": 0, "failed": 0}
+    policy = RetryPolicy(attempts=2, first=10)
+    notify_pass(synced_store, environ={}, clock=clock, policy=policy)  # the variable is unset: a failed send
+    assert backlog() == {"waiting": 0, "age": 0, "lag": 0, "pending": 1, "due": 0, "failed": 0}
+    clock.advance(15)
+    assert backlog() == {"waiting": 0, "age": 0, "lag": 5, "pending": 1, "due": 1, "failed": 0}
+    notify_pass(synced_store, environ={}, clock=clock, policy=policy)
+    assert backlog() == {"waiting": 0, "age": 0, "lag": 0, "pending": 0, "due": 0, "failed": 1}

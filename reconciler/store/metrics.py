@@ -38,3 +38,19 @@ class MetricsRepository:
         """Catalog files whose current version has an error (a partial index holds just those)."""
         with self.db.session() as session:
             return int(session.value("SELECT count(*) FROM catalog_files WHERE error IS NOT NULL"))
+
+    def notification_backlog(self, now: str) -> dict:
+        """Events not yet handed to routes (the outbox holds only those) and when the oldest was
+        recorded; deliveries pending, due by `now`, failed for good, and the oldest due one's time.
+        Each is read through the outbox's key or a partial index of event_deliveries (pending: by
+        not_before; failed: by id), so a scrape reads the backlog, never the history."""
+        with self.db.session() as session:
+            return session.one(
+                "SELECT (SELECT count(*) FROM event_outbox) AS unrouted,"
+                " (SELECT created_at FROM events WHERE id = (SELECT min(event_id) FROM event_outbox)) AS oldest_unrouted,"
+                " (SELECT count(*) FROM event_deliveries WHERE status = 'pending') AS pending,"
+                " (SELECT count(*) FROM event_deliveries WHERE status = 'pending' AND not_before <= :now) AS due,"
+                " (SELECT min(not_before) FROM event_deliveries WHERE status = 'pending') AS oldest_due,"
+                " (SELECT count(*) FROM event_deliveries WHERE status = 'failed') AS failed",
+                {"now": now},
+            )
