@@ -8,11 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
+from api.up import Intervals, Loops
 from conftest import sync_directory
 from notify_receiver import Receiver
 from reconciler import scorecard_events, scorecards
 from reconciler.clock import FakeClock
 from reconciler.notify import notify_pass
+from reconciler.settings import Settings
 from store_support import answer, finished_result, new_result
 
 CARD = "scorecards/production-readiness.yaml"
@@ -136,3 +138,15 @@ def test_campaign_overdue_once_after_its_deadline_unless_complete(synced_store, 
     assert event["team"] == "security-team" and event["data"]["campaign"] == "log4j-2026"
     assert event["data"]["met"] < event["data"]["targeted"] == len(event["data"]["missing"])
     assert event["summary"].startswith("campaign Remove log4j is overdue: 0 of ")
+
+
+def test_the_leaders_scorecards_loop_records_them_on_its_own_clock(synced_store, example_dir, tmp_path):
+    clock = FakeClock(datetime(2027, 2, 1, 0, 0, 1, tzinfo=timezone.utc))  # the campaign's deadline is over
+    loops = Loops(synced_store, Settings(home=tmp_path, repo=str(example_dir), dispatcher="log"), Intervals(), clock)
+    loops.scorecards()
+    loops.scorecards()
+    assert [e["type"] for e in synced_store.events.list()] == ["campaign-overdue"]
+    clock.advance(60 * 86400)  # 2027-04-02: the waiver's day is over
+    loops.scorecards()
+    loops.scorecards()
+    assert sorted(e["type"] for e in synced_store.events.list()) == ["campaign-overdue", "waiver-expired"]
