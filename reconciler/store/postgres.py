@@ -211,6 +211,12 @@ class PostgresDialect:
     NULL_ARRAY = "CAST('[null]' AS JSONB)"
 
     @staticmethod
+    def lock_rows(order: str) -> str:
+        """Rows a transaction reads to rewrite: locked in `order` (two writers never wait on each other in a
+        circle); a concurrent writer waits, then reads them anew."""
+        return f" ORDER BY {order} FOR UPDATE"
+
+    @staticmethod
     def serialize(what: str) -> str:
         return f"SELECT pg_advisory_xact_lock({_APP_KEY}, {_LOCKS[what]})"
 

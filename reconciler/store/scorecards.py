@@ -73,13 +73,17 @@ class ScorecardRepository:
             (self.db.dialect.ids(sorted(service_ids)),))}
 
     def stored_levels(self, session, service_ids: list[int] | None = None) -> dict[tuple[str, int], tuple]:
-        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'."""
+        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'.
+        Read to be rewritten: locked until the transaction ends (PostgreSQL), in one order (no deadlock),
+        so two transactions that move one level (an answer and the leader's refresh) see each other's
+        write, and the change is reported once."""
+        lock = self.db.dialect.lock_rows("service_id, rubric")
         if service_ids is None:
-            rows = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels")
+            rows = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels" + lock)
         else:
             rows = session.tuples(
                 "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
-                f" WHERE service_id IN {self.db.dialect.id_table('?')}", (self.db.dialect.ids(service_ids),))
+                f" WHERE service_id IN {self.db.dialect.id_table('?')}" + lock, (self.db.dialect.ids(service_ids),))
         return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
 
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,

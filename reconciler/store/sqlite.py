@@ -162,6 +162,11 @@ class SqliteDialect:
     # No statement to take: BEGIN IMMEDIATE already holds the database's one write lock.
     serialize = None
 
+    @staticmethod
+    def lock_rows(order: str) -> str:
+        """... which also keeps rows a transaction read from changing under it: nothing to add."""
+        return ""
+
     # The latest open result of each pair (SQLite takes the bare columns from the max(id) row).
     OPEN_RUNS = (
         "SELECT check_id, coalesce(service_id, 0) AS service_key, max(id) AS id, status, created_at"
