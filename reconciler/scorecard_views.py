@@ -5,7 +5,7 @@ Everything here reads the maintained levels (`db.scorecards`); nothing re-evalua
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NotFound
@@ -70,6 +70,9 @@ def trend(db, rubric: str, names: list[str], now: datetime, *, team: str | None 
     days: dict[str, dict[int, int]] = {}
     for day, level, services in db.scorecards.trend(rubric, team=team, since=since):
         days.setdefault(day, {})[level] = services
+    # today as it stands: the daily snapshot is taken once, maybe before the day's first levels
+    days[now.astimezone(timezone.utc).strftime("%Y-%m-%d")] = {
+        level: services for _, level, services in db.scorecards.level_counts(rubric=rubric, team=team)}
     return [{"day": day, "by_level": _by_level(names, counts)} for day, counts in sorted(days.items())]
 
 

@@ -96,3 +96,20 @@ def test_the_service_page_charts_a_year_of_its_level(site):
     page = httpx.get(site + "/services/payments-api").text
     assert 'aria-label="Payments API, Production readiness: level per day"' in page
     assert "2026-01-05: 1 Gold" in page
+
+
+def test_todays_trend_shows_the_levels_as_they_stand_when_the_snapshot_came_first(store, example_dir):
+    """`catalog up` takes the day's snapshot at its first pass, before any answer: the chart of the
+    first day must still show today's levels, not nothing until tomorrow."""
+    clock = FakeClock()
+    assert not sync_directory(store, example_dir).errors
+    scorecards.snapshot(store, clock.now())  # every service at no level yet
+    for check in ("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability"):
+        finished_result(store, check, "payments-api", "pass", now=clock.now())
+    app = create_app(store, Settings(home=Path("unused"), public_read=True), clock=clock)
+    with live_server(app) as site:
+        card = httpx.get(f"{site}/api/scorecards/production-readiness").json()
+        assert card["trend"][-1]["day"] == clock.now().strftime("%Y-%m-%d")
+        assert card["trend"][-1]["by_level"]["Gold"] == 1
+        team = httpx.get(f"{site}/api/teams/team-payments").json()
+        assert team["scorecards"][0]["trend"][-1]["by_level"]["Gold"] == 1
