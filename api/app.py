@@ -63,7 +63,7 @@ def create_app(
     verifier = TokenVerifier(store, clock)
     oidc = oidc or OidcVerifier(settings.oidc_issuer, settings.expected_audience)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
-    registry, http_metrics = metrics_registry(store, clock)
+    registry, http_metrics = metrics_registry(store, clock, settings)
     state = State({
         "store": store,
         "settings": settings,

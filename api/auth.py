@@ -148,8 +148,9 @@ async def requires_read(connection: ASGIConnection, _: BaseRouteHandler) -> None
 
 
 async def requires_answer(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Answering one result: a token with `results:write`, or a verified OIDC token, whose repository
-    rule the store applies once it reads the result (`reconciler.oidc.answer_refusal`)."""
+    """Answering results (one or many) and reading a batch's list: a token with `results:write`, or a
+    verified OIDC token, whose repository rule is applied once the result or batch is read
+    (`reconciler.oidc.answer_refusal`: by the store in the answer's transaction, by the batch route)."""
     identity = identity_of(connection)
     if not (identity.has("results:write") or isinstance(identity, OidcIdentity)):
         _refuse(connection, "results:write")

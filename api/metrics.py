@@ -8,9 +8,9 @@ Two sources, one registry per app (so two apps in one process, as tests make, ne
   rows (`db.metrics`, `db.state`), never by counting the results table, so a scrape stays cheap
   at 1,000,000 results (bench/bench_metrics.py).
 
-Figures other issues add plug in as collectors: `CatalogCollector.dispatch_budget` (issue 12:
-dispatch budget left, rate-limit waits) and `CatalogCollector.notification_backlog` (issue 14)
-are the named places; each yields metric families and yields nothing until its feature exists.
+Figures other issues add plug in as collectors: `CatalogCollector.dispatch_budget` (the GitHub
+budget left per window, rate-limit pauses and budget waits, from `db.budget`) and
+`CatalogCollector.notification_backlog` (issue 14) are the named places.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from litestar import MediaType, Response
 from litestar.datastructures import State
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api.auth import SECURITY, requires_read
 from api.models import error_responses
 from api.routing import get
+from reconciler.budget import Budget, describe_window
 from reconciler.clock import Clock, format_time, parse_time
+from reconciler.errors import ConfigError
 from reconciler.schedule import LAST_PASS_KEY
+from reconciler.settings import Settings
 from reconciler.store import Database
 
 # Ages of open (pending or sent) results, in seconds: a result still open after hours is stuck
@@ -71,8 +74,8 @@ class HttpMetrics:
 class CatalogCollector:
     """The store's figures, read when Prometheus scrapes."""
 
-    def __init__(self, store: Database, clock: Clock):
-        self.store, self.clock = store, clock
+    def __init__(self, store: Database, clock: Clock, budget: Budget | None = None):
+        self.store, self.clock, self.budget = store, clock, budget
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock.now()
@@ -128,8 +131,29 @@ class CatalogCollector:
                                 " written back to git (0: none waiting)", value=lag)
 
     def dispatch_budget(self, now: datetime) -> Iterator[Metric]:
-        """Issue 12 plugs in here: dispatch budget left and rate-limit waits."""
-        return iter(())
+        """The GitHub budget (CATALOG_GITHUB_BUDGET) shared in the store: room per window, GitHub's pause,
+        and how often dispatching was paused or had to wait. Index range counts over a table pruned
+        to the longest window, and one read of three state keys: no scan grows with the results."""
+        if self.budget is None:  # CATALOG_GITHUB_BUDGET does not parse: the scheduler says so, loudly
+            return
+        limit = GaugeMetricFamily("catalog_dispatch_budget_limit", "Dispatches the budget allows per window",
+                                  labels=("window",))
+        left = GaugeMetricFamily("catalog_dispatch_budget_left", "Dispatches left in each window of the budget now",
+                                 labels=("window",))
+        for allowed, seconds, room in self.budget.left():
+            window = describe_window(allowed, seconds)
+            limit.add_metric((window,), allowed)
+            left.add_metric((window,), room)
+        yield limit
+        yield left
+        figures = self.store.budget.figures()
+        paused = figures["paused_until"]
+        yield GaugeMetricFamily("catalog_dispatch_paused_seconds", "Seconds left of a pause GitHub's rate limit"
+                                " asked for (0: not paused)", value=max(0.0, paused - now.timestamp()) if paused else 0.0)
+        yield CounterMetricFamily("catalog_dispatch_rate_limit_pauses", "Rate-limit answers from GitHub that paused"
+                                  " dispatching", value=figures["pauses"])
+        yield CounterMetricFamily("catalog_dispatch_budget_waits", "Dispatches that found the budget spent or paused"
+                                  " and had to wait (or were deferred)", value=figures["waits"])
 
     def notification_backlog(self, now: datetime) -> Iterator[Metric]:
         """Notifications waiting: events not yet routed, deliveries pending / due / failed for good."""
@@ -158,9 +182,13 @@ def _timestamp(name: str, documentation: str, text: str | None) -> GaugeMetricFa
                              value=parse_time(text).timestamp() if text else 0)
 
 
-def metrics_registry(store: Database, clock: Clock) -> tuple[CollectorRegistry, HttpMetrics]:
+def metrics_registry(store: Database, clock: Clock, settings: Settings) -> tuple[CollectorRegistry, HttpMetrics]:
+    try:
+        budget = Budget.from_text(store, settings.github_budget, clock)
+    except ConfigError:
+        budget = None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogCollector(store, clock))
+    registry.register(CatalogCollector(store, clock, budget))
     return registry, HttpMetrics(registry)
 
 

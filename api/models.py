@@ -62,7 +62,7 @@ class ResultOut(TypedDict):
 
 class BulkAnswerItemOut(TypedDict, total=False):
     id: int | None
-    status: int  # 200, 404, 409 or 422
+    status: int  # 200, 403, 404, 409 or 422
     result: ResultOut  # with 200
     error: ErrorDetail  # otherwise
 

@@ -17,7 +17,7 @@ from litestar.exceptions import ClientException
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp
 
-from api.auth import SECURITY, identity_of, requires_answer, requires_read, requires_scope
+from api.auth import SECURITY, identity_of, requires_answer, requires_read
 from api.body import read_fields
 from api.errors import error_body
 from api.models import (
@@ -34,7 +34,7 @@ from api.models import (
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
 from reconciler.clock import format_time
-from reconciler.errors import Conflict, InvalidInput, NotFound
+from reconciler.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from reconciler.export import check_filters, csv_chunks, parse_since, result_batches
 from reconciler.oidc import OidcIdentity
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
@@ -221,7 +221,9 @@ def bulk_item(item: object) -> tuple[int, dict]:
 
 
 def bulk_error(item: object, error: Exception) -> dict:
-    status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 422
+    """One item's refusal: 403 (an OIDC token of another repository), 404, 409, or 422."""
+    status = (403 if isinstance(error, NotAllowed) else 404 if isinstance(error, NotFound)
+              else 409 if isinstance(error, Conflict) else 422)
     result_id = item.get("id") if isinstance(item, dict) else None
     if isinstance(result_id, bool) or not isinstance(result_id, int):
         result_id = None  # not an id: never echoed back as given
@@ -258,11 +260,14 @@ class ResultController(Controller):
 
     @patch(
         ["/", ""],
-        guards=[requires_scope("results:write")],
+        guards=[requires_answer],
         summary="Record many answers at once (at most 1,000); each succeeds or fails on its own",
         description=(
             'JSON `{"results": [{"id", "result", "message"?, "url"?}, ...]}`. The answer is 200 with'
-            ' `{"results": [{"id", "status": 200|404|409|422, "result" | "error"}, ...]}`, in order.'
+            ' `{"results": [{"id", "status": 200|403|404|409|422, "result" | "error"}, ...]}`, in order.'
+            " Authorized by an API token with `results:write`, or by a GitHub Actions OIDC token: each item"
+            " whose check runs in another repository is then refused with its own 403, and each answered"
+            " result keeps the token's claims as `attestation`."
         ),
         operation_class=BulkAnswerOperation,
         responses={**ok(BulkAnswerOut), **error_responses(400, 401, 403, 413, 422)},
@@ -271,19 +276,22 @@ class ResultController(Controller):
     )
     async def complete_results(self, request: Request, state: State) -> ASGIApp:
         items = parse_bulk(await request.body())
+        identity = identity_of(request)
+        # the store checks an OIDC token's repository rule per result and keeps what it attests (as for one answer)
+        attested = (identity,) if isinstance(identity, OidcIdentity) else ()
         outcomes: list = [None] * len(items)
         valid = []
         for index, item in enumerate(items):
             try:
                 result_id, fields = bulk_item(item)
-                answer = (existing_result_id(result_id), *parse_answer(fields), state.clock.now())
+                answer = (existing_result_id(result_id), *parse_answer(fields), state.clock.now(), *attested)
             except (InvalidInput, NotFound) as error:
                 outcomes[index] = bulk_error(item, error)
                 continue
             valid.append((index, answer))
         answered = await state.answers.answer_all([answer for _, answer in valid]) if valid else []
         for (index, answer), outcome in zip(valid, answered):
-            if isinstance(outcome, (NotFound, Conflict)):
+            if isinstance(outcome, (NotFound, Conflict, NotAllowed)):
                 outcomes[index] = bulk_error(items[index], outcome)
             elif isinstance(outcome, BaseException):
                 raise outcome

@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--against-store", action="store_true",
                         help="also check that every finished result written back is there, exactly once, as stored")
     verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar, even on a terminal")
     verify.set_defaults(handler=cmd_verify)
 
     as_of = commands.add_parser(
@@ -617,7 +618,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import lines_of, verify
 
     store = open_store(settings_from(args)) if args.against_store else None
-    report = verify(_results_branch(args, store), store=store)
+    with contextlib.ExitStack() as bars:  # a bar on a terminal's stderr, gone before the findings print
+        report = verify(_results_branch(args, store), store=store, progress=_progress_bars(bars, args.quiet))
     if args.format == "json":
         print(json.dumps({"ok": report.ok, "branch": report.branch, "tip": report.tip, "lines": report.lines,
                           "chained": report.chained, "commits": report.commits, "queued": report.queued,

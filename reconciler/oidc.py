@@ -59,7 +59,11 @@ class OidcIdentity(Identity):
 
     def refusal(self, rule: dict, result_id: int) -> str | None:
         """Why this token may not answer the result (the store asks, in the answer's transaction), or None."""
-        return answer_refusal(self, rule, result_id)
+        return answer_refusal(self, rule, f"result {result_id}")
+
+    def batch_refusal(self, rule: dict, batch_id: int) -> str | None:
+        """Why this token may not read the batch whose check's rule is `rule` (the same rule as answering it)."""
+        return answer_refusal(self, rule, f"batch {batch_id}", doing="read")
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -216,25 +220,26 @@ def _catalog_rules(stored_config: str | None) -> tuple[str | None, str | None]:
     return config.defaults.repository, config.oidc.workflow
 
 
-def answer_refusal(identity: OidcIdentity, rule: dict, result_id: int) -> str | None:
-    """Why this OIDC identity may not answer the result whose `answer_rule` is `rule`, or None when it may."""
+def answer_refusal(identity: OidcIdentity, rule: dict, subject: str, doing: str = "answer") -> str | None:
+    """Why this OIDC identity may not `doing` `subject` ("answer" "result 7", "read" "batch 3") of the check
+    whose rule is `rule` (its slug and `repository`, the stored catalog.yaml), or None when it may."""
     default_repository, pinned = _catalog_rules(rule.get("catalog_config"))
     repository = rule.get("repository") or default_repository
     claimed = identity.claims["repository"]
     if not repository:
-        return (f"result {result_id} is of check {rule['check']!r}, which names no repository, so no OIDC token"
-                " may answer it; set `repository` in the check or catalog.yaml, or answer with an API token")
+        return (f"{subject} is of check {rule['check']!r}, which names no repository, so no OIDC token"
+                f" may {doing} it; set `repository` in the check or catalog.yaml, or {doing} with an API token")
     try:
         expected = "/".join(owner_and_repo(repository))
     except DispatchError:
         return f"check {rule['check']!r} has repository {repository!r}, which is not \"owner/repo\""
     if claimed.lower() != expected.lower():  # GitHub's names are case-insensitive
-        return (f"an OIDC token of repository {claimed!r} may not answer result {result_id}: its check"
+        return (f"an OIDC token of repository {claimed!r} may not {doing} {subject}: its check"
                 f" {rule['check']!r} runs in {expected!r}")
     if pinned is not None:
         workflow = _workflow_of(identity.claims.get("workflow_ref"), claimed)
         if workflow is None or not (workflow == pinned or ("@" not in pinned and workflow.split("@")[0] == pinned)):
-            return (f"an OIDC token from workflow {workflow or 'unknown'!r} may not answer result {result_id}:"
+            return (f"an OIDC token from workflow {workflow or 'unknown'!r} may not {doing} {subject}:"
                     f" catalog.yaml pins oidc.workflow to {pinned!r}")
     return None
 

@@ -16,11 +16,13 @@ import json
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import msgspec
 
 from . import writeback_files as files
 from .ledger import ResultsBranch
+from .progress import Progress
 
 _DETAILED = 50  # findings of one kind named one by one; the rest are counted
 
@@ -108,11 +110,13 @@ class _Lines:
                      self.prev[index])
 
 
-def verify(branch: ResultsBranch, *, store=None) -> VerifyReport:
-    """Every check of `catalog verify` on `branch`; with `store` (a Database), the store comparison too."""
+def verify(branch: ResultsBranch, *, store=None, progress: Callable[[str, int], Progress] | None = None) -> VerifyReport:
+    """Every check of `catalog verify` on `branch`; with `store` (a Database), the store comparison too.
+    `progress(description, total)` gives an `advance(count)` for the long parts: reading the history
+    files (per file) and comparing with the store (per result)."""
     root = branch.root()
     report = VerifyReport(branch.branch, branch.where, branch.tip, root)
-    lines = _read_lines(branch, root, report, keep_text=store is not None)
+    lines = _read_lines(branch, root, report, keep_text=store is not None, progress=progress)
     _check_ids(lines, report)
     # digest -> the index of the first line with it (dict() keeps the last of equal keys: built backwards)
     by_hash = dict(zip(reversed(lines.digest), range(len(lines) - 1, -1, -1)))
@@ -122,12 +126,14 @@ def verify(branch: ResultsBranch, *, store=None) -> VerifyReport:
     _check_commits(branch, root, lines, by_hash, report)
     _check_signatures(branch, root, report)
     if store is not None:
-        _check_store(branch, store, lines, report)
+        _check_store(branch, store, lines, report, progress)
     return report
 
 
-def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_text: bool) -> _Lines:
+def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_text: bool,
+                progress: Callable[[str, int], Progress] | None = None) -> _Lines:
     entries = [(sha, path) for sha, path in branch.files(root + "history/") if path.endswith(".jsonl")]
+    advance = progress("reading history files", len(entries)) if progress else None
     lines = _Lines(keep_text)
     sha256, decode = hashlib.sha256, _decode
     for (_, path), data in zip(entries, branch.blobs([sha for sha, _ in entries])):
@@ -164,6 +170,8 @@ def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_
         lines.prev += [line.prev for line in parsed]
         if lines.text is not None:
             lines.text += parts
+        if advance is not None:
+            advance(1)
     report.lines = len(lines)
     report.chained = len(lines) - lines.prev.count(None)
     return lines
@@ -410,7 +418,8 @@ def _check_signatures(branch: ResultsBranch, root: str, report: VerifyReport) ->
                                            f" ({signers_path} lists the allowed keys)", commit=commit))
 
 
-def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyReport) -> None:
+def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyReport,
+                 progress: Callable[[str, int], Progress] | None = None) -> None:
     """Every finished result written back is on the branch, as the store has it; no line of another result."""
     in_git = dict(zip(reversed(lines.id), range(len(lines) - 1, -1, -1)))  # id -> its first line
     finished = store.writeback.finished()
@@ -427,8 +436,11 @@ def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyRepo
         report.findings.append(Finding("not-in-store", f"result {line.result_id} is no finished result of this store",
                                        line.path, line.number, result_id=line.result_id))
     ids = sorted(rid for rid in in_git if rid in finished)
+    advance = progress("comparing with the store", len(ids)) if progress else None
     for start in range(0, len(ids), 10_000):
         rows = store.writeback.results(ids[start : start + 10_000])
+        if advance is not None:
+            advance(len(rows))
         for rid, row in rows.items():
             index = in_git[rid]
             line = lines.at(index)

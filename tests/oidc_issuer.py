@@ -1,10 +1,16 @@
 """A stand-in for GitHub's OIDC issuer on loopback: its own keys, a discovery document, a JWKS, and
-tokens with the claim names GitHub Actions puts in them (an edge of the outside world, so a fake)."""
+tokens with the claim names GitHub Actions puts in them (an edge of the outside world, so a fake).
+
+It also plays the runner's token request endpoint (`ACTIONS_ID_TOKEN_REQUEST_URL` = `token_request_url`):
+`GET ...?audience=A` with `Authorization: bearer <ACTIONS_ID_TOKEN_REQUEST_TOKEN>` answers
+`{"value": <a token for audience A of repository `actions_repository`>}`, as GitHub does for a job with
+`permissions: id-token: write`."""
 
 from __future__ import annotations
 
 import json
 import threading
+from urllib.parse import parse_qs, urlsplit
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +32,9 @@ class OidcIssuer:
         self.add_key("key-rs", "RS256")
         self.add_key("key-es", "ES256")
         self.fetches = 0  # JWKS fetches seen, to show caching
+        self.request_token = "runner-request-secret"  # ACTIONS_ID_TOKEN_REQUEST_TOKEN
+        self.actions_repository = "acme-rockets/health-checks"  # whose run asks for tokens
+        self.audiences: list[str] = []  # the audiences tokens were requested for
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +44,14 @@ class OidcIssuer:
                 elif self.path == "/jwks":
                     issuer.fetches += 1
                     body = issuer.jwks()
+                elif self.path.startswith("/actions-token"):
+                    if self.headers.get("Authorization") != f"bearer {issuer.request_token}":
+                        self.send_error(401)
+                        return
+                    audience = parse_qs(urlsplit(self.path).query).get("audience", [None])[0]
+                    issuer.audiences.append(audience)
+                    token = issuer.mint(repository=issuer.actions_repository, **({"aud": audience} if audience else {}))
+                    body = {"count": 1, "value": token}
                 else:
                     self.send_error(404)
                     return
@@ -51,6 +68,11 @@ class OidcIssuer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def token_request_url(self) -> str:
+        """ACTIONS_ID_TOKEN_REQUEST_URL (GitHub's has a query string of its own)."""
+        return f"{self.url}/actions-token?api-version=2.0"
 
     def __enter__(self) -> "OidcIssuer":
         self.thread.start()

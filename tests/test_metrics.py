@@ -145,3 +145,51 @@ def test_notification_backlog_follows_events_and_deliveries(client, synced_store
     assert backlog() == {"waiting": 0, "age": 0, "lag": 5, "pending": 1, "due": 1, "failed": 0}
     notify_pass(synced_store, environ={}, clock=clock, policy=policy)
     assert backlog() == {"waiting": 0, "age": 0, "lag": 0, "pending": 0, "due": 0, "failed": 1}
+
+
+def test_dispatch_budget_left_pauses_and_waits_come_from_the_store(synced_store, tmp_path, clock):
+    from github_standin import Answer, GitHubStandIn
+    from reconciler.budget import Budget
+    from reconciler.dispatch import GitHubDispatcher
+    from reconciler.schedule import run_check
+
+    settings = Settings(home=tmp_path, github_budget="3/min,10/h")
+    app = create_app(synced_store, settings, clock=clock, sync_trigger=lambda: None)
+    with TestClient(app) as client:
+        client.headers.update(auth(make_token(synced_store, "read", name="scraper")))
+        samples = _samples(client.get("/metrics").text)
+        assert samples[("catalog_dispatch_budget_limit", (("window", "3/min"),))] == 3
+        assert samples[("catalog_dispatch_budget_left", (("window", "3/min"),))] == 3
+        assert samples[("catalog_dispatch_budget_left", (("window", "10/h"),))] == 10
+        assert samples[("catalog_dispatch_paused_seconds", ())] == 0
+        assert samples[("catalog_dispatch_rate_limit_pauses_total", ())] == 0
+        assert samples[("catalog_dispatch_budget_waits_total", ())] == 0
+        # a replica's dispatcher shares the budget through the store: two requests, then GitHub's limit
+        budget = Budget.from_text(synced_store, settings.github_budget, clock)
+        with GitHubStandIn(token="ghp_metrics") as github:
+            github.script(Answer.ok(), Answer.ok(), Answer.rate_limited(retry_after=120))
+            dispatcher = GitHubDispatcher(github.url, "ghp_metrics", clock=clock, budget=budget, pacing_seconds=0,
+                                          max_wait_seconds=0)
+            config = Settings.resolve({"github_api_url": github.url, "github_token": "ghp_metrics"}, {})
+            run_check(synced_store, dispatcher, "has-owner", settings=config, clock=clock)
+        assert len(github.dispatches) == 2
+        samples = _samples(client.get("/metrics").text)
+        assert samples[("catalog_dispatch_budget_left", (("window", "3/min"),))] == 0
+        assert samples[("catalog_dispatch_budget_left", (("window", "10/h"),))] == 7
+        assert samples[("catalog_dispatch_paused_seconds", ())] == 120
+        assert samples[("catalog_dispatch_rate_limit_pauses_total", ())] == 1
+        assert budget.take() > 0  # the next request waits for the pause
+        clock.advance(90)
+        samples = _samples(client.get("/metrics").text)
+        assert samples[("catalog_dispatch_budget_waits_total", ())] == 1
+        assert samples[("catalog_dispatch_budget_left", (("window", "3/min"),))] == 3
+        assert samples[("catalog_dispatch_paused_seconds", ())] == 30
+
+
+def test_a_budget_that_does_not_parse_leaves_its_metrics_out_and_the_rest_in(synced_store, tmp_path, clock):
+    app = create_app(synced_store, Settings(home=tmp_path, github_budget="3/fortnight"), clock=clock, sync_trigger=lambda: None)
+    with TestClient(app) as client:
+        response = client.get("/metrics", headers=auth(make_token(synced_store, "read", name="scraper")))
+    names = {name for name, _ in _samples(response.text)}
+    assert response.status_code == 200 and "catalog_open_results" in names
+    assert not any(name.startswith("catalog_dispatch_budget") for name in names)

@@ -234,3 +234,48 @@ def test_an_action_without_a_catalog_secret_records_its_result_and_its_history_l
     [line] = [line for sha, path in branch.files("results/history/") for line in branch.read(path).splitlines()]
     assert json.loads(line)["attestation"]["run_id"] == "777"
     assert verify(branch).ok
+
+
+# -- the bulk answer and the batch list (DESIGN.md sections 9 and 12) ------------------------------------
+
+
+def test_a_bulk_answer_with_an_oidc_token_records_its_repositorys_results_and_refuses_others_with_403_each(
+        client, synced_store, example_dir, issuer):
+    write_catalog(example_dir, checks=[{"name": "Elsewhere", "frequency": "ad-hoc", "repository": "acme-rockets/other-checks"}])
+    assert sync_directory(synced_store, example_dir).outcome == "applied"
+    ours, elsewhere = new_result(synced_store), new_result(synced_store, "elsewhere")
+    body = {"results": [{"id": ours["id"], "result": "pass"}, {"id": elsewhere["id"], "result": "fail"},
+                        {"id": 999_999, "result": "pass"}]}
+    response = client.patch("/api/results", json=body, headers=auth(issuer.mint(run_id="31"), "Bearer"))
+    assert response.status_code == 200, response.text
+    first, second, third = response.json()["results"]
+    assert first["status"] == 200 and first["result"]["attestation"]["run_id"] == "31"
+    assert second == {"id": elsewhere["id"], "status": 403, "error": {
+        "status": 403, "code": "forbidden",
+        "message": f"an OIDC token of repository {REPOSITORY!r} may not answer result {elsewhere['id']}:"
+                   " its check 'elsewhere' runs in 'acme-rockets/other-checks'"}}
+    assert third["status"] == 404
+    assert synced_store.results.get(ours["id"])["attestation"]["repository"] == REPOSITORY
+    assert synced_store.results.get(elsewhere["id"])["status"] == "pending"
+
+
+def test_a_bulk_answer_with_an_api_token_still_needs_results_write(client, synced_store):
+    body = {"results": [{"id": new_result(synced_store)["id"], "result": "pass"}]}
+    assert client.patch("/api/results", json=body, headers=auth(make_token(synced_store, "read"))).status_code == 403
+    answered = client.patch("/api/results", json=body, headers=auth(make_token(synced_store, "results:write")))
+    assert answered.json()["results"][0]["status"] == 200 and answered.json()["results"][0]["result"]["attestation"] is None
+
+
+def test_a_batch_list_is_served_to_an_oidc_token_of_its_checks_repository_only(client, synced_store, issuer):
+    results = [new_result(synced_store, service=slug) for slug in ("payments-api", "storefront-web")]
+    check_id = synced_store.catalog.check_index()["has-owner"]["id"]
+    batch_id = synced_store.dispatch.create_batch(check_id, [row["id"] for row in results], now="2026-01-01T00:00:00Z")
+    listing = client.get(f"/api/batches/{batch_id}", headers=auth(issuer.mint(), "Bearer"))
+    assert listing.status_code == 200, listing.text
+    assert [item["result"]["id"] for item in listing.json()["results"]] == [row["id"] for row in results]
+    refused = client.get(f"/api/batches/{batch_id}", headers=auth(issuer.mint(repository="mallory/health-checks"), "Bearer"))
+    assert refused.status_code == 403
+    assert refused.json()["message"] == (f"an OIDC token of repository 'mallory/health-checks' may not read batch {batch_id}:"
+                                         " its check 'has-owner' runs in 'acme-rockets/health-checks'")
+    assert client.get("/api/batches/999999", headers=auth(issuer.mint(), "Bearer")).status_code == 404
+    assert client.get(f"/api/batches/{batch_id}", headers=auth(make_token(synced_store, "read"))).status_code == 403

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 _PAUSE_KEY = "github_paused_until"
+# Counters for /metrics, kept beside the pause so every process adds to the same figures
+_PAUSES_KEY = "github_rate_limit_pauses"  # rate-limit answers that paused dispatching
+_WAITS_KEY = "dispatch_budget_waits"  # requests that found the budget spent (or paused) and had to wait
+_COUNT = ("INSERT INTO catalog_state (key, value) VALUES (?, '1') ON CONFLICT (key)"
+          " DO UPDATE SET value = CAST(CAST(catalog_state.value AS BIGINT) + 1 AS TEXT)")
 _EPSILON = 0.001  # a request leaves its window strictly after `seconds`: wait that much past it
 
 
@@ -33,6 +38,7 @@ class BudgetRepository:
                 if oldest is not None:
                     wait = max(wait, float(oldest) + seconds - now + _EPSILON)
             if wait > 0:
+                session.run(_COUNT, (_WAITS_KEY,))
                 return wait
             session.run("INSERT INTO dispatch_budget (sent_at) VALUES (CAST(? AS DOUBLE PRECISION))", (now,))
             return 0.0
@@ -42,14 +48,24 @@ class BudgetRepository:
         with self.db.session() as session:
             return session.value("SELECT count(*) FROM dispatch_budget WHERE sent_at > ?", (now - seconds,))
 
+    def figures(self) -> dict:
+        """{paused_until (Unix seconds or None), pauses, waits}: the pause and the counters, in one read."""
+        with self.db.session() as session:
+            stored = dict(session.tuples("SELECT key, value FROM catalog_state WHERE key IN (?, ?, ?)",
+                                         (_PAUSE_KEY, _PAUSES_KEY, _WAITS_KEY)))
+        paused = stored.get(_PAUSE_KEY)
+        return {"paused_until": None if paused is None else float(paused),
+                "pauses": int(stored.get(_PAUSES_KEY, 0)), "waits": int(stored.get(_WAITS_KEY, 0))}
+
     def paused_until(self) -> float | None:
         with self.db.session() as session:
             value = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
         return None if value is None else float(value)
 
     def pause(self, until: float) -> None:
-        """No request before `until` (GitHub said so), for every process; a later pause wins."""
+        """No request before `until` (GitHub said so), for every process; a later pause wins. Counted."""
         with self.db.transaction(serialize="budget") as session:
+            session.run(_COUNT, (_PAUSES_KEY,))
             current = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
             if current is None or float(current) < until:
                 session.run(

@@ -12,7 +12,7 @@ import json
 from typing import Callable
 
 from ..errors import NotFound
-from .rows import OPEN_SQL
+from .rows import ANSWER_RULE_COLUMNS, OPEN_SQL
 
 _TARGETING = "id, target_kind, target_type, target_owner, target_tags, target_max_priority"
 UNLIMITED_DISPATCHES = 2**40  # times a batch size (<= 1000), still a 64-bit integer
@@ -251,6 +251,16 @@ class DispatchRepository:
                 f"SELECT * FROM results WHERE id IN {d.id_table('?')} ORDER BY id", (d.ids(json.loads(batch.pop("result_ids"))),)
             )
         return batch, rows
+
+    def batch_rule(self, batch_id: int) -> dict:
+        """Who may read a batch with an OIDC token: its check's answer rule (`reconciler.oidc.answer_refusal`);
+        NotFound when unknown."""
+        with self.db.session() as session:
+            rule = session.one(f"SELECT b.id, {ANSWER_RULE_COLUMNS} FROM dispatch_batches AS b"
+                               " JOIN checks AS c ON c.id = b.check_id WHERE b.id = ?", (batch_id,))
+        if rule is None:
+            raise NotFound(f"batch {batch_id} does not exist")
+        return rule
 
     def mark_sent_many(self, result_ids: list[int], *, now: str) -> list[int]:
         """pending -> sent for a batch; the ids that moved (the others were answered or expired first)."""

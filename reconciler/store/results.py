@@ -8,7 +8,7 @@ from typing import Protocol
 from .. import scorecards
 from ..clock import format_time
 from ..errors import Conflict, NotAllowed, NotFound
-from .rows import RESULT_SELECT, decode_result, encode_attestation, result_filters
+from .rows import ANSWER_RULE_COLUMNS, RESULT_SELECT, decode_result, encode_attestation, result_filters
 
 # the characters a spreadsheet takes as the start of a formula (=, +, -, @, tab, carriage return)
 _DEFUSED = ("CASE WHEN substr(r.{column}, 1, 1) IN ('=', '+', '-', '@', '\t', '\r')"
@@ -96,8 +96,7 @@ class ResultRepository:
         (one read per batch): its check's slug and `repository`, and the stored catalog.yaml."""
         d = self.db.dialect
         rules = session.all(
-            'SELECT r.id, c.slug AS "check", c.repository,'
-            " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config"
+            f"SELECT r.id, {ANSWER_RULE_COLUMNS}"
             f" FROM results AS r JOIN checks AS c ON c.id = r.check_id WHERE r.id IN {d.id_table('?')}",
             (d.ids(sorted(attestors)),),
         )

@@ -18,6 +18,10 @@ CHECK_COLUMNS = (
 )
 
 # A result as every reader sees it: its columns, plus the slug and name of its check and service.
+# Who may answer a check's results with an OIDC token (`reconciler.oidc.answer_refusal`): the check `c`'s
+# slug and repository, and the stored catalog.yaml (its defaults.repository, its oidc.workflow pin).
+ANSWER_RULE_COLUMNS = ('c.slug AS "check", c.repository,'
+                       " (SELECT value FROM catalog_state WHERE key = 'catalog_config') AS catalog_config")
 RESULT_SELECT = (
     'SELECT r.*, c.slug AS "check", c.name AS check_name, s.slug AS service, s.name AS service_name,'
     " a.attestation FROM results AS r JOIN checks AS c ON c.id = r.check_id"
