@@ -427,7 +427,9 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
                     allow_mass_removal=allow_mass_removal,
                 )
                 store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
-                level_changes = scorecards.evaluate_all(store, clock.now())  # definitions, services or checks changed
+                # definitions, checks or catalog.yaml changed: every level; else only the changed services'
+                only_services = [c.slug for c in plan.changes] if all(c.kind == "service" for c in plan.changes) else None
+                level_changes = scorecards.evaluate_all(store, clock.now(), services=only_services)
         except SyncRefused as error:
             _record_failure(store, clock, started, started_at, previous, plan.revision, "refused", str(error), plan)
             raise

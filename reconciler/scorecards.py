@@ -20,7 +20,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .clock import format_time
 from .events import Event
@@ -308,13 +308,20 @@ class Evaluator:
         return changed
 
 
-def evaluate_all(db, now: datetime) -> list[LevelChange]:
-    """Every service's level of every rubric, from the stored results (after a sync applies)."""
+def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) -> list[LevelChange]:
+    """Every service's level of every rubric, from the stored results (after a sync applies); with
+    `services`, the levels of those slugs only (a sync that changed nothing but those services: a
+    one-file change of a 100,000-service catalog must not read every service)."""
     evaluator = db.scorecards.evaluator.current()
     with db.transaction() as session:
-        services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks)
-        found = evaluator.evaluate_services(services, latest, now)
-        changes = db.scorecards.replace_levels(session, found, now, whole=True)
+        if not evaluator.definitions.rubrics:  # none defined (any more): no service to read, rows to drop
+            return db.scorecards.replace_levels(session, {}, now, whole=True)
+        service_ids = None if services is None else db.scorecards.service_ids(session, services)
+        if service_ids == []:
+            return []
+        inputs = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks, service_ids)
+        found = evaluator.evaluate_services(*inputs, now)
+        changes = db.scorecards.replace_levels(session, found, now, whole=service_ids is None, service_ids=service_ids)
         record_level_events(db, session, evaluator, changes, now)
         return changes
 

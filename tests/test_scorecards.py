@@ -162,3 +162,29 @@ def test_answers_keep_the_same_levels_and_states_a_full_evaluation_gives(synced_
 def _targets(store, check: str, service: str) -> bool:
     check_id = store.catalog.check_index()[check]["id"]
     return (check_id, store.catalog.service_index()[service]["id"]) in store.dispatch.targeted_pairs(check_ids=[check_id])
+
+
+def test_a_sync_that_changes_services_only_leaves_the_levels_a_full_evaluation_gives(synced_store, example_dir):
+    """A sync of service files re-evaluates those services alone; the levels must equal a full evaluation:
+    a service that leaves a scorecard's targets loses its row, one that enters gets one, a new one is counted."""
+    store, now = synced_store, datetime.now(timezone.utc)
+    for check in ("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability"):
+        for service in ("payments-db", "catalog-api"):
+            if _targets(store, check, service):
+                finished_result(store, check, service, "pass", now=now)
+    before = levels_of(store)
+    assert "payments-db" in before
+    services = example_dir / "services"
+    db_file = services / "payments-db.yaml"
+    db_file.write_text(db_file.read_text().replace("priority: 1", "priority: 4"))  # out of max_priority: 3
+    api_file = services / "catalog-api.yaml"
+    api_file.write_text(api_file.read_text().replace("tags: [customer-facing]", "tags: [customer-facing, pci]"))
+    (services / "ledger-replica.yaml").write_text(
+        "name: Ledger Replica\npriority: 2\ntype: database\nowner: team-payments\ndescription: A read replica.\n")
+    report = sync_directory(store, example_dir)
+    assert report.outcome == "applied" and {c.kind for c in report.plan.changes} == {"service"}
+    synced = {(r["rubric"], r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()}
+    assert "payments-db" not in levels_of(store) and "ledger-replica" in levels_of(store)
+    assert scorecards.evaluate_all(store, now) == []  # a full evaluation changes nothing
+    assert {(r["rubric"], r["service"], r["level"], tuple(sorted(r["checks"].items())))
+            for r in store.scorecards.levels()} == synced

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..clock import format_time
 from ..scorecards import Evaluation, Evaluator, LevelChange
@@ -65,6 +65,12 @@ class ScorecardRepository:
                 found = latest[service_key] = {}
             found[slug] = row
         return services, latest
+
+    def service_ids(self, session, slugs: Sequence[str]) -> list[int]:
+        """The ids of these services, removed ones too (their levels are dropped)."""
+        return [row[0] for row in session.tuples(
+            f"SELECT id FROM services WHERE slug IN {self.db.dialect.text_table('?')} ORDER BY id",
+            (self.db.dialect.ids(sorted(set(slugs))),))]
 
     def service_owners(self, session, service_ids: list[int]) -> dict[int, tuple[str, str | None]]:
         """service id -> (slug, owner), for the events of level changes (removed services too)."""
