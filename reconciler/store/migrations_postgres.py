@@ -375,7 +375,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION events_guard();
 
         CREATE TABLE event_outbox (
-            event_id BIGINT PRIMARY KEY REFERENCES events(id)
+            event_id BIGINT PRIMARY KEY  -- no foreign key: see migrations.py, version 6
         );
         CREATE FUNCTION event_outbox_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
