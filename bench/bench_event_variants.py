@@ -10,16 +10,24 @@ schema as migrated; the others drop a part (indexes, the outbox insert, the join
 --flips: 20 = 1 answer in 20 fails (a `failing` event each), 1 = every answer fails.
 """
 from __future__ import annotations
-import argparse, shutil, sqlite3, sys, tempfile, time
-from pathlib import Path
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "tests"))
-from bench.bench_api import build_catalog, fill_results
-from reconciler.clock import Clock
-from reconciler.gitsource import DirectorySource
-from reconciler.reconcile import sync
-from reconciler.store import open_database
 
+import argparse
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench.bench_api import build_catalog, fill_results  # noqa: E402
+from reconciler.clock import Clock  # noqa: E402
+from reconciler.gitsource import DirectorySource  # noqa: E402
+from reconciler.reconcile import sync  # noqa: E402
+from reconciler.store import open_database  # noqa: E402
 from reconciler.store.migrations import MIGRATIONS  # noqa: E402
 
 DROP_EV = "DROP TRIGGER events_on_first_result; DROP TRIGGER events_on_changed_result;\n"
