@@ -103,6 +103,24 @@ def test_the_outbox_holds_each_event_until_routed(synced_store):
     assert summary["failed_deliveries"][0]["last_error"] == "HTTP 500"
 
 
+def test_every_event_enters_the_outbox_once_whoever_records_it(synced_store):
+    """The outbox has no trigger of its own: the failing / recovered triggers and `emit` (keyless in
+    one statement, keyed one by one, a repeated key skipped) each put their events in it."""
+    finished_result(synced_store, "has-owner", "payments-api", "fail")  # failing, by trigger
+    finished_result(synced_store, "has-owner", "payments-api", "pass")  # recovered, by trigger
+    now = Clock().now()
+    keyed = Event("waiver-expired", "waiver w expired", team="team-data", key="waiver-expired:w:2027-01-01")
+    assert synced_store.events.emit([Event("level-changed", "a rose", service="payments-api", data={"n": 1}),
+                                     keyed, Event("level-changed", "b fell", result_id=7), keyed], now=now) == 3
+    assert synced_store.events.emit([keyed], now=now) == 0
+    events = synced_store.events.list()
+    assert sorted(e["type"] for e in events) == ["failing", "level-changed", "level-changed", "recovered",
+                                                 "waiver-expired"]
+    assert [e["id"] for e in synced_store.events.unrouted()] == sorted(e["id"] for e in events)
+    by_summary = {e["summary"]: e for e in events}
+    assert by_summary["a rose"]["data"] == {"n": 1} and by_summary["b fell"]["result_id"] == 7
+
+
 def test_a_file_that_does_not_validate_is_told_once_per_version_of_it(synced_store, example_dir):
     from conftest import sync_directory
 

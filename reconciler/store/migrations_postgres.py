@@ -374,29 +374,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TRIGGER events_never_truncated BEFORE TRUNCATE ON events
             FOR EACH STATEMENT EXECUTE FUNCTION events_guard();
 
+        -- Written with each event by its writer (no trigger, no foreign key): see migrations.py, version 6.
         CREATE TABLE event_outbox (
-            event_id BIGINT PRIMARY KEY REFERENCES events(id)
+            event_id BIGINT PRIMARY KEY
         );
-        CREATE FUNCTION event_outbox_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO event_outbox (event_id) VALUES (NEW.id);
-            RETURN NULL;
-        END $$;
-        CREATE TRIGGER event_outbox_on_insert AFTER INSERT ON events
-            FOR EACH ROW EXECUTE FUNCTION event_outbox_on_insert();
 
         -- failing / recovered from the pair's latest finished result: see migrations.py, version 6.
         CREATE FUNCTION events_from_latest() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             failing boolean := NEW.status IN ('timed-out', 'error') OR NEW.result IN ('fail', 'error');
             outcome text := CASE WHEN NEW.status = 'completed' THEN NEW.result ELSE NEW.status END;
+            new_id bigint;
         BEGIN
             INSERT INTO events (type, created_at, team, service, check_slug, result_id, outcome, summary)
             SELECT CASE WHEN failing THEN 'failing' ELSE 'recovered' END, NEW.finished_at, s.owner, s.slug,
                    c.slug, NEW.result_id, outcome,
                    coalesce(s.slug, c.slug) || ': check ' || c.slug
                    || CASE WHEN failing THEN ' is failing (' ELSE ' recovered (' END || outcome || ')'
-            FROM checks AS c LEFT JOIN services AS s ON s.id = NEW.service_key WHERE c.id = NEW.check_id;
+            FROM checks AS c LEFT JOIN services AS s ON s.id = NEW.service_key WHERE c.id = NEW.check_id
+            RETURNING id INTO new_id;
+            INSERT INTO event_outbox (event_id) VALUES (new_id);
             RETURN NULL;
         END $$;
         CREATE TRIGGER events_on_first_result AFTER INSERT ON latest_results FOR EACH ROW

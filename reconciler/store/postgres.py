@@ -185,7 +185,7 @@ class PostgresDialect:
     @staticmethod
     def rows_cte(name: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[str, dict]:
         """`name AS (...)`: a CTE over rows passed as one array parameter per column."""
-        types = {"check_id": "BIGINT"}
+        types = {"check_id": "BIGINT", "result_id": "BIGINT"}
         arrays = ", ".join(f"CAST(:{name}_{i} AS {types.get(column, 'TEXT')}[])" for i, column in enumerate(columns))
         params = {f"{name}_{i}": [row[i] for row in rows] for i in range(len(columns))}
         return f"{name} AS MATERIALIZED (SELECT * FROM unnest({arrays}) AS t ({', '.join(columns)}))", params

@@ -20,6 +20,7 @@ from .migrations import MIGRATIONS, _split_statements
 from ..outcomes import RESULTS
 from .rows import COMPLETED_SLUGS, OPEN_SQL
 
+TEMP_STORE = "MEMORY"  # statement journals, temporary tables and sorts (see _connection)
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -211,6 +212,14 @@ class SqliteBackend:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # A statement inside a transaction keeps the pages it changes in a statement journal (to
+            # undo just itself on an error). Past 64 KiB SQLite spills that journal to a temporary file,
+            # created and deleted in each transaction: an answer whose triggers touch a few more pages
+            # (a failing event: its row, outbox, filter indexes) crossed it and cost ~100 us more in
+            # open/unlink alone (bench/bench_notify.py). In memory it costs a copy of each page.
+            # (Temporary tables and sorts stay in memory too: the migrator, which may sort a whole
+            # table to build an index, uses files: `migrate`.)
+            conn.execute(f"PRAGMA temp_store={TEMP_STORE}")
             self._local.conn = conn
             self._local.session = SqliteSession(conn)
         return conn
@@ -280,6 +289,15 @@ class SqliteBackend:
     def migrate(self) -> list[int]:
         """Apply the migrations not yet applied, in one transaction; the versions applied."""
         done = []
+        conn = self._connection()
+        conn.execute("PRAGMA temp_store=FILE")  # an index built over a whole table sorts on disk, not in memory
+        try:
+            self._migrate(done)
+        finally:
+            conn.execute(f"PRAGMA temp_store={TEMP_STORE}")
+        return done
+
+    def _migrate(self, done: list[int]) -> None:
         with self.transaction() as session:
             session.run(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -300,7 +318,6 @@ class SqliteBackend:
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, datetime('now'))", (version,)
                 )
                 done.append(version)
-        return done
 
     def schema_version(self) -> int:
         with self.session() as session:
