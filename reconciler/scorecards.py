@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
+import msgspec
+
 from .clock import format_time
 from .events import Event
 from .staleness import stale_cutoff, stale_from, stale_offset
@@ -72,6 +74,17 @@ class Evaluation:
     level: int
     checks: dict[str, str]  # every counted check -> its state
     valid_until: str | None
+
+
+# A row's `checks` as stored: keys sorted, no spaces, so one state gives one text (a row is rewritten
+# only when its text changes). msgspec: five times quicker than json.dumps, which a first evaluation
+# pays 30,000 times at 10,000 services (bench/bench_scorecards.py).
+_STATES_ENCODER = msgspec.json.Encoder(order="sorted")
+decode_states = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def encode_states(states: dict[str, str]) -> str:
+    return _STATES_ENCODER.encode(states).decode()
 
 
 def level_of(rubric: Rubric, states: dict[str, str]) -> int:
@@ -169,55 +182,61 @@ def check_state(rubric: Rubric, check: dict, service_slug: str, row: tuple | Non
     return "stale" if row[1] == "completed" and row[0] in rubric.met_by else "failing"
 
 
-def evaluate(rubric: Rubric, service: dict, latest: dict[str, tuple], checks: dict[str, dict],
-             cutoffs: dict[str, str | None], waived: dict[tuple[str, str], Waiver], now: datetime,
-             targeted: dict[str, bool] | None = None) -> Evaluation:
-    """One service's level of one rubric. `latest`: check slug -> (result, status, created_at) of its
-    latest finished result; `checks`: live checks by slug (with their parsed `targets` and
-    `stale_offset`); `targeted`: a cache of which checks target this service, shared by its rubrics.
+def evaluate(rubric: Rubric, plan: tuple, service: dict, latest: dict[str, tuple], hits: list[bool],
+             waived: dict[tuple[str, str], Waiver], now: datetime, until_of: dict) -> Evaluation:
+    """One service's level of one rubric. `plan`: the rubric's levels, each a tuple of (check slug,
+    index of its `services:` in `hits`, stale cutoff, live check); `hits`: whether each distinct
+    `services:` selects this service; `latest`: check slug -> (result, status, created_at, ...) of its
+    latest finished result; `until_of`: a cache of stamps (results of one scheduler pass share one).
 
     The loop is written out (no helper per check on the usual path): a first evaluation runs it
     for every (service, rubric) pair, 50,000 times at 10,000 services (bench/bench_scorecards.py)."""
-    targeted = {} if targeted is None else targeted
     met_by = rubric.met_by
     states: dict[str, str] = {}
-    ends: list[datetime] = []
+    ends: list[str] = []
     oldest_by_offset: dict[timedelta, str] = {}  # checks going stale alike: only the oldest result matters
     level, holding = 0, True
-    for _, level_checks in rubric.levels:
+    for level_checks in plan:
         complete = True
-        for slug in level_checks:
-            hits = targeted.get(slug)
-            if hits is None:
-                check = checks.get(slug)
-                hits = targeted[slug] = check is not None and bool(check["active"]) and selects(check["targets"], service)
-            if not hits:
+        for slug, target, cutoff, check in level_checks:
+            if not hits[target]:
                 continue  # does not target the service (or is removed, or paused): does not count
             row = latest.get(slug)
-            if row is not None and row[1] == "completed" and row[0] in met_by:
-                cutoff = cutoffs.get(slug)
-                if not cutoff or row[2] >= cutoff:
-                    states[slug] = "met"
-                    offset = checks[slug]["stale_offset"]
-                    if offset is not None:
-                        if row[2] < oldest_by_offset.get(offset, "~"):
-                            oldest_by_offset[offset] = row[2]
-                    else:
-                        moment = stale_from(checks[slug], parse_stamp(row[2]))
-                        if moment is not None:
-                            ends.append(moment)
-                    continue
-            state = states[slug] = check_state(rubric, checks[slug], service["slug"], row, cutoffs.get(slug), waived, now)
+            if row is not None and row[1] == "completed" and row[0] in met_by and (not cutoff or row[2] >= cutoff):
+                states[slug] = "met"
+                offset = check["stale_offset"]
+                if offset is not None:
+                    if row[2] < oldest_by_offset.get(offset, "~"):
+                        oldest_by_offset[offset] = row[2]
+                else:
+                    key = (slug, row[2])
+                    until = until_of.get(key)
+                    if until is None:
+                        moment = stale_from(check, parse_stamp(row[2]))
+                        until = until_of[key] = format_time(moment) if moment is not None else ""
+                    if until:
+                        ends.append(until)
+                continue
+            state = states[slug] = check_state(rubric, check, service["slug"], row, cutoff, waived, now)
             if state == "waived":
-                ends.append(waiver_end(waived[(slug, service["slug"])].expires))
+                expires = waived[(slug, service["slug"])].expires
+                until = until_of.get(expires)
+                if until is None:
+                    until = until_of[expires] = format_time(waiver_end(expires))
+                ends.append(until)
             else:
                 complete = False
         if holding and complete:
             level += 1
         else:
             holding = False
-    ends += [parse_stamp(created) + offset for offset, created in oldest_by_offset.items()]
-    return Evaluation(level, states, format_time(min(ends)) if ends else None)
+    for offset, created in oldest_by_offset.items():
+        key = (offset, created)
+        until = until_of.get(key)
+        if until is None:
+            until = until_of[key] = format_time(parse_stamp(created) + offset)
+        ends.append(until)
+    return Evaluation(level, states, min(ends) if ends else None)  # stamps of one width: text order is time order
 
 
 class Evaluator:
@@ -230,6 +249,9 @@ class Evaluator:
         self.checks: dict[str, dict] = {}
         self.check_slugs: dict[int, str] = {}
         self._cutoffs: tuple[str, dict[str, str | None]] = ("", {})
+        # (check, created_at) -> when a met result goes stale: answers to one scheduler pass share a
+        # created_at (bench/bench_scorecards.py: the PATCH hook). Kept small; cleared with the checks.
+        self._until_of: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def current(self, session=None) -> "Evaluator":
@@ -249,6 +271,7 @@ class Evaluator:
         self.checks = checks
         self.check_slugs = {row["id"]: slug for slug, row in checks.items()}
         self._cutoffs = ("", {})
+        self._until_of = {}
         self._revision = revision  # last: another thread sees the new revision only once all is in place
 
     def cutoffs(self, now: datetime) -> dict[str, str | None]:
@@ -261,19 +284,33 @@ class Evaluator:
 
     def evaluate_services(self, services: list[dict], latest: dict[int, dict[str, tuple]], now: datetime,
                           rubrics: Iterable[str] | None = None) -> dict[tuple[str, int], Evaluation]:
-        """(rubric, service id) -> evaluation, for the rubrics that apply to each service."""
+        """(rubric, service id) -> evaluation, for the rubrics that apply to each service. What does not
+        depend on the service is worked out once: each rubric's checks with their cutoffs, and the
+        distinct `services:` of those checks (matched once per service, not once per check)."""
         cutoffs = self.cutoffs(now)
         waived = self.definitions.waived
         wanted = [self.definitions.rubrics[key] for key in (rubrics if rubrics is not None else self.definitions.rubrics)
                   if key in self.definitions.rubrics]
+        targets: list = ["none"]  # a removed or paused check selects nothing, like `services: none`
+
+        def target_of(check: dict | None) -> int:
+            if check is None or not check["active"]:
+                return 0
+            if check["targets"] not in targets:
+                targets.append(check["targets"])
+            return targets.index(check["targets"])
+
+        plans = [(rubric, tuple(tuple((slug, target_of(self.checks.get(slug)), cutoffs.get(slug), self.checks.get(slug))
+                                      for slug in level_checks) for _, level_checks in rubric.levels))
+                 for rubric in wanted]
+        until_of: dict = {}
         found = {}
         for service in services:
+            hits = [selects(target, service) for target in targets]
             mine = latest.get(service["id"], {})
-            targeted: dict[str, bool] = {}
-            for rubric in wanted:
+            for rubric, plan in plans:
                 if selects(rubric.services, service):
-                    found[(rubric.key, service["id"])] = evaluate(
-                        rubric, service, mine, self.checks, cutoffs, waived, now, targeted)
+                    found[(rubric.key, service["id"])] = evaluate(rubric, plan, service, mine, hits, waived, now, until_of)
         return found
 
     def answered(self, stored: dict[tuple[str, int], tuple], answers: list[tuple[dict, str]], now: datetime
@@ -292,14 +329,20 @@ class Evaluator:
                     if key not in stored:
                         continue  # the rubric does not apply to the service
                     level, checks, until = stored[key]
-                    evaluation = Evaluation(level, json.loads(checks), until)
+                    evaluation = Evaluation(level, decode_states(checks), until)
                 if slug not in evaluation.checks:
                     continue  # the check does not target the service
                 state = evaluation.checks[slug] = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
                 ends = [evaluation.valid_until] if evaluation.valid_until else []
                 if state == "met":
-                    moment = stale_from(check, parse_stamp(row["created_at"]))
-                    ends += [format_time(moment)] if moment else []
+                    result_key = (slug, row["created_at"])
+                    until = self._until_of.get(result_key)
+                    if until is None:
+                        if len(self._until_of) > 10_000:
+                            self._until_of.clear()
+                        moment = stale_from(check, parse_stamp(row["created_at"]))
+                        until = self._until_of[result_key] = format_time(moment) if moment else ""
+                    ends += [until] if until else []
                 elif state == "waived":
                     ends.append(format_time(waiver_end(waived[(slug, row["service"])].expires)))
                 evaluation.valid_until = min(ends) if ends else None  # may be early, never late: refresh_due re-evaluates
@@ -338,7 +381,8 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list
     if not answers:
         return []
     service_ids = sorted({row["service_id"] for row, _ in answers})
-    stored = db.scorecards.stored_levels(session, service_ids)
+    rubrics = sorted({rubric.key for _, slug in answers for rubric in evaluator.definitions.rubrics_by_check[slug]})
+    stored = db.scorecards.stored_levels(session, service_ids, rubrics)
     changed = evaluator.answered(stored, answers, now)
     changes = db.scorecards.replace_levels(session, changed, now, stored=stored)
     record_level_events(db, session, evaluator, changes, now)

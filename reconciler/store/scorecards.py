@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Iterable, Sequence
 
 from ..clock import format_time
-from ..scorecards import Evaluation, Evaluator, LevelChange
+from ..scorecards import Evaluation, Evaluator, LevelChange, encode_states
 
 _SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
 BULK_SNAPSHOT_FROM = 1_000  # level changes in one write (bench/bench_scorecards.py: a first evaluation)
@@ -43,7 +43,7 @@ class ScorecardRepository:
 
     def evaluation_inputs(self, session, check_slugs: Iterable[str], service_ids: list[int] | None = None
                           ) -> tuple[list[dict], dict[int, dict[str, tuple]]]:
-        """(live services, service id -> check slug -> (result, status, created_at) of its latest
+        """(live services, service id -> check slug -> (result, status, created_at, ...) of its latest
         finished result), for every service or those given, over the checks given."""
         d = self.db.dialect
         only = f" AND id IN {d.id_table(':services')}" if service_ids is not None else ""
@@ -53,17 +53,17 @@ class ScorecardRepository:
             service["tags"] = json.loads(service["tags"]) if service["tags"] != "[]" else []
         latest: dict[int, dict[str, tuple]] = {}
         rows = session.tuples(
-            "SELECT l.service_key, c.slug, l.result, l.status, l.created_at FROM checks AS c"
+            "SELECT l.result, l.status, l.created_at, c.slug, l.service_key FROM checks AS c"
             " JOIN latest_results AS l ON l.check_id = c.id"
             f" WHERE c.slug IN {d.text_table(':checks')} AND c.removed_at IS NULL"
             + (f" AND l.service_key IN {d.id_table(':services')}" if service_ids is not None else ""),
             params,
         )
-        for service_key, slug, *row in rows:  # 100,000s of rows on a first evaluation: no more work per row
-            found = latest.get(service_key)
+        for row in rows:  # 100,000s of rows on a first evaluation: each kept as read, its first three what counts
+            found = latest.get(row[4])
             if found is None:
-                found = latest[service_key] = {}
-            found[slug] = row
+                found = latest[row[4]] = {}
+            found[row[3]] = row
         return services, latest
 
     def service_ids(self, session, slugs: Sequence[str]) -> list[int]:
@@ -78,18 +78,23 @@ class ScorecardRepository:
             f"SELECT id, slug, owner FROM services WHERE id IN {self.db.dialect.id_table('?')}",
             (self.db.dialect.ids(sorted(service_ids)),))}
 
-    def stored_levels(self, session, service_ids: list[int] | None = None) -> dict[tuple[str, int], tuple]:
-        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'.
-        Read to be rewritten: locked until the transaction ends (PostgreSQL), in one order (no deadlock),
-        so two transactions that move one level (an answer and the leader's refresh) see each other's
-        write, and the change is reported once."""
-        lock = self.db.dialect.lock_rows("service_id, rubric")
-        if service_ids is None:
-            rows = session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels" + lock)
-        else:
-            rows = session.tuples(
-                "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
-                f" WHERE service_id IN {self.db.dialect.id_table('?')}" + lock, (self.db.dialect.ids(service_ids),))
+    def stored_levels(self, session, service_ids: list[int] | None = None, rubrics: list[str] | None = None
+                      ) -> dict[tuple[str, int], tuple]:
+        """(rubric, service id) -> (level, checks JSON, valid_until), of every row or these services'
+        (of these rubrics). Read to be rewritten: locked until the transaction ends (PostgreSQL), in one
+        order (no deadlock), so two transactions that move one level (an answer and the leader's refresh)
+        see each other's write, and the change is reported once."""
+        d = self.db.dialect
+        conditions, params = [], []
+        if service_ids is not None:
+            conditions.append(f"service_id IN {d.id_table('?')}")
+            params.append(d.ids(service_ids))
+        if rubrics is not None:
+            conditions.append(f"rubric IN {d.text_table('?')}")
+            params.append(d.ids(rubrics))
+        rows = session.tuples(
+            "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
+            + (" WHERE " + " AND ".join(conditions) if conditions else "") + d.lock_rows("service_id, rubric"), params)
         return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
 
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
@@ -104,7 +109,7 @@ class ScorecardRepository:
         day = stamp[:10]
         writes, changes = [], []
         for key, evaluation in found.items():
-            checks = json.dumps(evaluation.checks, sort_keys=True, separators=(",", ":"))
+            checks = encode_states(evaluation.checks)
             old = before.get(key)
             if old == (evaluation.level, checks, evaluation.valid_until):
                 continue
@@ -135,7 +140,8 @@ class ScorecardRepository:
         session.run(
             "INSERT INTO scorecard_snapshots (rubric, service_id, day, level)"
             " SELECT rubric, service_id, ?, level FROM scorecard_levels WHERE TRUE"
-            " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level", (day,))
+            " ON CONFLICT (rubric, service_id, day) DO UPDATE SET level = excluded.level"
+            " WHERE scorecard_snapshots.level <> excluded.level", (day,))  # a row as it was is not rewritten
 
     def due_services(self, session, now: str) -> list[int]:
         """Services with a level that time alone may change by now."""
