@@ -90,9 +90,10 @@ def encode_states(states: dict[str, str]) -> str:
 def level_of(rubric: Rubric, states: dict[str, str]) -> int:
     """Levels held: consecutive levels, lowest first, whose counted checks are all met or waived."""
     level = 0
-    for _, checks in rubric.levels:
-        if any(states.get(check, "met") not in COUNTING for check in checks):
-            break
+    for _, checks in rubric.levels:  # loops written out: the answer path runs this for each answer
+        for check in checks:
+            if states.get(check, "met") not in COUNTING:
+                return level
         level += 1
     return level
 
@@ -171,23 +172,23 @@ def selects(targets: Any, service: dict) -> bool:
 
 def check_state(rubric: Rubric, check: dict, service_slug: str, row: tuple | None, cutoff: str | None,
                 waived: dict[tuple[str, str], Waiver], now: datetime) -> str:
-    """One counted check's state for a service: `row` is its latest finished (result, status, created_at)."""
-    if row is not None and row[1] == "completed" and row[0] in rubric.met_by and not (cutoff and row[2] < cutoff):
+    """One counted check's state for a service: `row` is its latest finished (result, completed?, created_at)."""
+    if row is not None and row[1] and row[0] in rubric.met_by and not (cutoff and row[2] < cutoff):
         return "met"
     waiver = waived.get((check["slug"], service_slug))
     if waiver is not None:
         return "waived" if waiver.counts_at(now) else "waiver-expired"
     if row is None:
         return "missing"
-    return "stale" if row[1] == "completed" and row[0] in rubric.met_by else "failing"
+    return "stale" if row[1] and row[0] in rubric.met_by else "failing"
 
 
-def evaluate(rubric: Rubric, plan: tuple, service: dict, latest: dict[str, tuple], hits: list[bool],
+def evaluate(rubric: Rubric, plan: tuple, service: dict, latest: dict[int, tuple], hits: list[bool],
              waived: dict[tuple[str, str], Waiver], now: datetime, until_of: dict) -> Evaluation:
     """One service's level of one rubric. `plan`: the rubric's levels, each a tuple of (check slug,
-    index of its `services:` in `hits`, stale cutoff, live check); `hits`: whether each distinct
-    `services:` selects this service; `latest`: check slug -> (result, status, created_at, ...) of its
-    latest finished result; `until_of`: a cache of stamps (results of one scheduler pass share one).
+    check id, index of its `services:` in `hits`, stale cutoff, live check); `hits`: whether each
+    distinct `services:` selects this service; `latest`: check id -> (result, completed?, created_at, ...)
+    of its latest finished result; `until_of`: a cache of stamps (results of one scheduler pass share one).
 
     The loop is written out (no helper per check on the usual path): a first evaluation runs it
     for every (service, rubric) pair, 50,000 times at 10,000 services (bench/bench_scorecards.py)."""
@@ -198,11 +199,11 @@ def evaluate(rubric: Rubric, plan: tuple, service: dict, latest: dict[str, tuple
     level, holding = 0, True
     for level_checks in plan:
         complete = True
-        for slug, target, cutoff, check in level_checks:
+        for slug, check_id, target, cutoff, check in level_checks:
             if not hits[target]:
                 continue  # does not target the service (or is removed, or paused): does not count
-            row = latest.get(slug)
-            if row is not None and row[1] == "completed" and row[0] in met_by and (not cutoff or row[2] >= cutoff):
+            row = latest.get(check_id)
+            if row is not None and row[1] and row[0] in met_by and (not cutoff or row[2] >= cutoff):
                 states[slug] = "met"
                 offset = check["stale_offset"]
                 if offset is not None:
@@ -217,7 +218,10 @@ def evaluate(rubric: Rubric, plan: tuple, service: dict, latest: dict[str, tuple
                     if until:
                         ends.append(until)
                 continue
-            state = states[slug] = check_state(rubric, check, service["slug"], row, cutoff, waived, now)
+            if waived and (slug, service["slug"]) in waived:
+                state = states[slug] = check_state(rubric, check, service["slug"], row, cutoff, waived, now)
+            else:  # check_state without a waiver, written out: most counted checks of a first evaluation come here
+                states[slug] = state = "missing" if row is None else "stale" if row[1] and row[0] in met_by else "failing"
             if state == "waived":
                 expires = waived[(slug, service["slug"])].expires
                 until = until_of.get(expires)
@@ -248,7 +252,7 @@ class Evaluator:
         self.definitions = Definitions(())
         self.checks: dict[str, dict] = {}
         self.check_slugs: dict[int, str] = {}
-        self._cutoffs: tuple[str, dict[str, str | None]] = ("", {})
+        self._cutoffs: tuple[int, dict[str, str | None]] = (-1, {})
         # (check, created_at) -> when a met result goes stale: answers to one scheduler pass share a
         # created_at (bench/bench_scorecards.py: the PATCH hook). Kept small; cleared with the checks.
         self._until_of: dict[tuple[str, str], str] = {}
@@ -270,19 +274,19 @@ class Evaluator:
         self.definitions = Definitions(self.db.scorecards.definitions(session))
         self.checks = checks
         self.check_slugs = {row["id"]: slug for slug, row in checks.items()}
-        self._cutoffs = ("", {})
+        self._cutoffs = (-1, {})
         self._until_of = {}
         self._revision = revision  # last: another thread sees the new revision only once all is in place
 
     def cutoffs(self, now: datetime) -> dict[str, str | None]:
         """Each rubric check's stale cutoff at `now`, to the second (cron's are costly; answers come in hundreds a second)."""
-        second = format_time(now)[:19]
+        second = int(now.timestamp())
         if self._cutoffs[0] != second:
             self._cutoffs = (second, {slug: stale_cutoff(check, now) for slug, check in self.checks.items()
                                       if slug in self.definitions.rubric_checks})
         return self._cutoffs[1]
 
-    def evaluate_services(self, services: list[dict], latest: dict[int, dict[str, tuple]], now: datetime,
+    def evaluate_services(self, services: list[dict], latest: dict[int, dict[int, tuple]], now: datetime,
                           rubrics: Iterable[str] | None = None) -> dict[tuple[str, int], Evaluation]:
         """(rubric, service id) -> evaluation, for the rubrics that apply to each service. What does not
         depend on the service is worked out once: each rubric's checks with their cutoffs, and the
@@ -300,8 +304,9 @@ class Evaluator:
                 targets.append(check["targets"])
             return targets.index(check["targets"])
 
-        plans = [(rubric, tuple(tuple((slug, target_of(self.checks.get(slug)), cutoffs.get(slug), self.checks.get(slug))
-                                      for slug in level_checks) for _, level_checks in rubric.levels))
+        plans = [(rubric, tuple(tuple((slug, (self.checks.get(slug) or {}).get("id"), target_of(self.checks.get(slug)),
+                                       cutoffs.get(slug), self.checks.get(slug)) for slug in level_checks)
+                                for _, level_checks in rubric.levels))
                  for rubric in wanted]
         until_of: dict = {}
         found = {}
@@ -321,7 +326,7 @@ class Evaluator:
         changed: dict[tuple[str, int], Evaluation] = {}
         for row, slug in answers:
             check = self.checks[slug]
-            latest = (row["result"], row["status"], row["created_at"])
+            latest = (row["result"], row["status"] == "completed", row["created_at"])
             for rubric in self.definitions.rubrics_by_check[slug]:
                 key = (rubric.key, row["service_id"])
                 evaluation = changed.get(key)
