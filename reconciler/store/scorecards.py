@@ -19,6 +19,7 @@ class ScorecardRepository:
     def __init__(self, db):
         self.db = db
         self.evaluator = Evaluator(db)  # this process's copy of the definitions, per applied revision
+        self._stored_sql: dict[tuple[bool, bool], str] = {}
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -86,16 +87,16 @@ class ScorecardRepository:
         order (no deadlock), so two transactions that move one level (an answer and the leader's refresh)
         see each other's write, and the change is reported once."""
         d = self.db.dialect
-        conditions, params = [], []
-        if service_ids is not None:
-            conditions.append(f"service_id IN {d.id_table('?')}")
-            params.append(d.ids(service_ids))
-        if rubrics is not None:
-            conditions.append(f"rubric IN {d.text_table('?')}")
-            params.append(d.ids(rubrics))
-        rows = session.tuples(
-            "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
-            + (" WHERE " + " AND ".join(conditions) if conditions else "") + d.lock_rows("service_id, rubric"), params)
+        shape = (service_ids is not None, rubrics is not None)
+        sql = self._stored_sql.get(shape)
+        if sql is None:  # built once per shape: the answer hook reads with it once per batch
+            conditions = ([f"service_id IN {d.id_table('?')}"] if service_ids is not None else []) + (
+                [f"rubric IN {d.text_table('?')}"] if rubrics is not None else [])
+            sql = self._stored_sql[shape] = (
+                "SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
+                + (" WHERE " + " AND ".join(conditions) if conditions else "") + d.lock_rows("service_id, rubric"))
+        params = [d.ids(values) for values in (service_ids, rubrics) if values is not None]
+        rows = session.tuples(sql, params)
         return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
 
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
