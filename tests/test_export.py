@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import pty
 import subprocess
 import sys
 from datetime import timedelta
@@ -21,6 +20,7 @@ from reconciler.clock import FakeClock
 from reconciler.export import COLUMNS, result_batches
 from reconciler.settings import Settings
 from store_support import finished_result, new_result
+from terminal_support import run_on_terminal
 
 
 @pytest.fixture
@@ -98,21 +98,8 @@ def test_cli_exports_jsonl_and_csv_and_prints_nothing_else_off_a_terminal(synced
 
 def test_cli_shows_progress_on_a_terminal_unless_quiet(synced_store, history, database_url, tmp_path):
     for quiet, expect_bar in (((), True), (("--quiet",), False)):
-        controller, terminal = pty.openpty()
-        try:
-            done = _cli(database_url, "--output", str(tmp_path / "out.csv"), *quiet, stderr=terminal, stdout=subprocess.PIPE)
-            os.close(terminal)
-            seen = b""
-            while True:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # the terminal's other end is closed: all read
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-        finally:
-            os.close(controller)
+        done, seen = run_on_terminal(lambda terminal: _cli(
+            database_url, "--output", str(tmp_path / "out.csv"), *quiet, stderr=terminal, stdout=subprocess.PIPE))
         assert done.returncode == 0
         assert (b"exporting results" in seen) is expect_bar, seen
         assert len(_rows((tmp_path / "out.csv").read_text())) == 5

@@ -19,6 +19,7 @@ from reconciler.settings import Settings
 from reconciler.store import open_database
 from reconciler.writeback import writeback_pass
 from store_support import answer, new_result
+from terminal_support import run_on_terminal
 
 GIT = ["git", "-c", "user.name=Mallory", "-c", "user.email=mallory@example.com"]
 DAY_ONE = "results/history/2026/01/05.jsonl"
@@ -224,8 +225,6 @@ def test_verify_against_the_store_finds_a_finished_result_missing_from_git(synce
 
 
 def test_verify_shows_progress_on_a_terminal_unless_quiet_and_nothing_extra_off_one(synced_store, tmp_path, example_dir):
-    import pty
-
     branch = Branch(tmp_path, example_dir, store=synced_store).honest()
     plain = branch.verify("--against-store")
     assert plain.returncode == 0 and plain.stderr == "", plain.stderr  # a pipe: no bar, no escape codes
@@ -234,23 +233,9 @@ def test_verify_shows_progress_on_a_terminal_unless_quiet_and_nothing_extra_off_
     env.update(PYTHONPATH=str(PROJECT), CATALOG_HOME=str(tmp_path / "auditor"),
                CATALOG_DATABASE_URL=backend.url if hasattr(backend, "url") else f"sqlite://{backend.path}")
     for quiet, expect_bar in (((), True), (("--quiet",), False)):
-        controller, terminal = pty.openpty()
-        try:
-            done = subprocess.run([sys.executable, "-m", "api.cli", "verify", "--repo", str(branch.remote),
-                                   "--against-store", *quiet], stdout=subprocess.PIPE, stderr=terminal, env=env,
-                                  timeout=120)
-            os.close(terminal)
-            seen = b""
-            while True:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # the terminal's other end is closed: all read
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-        finally:
-            os.close(controller)
+        done, seen = run_on_terminal(lambda terminal: subprocess.run(
+            [sys.executable, "-m", "api.cli", "verify", "--repo", str(branch.remote), "--against-store", *quiet],
+            stdout=subprocess.PIPE, stderr=terminal, env=env, timeout=120))
         assert done.returncode == 0 and done.stdout.startswith(b"verified: 6 history lines")
         assert (b"reading history files" in seen) is expect_bar, seen
         assert (b"comparing with the store" in seen) is expect_bar, seen
