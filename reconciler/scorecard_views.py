@@ -64,15 +64,15 @@ def _service_rows(rows: list[dict], names: list[str]) -> list[dict]:
     } for row in rows]
 
 
-def trend(db, rubric: str, names: list[str], now: datetime, *, team: str | None = None) -> list[dict]:
-    """A year of daily counts per level: [{day, by_level}], oldest first."""
+def trend(db, rubric: str, names: list[str], now: datetime, today: dict[int, int], *,
+          team: str | None = None) -> list[dict]:
+    """A year of daily counts per level: [{day, by_level}], oldest first; `today`: the counts (level ->
+    services) as they stand, which replace today's snapshot (taken once, maybe before the day's first levels)."""
     since = (now - timedelta(days=TREND_DAYS - 1)).strftime("%Y-%m-%d")
     days: dict[str, dict[int, int]] = {}
     for day, level, services in db.scorecards.trend(rubric, team=team, since=since):
         days.setdefault(day, {})[level] = services
-    # today as it stands: the daily snapshot is taken once, maybe before the day's first levels
-    days[now.astimezone(timezone.utc).strftime("%Y-%m-%d")] = {
-        level: services for _, level, services in db.scorecards.level_counts(rubric=rubric, team=team)}
+    days[now.astimezone(timezone.utc).strftime("%Y-%m-%d")] = today
     return [{"day": day, "by_level": _by_level(names, counts)} for day, counts in sorted(days.items())]
 
 
@@ -96,7 +96,7 @@ def scorecard(db, slug: str, now: datetime, *, page: int | None = 1) -> dict:
         page = min(max(page, 1), pages)
         rows = db.scorecards.levels(rubric=slug, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return {**_card_head(slug, card), "services": total, "by_level": _by_level(names, counts),
-            "page": page, "pages": pages, "service_levels": _service_rows(rows, names), "trend": trend(db, slug, names, now)}
+            "page": page, "pages": pages, "service_levels": _service_rows(rows, names), "trend": trend(db, slug, names, now, counts)}
 
 
 def service_trend(db, scorecard: str, service_id: int, names: list[str], now: datetime) -> list[dict]:
@@ -168,6 +168,14 @@ def teams(db) -> list[dict]:
     return shown
 
 
+def _counts(rows: list[dict]) -> dict[int, int]:
+    """Level -> services, of service rows shaped by `_service_rows`."""
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[row["level_index"]] = counts.get(row["level_index"], 0) + 1
+    return counts
+
+
 def team(db, owner: str, now: datetime) -> dict:
     """One team: its services and their levels, failing checks, waivers ending soon, campaigns, trend."""
     found = definitions(db)
@@ -184,6 +192,7 @@ def team(db, owner: str, now: datetime) -> dict:
             failing += [{"service": row["service"], "scorecard": row["rubric"], "check": check, "state": state}
                         for check, state in sorted(row["checks"].items()) if state not in ("met", "waived")]
     soon = (now + timedelta(days=EXPIRING_DAYS)).strftime("%Y-%m-%d")
+    team_waivers = waivers(db, now, services=slugs)
     held: dict[str, dict[str, str | None]] = {}
     for slug, rows in levels.items():
         for row in rows:
@@ -202,11 +211,11 @@ def team(db, owner: str, now: datetime) -> dict:
         "failing_by_check": sorted(grouped.values(), key=lambda g: (-len(g["services"]), g["check"], g["state"])),
         "scorecards": [{"slug": slug, "name": found.scorecards[slug]["name"],
                         "levels": found.level_names(slug), "services": levels.get(slug, []),
-                        "trend": trend(db, slug, found.level_names(slug), now, team=owner)}
+                        "trend": trend(db, slug, found.level_names(slug), now, _counts(levels.get(slug, [])), team=owner)}
                        for slug in sorted(found.scorecards)],
         "failing_checks": failing,
-        "waivers": waivers(db, now, services=slugs),
-        "waivers_expiring": [w for w in waivers(db, now, services=slugs) if w["expires"] <= soon],
+        "waivers": team_waivers,
+        "waivers_expiring": [w for w in team_waivers if w["expires"] <= soon],
         "campaigns": [c for c in campaigns(db, now, services=services) if c["targeted"]],
     }
 

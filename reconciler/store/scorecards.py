@@ -178,13 +178,9 @@ class ScorecardRepository:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def level_counts(self, *, rubric: str | None = None, team: str | None = None) -> list[tuple[str, int, int]]:
-        """(rubric, level, services) for every rubric, or one (of one team's services: the owner)."""
+    def level_counts(self, *, rubric: str | None = None) -> list[tuple[str, int, int]]:
+        """(rubric, level, services) for every rubric, or one."""
         with self.db.session() as session:
-            if team is not None:
-                return session.tuples(
-                    "SELECT l.rubric, l.level, count(*) FROM scorecard_levels AS l JOIN services AS s ON s.id = l.service_id"
-                    " WHERE l.rubric = ? AND s.owner = ? GROUP BY l.rubric, l.level", (rubric, team))
             if rubric is not None:
                 return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels WHERE rubric = ?"
                                       " GROUP BY rubric, level", (rubric,))
