@@ -239,8 +239,9 @@ def list_teams(request: Request, state: State) -> Template:
                  scorecards=scorecard_views.scorecard_summaries(store))
 
 
-@get("/teams/{owner:str}", name="team", sync_to_thread=True)
+@get("/teams/{owner:path}", name="team", sync_to_thread=True)
 def show_team(request: Request, state: State, owner: FromPath[str]) -> Template:
+    owner = owner.removeprefix("/")  # an owner may hold a slash: `group:ops/sre` in a Backstage file is ops/sre
     team = scorecard_views.team(state.store, owner, _now(state))
     for card in team["scorecards"]:
         card["chart"] = chart(card["trend"], card["levels"], f"{owner}, {card['name']}: services per level per day")

@@ -54,10 +54,11 @@ class TeamController(Controller):
     def list_teams(self, state: State) -> dict[str, Any]:
         return {"teams": views.teams(state.store)}
 
-    @get("/{owner:str}", summary="One team: levels, failing checks, waivers, campaigns and trend",
+    @get("/{owner:path}", summary="One team: levels, failing checks, waivers, campaigns and trend",
+         description="The owner as written in the services' files; it may hold a slash (`ops/sre`).",
          responses=error_responses(401, 403, 404), sync_to_thread=True)
     def get_team(self, state: State, owner: FromPath[str]) -> dict[str, Any]:
-        return views.team(state.store, owner, state.clock.now())
+        return views.team(state.store, owner.removeprefix("/"), state.clock.now())
 
 
 class CampaignController(Controller):

@@ -113,3 +113,23 @@ def test_todays_trend_shows_the_levels_as_they_stand_when_the_snapshot_came_firs
         assert card["trend"][-1]["by_level"]["Gold"] == 1
         team = httpx.get(f"{site}/api/teams/team-payments").json()
         assert team["scorecards"][0]["trend"][-1]["by_level"]["Gold"] == 1
+
+
+def test_a_team_whose_owner_holds_a_slash_or_a_hash_has_its_page_and_api(store, example_dir):
+    """Backstage's `group:ops/sre` becomes the owner `ops/sre`; its links must lead to its team."""
+    owners = {"users-api": "ops/sre", "catalog-api": "web #1 / front"}
+    for slug, owner in owners.items():
+        path = example_dir / "services" / f"{slug}.yaml"
+        path.write_text(re.sub(r"(?m)^owner: .*$", f'owner: "{owner}"', path.read_text()))
+    assert not sync_directory(store, example_dir).errors
+    app = create_app(store, Settings(home=Path("unused"), public_read=True), clock=FakeClock())
+    with live_server(app) as site:
+        listing = httpx.get(f"{site}/teams").text
+        for slug, owner in owners.items():
+            link = re.search(r'<a href="(/teams/[^"]*)">' + re.escape(owner) + "</a>", listing)
+            assert link, owner
+            page = httpx.get(site + link.group(1))
+            assert page.status_code == 200 and slug in page.text, owner
+            api = httpx.get(site + link.group(1).replace("/teams/", "/api/teams/", 1))
+            assert api.status_code == 200 and api.json()["owner"] == owner
+        assert httpx.get(f"{site}/api/teams/ops/nobody").status_code == 404
