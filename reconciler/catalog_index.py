@@ -83,7 +83,9 @@ class CatalogIndex:
         return self._services
 
     def active(self, kind: str) -> int:
-        """How many services or checks were not removed before this sync."""
+        """How many entities of a kind were not removed before this sync."""
+        if kind not in ("service", "check"):
+            return sum(1 for (k, _), row in self.definitions.items() if k == kind and row["removed_at"] is None)
         if self._active is not None:
             return self._active[kind]
         rows = self._services if kind == "service" else self.checks

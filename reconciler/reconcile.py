@@ -290,7 +290,7 @@ def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile]
             path in read or not index.is_whole or (index.files.get(path) or {}).get("slug") == slug)
         if not keeps:
             plan.changes.append(Change(kind, slug, "remove", path))
-    plan.active_before = {"service": index.active("service"), "check": index.active("check")}
+    plan.active_before = {kind: index.active(kind) for kind in ("service", "check", *DEFINITION_KINDS)}
     plan.unchanged = sum(plan.active_before.values()) - plan.count("update") - plan.count("remove")
 
 
@@ -367,11 +367,12 @@ def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile]
 def mass_removal_refusal(plan: Plan) -> str | None:
     """Why applying the plan would be refused without --allow-mass-removal, or None.
 
-    Every kind counts: a wrong `writeback.path` or branch can empty checks/ as easily as services/.
+    Every kind counts: a wrong `writeback.path` or branch can empty checks/ or waivers/ as easily as
+    services/. Removing one entity is never a mass removal: deleting the waiver that ended is routine.
     """
     for kind, before in plan.active_before.items():
         removing = plan.removing(kind)
-        if removing and (removing == before or removing * 2 > before):
+        if removing > 1 and (removing == before or removing * 2 > before):
             return (
                 f"refusing to remove {removing} of {before} {kind}s in one sync"
                 " (all, or more than half); check the repository and branch, or pass --allow-mass-removal"

@@ -147,6 +147,32 @@ def test_removing_more_than_half_of_the_checks_is_refused(synced_store, example_
     assert report.outcome == "applied" and synced_store.catalog.counts()["checks"] == 3
 
 
+def _active_definitions(store, kind):
+    return sorted(slug for (k, slug), row in store.catalog.definition_index().items() if k == kind and row["removed_at"] is None)
+
+
+def test_the_guard_counts_waivers_scorecards_and_campaigns_but_one_removal_is_never_mass(synced_store, example_dir):
+    """Every kind counts (issue 16): an emptied waivers/ folder is refused like an emptied checks/.
+    Deleting one file (the waiver that ended, the only scorecard) is routine and applies."""
+    waiver = example_dir / "waivers" / "search-index-log4j.yaml"
+    for service in ("payments-api", "users-api"):
+        (example_dir / "waivers" / f"{service}-log4j.yaml").write_text(waiver.read_text().replace("search-index", service))
+    assert sync_directory(synced_store, example_dir).outcome == "applied"
+    assert len(_active_definitions(synced_store, "waiver")) == 3
+    kept = {path: path.read_text() for path in (example_dir / "waivers").iterdir()}
+    shutil.rmtree(example_dir / "waivers")
+    with pytest.raises(SyncRefused, match="refusing to remove 3 of 3 waivers"):
+        sync_directory(synced_store, example_dir)
+    assert len(_active_definitions(synced_store, "waiver")) == 3
+    (example_dir / "waivers").mkdir()
+    for path, text in kept.items():
+        if path.name != "users-api-log4j.yaml":
+            path.write_text(text)
+    shutil.rmtree(example_dir / "campaigns")  # the only campaign: one removal
+    assert sync_directory(synced_store, example_dir).outcome == "applied"
+    assert len(_active_definitions(synced_store, "waiver")) == 2 and _active_definitions(synced_store, "campaign") == []
+
+
 def test_an_empty_repository_is_refused_not_applied(synced_store, example_dir):
     shutil.rmtree(example_dir / "services")
     shutil.rmtree(example_dir / "checks")
