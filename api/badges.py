@@ -49,13 +49,15 @@ def render_badge(label: str, message: str, colour: str) -> str:
     )
 
 
-def _svg_slug(name: str) -> str:
+def svg_slug(name: str) -> str:
+    """The slug in a badge's file name (`x.svg`); any other name is a 404."""
     if not name.endswith(".svg") or len(name) <= 4:
         raise NotFound(f"badges end in .svg, not {name!r}")
     return name[:-4]
 
 
-def _answer(request: Request, svg: str) -> Response:
+def badge_response(request: Request, svg: str) -> Response:
+    """A badge with its cache headers; 304 when the client already holds it (its ETag)."""
     etag = '"' + hashlib.sha256(svg.encode()).hexdigest()[:32] + '"'
     public = request.app.state.settings.public_read
     headers = {
@@ -71,10 +73,10 @@ def _answer(request: Request, svg: str) -> Response:
 def service_badge(request: Request, state: State, name: FromPath[str]) -> Response:
     """`passing`, `N failing` or `unknown` over every check of the service."""
     store, now = state.store, state.clock.now()
-    service = store.reads.service(_svg_slug(name))
+    service = store.reads.service(svg_slug(name))
     verdict = dashboard.overall([entry["cell"] for entry in dashboard.service_checks(store, service, now)])
     colour = COLOURS["failing" if verdict.endswith("failing") else verdict]
-    return _answer(request, render_badge(service["slug"], verdict, colour))
+    return badge_response(request, render_badge(service["slug"], verdict, colour))
 
 
 @get("/badges/services/{slug:str}/{name:str}", guards=[requires_read], include_in_schema=False, sync_to_thread=True)
@@ -82,7 +84,7 @@ def service_check_badge(request: Request, state: State, slug: FromPath[str], nam
     """The latest result of one check on one service."""
     store, now = state.store, state.clock.now()
     service = store.reads.service(slug)
-    check = store.reads.check(_svg_slug(name))
+    check = store.reads.check(svg_slug(name))
     pair = (check["id"], service["id"])
     cell = dashboard.cell(
         store.pages.latest(service_ids=[service["id"]]).get(pair),
@@ -93,7 +95,7 @@ def service_check_badge(request: Request, state: State, slug: FromPath[str], nam
     message = dashboard.LABELS[key] if key != "none" else "unknown"
     if cell.stale:
         message += " (stale)"
-    return _answer(request, render_badge(check["slug"], message, COLOURS[key]))
+    return badge_response(request, render_badge(check["slug"], message, COLOURS[key]))
 
 
 BADGE_HANDLERS = [service_badge, service_check_badge]

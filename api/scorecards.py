@@ -14,7 +14,7 @@ from litestar.params import FromPath, QueryParameter
 
 from api import charts
 from api.auth import SECURITY, requires_read
-from api.badges import _answer, _svg_slug, render_badge
+from api.badges import badge_response, render_badge, svg_slug
 from api.models import error_responses
 from api.routing import get
 from reconciler import scorecard_views as views
@@ -99,7 +99,7 @@ def scorecard_badge(request: Request, state: State, slug: FromPath[str], name: F
     """A service's level of one scorecard: its name, `none`, or `not applicable`."""
     store = state.store
     service = store.reads.service(slug)
-    scorecard = _svg_slug(name)
+    scorecard = svg_slug(name)
     held = next((row for row in views.service_levels(store, service["id"]) if row["scorecard"] == scorecard), None)
     if held is None:
         if scorecard not in views.definitions(store).scorecards:
@@ -110,4 +110,4 @@ def scorecard_badge(request: Request, state: State, slug: FromPath[str], name: F
     else:
         top = held["level_index"] == len(held["levels"])
         message, colour = held["level"], BADGE_COLOURS["top" if top else "partial"]
-    return _answer(request, render_badge(scorecard, message, colour))
+    return badge_response(request, render_badge(scorecard, message, colour))

@@ -12,6 +12,7 @@ from reconciler.clock import Clock
 from reconciler.gitsource import DirectorySource
 from reconciler.reconcile import SyncReport, sync
 from reconciler.store import Database, open_database
+from oidc_issuer import OidcIssuer
 from postgres_server import PostgresServer
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,13 @@ def example_dir(tmp_path: Path) -> Path:
     target = tmp_path / "catalog"
     shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    """A loopback OIDC issuer with its own keys, playing GitHub Actions' token service."""
+    with OidcIssuer() as issuer:
+        yield issuer
 
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -16,7 +16,6 @@ from api.app import create_app
 from api_support import live_server
 from conftest import sync_directory
 from github_standin import GitHubStandIn
-from oidc_issuer import OidcIssuer
 from reconciler.dispatch import GitHubDispatcher
 from reconciler.oidc import OidcVerifier
 from reconciler.schedule import run_check
@@ -24,12 +23,6 @@ from reconciler.settings import Settings
 
 GITHUB_TOKEN = "ghp_answer"
 REPOSITORY = "acme-rockets/health-checks"  # the example catalog's defaults.repository
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    with OidcIssuer() as issuer:
-        yield issuer
 
 
 @pytest.fixture

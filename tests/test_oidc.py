@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api_support import auth, make_token
 from conftest import sync_directory, write_catalog
-from oidc_issuer import OidcIssuer, new_key
+from oidc_issuer import new_key
 from reconciler import writeback_files
 from reconciler.oidc import OidcVerifier
 from reconciler.settings import Settings
@@ -18,12 +18,6 @@ from store_support import INTEGRITY_ERRORS, answer, new_result, raw_sql
 
 AUDIENCE = "http://catalog.test"
 REPOSITORY = "acme-rockets/health-checks"  # the example catalog's defaults.repository
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    with OidcIssuer() as issuer:
-        yield issuer
 
 
 @pytest.fixture
