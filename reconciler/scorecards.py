@@ -362,14 +362,17 @@ def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) ->
     one-file change of a 100,000-service catalog must not read every service)."""
     evaluator = db.scorecards.evaluator.current()
     with db.transaction() as session:
-        if not evaluator.definitions.rubrics:  # none defined (any more): no service to read, rows to drop
-            return db.scorecards.replace_levels(session, {}, now, whole=True)
         service_ids = None if services is None else db.scorecards.service_ids(session, services)
         if service_ids == []:
             return []
+        # The level rows first, locked (PostgreSQL): an answer committing meanwhile is then in the
+        # results read below, or it waits and applies its state to the rows written here.
+        stored = db.scorecards.stored_levels(session, service_ids)
+        if not evaluator.definitions.rubrics:  # none defined (any more): no service to read, rows to drop
+            return db.scorecards.replace_levels(session, {}, now, stored=stored, drop_gone=True)
         inputs = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks, service_ids)
         found = evaluator.evaluate_services(*inputs, now)
-        changes = db.scorecards.replace_levels(session, found, now, whole=service_ids is None, service_ids=service_ids)
+        changes = db.scorecards.replace_levels(session, found, now, stored=stored, drop_gone=True)
         record_level_events(db, session, evaluator, changes, now)
         return changes
 
@@ -389,7 +392,7 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list
     rubrics = sorted({rubric.key for _, slug in answers for rubric in evaluator.definitions.rubrics_by_check[slug]})
     stored = db.scorecards.stored_levels(session, service_ids, rubrics)
     changed = evaluator.answered(stored, answers, now)
-    changes = db.scorecards.replace_levels(session, changed, now, stored=stored)
+    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False)
     record_level_events(db, session, evaluator, changes, now)
     return changes
 
@@ -401,9 +404,10 @@ def refresh_due(db, now: datetime) -> list[LevelChange]:
         service_ids = db.scorecards.due_services(session, format_time(now))
         if not service_ids:
             return []
+        stored = db.scorecards.stored_levels(session, service_ids)  # locked before the results are read
         services, latest = db.scorecards.evaluation_inputs(session, evaluator.definitions.rubric_checks, service_ids)
         found = evaluator.evaluate_services(services, latest, now)
-        changes = db.scorecards.replace_levels(session, found, now, service_ids=service_ids)
+        changes = db.scorecards.replace_levels(session, found, now, stored=stored, drop_gone=True)
         record_level_events(db, session, evaluator, changes, now)
         return changes
 

@@ -100,13 +100,12 @@ class ScorecardRepository:
         return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
 
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
-                       whole: bool = False, service_ids: list[int] | None = None,
-                       stored: dict[tuple[str, int], tuple] | None = None) -> list[LevelChange]:
-        """Write the evaluations that differ from the stored rows; with `whole` or `service_ids`, drop
-        the rows of that scope that no longer apply (with `stored`, the rows already read, only write).
-        Today's snapshot follows each changed level. Returns the level changes."""
-        partial = stored is not None
-        before = stored if partial else self.stored_levels(session, None if whole else service_ids or [])
+                       stored: dict[tuple[str, int], tuple], drop_gone: bool) -> list[LevelChange]:
+        """Write the evaluations that differ from `stored` (the rows `stored_levels` read, and locked,
+        before the results were read); with `drop_gone`, `stored` is a whole scope (every row, or some
+        services' rows) and its rows that no longer apply are dropped. Today's snapshot follows each
+        changed level. Returns the level changes."""
+        before = stored
         stamp = format_time(now)
         day = stamp[:10]
         inserts, updates, moves, changes = [], [], [], []
@@ -123,7 +122,7 @@ class ScorecardRepository:
                 moves.append((evaluation.level, checks, evaluation.valid_until, stamp, key[0], key[1]))
             if old is None or old[0] != evaluation.level:
                 changes.append(LevelChange(key[0], key[1], old[0] if old else None, evaluation.level))
-        gone = [] if partial else [key for key in before if key not in found]
+        gone = [key for key in before if key not in found] if drop_gone else []
         changes += [LevelChange(rubric, service_id, before[(rubric, service_id)][0], None) for rubric, service_id in gone]
         # The rows read before are there still (locked on PostgreSQL): a plain UPDATE, the quicker. Most
         # answers leave valid_until as it was; not naming it spares its index a rewrite (on SQLite a
