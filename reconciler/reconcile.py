@@ -32,9 +32,8 @@ from .integrity import Problem, Verdict, check_integrity, locate_problems, locat
 from .loader import (
     CATALOG_FILE, DEFINITION_KINDS, SKIPPED, LoadedFile, file_of, kind_of, list_catalog_files, locate, read_file, read_files,
 )
-from .notify import route_problems
 from .progress import Progress
-from .schema import CatalogConfig
+from .schema import CatalogConfig, route_problems
 from .store import Database
 
 PROGRESS_FROM = 2_000  # files: a sync reading fewer is over before a bar would be worth drawing
