@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .yamlparse import plain_scalar_tag, scalar_value
+from .yamlparse import TYPED_FIRST_CHARACTERS, plain_scalar_tag, scalar_value
 
 _KEY_LINE = re.compile(r"( *)([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +(.*))?$")
 _ITEM_LINE = re.compile(r"( *)- +(.*)$")
@@ -43,6 +43,9 @@ _TYPED = frozenset({
 
 
 _OPEN = object()  # a key with nothing after it: a nested block may follow (a `null` value is not this)
+
+
+_TEXT_KEYS: set[str] = set()  # keys seen to be text: the same few dozen, in every file
 
 
 class _Unsure(Exception):
@@ -122,8 +125,11 @@ def _key_value(line: str) -> tuple[str, Any]:
     if match is None:
         raise _Unsure
     key = match[2]
-    if plain_scalar_tag(key) != _STR:
-        raise _Unsure  # `5:`, `true:`, `null:`: the full path reports a key that is not text
+    if key not in _TEXT_KEYS:
+        if plain_scalar_tag(key) != _STR:
+            raise _Unsure  # `5:`, `true:`, `null:`: the full path reports a key that is not text
+        if len(_TEXT_KEYS) < 10_000:
+            _TEXT_KEYS.add(key)
     rest = match[3]
     if not rest or rest[0] == "#":
         return key, _OPEN
@@ -142,10 +148,10 @@ def _scalar(text: str) -> Any:
         return match[1] if first == '"' else match[2]
     if first in _NOT_PLAIN_START:
         raise _Unsure
-    value = text.split(" #", 1)[0].rstrip(" ")
-    if ": " in value or value.endswith(":") or "[" in value or "]" in value or "{" in value or "}" in value:
+    value = text.split(" #", 1)[0].rstrip(" ") if "#" in text or text[-1] == " " else text
+    if ": " in value or value[-1] == ":" or "[" in value or "]" in value or "{" in value or "}" in value:
         raise _Unsure
-    return _typed(value)
+    return value if first not in TYPED_FIRST_CHARACTERS else _typed(value)
 
 
 def _flow_list(text: str) -> list:

@@ -23,8 +23,8 @@ _PLAIN_SCALAR_TAGS: dict[str, str] = {}  # plain scalar -> resolved tag; keys an
 # The first characters an implicitly typed plain scalar (int, float, bool, null, ...) can start with;
 # any other plain scalar is text, as the base resolver would find after trying no pattern at all.
 # Most scalars of a catalog (names, slugs, owners, links) are unique: no memo helps with them.
-_TYPED_FIRST_CHARACTERS = frozenset(_SafeLoader.yaml_implicit_resolvers)
-assert None not in _TYPED_FIRST_CHARACTERS  # a wildcard resolver would have to see every scalar
+TYPED_FIRST_CHARACTERS = frozenset(_SafeLoader.yaml_implicit_resolvers)
+assert None not in TYPED_FIRST_CHARACTERS  # a wildcard resolver would have to see every scalar
 
 
 _RESOLVER = _SafeLoader("")  # only its `resolve`, for `plain_scalar_tag`
@@ -33,7 +33,7 @@ _RESOLVER.dispose()
 
 def plain_scalar_tag(value: str, _tags=_PLAIN_SCALAR_TAGS) -> str:  # type: ignore[no-untyped-def]
     """The tag YAML 1.1 gives a plain (unquoted) scalar: int, float, bool, null, timestamp, ... or str."""
-    if value[:1] not in _TYPED_FIRST_CHARACTERS:
+    if value[:1] not in TYPED_FIRST_CHARACTERS:
         return "tag:yaml.org,2002:str"  # no implicit type starts so: text
     tag = _tags.get(value)
     if tag is None:
