@@ -294,7 +294,9 @@ def _path_back(catalog: _After, start: str, goal: str) -> list[str] | None:
 
 def _warn_about_broken_targets(catalog: _After, verdict: Verdict) -> None:
     """References that stay because a broken file declares the slug, while no service has it yet."""
-    broken = {slug: path for slug, path in catalog.declared["service"].items() if not catalog.exists(slug)}
+    # a slug whose first file applies exists: only the others are asked (a first sync declares 100,000)
+    broken = {slug: path for slug, path in catalog.declared["service"].items()
+              if path not in catalog.applying and not catalog.exists(slug)}
     if not broken:
         return
     for path in catalog.applying_in_order():

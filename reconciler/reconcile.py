@@ -56,7 +56,8 @@ class Change:
 
 
 class FileRow(NamedTuple):
-    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them)."""
+    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them), in the order
+    `db.catalog.apply` takes its fields."""
 
     path: str
     kind: str
@@ -394,7 +395,7 @@ def apply_plan(
         definitions=plan.definition_records,
         removed_definitions=[(c.kind, c.slug) for c in plan.changes if c.kind in DEFINITION_KINDS and c.action == "remove"],
         entity_errors=plan.entity_errors,
-        files=(row._asdict() for row in plan.files),
+        files=plan.files,
         deleted_files=plan.deleted_files,
         state={"applied_revision": plan.revision, "catalog_config": plan.config},
         expected_revision=plan.previous_revision,
