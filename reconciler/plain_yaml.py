@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .yamlparse import TYPED_FIRST_CHARACTERS, plain_scalar_tag, scalar_value
+from .yamlparse import MAX_NODES, TYPED_FIRST_CHARACTERS, plain_scalar_tag, scalar_value
 
 _KEY_LINE = re.compile(r"( *)([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +(.*))?$")
 _ITEM_LINE = re.compile(r"( *)- +(.*)$")
@@ -55,6 +55,10 @@ class _Unsure(Exception):
 def plain_values(data: bytes) -> dict | None:
     """The mapping a plain catalog file holds, as `yamlparse.build_values(compose(data))` gives it; None
     when the file is not of the plain shape (then nothing is said about whether it is valid)."""
+    if len(data) > MAX_NODES:
+        # every node of the plain shape takes 1.5 bytes or more, so a file this small holds fewer
+        # nodes than yamlparse allows; a bigger one is left to it, as it counts them (MAX_NODES)
+        return None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

@@ -10,7 +10,7 @@ import pytest
 from reconciler.errors import CatalogFileError
 from reconciler.loader import list_catalog_files
 from reconciler.plain_yaml import plain_values
-from reconciler.yamlparse import build_values, compose
+from reconciler.yamlparse import MAX_NODES, build_values, compose
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "catalog-repo-example"
 
@@ -91,6 +91,13 @@ def test_plain_shapes_are_read_quickly(text):
 ])
 def test_other_shapes_are_left_to_the_full_path(text):
     assert plain_values(text.encode()) is None
+
+
+def test_a_file_past_the_node_limit_is_left_to_the_full_path():
+    """yamlparse refuses a document of more than MAX_NODES nodes (alias bombs): so must the quick reader."""
+    data = ("tags: [" + ", ".join(f"t{n}" for n in range(MAX_NODES + 1)) + "]\n").encode()
+    assert plain_values(data) is None
+    assert isinstance(_full_path(data), CatalogFileError)
 
 
 def test_example_catalog_files_read_quickly_give_the_same_values():
