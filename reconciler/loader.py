@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from . import backstage
 from .entity_records import definition_record, record_of
 from .errors import CatalogFileError, Location
+from .plain_yaml import plain_values
 from .safe_read import Jail
 from .schema import SLUG_PATTERN, Campaign, CatalogConfig, Check, Scorecard, Service, Waiver, slugify
 from .yamlparse import build_values, check_document_shape, compose, compose_documents, node_location, parse_yaml
@@ -169,7 +170,10 @@ def read_entities(
         return _read_descriptors(relative_path, data, kind, config)
     digest = hashlib.sha256(data).hexdigest()
     loaded = LoadedFile(relative_path, entity_kind, digest)
-    try:
+    value = plain_values(data)  # most files: their values without libyaml's nodes (see plain_yaml)
+    if value is not None and _validated(loaded, value, None, config) is not None:
+        return [loaded]
+    try:  # any other shape, or an invalid file: the nodes too, which place every error
         node = compose(data, relative_path)
         value = build_values(node, relative_path)
     except CatalogFileError as error:
@@ -238,12 +242,15 @@ def _skipped_note(relative_path: str, kinds: list[str]) -> str:
     return f"{relative_path}: skipped {len(kinds)} document{'s' if len(kinds) != 1 else ''} ({listed}): only Backstage Components become services"
 
 
-def _validated(loaded: LoadedFile, value: Any, node: yaml.Node, config: CatalogConfig | None) -> LoadedFile:
-    """A parsed file of our own format validated and recorded."""
+def _validated(loaded: LoadedFile, value: Any, node: yaml.Node | None, config: CatalogConfig | None) -> LoadedFile | None:
+    """A parsed file of our own format validated and recorded. Without its nodes (`plain_values`), an
+    invalid file gives None and `loaded` stays as it was: the caller parses it again for the lines."""
     relative_path = loaded.path
     try:
         model = _validate(value, node, relative_path, loaded.kind)
     except _Invalid as invalid:
+        if node is None:
+            return None
         loaded.errors = invalid.errors
         loaded.slug = waiver_slug(relative_path) if loaded.kind == "waiver" else _declared_slug(value)
         return loaded
@@ -404,12 +411,12 @@ class _Invalid(Exception):
         self.errors = errors
 
 
-def _validate(value: Any, node: yaml.Node, relative_path: str, kind: str) -> BaseModel:
+def _validate(value: Any, node: yaml.Node | None, relative_path: str, kind: str) -> BaseModel:
     model = MODELS[kind]
     try:
         return model.model_validate(value)
     except ValidationError as error:
-        raise _Invalid(_explain(error, node, relative_path, model)) from None
+        raise _Invalid(_explain(error, node, relative_path, model) if node is not None else []) from None
 
 
 def _explain(error: ValidationError, node: yaml.Node, relative_path: str, model: type[BaseModel],

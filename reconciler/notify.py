@@ -187,18 +187,6 @@ class Destination:
     problem: str | None = None
 
 
-def route_problems(config: CatalogConfig, environ: Mapping[str, str]) -> list[tuple[int, str, str]]:
-    """(route index, field, message) for each route that cannot send: a sync warns with them."""
-    problems = []
-    for index, route in enumerate(config.notifications):
-        for name in ("url_env", "webhook_env", "secret_env"):
-            variable = getattr(route, name)
-            if variable is not None and not environ.get(variable):
-                problems.append((index, name, f"route {route.name}: environment variable {variable} is not set;"
-                                 " its events wait, and fail after the last retry, until it is"))
-    return problems
-
-
 def destinations(config: CatalogConfig, environ: Mapping[str, str], *, timeout: float = SEND_TIMEOUT,
                  session: requests.Session | None = None) -> dict[str, Destination]:
     """Each route by name, with a channel built from the environment variables it names."""

@@ -32,9 +32,8 @@ from .integrity import Problem, Verdict, check_integrity, locate_problems, locat
 from .loader import (
     CATALOG_FILE, DEFINITION_KINDS, SKIPPED, LoadedFile, file_of, kind_of, list_catalog_files, locate, read_file, read_files,
 )
-from .notify import route_problems
 from .progress import Progress
-from .schema import CatalogConfig
+from .schema import CatalogConfig, route_problems
 from .store import Database
 
 PROGRESS_FROM = 2_000  # files: a sync reading fewer is over before a bar would be worth drawing
@@ -57,7 +56,8 @@ class Change:
 
 
 class FileRow(NamedTuple):
-    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them)."""
+    """A catalog_files row to write (a tuple: a first sync writes 100,000 of them), in the order
+    `db.catalog.apply` takes its fields."""
 
     path: str
     kind: str
@@ -396,7 +396,7 @@ def apply_plan(
         definitions=plan.definition_records,
         removed_definitions=[(c.kind, c.slug) for c in plan.changes if c.kind in DEFINITION_KINDS and c.action == "remove"],
         entity_errors=plan.entity_errors,
-        files=(row._asdict() for row in plan.files),
+        files=plan.files,
         deleted_files=plan.deleted_files,
         state={"applied_revision": plan.revision, "catalog_config": plan.config},
         expected_revision=plan.previous_revision,

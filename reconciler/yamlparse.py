@@ -23,23 +23,32 @@ _PLAIN_SCALAR_TAGS: dict[str, str] = {}  # plain scalar -> resolved tag; keys an
 # The first characters an implicitly typed plain scalar (int, float, bool, null, ...) can start with;
 # any other plain scalar is text, as the base resolver would find after trying no pattern at all.
 # Most scalars of a catalog (names, slugs, owners, links) are unique: no memo helps with them.
-_TYPED_FIRST_CHARACTERS = frozenset(_SafeLoader.yaml_implicit_resolvers)
-assert None not in _TYPED_FIRST_CHARACTERS  # a wildcard resolver would have to see every scalar
+TYPED_FIRST_CHARACTERS = frozenset(_SafeLoader.yaml_implicit_resolvers)
+assert None not in TYPED_FIRST_CHARACTERS  # a wildcard resolver would have to see every scalar
+
+
+_RESOLVER = _SafeLoader("")  # only its `resolve`, for `plain_scalar_tag`
+_RESOLVER.dispose()
+
+
+def plain_scalar_tag(value: str, _tags=_PLAIN_SCALAR_TAGS) -> str:  # type: ignore[no-untyped-def]
+    """The tag YAML 1.1 gives a plain (unquoted) scalar: int, float, bool, null, timestamp, ... or str."""
+    if value[:1] not in TYPED_FIRST_CHARACTERS:
+        return "tag:yaml.org,2002:str"  # no implicit type starts so: text
+    tag = _tags.get(value)
+    if tag is None:
+        tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+        if len(_tags) < 50_000 and len(value) < 100:
+            _tags[value] = tag
+    return tag
 
 
 class _YamlLoader(_SafeLoader):  # type: ignore[valid-type, misc]
     """The safe loader, with tag resolution memoised (it runs in Python for every node)."""
 
-    def resolve(self, kind, value, implicit, _scalar=yaml.ScalarNode, _tags=_PLAIN_SCALAR_TAGS):  # type: ignore[no-untyped-def]
+    def resolve(self, kind, value, implicit, _scalar=yaml.ScalarNode):  # type: ignore[no-untyped-def]
         if kind is _scalar:
-            if not implicit[0] or value[:1] not in _TYPED_FIRST_CHARACTERS:
-                return "tag:yaml.org,2002:str"  # quoted, or no implicit type starts so: text
-            tag = _tags.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(_PLAIN_SCALAR_TAGS) < 50_000 and len(value) < 100:
-                    _PLAIN_SCALAR_TAGS[value] = tag
-            return tag
+            return plain_scalar_tag(value) if implicit[0] else "tag:yaml.org,2002:str"  # quoted: text
         return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
 
     # no path resolvers are ever registered, so these are no-ops; the C composer calls both for
@@ -248,16 +257,21 @@ def _build_fast(node: yaml.Node, count: list[int]) -> Any:
     if tag == _SEQ and node_type is yaml.SequenceNode:
         return [_build_fast(item, count) for item in node.value]
     if tag in _PLAIN_SCALARS and node_type is yaml.ScalarNode:
-        cache_key = (tag, node.value)
-        try:
-            return _PLAIN_SCALAR_VALUES[cache_key]
-        except KeyError:
-            pass
-        value = _SCALAR_CONSTRUCTOR.yaml_constructors[tag](_SCALAR_CONSTRUCTOR, node)
-        if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(node.value) < 100:
-            _PLAIN_SCALAR_VALUES[cache_key] = value
-        return value
+        return scalar_value(node)
     raise _Unusual
+
+
+def scalar_value(node: yaml.ScalarNode) -> Any:
+    """An int, bool, null or float scalar's value, as PyYAML's safe constructor makes it (memoised)."""
+    cache_key = (node.tag, node.value)
+    try:
+        return _PLAIN_SCALAR_VALUES[cache_key]
+    except KeyError:
+        pass
+    value = _SCALAR_CONSTRUCTOR.yaml_constructors[node.tag](_SCALAR_CONSTRUCTOR, node)
+    if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(node.value) < 100:
+        _PLAIN_SCALAR_VALUES[cache_key] = value
+    return value
 
 
 def _construct_slowly(node: yaml.Node, relative_path: str) -> Any:

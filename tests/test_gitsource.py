@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,23 @@ def test_explicit_branch(git_catalog, tmp_path):
     source = GitSource(git_catalog.url, tmp_path / "checkout", branch="staging")
     assert source.fetch() == staging
     assert (tmp_path / "checkout" / "services" / "staging-only.yaml").exists()
+
+
+def test_later_fetches_bring_only_the_catalog_branch(git_catalog, tmp_path):
+    """Once the branch is known, a fetch leaves other branches (the write-back branch's stream of
+    results commits) on the remote."""
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    source.fetch()
+    git_catalog.git("checkout", "--quiet", "-b", "catalog-results")
+    (git_catalog.work / "results.txt").write_text("a result\n")
+    git_catalog.commit("Results", branch="catalog-results")
+    git_catalog.git("checkout", "--quiet", "main")
+    (git_catalog.work / "services" / "new.yaml").write_text("name: New\npriority: 5\n")
+    head = git_catalog.commit("On main", branch="main")
+    assert source.fetch() == head
+    tracking = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/remotes/origin/"],
+                              cwd=tmp_path / "checkout", capture_output=True, text=True, check=True).stdout.split()
+    assert "refs/remotes/origin/main" in tracking and "refs/remotes/origin/catalog-results" not in tracking
 
 
 def test_missing_branch_is_a_source_error(git_catalog, tmp_path):

@@ -11,7 +11,8 @@ import yaml
 from conftest import sync_directory
 from notify_receiver import Receiver
 from reconciler.clock import FakeClock
-from reconciler.notify import RetryPolicy, notify_pass, route_problems
+from reconciler.notify import RetryPolicy, notify_pass
+from reconciler.schema import route_problems
 from reconciler.schema import CatalogConfig
 from store_support import finished_result
 

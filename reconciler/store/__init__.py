@@ -13,12 +13,17 @@ whatever the caller does.
 
 import sqlite3
 
-import psycopg
-
 from .database import Database, open_database
 
-# What a backend raises when the database itself fails (a locked or corrupt file, a lost server):
-# the CLI prints these as one line, like its own errors.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+def __getattr__(name: str):
+    """`DATABASE_ERRORS`: what a backend raises when the database itself fails (a locked or corrupt
+    file, a lost server); the CLI prints these as one line, like its own errors. Built on first use:
+    psycopg is imported only by a process that needs it (see `open_database`)."""
+    if name == "DATABASE_ERRORS":
+        import psycopg
+
+        return (sqlite3.Error, psycopg.Error)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Database", "open_database", "DATABASE_ERRORS"]

@@ -28,7 +28,6 @@ from .dispatch import DispatchRepository
 from .events import EventRepository
 from .metrics import MetricsRepository
 from .pages import PageRepository
-from .postgres import PostgresBackend
 from .reads import ReadRepository
 from .results import ResultRepository
 from .scorecards import ScorecardRepository
@@ -129,6 +128,9 @@ def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog
     if isinstance(url, Path):
         backend = SqliteBackend(url)
     elif url.startswith(("postgresql://", "postgres://")):
+        # imported here: psycopg and its pool cost a SQLite process ~12 MB it never uses (bench/bench_sync.py's peak)
+        from .postgres import PostgresBackend
+
         backend = PostgresBackend(url)
     elif url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
