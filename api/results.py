@@ -281,10 +281,11 @@ class ResultController(Controller):
         attested = (identity,) if isinstance(identity, OidcIdentity) else ()
         outcomes: list = [None] * len(items)
         valid = []
+        now = state.clock.now()  # one time for the request's answers
         for index, item in enumerate(items):
             try:
                 result_id, fields = bulk_item(item)
-                answer = (existing_result_id(result_id), *parse_answer(fields), state.clock.now(), *attested)
+                answer = (existing_result_id(result_id), *parse_answer(fields), now, *attested)
             except (InvalidInput, NotFound) as error:
                 outcomes[index] = bulk_error(item, error)
                 continue

@@ -59,9 +59,13 @@ class ResultRepository:
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
         attestors: dict[int, Attestor] = {}
+        stamps: dict[datetime, str] = {}  # the answers of one bulk PATCH share their time: formatted once
         for result_id, result, message, url, now, *attestor in answers:
             if result_id not in first:
-                first[result_id] = (result_id, result, message, url, format_time(now))
+                stamp = stamps.get(now)
+                if stamp is None:
+                    stamp = stamps[now] = format_time(now)
+                first[result_id] = (result_id, result, message, url, stamp)
                 if attestor and attestor[0] is not None:
                     attestors[result_id] = attestor[0]
         refused = self._refusals(session, attestors) if attestors else {}
