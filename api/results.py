@@ -59,13 +59,15 @@ def parse_answer(fields: dict) -> tuple[str, str | None, str | None]:
     if message is not None:
         if not isinstance(message, str):
             raise InvalidInput("'message' must be text")
+        if "\x00" in message:  # PostgreSQL keeps no NUL in text: refused alike on both backends, before the batch
+            raise InvalidInput("'message' must not contain a NUL character (\\u0000)")
         size = len(message.encode("utf-8", "surrogatepass"))
         if size > MAX_MESSAGE_BYTES:
             raise InvalidInput(f"'message' is {size} bytes; at most {MAX_MESSAGE_BYTES} bytes (64 KiB) are kept")
     url = fields.get("url")
     if url is not None:
-        if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
-            raise InvalidInput(f"'url' must be text of at most {MAX_URL_LENGTH} characters")
+        if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or "\x00" in url:
+            raise InvalidInput(f"'url' must be text of at most {MAX_URL_LENGTH} characters, without NUL")
         if url:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -128,6 +128,8 @@ def test_admin_token_may_answer(client, synced_store):
         ({"data": {"result": "pass", "message": "x" * (64 * 1024 + 1)}}, 422, "64 KiB"),
         ({"data": {"result": "pass", "url": "javascript:alert(1)"}}, 422, "http(s) link"),
         ({"json": {"result": "pass", "message": ["a"]}}, 422, "must be text"),
+        ({"json": {"result": "pass", "message": "a\x00b"}}, 422, "NUL character"),
+        ({"json": {"result": "pass", "url": "https://ci/\x00"}}, 422, "without NUL"),
         ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
         ({"content": b"result=pass", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported content type"),
         ({"content": b"result=pass&message=" + b"x" * (1024 * 1024 + 10),
@@ -144,6 +146,19 @@ def test_bad_bodies_get_a_clear_error_and_leave_the_result_pending(client, synce
     assert error["status"] == status
     assert fragment in error["message"]
     assert synced_store.results.get(result["id"])["status"] == "pending"
+
+
+def test_a_bulk_item_with_a_nul_is_refused_alone(client, synced_store, writer):
+    """PostgreSQL keeps no NUL in text: such an item is its own 422 before the batch, on both backends,
+    and the others of the request (and of the batch they share) are answered."""
+    one, two = new_result(synced_store), new_result(synced_store, "readme-present")
+    response = client.patch("/api/results", json={"results": [
+        {"id": one["id"], "result": "pass", "message": "bad\x00text"}, {"id": two["id"], "result": "fail"}]},
+        headers=auth(writer))
+    assert response.status_code == 200, response.text
+    assert [item["status"] for item in response.json()["results"]] == [422, 200]
+    assert "NUL" in response.json()["results"][0]["error"]["message"]
+    assert [synced_store.results.get(r["id"])["status"] for r in (one, two)] == ["pending", "completed"]
 
 
 def test_message_of_exactly_64_kib_is_kept(client, synced_store, writer):
