@@ -98,9 +98,10 @@ class AnswerWriter:
     its own outcome (row, 404 or 409), and is answered only once its commit is done.
     """
 
-    def __init__(self, store: Database, writer: Executor):
+    def __init__(self, store: Database, writer: Executor, checkpointer: Executor | None = None):
         self.store = store
         self.writer = writer
+        self.checkpointer = checkpointer or writer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
         self._batch: list[tuple[tuple, asyncio.Future]] = []
         self._queued: list[tuple[tuple, asyncio.Future]] = []  # for the writer thread, after the batch it has
         self._writing = False
@@ -161,13 +162,15 @@ class AnswerWriter:
         _settle_from(batch, done)
         if self._queued:
             self._hand_to_writer()
+        self._after_commit(len(batch))
 
     def _after_commit(self, answered: int) -> None:
-        """Every so many answers, copy the WAL back on the writer thread: never on the event loop."""
+        """Every so many answers, copy the WAL back on the checkpoint thread: never on the event loop, nor in
+        the way of the writer thread's next batch (a bulk answer's commit leaves ~1,100 pages to copy)."""
         self._uncheckpointed += answered
         if self._uncheckpointed >= CHECKPOINT_EVERY and not self._checkpointing:
             self._uncheckpointed, self._checkpointing = 0, True
-            done = asyncio.get_running_loop().run_in_executor(self.writer, self.store.results.checkpoint)
+            done = asyncio.get_running_loop().run_in_executor(self.checkpointer, self.store.results.checkpoint)
             done.add_done_callback(self._checkpointed)
 
     def _checkpointed(self, done: asyncio.Future) -> None:

@@ -277,3 +277,43 @@ def test_every_refusal_carries_a_top_level_message_for_the_origin_send_result_ac
         assert parsed["message"] and parsed["message"] == parsed["error"]["message"], parsed
         assert parsed["error"]["status"] == response.status_code
     assert "already completed" in refusals[0].json()["message"]
+
+
+def test_bulk_answers_reach_the_database_file_through_the_checkpoint_thread(synced_store, tmp_path, writer):
+    """On SQLite the writer thread's commits leave the WAL to the API's own checkpoints (a thread of
+    their own, every 200 answers): the answers of bulk PATCHes reach the database file itself (read
+    here without the WAL) without waiting for SQLite's automatic checkpoint at 1,000 pages."""
+    import sqlite3
+    import time
+
+    from reconciler.clock import format_time
+    from reconciler.schedule import NEVER
+
+    if synced_store.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has no WAL file to copy back")
+    checks = [(row["id"], NEVER) for row in synced_store.catalog.check_index().values()]
+    answered = []
+    with TestClient(create_app(synced_store, Settings(home=tmp_path), sync_trigger=lambda: None)) as client:
+        while len(answered) < 210:
+            stamp = format_time(Clock().now())
+            ids = [row["id"] for row in synced_store.dispatch.create_due(
+                checks, now=stamp, revision=None, claim_until=stamp, holder="tests")]
+            response = client.patch("/api/results", json={"results": [{"id": i, "result": "pass"} for i in ids]},
+                                    headers=auth(writer))
+            assert [item["status"] for item in response.json()["results"]] == [200] * len(ids)
+            answered += ids
+        file_only = f"file:{synced_store.backend.path}?immutable=1"  # the database file, its WAL ignored
+        done, deadline = 0, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn = sqlite3.connect(file_only, uri=True)
+            try:
+                done = conn.execute("SELECT count(*) FROM results WHERE status = 'completed' AND id >= ?",
+                                    (answered[0],)).fetchone()[0]
+            except sqlite3.OperationalError:  # not even the tables copied back yet
+                done = 0
+            finally:
+                conn.close()
+            if done == len(answered):
+                break
+            time.sleep(0.05)
+        assert done == len(answered)

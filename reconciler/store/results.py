@@ -115,6 +115,11 @@ class ResultRepository:
         """Let the backend fold its log back into the database (SQLite's WAL), off the event loop."""
         self.db.backend.checkpoint()
 
+    def defer_checkpoints(self) -> None:
+        """This thread's commits leave the log to `checkpoint`, run elsewhere (the API's writer thread:
+        a bulk answer's commit, ~1,100 pages, then returns without copying them back and syncing first)."""
+        self.db.backend.defer_checkpoints()
+
     def get(self, result_id: int) -> dict:
         """One result with the slugs and names of its check and service."""
         with self.db.session() as session:

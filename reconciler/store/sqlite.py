@@ -310,6 +310,10 @@ class SqliteBackend:
         """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
         self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def defer_checkpoints(self) -> None:
+        """No checkpoint at this thread's commits: its caller has `checkpoint()` run when it suits."""
+        self._connection().execute("PRAGMA wal_autocheckpoint = 0")
+
     def leader_lock(self) -> "FileLeaderLock":
         return FileLeaderLock(self.path)
 
