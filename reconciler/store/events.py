@@ -53,8 +53,9 @@ class EventRepository:
         """Record events in the caller's transaction (or one of their own); those whose `key` was
         recorded before are skipped. The API for every cause: sync errors, write-back findings,
         scorecard levels, waivers and campaigns. Returns how many were new."""
+        stamp = format_time(now)
         rows = [
-            {"type": e.type, "created_at": format_time(now), "team": e.team, "service": e.service,
+            {"type": e.type, "created_at": stamp, "team": e.team, "service": e.service,
              "check_slug": e.check, "result_id": e.result_id, "outcome": e.outcome, "summary": e.summary,
              "data": json.dumps(e.data, sort_keys=True), "event_key": e.key}
             for e in events
