@@ -62,7 +62,11 @@ def create_app(
     clock = clock or Clock()
     verifier = TokenVerifier(store, clock)
     oidc = oidc or OidcVerifier(settings.oidc_issuer, settings.expected_audience)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
+    # The answers' writer thread never checkpoints in a commit; a thread of its own copies the WAL back
+    # (PASSIVE: it blocks no writer), so the next batch is written meanwhile (AnswerWriter._after_commit).
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer", initializer=_defer_checkpoints,
+                                initargs=(store,))
+    checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-checkpoint")
     registry, http_metrics = metrics_registry(store, clock, settings)
     state = State({
         "store": store,
@@ -70,7 +74,7 @@ def create_app(
         "clock": clock,
         "sync_trigger": sync_trigger or default_sync_trigger(store, settings),
         "check_runner": check_runner or default_check_runner(store, settings, clock),
-        "answers": AnswerWriter(store, writer),
+        "answers": AnswerWriter(store, writer, checkpointer),
         "metrics_registry": registry,
     })
     return Litestar(
@@ -85,7 +89,7 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         template_config=template_config(),
         openapi_config=openapi_config(),
-        on_shutdown=[lambda app: writer.shutdown(wait=True)],
+        on_shutdown=[lambda app: (writer.shutdown(wait=True), checkpointer.shutdown(wait=True))],
         logging_config=None,
         debug=False,
     )
@@ -126,6 +130,14 @@ def default_check_runner(store: Database, settings: Settings, clock: Clock) -> C
         return run_check(store, dispatcher, check_slug, service_slug, settings=settings, clock=clock)
 
     return run
+
+
+def _defer_checkpoints(store: Database) -> None:
+    """The writer thread's first work. Logged, never raised: an initializer's error breaks its pool for good."""
+    try:
+        store.results.defer_checkpoints()
+    except Exception as error:  # noqa: BLE001 - the thread's commits then checkpoint as SQLite does by default
+        log.warning("could not defer WAL checkpoints on the writer thread: %s", error)
 
 
 def server_config(app: Litestar, *, host: str, port: int):

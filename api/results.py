@@ -59,13 +59,15 @@ def parse_answer(fields: dict) -> tuple[str, str | None, str | None]:
     if message is not None:
         if not isinstance(message, str):
             raise InvalidInput("'message' must be text")
+        if "\x00" in message:  # PostgreSQL keeps no NUL in text: refused alike on both backends, before the batch
+            raise InvalidInput("'message' must not contain a NUL character (\\u0000)")
         size = len(message.encode("utf-8", "surrogatepass"))
         if size > MAX_MESSAGE_BYTES:
             raise InvalidInput(f"'message' is {size} bytes; at most {MAX_MESSAGE_BYTES} bytes (64 KiB) are kept")
     url = fields.get("url")
     if url is not None:
-        if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
-            raise InvalidInput(f"'url' must be text of at most {MAX_URL_LENGTH} characters")
+        if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or "\x00" in url:
+            raise InvalidInput(f"'url' must be text of at most {MAX_URL_LENGTH} characters, without NUL")
         if url:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -96,9 +98,10 @@ class AnswerWriter:
     its own outcome (row, 404 or 409), and is answered only once its commit is done.
     """
 
-    def __init__(self, store: Database, writer: Executor):
+    def __init__(self, store: Database, writer: Executor, checkpointer: Executor | None = None):
         self.store = store
         self.writer = writer
+        self.checkpointer = checkpointer or writer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
         self._batch: list[tuple[tuple, asyncio.Future]] = []
         self._queued: list[tuple[tuple, asyncio.Future]] = []  # for the writer thread, after the batch it has
         self._writing = False
@@ -159,13 +162,15 @@ class AnswerWriter:
         _settle_from(batch, done)
         if self._queued:
             self._hand_to_writer()
+        self._after_commit(len(batch))
 
     def _after_commit(self, answered: int) -> None:
-        """Every so many answers, copy the WAL back on the writer thread: never on the event loop."""
+        """Every so many answers, copy the WAL back on the checkpoint thread: never on the event loop, nor in
+        the way of the writer thread's next batch (a bulk answer's commit leaves ~1,100 pages to copy)."""
         self._uncheckpointed += answered
         if self._uncheckpointed >= CHECKPOINT_EVERY and not self._checkpointing:
             self._uncheckpointed, self._checkpointing = 0, True
-            done = asyncio.get_running_loop().run_in_executor(self.writer, self.store.results.checkpoint)
+            done = asyncio.get_running_loop().run_in_executor(self.checkpointer, self.store.results.checkpoint)
             done.add_done_callback(self._checkpointed)
 
     def _checkpointed(self, done: asyncio.Future) -> None:
@@ -281,10 +286,11 @@ class ResultController(Controller):
         attested = (identity,) if isinstance(identity, OidcIdentity) else ()
         outcomes: list = [None] * len(items)
         valid = []
+        now = state.clock.now()  # one time for the request's answers
         for index, item in enumerate(items):
             try:
                 result_id, fields = bulk_item(item)
-                answer = (existing_result_id(result_id), *parse_answer(fields), state.clock.now(), *attested)
+                answer = (existing_result_id(result_id), *parse_answer(fields), now, *attested)
             except (InvalidInput, NotFound) as error:
                 outcomes[index] = bulk_error(item, error)
                 continue

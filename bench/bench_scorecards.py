@@ -1,15 +1,21 @@
 """Scorecards at scale: evaluation from scratch, the PATCH hook's cost, team and scorecard reads.
 
-    python3 bench/bench_scorecards.py [--services 10000] [--checks 50] [--duration 8] [--connections 32]
+    python3 bench/bench_scorecards.py [--services 10000] [--checks 50] [--duration 6] [--rounds 3] [--connections 32]
 
 Builds N services x M checks with 5 scorecards of 3 levels (2-4 checks each, every targeting form)
 and one result per pair, answered through the product's calls; then measures:
 
 1. evaluating every level from scratch (`scorecards.evaluate_all` with the levels table emptied):
    the reads and the Python evaluation, and the whole including the writes;
-2. PATCH /api/results/{id}/ under wrk with the scorecards, then (same run, same server, same store)
-   after a sync that removes the scorecards: the ratio is the hook's cost; and one answer's extra
-   time in process (`results.answer` of one result, median, with and without);
+2. PATCH /api/results/{id}/ under wrk, with the scorecards and without them (a sync removes them, another
+   puts them back: same server, same store), alternated --rounds times (with, without, with, ...). Run k
+   answers the pending ids k, k + 2R, k + 4R, ... so every run answers the same mix of checks and rubrics
+   (results are made check by check: consecutive ranges would give each run other rubrics). Before each
+   run the bench copies the WAL back (the syncs' writes are not left to one run's checkpoints) and sends
+   a second of PATCHes it does not count (after a sync the server's first requests wait for cold caches). Printed:
+   each run's req/s and server CPU per request, each round's ratios, their medians (the figure: a
+   shared machine moves single runs by +-0.1); and one answer's extra time in process (`results.answer`
+   of one result, median, with and without);
 3. GET /api/teams/{owner}, /api/scorecards/{slug}, /teams/{owner}, /scorecards/{slug}: median of
    sequential requests over loopback.
 
@@ -44,6 +50,7 @@ from reconciler.reconcile import sync  # noqa: E402
 from reconciler.store import open_database  # noqa: E402
 from reconciler.tokens import create_token  # noqa: E402
 
+WARM_UP_IDS = 4000  # per wrk thread and run: more than a second of PATCHes answers
 SELECTORS = ["all", "{max_priority: 5}", "{type: web}", "{tags: [tier-1]}", "{max_priority: 8}"]
 
 
@@ -86,7 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--checks", type=int, default=50)
-    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=6, help="seconds of each PATCH run")
+    parser.add_argument("--rounds", type=int, default=3, help="PATCH runs with and without scorecards, alternated")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     print(describe(probe()), "(before)")
@@ -101,8 +109,9 @@ def main() -> int:
         store = open_database(database_url)
         report = sync(store, DirectorySource(catalog))
         assert report.outcome == "applied" and not report.errors, report.errors
+        runs = 2 * args.rounds
         patch_each = max(30_000, 7000 * args.duration)  # more than a run answers: no 404s in the figures
-        ids = fill_results(store, pending=3 * patch_each + 400)
+        ids = fill_results(store, pending=runs * (patch_each + 2 * WARM_UP_IDS) + 400)
         writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
         reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
         store.results.checkpoint()
@@ -159,36 +168,49 @@ def main() -> int:
 
             load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
             first = pending[200]
-            script = PATCH_LUA.replace("PER_THREAD", str(patch_each // 2)).replace("TOKEN", writer)
-            patch_with = run_wrk(script.replace("FIRST", str(first)), base, **load)
-            # the same catalog without its scorecards: the hook finds no rubric and returns at once
-            shutil.rmtree(catalog / "scorecards")
-            report = sync(store, DirectorySource(catalog))
-            assert report.outcome == "applied" and not report.errors, report.errors
-            requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
-            without_cards = one_answer_ms(store, pending[200 + patch_each * 3: 200 + patch_each * 3 + 200])
-            patch_without = run_wrk(script.replace("FIRST", str(first + patch_each)), base, **load)
-            # and with them again, so the order of the runs does not decide the ratio
-            write_scorecards(catalog, args.checks)
-            report = sync(store, DirectorySource(catalog))
-            assert report.outcome == "applied" and not report.errors, report.errors
-            requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
-            patch_again = run_wrk(script.replace("FIRST", str(first + 2 * patch_each)), base, **load)
+            # run k answers first + k + i * runs: each wrk thread starts in its own half, stepping over the others' ids
+            per_thread = (patch_each // 2 + WARM_UP_IDS) * runs
+            script = (PATCH_LUA.replace("counter = counter + 1", f"counter = counter + {runs}")
+                      .replace("PER_THREAD", str(per_thread)).replace("TOKEN", writer))
+            figures: dict[bool, list[dict]] = {True: [], False: []}
+            for run in range(runs):
+                cards = run % 2 == 0
+                if run > 0:  # a sync removes the scorecards (the hook then finds no rubric) or puts them back
+                    if cards:
+                        write_scorecards(catalog, args.checks)
+                    else:
+                        shutil.rmtree(catalog / "scorecards")
+                    # removing every scorecard is a mass removal: the bench means it
+                    report = sync(store, DirectorySource(catalog), allow_mass_removal=True)
+                    assert report.outcome == "applied" and not report.errors, report.errors
+                    requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
+                if run == 1:
+                    without_cards = one_answer_ms(store, pending[-200:])
+                store.results.checkpoint()  # every run starts with the WAL copied back
+                # one second not measured: the server's caches warm again after the sync (the first requests wait)
+                run_wrk(script.replace("FIRST", str(first + run)), base, **{**load, "duration": 1})
+                figures[cards].append(run_wrk(script.replace("FIRST", str(first + run + WARM_UP_IDS * runs)), base, **load))
         finally:
             server.terminate()
             server.wait(timeout=20)
             log.close()
         print(f"one answer in process (median of 200): {with_cards:.3f} ms with scorecards, "
               f"{without_cards:.3f} ms without: hook {with_cards - without_cards:.3f} ms  [target <= 1 ms]")
-        for name, figures in (("with scorecards", patch_with), ("without", patch_without), ("with them again", patch_again)):
-            print(f"PATCH {name}: {figures['rps']:,.0f} req/s, p50 {figures['p50_us'] / 1000:.1f} ms, "
-                  f"p99 {figures['p99_us'] / 1000:.1f} ms, non-2xx {figures['status_errors']}, "
-                  f"server CPU {figures['cpu_us']:.0f} us/request")
-        print(f"PATCH throughput with / without scorecards: {patch_with['rps'] / patch_without['rps']:.2f}"
-              f" (first run), {patch_again['rps'] / patch_without['rps']:.2f} (after)  [target >= 0.90]")
+        for round_ in range(args.rounds):
+            for cards in (True, False):
+                run = figures[cards][round_]
+                print(f"PATCH round {round_ + 1} {'with scorecards' if cards else 'without':<15}: {run['rps']:,.0f} req/s,"
+                      f" p50 {run['p50_us'] / 1000:.1f} ms, p99 {run['p99_us'] / 1000:.1f} ms, non-2xx {run['status_errors']},"
+                      f" server CPU {run['cpu_us']:.0f} us/request")
+        pairs = list(zip(figures[True], figures[False]))
+        rps_ratios = [with_["rps"] / without["rps"] for with_, without in pairs]
         # the server's CPU per request: what bounds its throughput, and less shaken by a shared machine
-        print(f"server CPU per request without / with scorecards: {patch_without['cpu_us'] / patch_with['cpu_us']:.2f}"
-              f" (first run), {patch_without['cpu_us'] / patch_again['cpu_us']:.2f} (after)")
+        cpu_ratios = [without["cpu_us"] / with_["cpu_us"] for with_, without in pairs]
+        print(f"PATCH throughput with / without scorecards, per round: {', '.join(f'{r:.2f}' for r in rps_ratios)};"
+              f" median {statistics.median(rps_ratios):.2f}  [target >= 0.90]")
+        print(f"server CPU per request without / with scorecards, per round: {', '.join(f'{r:.2f}' for r in cpu_ratios)};"
+              f" median {statistics.median(cpu_ratios):.2f} ({statistics.median(r['cpu_us'] for r in figures[False]):.0f}"
+              f" / {statistics.median(r['cpu_us'] for r in figures[True]):.0f} us)")
         print(describe(probe()), "(after)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -128,6 +128,8 @@ def test_admin_token_may_answer(client, synced_store):
         ({"data": {"result": "pass", "message": "x" * (64 * 1024 + 1)}}, 422, "64 KiB"),
         ({"data": {"result": "pass", "url": "javascript:alert(1)"}}, 422, "http(s) link"),
         ({"json": {"result": "pass", "message": ["a"]}}, 422, "must be text"),
+        ({"json": {"result": "pass", "message": "a\x00b"}}, 422, "NUL character"),
+        ({"json": {"result": "pass", "url": "https://ci/\x00"}}, 422, "without NUL"),
         ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
         ({"content": b"result=pass", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported content type"),
         ({"content": b"result=pass&message=" + b"x" * (1024 * 1024 + 10),
@@ -144,6 +146,19 @@ def test_bad_bodies_get_a_clear_error_and_leave_the_result_pending(client, synce
     assert error["status"] == status
     assert fragment in error["message"]
     assert synced_store.results.get(result["id"])["status"] == "pending"
+
+
+def test_a_bulk_item_with_a_nul_is_refused_alone(client, synced_store, writer):
+    """PostgreSQL keeps no NUL in text: such an item is its own 422 before the batch, on both backends,
+    and the others of the request (and of the batch they share) are answered."""
+    one, two = new_result(synced_store), new_result(synced_store, "readme-present")
+    response = client.patch("/api/results", json={"results": [
+        {"id": one["id"], "result": "pass", "message": "bad\x00text"}, {"id": two["id"], "result": "fail"}]},
+        headers=auth(writer))
+    assert response.status_code == 200, response.text
+    assert [item["status"] for item in response.json()["results"]] == [422, 200]
+    assert "NUL" in response.json()["results"][0]["error"]["message"]
+    assert [synced_store.results.get(r["id"])["status"] for r in (one, two)] == ["pending", "completed"]
 
 
 def test_message_of_exactly_64_kib_is_kept(client, synced_store, writer):
@@ -262,3 +277,43 @@ def test_every_refusal_carries_a_top_level_message_for_the_origin_send_result_ac
         assert parsed["message"] and parsed["message"] == parsed["error"]["message"], parsed
         assert parsed["error"]["status"] == response.status_code
     assert "already completed" in refusals[0].json()["message"]
+
+
+def test_bulk_answers_reach_the_database_file_through_the_checkpoint_thread(synced_store, tmp_path, writer):
+    """On SQLite the writer thread's commits leave the WAL to the API's own checkpoints (a thread of
+    their own, every 200 answers): the answers of bulk PATCHes reach the database file itself (read
+    here without the WAL) without waiting for SQLite's automatic checkpoint at 1,000 pages."""
+    import sqlite3
+    import time
+
+    from reconciler.clock import format_time
+    from reconciler.schedule import NEVER
+
+    if synced_store.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has no WAL file to copy back")
+    checks = [(row["id"], NEVER) for row in synced_store.catalog.check_index().values()]
+    answered = []
+    with TestClient(create_app(synced_store, Settings(home=tmp_path), sync_trigger=lambda: None)) as client:
+        while len(answered) < 210:
+            stamp = format_time(Clock().now())
+            ids = [row["id"] for row in synced_store.dispatch.create_due(
+                checks, now=stamp, revision=None, claim_until=stamp, holder="tests")]
+            response = client.patch("/api/results", json={"results": [{"id": i, "result": "pass"} for i in ids]},
+                                    headers=auth(writer))
+            assert [item["status"] for item in response.json()["results"]] == [200] * len(ids)
+            answered += ids
+        file_only = f"file:{synced_store.backend.path}?immutable=1"  # the database file, its WAL ignored
+        done, deadline = 0, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn = sqlite3.connect(file_only, uri=True)
+            try:
+                done = conn.execute("SELECT count(*) FROM results WHERE status = 'completed' AND id >= ?",
+                                    (answered[0],)).fetchone()[0]
+            except sqlite3.OperationalError:  # not even the tables copied back yet
+                done = 0
+            finally:
+                conn.close()
+            if done == len(answered):
+                break
+            time.sleep(0.05)
+        assert done == len(answered)

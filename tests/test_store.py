@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.errors import Conflict, NotFound
-from store_support import INTEGRITY_ERRORS, answer, new_result, raw_sql
+from store_support import INTEGRITY_ERRORS, answer, new_result, raw_rows, raw_sql
 
 
 def test_migrations_are_idempotent(store, database_url):
@@ -158,3 +158,69 @@ def test_a_batch_of_answers_gives_each_its_own_outcome_and_the_first_of_two_wins
         "fail", "NotFound", "Conflict", "Conflict", "skipped"]
     assert (outcomes[0]["check"], outcomes[0]["service"], outcomes[4]["url"]) == ("has-owner", "payments-api", "https://ci/2")
     assert "already completed" in str(outcomes[2]) and synced_store.results.get(one["id"])["message"] == "first"
+
+
+def _derived_tables(store) -> dict:
+    """Each table the triggers keep from `results`, and the same table worked out from `results` alone."""
+    pairs = "check_id, coalesce(service_id, 0)"
+    return {
+        "latest_results": (
+            "SELECT check_id, service_key, result_id, status, result, finished_at FROM latest_results"
+            " ORDER BY check_id, service_key",
+            f"SELECT check_id, coalesce(service_id, 0), id, status, result, finished_at FROM results WHERE id IN"
+            f" (SELECT max(id) FROM results WHERE finished_at IS NOT NULL GROUP BY {pairs}) ORDER BY 1, 2"),
+        "latest_runs": (
+            "SELECT check_id, service_key, result_id, status, result, url, finished_at FROM latest_runs"
+            " ORDER BY check_id, service_key",
+            f"SELECT check_id, coalesce(service_id, 0), id, status, result, url, finished_at FROM results"
+            f" WHERE id IN (SELECT max(id) FROM results GROUP BY {pairs}) ORDER BY 1, 2"),
+        "dispatch_pairs": (
+            "SELECT pair_key, open_results FROM dispatch_pairs ORDER BY pair_key",
+            "SELECT check_id * 4294967296 + coalesce(service_id, 0), sum(CASE WHEN status IN ('pending', 'sent')"
+            f" THEN 1 ELSE 0 END) FROM results GROUP BY {pairs} ORDER BY 1"),
+        "writeback_queue": (
+            "SELECT result_id FROM writeback_queue ORDER BY result_id",
+            "SELECT id FROM results WHERE finished_at IS NOT NULL"
+            " AND id NOT IN (SELECT result_id FROM result_writes) ORDER BY id"),
+        "result_counts": (
+            "SELECT status, result, count FROM result_counts WHERE count <> 0 ORDER BY status, result",
+            "SELECT status, result, count(*) FROM results GROUP BY status, result ORDER BY status, result"),
+    }
+
+
+def test_a_batch_of_many_answers_keeps_every_derived_table_exact(store, tmp_path):
+    """Answers in batches (SQLite: one UPDATE per 1,024 of them; PostgreSQL: one UPDATE) fire the same
+    per-row triggers as single answers: every derived table equals what `results` alone gives, each
+    answer has its own outcome, and each pair whose latest result turned failing (or back) has its event."""
+    from datetime import datetime, timezone
+
+    from conftest import sync_directory, write_catalog
+    from reconciler.clock import format_time
+    from reconciler.schedule import NEVER
+
+    root = write_catalog(
+        tmp_path / "catalog",
+        [{"name": f"Service {n:02d}", "slug": f"service-{n:02d}", "priority": 3} for n in range(45)],
+        [{"name": f"Check {n:02d}", "slug": f"check-{n:02d}", "frequency": "daily", "services": "all"} for n in range(25)],
+    )
+    assert sync_directory(store, root).outcome == "applied"
+    checks = [(row["id"], NEVER) for row in store.catalog.check_index().values()]
+    for round_, day in enumerate((5, 6)):
+        now = datetime(2026, 1, day, 12, 0, tzinfo=timezone.utc)
+        created = [row["id"] for row in store.dispatch.create_due(
+            checks, now=format_time(now), revision=None, claim_until=format_time(now), holder="tests")]
+        assert len(created) == 45 * 25  # 1,125: more than one SQLite statement's 1,024
+        # round 1: every third fails; round 2: the failing ones recover, the others fail
+        results = [("fail" if (i % 3 == 0) != (round_ == 1) else "pass") for i in range(len(created))]
+        answers = [(rid, result, "é \"quoted\"\n'" if i == 7 else f"run {i}", f"https://ci/{i}" if i % 2 else None, now)
+                   for i, (rid, result) in enumerate(zip(created, results))]
+        answers[10:10] = [(created[3], "warning", None, None, now), (10**9, "pass", None, None, now)]
+        outcomes = store.results.answer(answers)
+        assert [o["result"] for o in outcomes[:10] + outcomes[12:]] == results
+        assert [type(o).__name__ for o in outcomes[10:12]] == ["Conflict", "NotFound"]
+        assert outcomes[7]["message"] == "é \"quoted\"\n'" and outcomes[1]["url"] == "https://ci/1"
+        assert store.results.get(created[7])["message"] == "é \"quoted\"\n'"
+        for table, (kept, worked_out) in _derived_tables(store).items():
+            assert raw_sql(store, kept) == raw_sql(store, worked_out), table
+    events = raw_rows(store, "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type")
+    assert events == [{"type": "failing", "n": 375 + 750}, {"type": "recovered", "n": 375}]

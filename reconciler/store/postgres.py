@@ -294,6 +294,9 @@ class PostgresBackend:
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints on its own."""
 
+    def defer_checkpoints(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints on its own."""
+
     def close(self) -> None:
         self.pool.close()
 

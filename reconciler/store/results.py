@@ -59,9 +59,13 @@ class ResultRepository:
         many concurrent answers exactly one wins; in one batch, the first answer to a result does."""
         first: dict[int, tuple] = {}
         attestors: dict[int, Attestor] = {}
+        stamps: dict[datetime, str] = {}  # the answers of one bulk PATCH share their time: formatted once
         for result_id, result, message, url, now, *attestor in answers:
             if result_id not in first:
-                first[result_id] = (result_id, result, message, url, format_time(now))
+                stamp = stamps.get(now)
+                if stamp is None:
+                    stamp = stamps[now] = format_time(now)
+                first[result_id] = (result_id, result, message, url, stamp)
                 if attestor and attestor[0] is not None:
                     attestors[result_id] = attestor[0]
         refused = self._refusals(session, attestors) if attestors else {}
@@ -110,6 +114,11 @@ class ResultRepository:
     def checkpoint(self) -> None:
         """Let the backend fold its log back into the database (SQLite's WAL), off the event loop."""
         self.db.backend.checkpoint()
+
+    def defer_checkpoints(self) -> None:
+        """This thread's commits leave the log to `checkpoint`, run elsewhere (the API's writer thread:
+        a bulk answer's commit, ~1,100 pages, then returns without copying them back and syncing first)."""
+        self.db.backend.defer_checkpoints()
 
     def get(self, result_id: int) -> dict:
         """One result with the slugs and names of its check and service."""
