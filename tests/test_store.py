@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.errors import Conflict, NotFound
-from store_support import INTEGRITY_ERRORS, answer, new_result, raw_sql
+from store_support import INTEGRITY_ERRORS, answer, new_result, raw_rows, raw_sql
 
 
 def test_migrations_are_idempotent(store, database_url):
@@ -97,6 +97,76 @@ def test_result_identity_cannot_change_with_raw_sql(synced_store):
     result = new_result(synced_store)
     with pytest.raises(INTEGRITY_ERRORS, match="identity"):
         raw_sql(synced_store, "UPDATE results SET service_id = NULL WHERE id = ?", (result["id"],))
+
+
+def test_a_result_is_created_pending_even_with_raw_sql(synced_store):
+    """create_due writes the derived rows of the results it creates (no insert trigger does): a result
+    born finished would bypass the write-back queue and the latest results, so none can be."""
+    check_id = synced_store.catalog.check_index()["has-owner"]["id"]
+    for status, result, finished_at in (("completed", "pass", "2026-01-05T00:00:00Z"), ("sent", "unknown", None)):
+        with pytest.raises(INTEGRITY_ERRORS, match="created pending"):
+            raw_sql(synced_store, "INSERT INTO results (check_id, status, result, created_at, finished_at)"
+                    " VALUES (?, ?, ?, '2026-01-05T00:00:00Z', ?)", (check_id, status, result, finished_at))
+    assert raw_sql(synced_store, "SELECT count(*) FROM results") == [(0,)]
+
+
+# Each derived table as the history alone defines it, and as stored: the same rows, always.
+_DERIVED = {
+    "dispatch_pairs": (
+        "SELECT check_id * 4294967296 + coalesce(service_id, 0) AS pair_key, max(created_at) AS last_created_at,"
+        " sum(CASE WHEN status IN ('pending', 'sent') THEN 1 ELSE 0 END) AS open_results"
+        " FROM results GROUP BY check_id, service_id ORDER BY 1",
+        "SELECT pair_key, last_created_at, open_results FROM dispatch_pairs ORDER BY 1",
+    ),
+    "latest_runs": (
+        "SELECT coalesce(r.service_id, 0) AS service_key, c.slug AS check_slug, r.check_id, r.id AS result_id, r.status,"
+        " r.result, r.url, r.created_at, r.sent_at, r.finished_at FROM results AS r JOIN checks AS c ON c.id = r.check_id"
+        " WHERE r.id IN (SELECT max(id) FROM results GROUP BY check_id, service_id) ORDER BY 1, 2",
+        "SELECT service_key, check_slug, check_id, result_id, status, result, url, created_at, sent_at, finished_at"
+        " FROM latest_runs ORDER BY 1, 2",
+    ),
+    "result_counts": (
+        "SELECT status, result, count(*) AS count FROM results GROUP BY status, result ORDER BY 1, 2",
+        "SELECT status, result, count FROM result_counts WHERE count <> 0 ORDER BY 1, 2",
+    ),
+    "latest_results": (
+        "SELECT check_id, coalesce(service_id, 0) AS service_key, id AS result_id, status, result, created_at, finished_at"
+        " FROM results WHERE id IN (SELECT max(id) FROM results WHERE finished_at IS NOT NULL"
+        " GROUP BY check_id, service_id) ORDER BY 1, 2",
+        "SELECT check_id, service_key, result_id, status, result, created_at, finished_at FROM latest_results ORDER BY 1, 2",
+    ),
+    "writeback_queue": (
+        "SELECT id AS result_id FROM results WHERE finished_at IS NOT NULL ORDER BY 1",
+        "SELECT result_id FROM writeback_queue ORDER BY 1",
+    ),
+}
+
+
+def test_creating_and_finishing_results_keeps_every_derived_table_exact(synced_store):
+    """Results created by the hundred (create_due's statements) and finished every way (triggers)."""
+    from reconciler.schedule import NEVER
+
+    store = synced_store
+    checks = [(check["id"], NEVER) for check in store.reads.checks()]
+
+    def create(day: int) -> list[dict]:
+        now = f"2026-01-0{day}T00:00:00.000000Z"
+        return store.dispatch.create_due(checks, now=now, revision=f"r{day}", claim_until=now, holder="tests")
+
+    first = create(5)
+    assert len(first) > 20 and any(row["service_id"] is None for row in first)
+    ids = [row["id"] for row in first]
+    answer(store, ids[0], "pass")
+    answer(store, ids[1], "fail", url="https://ci/1")
+    store.dispatch.mark_sent_many(ids[2:6], now="2026-01-05T00:01:00.000000Z")
+    answer(store, ids[2], "warning")
+    store.dispatch.mark_failed_many(ids[6:8], "refused", now="2026-01-05T00:02:00.000000Z")
+    store.dispatch.expire([(row["check_id"], "9999", "too late") for row in first[8:9]], now="2026-01-05T00:03:00.000000Z")
+    second = create(6)  # the pairs of the finished results come again, next to their last run
+    assert 0 < len(second) < len(first)
+    answer(store, second[0]["id"], "pass")
+    for table, (expected, stored) in _DERIVED.items():
+        assert raw_rows(store, stored) == raw_rows(store, expected), table
 
 
 def test_completed_result_needs_a_value_and_a_finish_time(synced_store):
