@@ -139,13 +139,13 @@ class DispatchRepository:
                 # Service by service: each index of results then takes its new entries at its end or at
                 # one place per check, never at one place per service for every check (cache, WAL).
                 " ORDER BY service_id, check_id"
-                " RETURNING id, check_id, service_id",
+                " RETURNING check_id, id, service_id",
                 {**params, "service_id": service_id, "revision": revision, "trigger": trigger, "now": now,
                  "limit": UNLIMITED_DISPATCHES if limit is None or limit < 0 else limit},
             )
             if not created:
                 return []
-            ids = {"ids": d.ids(sorted(row[0] for row in created))}
+            ids = {"ids": d.ids(sorted(row[1] for row in created))}
             new = f"r.id IN {d.id_table(':ids')}"
             # The derived rows of the new results, one statement each (migration 9: no insert trigger).
             # Results are born pending (a trigger refuses any other), and the due query gives each pair
@@ -184,10 +184,10 @@ class DispatchRepository:
         # A new result's other columns are known: one shared object each, and the NULL ones left out
         # (readers use .get), so half a million new rows stay small in memory (bench_dispatch.py).
         # Check by check, in id order: the order of the dispatches.
-        created.sort(key=lambda row: (row[1], row[0]))
+        created.sort()
         return [{"id": result_id, "check_id": check_id, "service_id": service_id, "status": "pending",
                  "result": "unknown", "revision": revision, "trigger": trigger, "created_at": now}
-                for result_id, check_id, service_id in created]
+                for check_id, result_id, service_id in created]
 
     def open_results(self, check_id: int, service_id: int | None) -> list[dict]:
         """The pending and sent results of one pair, oldest first."""
