@@ -205,9 +205,11 @@ class DispatchRepository:
             ids = [
                 row[0]
                 for row in session.tuples(
+                    # `IN (open)` names the partial index of open results (in id order): SQLite does not
+                    # infer it from `= 'pending'`, and scanned the whole history instead.
                     "SELECT r.id FROM results AS r LEFT JOIN dispatch_attempts AS d ON d.result_id = r.id"
-                    " WHERE r.status = 'pending' AND (d.not_before IS NULL OR d.not_before <= ?)"
-                    " ORDER BY r.id LIMIT ?",
+                    f" WHERE r.status IN {OPEN_SQL} AND r.status = 'pending'"
+                    " AND (d.not_before IS NULL OR d.not_before <= ?) ORDER BY r.id LIMIT ?",
                     (now, limit),
                 )
             ]
