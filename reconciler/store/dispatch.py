@@ -2,8 +2,9 @@
 
 Per-check cutoffs are computed in Python (cron needs croniter) and passed in as rows
 (check_id, cutoff): a pair is due when no result of it was created at or after its cutoff and none
-is pending or sent. Both facts come from dispatch_pairs (kept by triggers on results), never from
-the history itself, so the due query is one statement whatever the history's length.
+is pending or sent. Both facts come from dispatch_pairs (written with each new result here, then
+kept by triggers on results), never from the history itself, so the due query is one statement
+whatever the history's length.
 """
 
 from __future__ import annotations
