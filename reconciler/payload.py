@@ -103,8 +103,10 @@ def build_batch_payload(
     # What is left of 64 KB for the list, in bytes of JSON before base64 (which adds a third).
     room = (MAX_PAYLOAD_BYTES - len(json.dumps(client_payload, separators=(",", ":"))) - 8) * 3 // 4
     room -= len(json.dumps(data, separators=(",", ":"))) + len(',"results":[]')
-    inline = []
-    for item in batch_items(results, check, services):
+    # A list that cannot fit whatever its values is not built (half a million pairs in batches of
+    # 1,000 spent ~1 s encoding items to find out: bench/bench_dispatch.py --part batch).
+    inline = [] if len(results) * _SHORTEST_ITEM_BYTES <= room else None
+    for item in batch_items(results, check, services) if inline is not None else ():
         room -= len(json.dumps(item, separators=(",", ":"))) + 1
         if room < 0:
             inline = None  # too long: GET /api/batches/{id} has it
@@ -224,3 +226,15 @@ def result_object(result: dict, check: dict, service: dict | None) -> dict:
         "sent_at": result.get("sent_at"),
         "finished_at": result.get("finished_at"),
     }
+
+
+def _shortest(value):
+    """`value` with every value that is not an object made one character long."""
+    return {key: _shortest(inner) for key, inner in value.items()} if isinstance(value, dict) else 0
+
+
+# The fewest bytes an item of a batch's list takes in JSON (with its comma): its keys and punctuation,
+# each value at least one character (an item without a service has the fewest keys).
+_SHORTEST_ITEM_BYTES = len(json.dumps(_shortest(next(batch_items(
+    [{"id": 0, "service_id": None, "status": "", "result": "", "created_at": ""}], {"slug": ""}, {}))),
+    separators=(",", ":"))) + 1

@@ -75,3 +75,42 @@ def finished_result(store: Database, check: str = "has-owner", service: str | No
     """A result created and answered (a pair has at most one open result, so history is made this way)."""
     row = new_result(store, check, service, now=now)
     return answer(store, row["id"], result, now=now, **fields)
+
+
+# Each derived table as the history alone defines it, and as stored: the same rows, always.
+_DERIVED = {
+    "dispatch_pairs": (
+        "SELECT check_id * 4294967296 + coalesce(service_id, 0) AS pair_key, max(created_at) AS last_created_at,"
+        " sum(CASE WHEN status IN ('pending', 'sent') THEN 1 ELSE 0 END) AS open_results"
+        " FROM results GROUP BY check_id, service_id ORDER BY 1",
+        "SELECT pair_key, last_created_at, open_results FROM dispatch_pairs ORDER BY 1",
+    ),
+    "latest_runs": (
+        "SELECT coalesce(r.service_id, 0) AS service_key, c.slug AS check_slug, r.check_id, r.id AS result_id, r.status,"
+        " r.result, r.url, r.created_at, r.sent_at, r.finished_at FROM results AS r JOIN checks AS c ON c.id = r.check_id"
+        " WHERE r.id IN (SELECT max(id) FROM results GROUP BY check_id, service_id) ORDER BY 1, 2",
+        "SELECT service_key, check_slug, check_id, result_id, status, result, url, created_at, sent_at, finished_at"
+        " FROM latest_runs ORDER BY 1, 2",
+    ),
+    "result_counts": (
+        "SELECT status, result, count(*) AS count FROM results GROUP BY status, result ORDER BY 1, 2",
+        "SELECT status, result, count FROM result_counts WHERE count <> 0 ORDER BY 1, 2",
+    ),
+    "latest_results": (
+        "SELECT check_id, coalesce(service_id, 0) AS service_key, id AS result_id, status, result, created_at, finished_at"
+        " FROM results WHERE id IN (SELECT max(id) FROM results WHERE finished_at IS NOT NULL"
+        " GROUP BY check_id, service_id) ORDER BY 1, 2",
+        "SELECT check_id, service_key, result_id, status, result, created_at, finished_at FROM latest_results ORDER BY 1, 2",
+    ),
+    "writeback_queue": (
+        "SELECT id AS result_id FROM results WHERE finished_at IS NOT NULL"
+        " AND id NOT IN (SELECT result_id FROM result_writes) ORDER BY 1",
+        "SELECT result_id FROM writeback_queue ORDER BY 1",
+    ),
+}
+
+
+def derived_tables_differing(store: Database) -> list[str]:
+    """The derived tables whose rows are not what the history defines (none, always)."""
+    return [table for table, (expected, stored) in _DERIVED.items()
+            if raw_rows(store, stored) != raw_rows(store, expected)]

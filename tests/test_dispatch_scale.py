@@ -21,6 +21,7 @@ from reconciler.budget import Budget, parse_budget
 from reconciler.clock import FakeClock
 from reconciler.dispatch import GitHubDispatcher, dispatcher_from_settings
 from reconciler.errors import ConfigError
+from reconciler.payload import batch_items, build_batch_payload
 from reconciler.schedule import run_pass
 from reconciler.settings import Settings
 from reconciler.store import open_database
@@ -155,6 +156,31 @@ def test_a_batch_over_64kb_leaves_its_list_to_the_api(tmp_path, store):
         assert requests.get(f"{server}/api/batches/{decoded(first)['batch']['id']}", headers=auth(reader)).status_code == 403
         missing = requests.get(f"{server}/api/batches/999", headers=auth(token))
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_batch_list_is_inline_exactly_when_the_payload_with_it_fits_64kb():
+    """The list is left out without encoding it when it cannot fit whatever its values: that shortcut
+    never leaves out a list that fits. Items with empty values put the boundary near the shortcut's."""
+    check = {"id": 1, "slug": "c", "name": "C", "timeout_seconds": 60, "path": "checks/c.yaml", "targets": "none"}
+
+    def payload(count: int):
+        rows = [{"id": i, "check_id": 1, "service_id": None, "status": "", "result": "", "created_at": ""}
+                for i in range(count)]
+        return build_batch_payload(7, rows, check, {}, server_url="http://s", catalog_repository=None,
+                                   catalog_config=None)
+
+    def fits_with_list(count: int) -> bool:
+        built = payload(count)
+        data = {**built.data, "batch": {**built.data["batch"], "results": list(batch_items(
+            [{"id": i, "service_id": None, "status": "", "result": "", "created_at": ""} for i in range(count)],
+            check, {}))}}
+        client = {**built.client_payload, "data": base64.b64encode(
+            json.dumps(data, separators=(",", ":")).encode()).decode()}
+        return len(json.dumps(client, separators=(",", ":"))) <= 64 * 1024
+
+    largest = max(count for count in range(150, 400) if fits_with_list(count))
+    assert 150 < largest < 399
+    assert "results" in payload(largest).data["batch"] and "results" not in payload(largest + 1).data["batch"]
 
 
 def test_a_failed_batch_send_fails_or_defers_every_result_in_it(tmp_path, store):

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.schedule import due_pairs
 from reconciler.store import open_database
-from store_support import answer, raw_rows
+from store_support import answer, derived_tables_differing, raw_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -48,6 +48,10 @@ def test_after_the_upgrade_the_triggers_keep_the_derived_tables(first_build_stor
     assert store.pages.latest(service_ids=[1])[(1, 1)]["result_id"] == 4
     assert '"counts":{"fail":1}' in store.reads.service_json("payments-api")
     assert [row["id"] for row in store.writeback.batch(10)] == [2, 3, 4]
+    created = store.dispatch.create_due([(1, "9999"), (2, "9999")], now="2026-12-01T00:00:00.000000Z", revision=None,
+                                        claim_until="2026-12-01T00:00:00.000000Z", holder="tests")
+    assert sorted(row["id"] for row in created) == [5, 6, 7]  # every pair again, next to its history
+    assert derived_tables_differing(store) == []
 
 
 def test_the_first_builds_answered_pairs_are_not_due_again(first_build_store):
@@ -72,5 +76,6 @@ def test_the_first_postgresql_store_opens_and_is_upgraded(postgres_server):
         created = store.dispatch.create_due([(1, "9999")], now="2026-12-01T00:00:00.000000Z", revision=None,
                                             claim_until="2026-12-01T00:00:00.000000Z", holder="tests")
         assert [row["id"] for row in created] == [3, 4]  # identity columns continue after the frozen rows
+        assert derived_tables_differing(store) == []
     finally:
         store.close()

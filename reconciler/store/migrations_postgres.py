@@ -7,7 +7,8 @@ The differences from SQLite are the dialect's only: identity columns, BIGINT key
 on every text column (so text sorts and compares byte-wise as on SQLite, whatever the database's
 locale), and triggers written as PL/pgSQL functions. The rules they enforce are the same: a result
 is never deleted, a finished result never changes, statuses only move forward, and the derived
-tables (latest_results, latest_runs, dispatch_pairs, writeback_queue) follow every change.
+tables (latest_results, latest_runs, dispatch_pairs, writeback_queue) follow every change (a new
+result's derived rows are written by `db.dispatch.create_due`, since version 9).
 """
 
 from __future__ import annotations
@@ -479,6 +480,59 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX catalog_files_with_errors ON catalog_files (path) WHERE error IS NOT NULL;
         -- Open results by age for /metrics: the index holds the ages, so no row of the table is read.
         CREATE INDEX results_open_by_created ON results (status, created_at) WHERE status IN ('pending', 'sent');
+        """,
+    ),
+    (
+        9,
+        r"""
+        -- A result is born pending, and `db.dispatch.create_due` writes the derived rows of the results it
+        -- creates itself, one statement each (see migrations.py, version 9): the derived tables and
+        -- result_counts follow updates only, by trigger, as before.
+        CREATE OR REPLACE FUNCTION results_derive() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            key BIGINT := coalesce(NEW.service_id, 0);
+        BEGIN
+            IF OLD.status IN ('pending', 'sent') AND NEW.status NOT IN ('pending', 'sent') THEN
+                UPDATE dispatch_pairs SET open_results = open_results - 1
+                WHERE pair_key = NEW.check_id * 4294967296 + key;
+            END IF;
+            UPDATE latest_runs SET status = NEW.status, result = NEW.result, url = NEW.url,
+                sent_at = NEW.sent_at, finished_at = NEW.finished_at
+            WHERE service_key = key AND check_id = NEW.check_id AND result_id = NEW.id;
+            IF NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL THEN
+                INSERT INTO writeback_queue (result_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
+                INSERT INTO latest_results (check_id, service_key, result_id, status, result, created_at, finished_at)
+                VALUES (NEW.check_id, key, NEW.id, NEW.status, NEW.result, NEW.created_at, NEW.finished_at)
+                ON CONFLICT (check_id, service_key) DO UPDATE SET
+                    result_id = excluded.result_id, status = excluded.status, result = excluded.result,
+                    created_at = excluded.created_at, finished_at = excluded.finished_at
+                WHERE excluded.result_id > latest_results.result_id;
+            END IF;
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER results_derive ON results;
+        CREATE TRIGGER results_derive AFTER UPDATE ON results
+            FOR EACH ROW EXECUTE FUNCTION results_derive();
+
+        CREATE OR REPLACE FUNCTION result_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF OLD.status IS DISTINCT FROM NEW.status OR OLD.result IS DISTINCT FROM NEW.result THEN
+                INSERT INTO result_counts (status, result, count)
+                VALUES (OLD.status, OLD.result, -1), (NEW.status, NEW.result, 1)
+                ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + excluded.count;
+            END IF;
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER result_counts_follow ON results;
+        CREATE TRIGGER result_counts_follow AFTER UPDATE OF status, result ON results
+            FOR EACH ROW EXECUTE FUNCTION result_counts_follow();
+
+        CREATE FUNCTION results_born_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'a result is created pending' USING ERRCODE = 'integrity_constraint_violation';
+        END $$;
+        CREATE TRIGGER results_born_pending BEFORE INSERT ON results
+            FOR EACH ROW WHEN (NEW.status <> 'pending') EXECUTE FUNCTION results_born_pending();
         """,
     ),
 ]
