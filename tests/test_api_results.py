@@ -279,6 +279,7 @@ def test_every_refusal_carries_a_top_level_message_for_the_origin_send_result_ac
     assert "already completed" in refusals[0].json()["message"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL has no WAL file to copy back
 def test_bulk_answers_reach_the_database_file_through_the_checkpoint_thread(synced_store, tmp_path, writer):
     """On SQLite the writer thread's commits leave the WAL to the API's own checkpoints (a thread of
     their own, every 200 answers): the answers of bulk PATCHes reach the database file itself (read
@@ -289,8 +290,6 @@ def test_bulk_answers_reach_the_database_file_through_the_checkpoint_thread(sync
     from reconciler.clock import format_time
     from reconciler.schedule import NEVER
 
-    if synced_store.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL has no WAL file to copy back")
     checks = [(row["id"], NEVER) for row in synced_store.catalog.check_index().values()]
     answered = []
     with TestClient(create_app(synced_store, Settings(home=tmp_path), sync_trigger=lambda: None)) as client:
