@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime, timezone
 
@@ -232,6 +233,28 @@ def test_only_changed_paths_are_reread(store, git_catalog, tmp_path):
     git_catalog.commit("Another commit")
     report = sync(store, source)
     assert [e.location.path for e in report.errors] == ["services/users-db.yaml"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_one_file_sync_scans_no_service_or_file_row_by_row(store, git_catalog, tmp_path):
+    """What a one-file sync reads of `services` and `catalog_files` it finds through an index: at
+    100,000 services each scan of either cost ~10-20 ms (bench/bench_sync.py), more than all the rest."""
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    assert sync(store, source).outcome == "applied"
+    _set_priority(git_catalog.work / "services" / "users-api.yaml", 3)
+    git_catalog.commit("Lower users-api")
+    connection = store.backend._connection()  # this thread's: the sync below runs on it
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        assert [c.slug for c in sync(store, source).plan.changes] == ["users-api"]
+    finally:
+        connection.set_trace_callback(None)
+    reads = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert reads
+    scans = [(detail, sql) for sql in reads for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)
+             if re.fullmatch(r"SCAN (services|catalog_files)( AS \w+)?", detail)]
+    assert scans == []
 
 
 def test_force_push_reads_everything_again(store, git_catalog, tmp_path):

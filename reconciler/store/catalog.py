@@ -81,8 +81,9 @@ class CatalogRepository:
                 " UNION SELECT path, kind, slug, digest, error FROM catalog_files WHERE path LIKE '%#%'",
                 (d.ids(list(paths)),),
             )
-            found["active"] = session.one(
-                "SELECT (SELECT count(*) FROM services WHERE removed_at IS NULL) AS service,"
+            found["active"] = session.one(  # all less the removed: an index count, not a scan of every row
+                "SELECT (SELECT count(*) FROM services) - (SELECT count(*) FROM services WHERE removed_at IS NOT NULL)"
+                " AS service,"
                 ' (SELECT count(*) FROM checks WHERE removed_at IS NULL) AS "check"'
             )
         for row in files:
