@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import describe, peak_mb, probe  # noqa: E402
+from bench.machine import describe, peak_mb, peak_rss_since_reset, probe, reset_peak_rss  # noqa: E402
 from conftest import sync_directory, write_catalog  # noqa: E402
 from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.dispatch import DEFAULT_PACING_SECONDS  # noqa: E402
@@ -220,6 +220,8 @@ def _batches_once(store: Database, args, pairs: int, traced: bool) -> None:
     config = store.state.get("catalog_config")
     if traced:
         tracemalloc.start()
+    else:
+        rss_before = reset_peak_rss()  # the catalog's build and sync before this are not counted
     started = time.perf_counter()
     created = store.dispatch.create_due(
         due_cutoffs(list(checks.values()), now), now=format_time(now), revision="bench",
@@ -246,6 +248,8 @@ def _batches_once(store: Database, args, pairs: int, traced: bool) -> None:
     print(f"{format(pairs, ',') + ' due pairs -> rows + leases (create_due)':<58} {rows_done - started:7.3f} s")
     print(f"{'  -> ' + format(len(units), ',') + ' batch rows + payloads':<58} {finished - rows_done:7.3f} s")
     print(f"{'  together':<58} {finished - started:7.3f} s  [target <= 10 s]")
+    print(f"{'  resident set of the process: before -> peak while at it':<58} {rss_before:7.1f} -> {peak_rss_since_reset():.1f} MB"
+          "  [target <= 300 MB]")
     print(f"  dispatch requests: {len(units):,} (ceil(pairs / batch) per check = {expected:,});"
           f" payloads {min(sizes):,}..{max(sizes):,} bytes (GitHub: < 65,536)")
     assert len(units) == expected and sum(len(unit) for unit in units) == pairs

@@ -37,6 +37,24 @@ def peak_mb() -> tuple[float, float]:
     return own, children
 
 
+def reset_peak_rss() -> float:
+    """Start a new resident-set high-water mark for this process (Linux: clear_refs 5); returns the
+    resident set now, in MB. `peak_rss_since_reset` then gives the peak of what ran in between."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_since_reset() -> float:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise KeyError(field)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far: CPU per request is steadier than req/s on a busy machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
