@@ -642,6 +642,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS services_removed ON services (id) WHERE removed_at IS NOT NULL;
         """,
     ),
+    (
+        11,
+        r"""
+        -- PostgreSQL's version 11 keeps result_counts per statement (a row rewritten once per result in
+        -- one transaction grows slower with each rewrite there). SQLite rewrites a row in place: its
+        -- per-row triggers stay, and this version changes nothing here.
+        """,
+    ),
 ]
 
 

@@ -545,4 +545,31 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX services_removed ON services (id) WHERE removed_at IS NOT NULL;
         """,
     ),
+    (
+        11,
+        r"""
+        -- result_counts follows each statement, not each row: a row-level trigger rewrote one counts row
+        -- once per result in the same transaction, and PostgreSQL walks every earlier version of that
+        -- row on each rewrite, so timing out 40,000 results in one pass took 34 s (4 s without it)
+        -- and 100,000 took minutes. SQLite rewrites a row in place: its triggers stay as they are.
+        CREATE FUNCTION result_counts_follow_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO result_counts (status, result, count)
+            SELECT status, result, sum(delta) FROM (
+                SELECT o.status, o.result, -1 AS delta FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+                WHERE o.status IS DISTINCT FROM n.status OR o.result IS DISTINCT FROM n.result
+                UNION ALL
+                SELECT n.status, n.result, 1 FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+                WHERE o.status IS DISTINCT FROM n.status OR o.result IS DISTINCT FROM n.result
+            ) AS changes GROUP BY status, result HAVING sum(delta) <> 0
+            ON CONFLICT (status, result) DO UPDATE SET count = result_counts.count + excluded.count;
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER result_counts_follow ON results;
+        DROP FUNCTION result_counts_follow();
+        CREATE TRIGGER result_counts_follow AFTER UPDATE ON results
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION result_counts_follow_statement();
+        """,
+    ),
 ]
