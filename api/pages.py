@@ -217,7 +217,7 @@ def list_sync_runs(
 def list_scorecards(request: Request, state: State) -> Template:
     store, now = state.store, _now(state)
     return _page(request, "scorecards.html", title="Scorecards", scorecards=scorecard_views.scorecard_summaries(store),
-                 campaigns=scorecard_views.campaigns(store, now), teams=scorecard_views.teams(store))
+                 campaigns=scorecard_views.campaigns(store, now), teams=scorecard_views.team_owners(store))
 
 
 @get("/scorecards/{slug:str}", name="scorecard", sync_to_thread=True)

@@ -152,13 +152,16 @@ def waivers(db, now: datetime, *, services: set[str] | None = None) -> list[dict
     return sorted(shown, key=lambda w: (w["expires"], w["slug"]))
 
 
+def team_owners(db) -> list[dict]:
+    """Every owner with services and how many: [{owner, services}] (no levels: a list of teams to link to
+    needs no count per level, which costs 30 ms at 10,000 services, bench/bench_scorecards.py)."""
+    return [{"owner": row["owner"], "services": row["services"]} for row in db.scorecards.teams() if row["owner"]]
+
+
 def teams(db) -> list[dict]:
     """Every owner with services, with its services' levels per scorecard."""
     found = definitions(db)
-    shown = []
-    for row in db.scorecards.teams():
-        if row["owner"]:
-            shown.append({"owner": row["owner"], "services": row["services"]})
+    shown = team_owners(db)
     by_team: dict[str, dict[str, dict[int, int]]] = {}
     for team, rubric, level, services in db.scorecards.team_level_counts():
         by_team.setdefault(team, {}).setdefault(rubric, {})[level] = services
@@ -184,31 +187,32 @@ def team(db, owner: str, now: datetime) -> dict:
         raise NotFound(f"team {owner!r} owns no service")
     slugs = {service["slug"] for service in services}
     levels: dict[str, list[dict]] = {}
+    held: dict[str, dict[str, str | None]] = {}
     failing = []
-    for row in db.scorecards.levels(team=owner):
-        if row["rubric"] in found.scorecards:
-            names = found.level_names(row["rubric"])
-            levels.setdefault(row["rubric"], []).extend(_service_rows([row], names))
-            failing += [{"service": row["service"], "scorecard": row["rubric"], "check": check, "state": state}
-                        for check, state in sorted(row["checks"].items()) if state not in ("met", "waived")]
+    # (check, state) -> scorecards and services, each in first-seen order (dicts as ordered sets: a team
+    # fails thousands of (service, check) pairs at 10,000 services, bench/bench_scorecards.py)
+    grouped: dict[tuple[str, str], tuple[dict[str, None], dict[str, None]]] = {}
+    # by the team's service ids: the level rows of 250 services, not a scan of every level joined to its owner
+    for row in db.scorecards.levels(service_ids=[service["id"] for service in services]):
+        rubric = row["rubric"]
+        if rubric in found.scorecards:
+            shown = _service_rows([row], found.level_names(rubric))[0]
+            levels.setdefault(rubric, []).append(shown)
+            held.setdefault(row["service"], {})[rubric] = shown["level"]
+            for check, state in sorted(row["checks"].items()):
+                if state not in ("met", "waived"):
+                    failing.append({"service": row["service"], "scorecard": rubric, "check": check, "state": state})
+                    cards, named = grouped.setdefault((check, state), ({}, {}))
+                    cards[rubric] = None
+                    named[row["service"]] = None
     soon = (now + timedelta(days=EXPIRING_DAYS)).strftime("%Y-%m-%d")
     team_waivers = waivers(db, now, services=slugs)
-    held: dict[str, dict[str, str | None]] = {}
-    for slug, rows in levels.items():
-        for row in rows:
-            held.setdefault(row["service"], {})[slug] = row["level"]
-    grouped: dict[tuple[str, str], dict] = {}
-    for item in failing:
-        group = grouped.setdefault((item["check"], item["state"]), {
-            "check": item["check"], "state": item["state"], "scorecards": [], "services": []})
-        if item["scorecard"] not in group["scorecards"]:
-            group["scorecards"].append(item["scorecard"])
-        if item["service"] not in group["services"]:
-            group["services"].append(item["service"])
+    by_check = [{"check": check, "state": state, "scorecards": list(cards), "services": list(named)}
+                for (check, state), (cards, named) in grouped.items()]
     return {
         "owner": owner,
         "services": [{"slug": s["slug"], "name": s["name"], "levels": held.get(s["slug"], {})} for s in services],
-        "failing_by_check": sorted(grouped.values(), key=lambda g: (-len(g["services"]), g["check"], g["state"])),
+        "failing_by_check": sorted(by_check, key=lambda g: (-len(g["services"]), g["check"], g["state"])),
         "scorecards": [{"slug": slug, "name": found.scorecards[slug]["name"],
                         "levels": found.level_names(slug), "services": levels.get(slug, []),
                         "trend": trend(db, slug, found.level_names(slug), now, _counts(levels.get(slug, [])), team=owner)}

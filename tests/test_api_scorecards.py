@@ -66,6 +66,24 @@ def test_team_and_campaign_api(site):
     assert httpx.get(f"{site}/api/teams/nobody").status_code == 404
 
 
+def test_a_team_groups_its_failing_checks_by_check_each_service_once_most_services_first(site):
+    team = httpx.get(f"{site}/api/teams/team-payments").json()
+    expected: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for failing in team["failing_checks"]:
+        group = expected.setdefault((failing["check"], failing["state"]), {"scorecards": [], "services": []})
+        for key, value in (("scorecards", failing["scorecard"]), ("services", failing["service"])):
+            if value not in group[key]:
+                group[key].append(value)
+    groups = team["failing_by_check"]
+    assert {(g["check"], g["state"]): {"scorecards": g["scorecards"], "services": g["services"]} for g in groups} == expected
+    assert any(len(g["services"]) > 1 for g in groups)  # a check failing on several services is listed once
+    assert [len(g["services"]) for g in groups] == sorted((len(g["services"]) for g in groups), reverse=True)
+    page = httpx.get(f"{site}/teams/team-payments").text
+    top = groups[0]
+    assert f'<a href="/checks/{top["check"]}">{top["check"]}</a>' in page
+    assert ", ".join(f'<a href="/services/{s}">{s}</a>' for s in top["services"]) in page
+
+
 def test_pages_escape_user_text_and_make_no_external_requests(site):
     for path in ("/scorecards", "/scorecards/production-readiness", "/teams", "/teams/team-discovery",
                  "/campaigns", "/campaigns/log4j-2026", "/services/search-index", "/services/payments-api", "/"):

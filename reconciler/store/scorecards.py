@@ -185,12 +185,12 @@ class ScorecardRepository:
                                       " GROUP BY rubric, level", (rubric,))
             return session.tuples("SELECT rubric, level, count(*) FROM scorecard_levels GROUP BY rubric, level")
 
-    def levels(self, *, rubric: str | None = None, team: str | None = None, service_id: int | None = None,
+    def levels(self, *, rubric: str | None = None, service_id: int | None = None,
                service_ids: list[int] | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
         """Level rows with their service's slug, name and owner (`checks` decoded), by level (highest
         first) then slug; a page of them with `limit` and `offset`."""
         conditions, params = ["s.removed_at IS NULL"], []
-        for column, value in (("l.rubric", rubric), ("s.owner", team), ("s.id", service_id)):
+        for column, value in (("l.rubric", rubric), ("s.id", service_id)):
             if value is not None:
                 conditions.append(f"{column} = ?")
                 params.append(value)
