@@ -12,7 +12,8 @@ import pytest
 
 from reconciler.schedule import due_pairs
 from reconciler.store import open_database
-from store_support import answer, derived_tables_differing, raw_rows
+from store_support import answer, raw_rows
+from store_support import derived_tables_differing
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

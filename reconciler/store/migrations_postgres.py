@@ -7,8 +7,8 @@ The differences from SQLite are the dialect's only: identity columns, BIGINT key
 on every text column (so text sorts and compares byte-wise as on SQLite, whatever the database's
 locale), and triggers written as PL/pgSQL functions. The rules they enforce are the same: a result
 is never deleted, a finished result never changes, statuses only move forward, and the derived
-tables (latest_results, latest_runs, dispatch_pairs, writeback_queue) follow every change (a new
-result's derived rows are written by `db.dispatch.create_due`, since version 9).
+tables (latest_results, latest_runs, dispatch_pairs, writeback_queue) follow every change.
+Since version 9 a new result's derived rows are written by `db.dispatch.create_due`, not by trigger.
 """
 
 from __future__ import annotations
