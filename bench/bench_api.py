@@ -117,6 +117,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(log, env: dict[str, str], *options: str) -> tuple[subprocess.Popen, str]:
+    """`catalog serve` in its own process on a free loopback port, once it answers /healthz: (the
+    process, its base URL). `env` adds to this process's environment; `options` go to `serve`."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), *options],
+                              env={**os.environ, **env}, stdout=log, stderr=log, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}; see {log.name}")
+        try:
+            requests.get(base + "/healthz", timeout=1)
+            return server, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit(f"the server did not answer /healthz within 30 s; see {log.name}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
 def run_wrk(script: str, url: str, *, duration: int, connections: int, pid: int) -> dict:
     """wrk's figures, and the server's (`pid`) CPU per request over the run as `cpu_us`."""
     cpu = cpu_seconds(pid)
@@ -200,23 +224,9 @@ def main() -> int:
               f"{ids.stop - 1} results, in {time.perf_counter() - started:.1f}s")
 
         log = open(work / "server.log", "w")
-        servers, bases = [], []
-        for _ in range(args.processes):
-            port = free_port()
-            servers.append(subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url},
-                stdout=log, stderr=log, cwd=ROOT))
-            bases.append(f"http://127.0.0.1:{port}")
-        for server, base in zip(servers, bases):
-            for _ in range(200):
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited: {(work / 'server.log').read_text()[-2000:]}")
-                try:
-                    requests.get(base + "/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
+        started_servers = [start_server(log, {"CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url})
+                           for _ in range(args.processes)]
+        servers, bases = [server for server, _ in started_servers], [base for _, base in started_servers]
         server, base = servers[0], bases[0]
         print(f"servers: {len(servers)}, pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
         try:
@@ -248,8 +258,7 @@ def main() -> int:
             print(describe(probe()), "(after)")
         finally:
             for server in servers:
-                server.terminate()
-                server.wait(timeout=20)
+                stop_server(server)
             log.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

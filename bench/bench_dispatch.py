@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import statistics
 import sys
@@ -267,11 +266,9 @@ def _batches_once(store: Database, args, pairs: int, traced: bool) -> None:
 
 def bench_bulk(args) -> None:
     """Single PATCHes (wrk) against bulk PATCHes of 1,000 answers, on one `catalog serve` process."""
-    import subprocess
-
     import requests
 
-    from bench.bench_api import PATCH_LUA, build_catalog, fill_results, free_port, rss_mb, run_wrk
+    from bench.bench_api import PATCH_LUA, build_catalog, fill_results, rss_mb, run_wrk, start_server, stop_server
     from bench.machine import cpu_seconds
     from reconciler.clock import Clock
     from reconciler.gitsource import DirectorySource
@@ -289,19 +286,9 @@ def bench_bulk(args) -> None:
         writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
         store.results.checkpoint()
         store.close()
-        port = free_port()
         log = open(work / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                                  env={**os.environ, "CATALOG_HOME": str(work / "home")}, stdout=log, stderr=log,
-                                  cwd=Path(__file__).resolve().parent.parent)
-        base = f"http://127.0.0.1:{port}"
+        server, base = start_server(log, {"CATALOG_HOME": str(work / "home")})
         try:
-            for _ in range(200):
-                try:
-                    requests.get(base + "/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
             bulk_ids = list(ids)[-15_000:]  # 15 bulk requests; wrk's single PATCHes get the ids before
             single_ids = list(ids)[:-15_000]
             per_thread = len(single_ids) // 2
@@ -333,8 +320,7 @@ def bench_bulk(args) -> None:
             print(f"  bulk / single = {rate / single['rps']:.1f}x  [target >= 10x]; {answered:,} answered 200;"
                   f" server RSS {rss_mb(server.pid):.0f} MB")
         finally:
-            server.terminate()
-            server.wait(timeout=20)
+            stop_server(server)
             log.close()
     finally:
         import shutil

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.bench_api import build_catalog, fill_results, free_port, run_wrk  # noqa: E402
+from bench.bench_api import build_catalog, fill_results, run_wrk, start_server, stop_server  # noqa: E402
 from bench.machine import describe, probe  # noqa: E402
 from reconciler.clock import Clock, FakeClock  # noqa: E402
 from reconciler.events import Event  # noqa: E402
@@ -140,28 +140,11 @@ def build(database_url: str, work: Path, services: int, checks: int, pending: in
     return ids, writer
 
 
-def serve(database_url: str, home: Path, log) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                              env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url},
-                              stdout=log, stderr=log, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        if server.poll() is not None:
-            raise SystemExit("the server exited; see its log")
-        try:
-            requests.get(base + "/healthz", timeout=1)
-            return server, base
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
-
-
 def patch_run(name: str, database_url: str, home: Path, ids: range, writer: str, args, *, events: bool,
               sender_env: dict | None, log, flip: int) -> dict:
     if not events:
         drop_event_triggers(database_url)
-    server, base = serve(database_url, home, log)
+    server, base = start_server(log, {"CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url})
     sender = None
     if sender_env is not None:
         sender = subprocess.Popen([sys.executable, "-c", SENDER, database_url, str(args.notify_interval)],
@@ -174,8 +157,7 @@ def patch_run(name: str, database_url: str, home: Path, ids: range, writer: str,
                   .replace("TOKEN", writer).replace("FLIP", str(flip)))
         figures = run_wrk(script, base, duration=args.duration, connections=args.connections, pid=server.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
         if sender is not None:
             sender.terminate()
             sender.wait(timeout=30)

@@ -26,10 +26,8 @@ figure without scorecards; team and scorecard pages <= 50 ms median at 10,000 se
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.bench_api import PATCH_LUA, build_catalog, fill_results, free_port, run_wrk  # noqa: E402
+from bench.bench_api import PATCH_LUA, build_catalog, fill_results, run_wrk, start_server, stop_server  # noqa: E402
 from bench.machine import describe, probe  # noqa: E402
 from reconciler import scorecards  # noqa: E402
 from reconciler.clock import Clock  # noqa: E402
@@ -143,18 +141,8 @@ def main() -> int:
         with_cards = one_answer_ms(store, pending[:200])
 
         # 3. reads
-        port = free_port()
         log = open(work / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                                  env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url},
-                                  stdout=log, stderr=log, cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                requests.get(base + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        server, base = start_server(log, {"CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url})
         try:
             session = requests.Session()
             session.headers["Authorization"] = f"token {reader}"
@@ -191,8 +179,7 @@ def main() -> int:
                 run_wrk(script.replace("FIRST", str(first + run)), base, **{**load, "duration": 1})
                 figures[cards].append(run_wrk(script.replace("FIRST", str(first + run + WARM_UP_IDS * runs)), base, **load))
         finally:
-            server.terminate()
-            server.wait(timeout=20)
+            stop_server(server)
             log.close()
         print(f"one answer in process (median of 200): {with_cards:.3f} ms with scorecards, "
               f"{without_cards:.3f} ms without: hook {with_cards - without_cards:.3f} ms  [target <= 1 ms]")

@@ -27,7 +27,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -133,7 +132,7 @@ end
 
 
 def bench_oidc(args) -> int:
-    from bench_api import build_catalog, fill_results, free_port, run_wrk
+    from bench_api import build_catalog, fill_results, run_wrk, start_server, stop_server
     from conftest import write_catalog
     from oidc_issuer import OidcIssuer
     from reconciler.clock import Clock
@@ -167,19 +166,10 @@ def bench_oidc(args) -> int:
             (work / "token.txt").write_text(token + "\n")
             (work / "one-jwt.txt").write_text(distinct[0] + "\n")
             (work / "jwts.txt").write_text("\n".join(distinct) + "\n")
-            port = free_port()
             log = open(work / "server.log", "w")
-            server = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--server-url", audience],
-                env={**os.environ, "PYTHONPATH": str(ROOT), "CATALOG_HOME": str(home), "CATALOG_OIDC_ISSUER": issuer.url},
-                stdout=log, stderr=log, cwd=ROOT)
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    requests.get(base + "/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
+            server, base = start_server(
+                log, {"PYTHONPATH": str(ROOT), "CATALOG_HOME": str(home), "CATALOG_OIDC_ISSUER": issuer.url},
+                "--server-url", audience)
             try:
                 runs = [("token", "token.txt", "Token"), ("oidc, one token reused", "one-jwt.txt", "Bearer"),
                         ("oidc, a distinct token each", "jwts.txt", "Bearer"), ("token", "token.txt", "Token"),
@@ -203,8 +193,7 @@ def bench_oidc(args) -> int:
                           f"  [target >= 0.85]")
                 print(f"JWKS fetches by the server: {issuer.fetches}")
             finally:
-                server.terminate()
-                server.wait(timeout=20)
+                stop_server(server)
                 log.close()
             print(describe(probe()), "(after)")
         finally:
