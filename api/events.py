@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import PathParameter, QueryParameter
 
 from api.auth import SECURITY, requires_read
-from api.models import MAX_ID, EventDetail, EventPage, error_responses
+from api.models import MAX_ID, CheckFilter, EventDetail, EventPage, ServiceFilter, error_responses
 from api.routing import get
 from reconciler.errors import InvalidInput, NotFound
 from reconciler.events import EVENT_TYPES
@@ -31,8 +31,8 @@ class EventController(Controller):
         request: Request,
         state: State,
         type: Annotated[str | None, QueryParameter(enum=list(EVENT_TYPES))] = None,
-        service: Annotated[str | None, QueryParameter(description="service slug")] = None,
-        check: Annotated[str | None, QueryParameter(description="check slug")] = None,
+        service: ServiceFilter = None,
+        check: CheckFilter = None,
         cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="from the `next` link: events before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> EventPage:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import QueryParameter
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
-from reconciler.outcomes import RESULT_VALUES
+from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_URL_LENGTH = 2048
 # Ids are SQLite INTEGERs: a larger number names no row, and the driver cannot even bind it.
 MAX_ID = 2**63 - 1
+
+# The filters the result reads share (/api/results, /api/results.csv, /api/events): one declaration each.
+ServiceFilter = Annotated[str | None, QueryParameter(description="service slug")]
+CheckFilter = Annotated[str | None, QueryParameter(description="check slug")]
+ResultFilter = Annotated[str | None, QueryParameter(enum=list(RESULTS))]
+StatusFilter = Annotated[str | None, QueryParameter(enum=list(STATUSES))]
+SinceFilter = Annotated[str | None, QueryParameter(
+    description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})]
 
 
 class ErrorDetail(TypedDict, total=False):

@@ -27,17 +27,21 @@ from api.models import (
     AnswerOperation,
     BulkAnswerOperation,
     BulkAnswerOut,
+    CheckFilter,
+    ResultFilter,
     ResultOut,
     ResultPage,
+    ServiceFilter,
+    SinceFilter,
+    StatusFilter,
     error_responses,
 )
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
-from reconciler.clock import format_time
 from reconciler.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from reconciler.export import check_filters, csv_chunks, parse_since, result_batches
 from reconciler.oidc import OidcIdentity
-from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
+from reconciler.outcomes import RESULT_VALUES
 from reconciler.store import Database
 
 ANSWER_FIELDS = ("result", "message", "url")
@@ -311,12 +315,11 @@ class ResultController(Controller):
         self,
         request: Request,
         state: State,
-        service: Annotated[str | None, QueryParameter(description="service slug")] = None,
-        check: Annotated[str | None, QueryParameter(description="check slug")] = None,
-        result: Annotated[str | None, QueryParameter(enum=list(RESULTS))] = None,
-        status: Annotated[str | None, QueryParameter(enum=list(STATUSES))] = None,
-        since: Annotated[str | None, QueryParameter(
-            description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})] = None,
+        service: ServiceFilter = None,
+        check: CheckFilter = None,
+        result: ResultFilter = None,
+        status: StatusFilter = None,
+        since: SinceFilter = None,
         cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="from the `next` link: results before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> ResultPage:
@@ -340,12 +343,11 @@ class ResultController(Controller):
      responses=error_responses(401, 403, 422), media_type="text/csv")
 async def export_results_csv(
     state: State,
-    service: Annotated[str | None, QueryParameter(description="service slug")] = None,
-    check: Annotated[str | None, QueryParameter(description="check slug")] = None,
-    result: Annotated[str | None, QueryParameter(enum=list(RESULTS))] = None,
-    status: Annotated[str | None, QueryParameter(enum=list(STATUSES))] = None,
-    since: Annotated[str | None, QueryParameter(
-        description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})] = None,
+    service: ServiceFilter = None,
+    check: CheckFilter = None,
+    result: ResultFilter = None,
+    status: StatusFilter = None,
+    since: SinceFilter = None,
 ) -> Stream:
     service, check, result, status, since = (value or None for value in (service, check, result, status, since))
     check_filters(result, status)  # before the first byte: a bad filter is a JSON error, not a broken download
