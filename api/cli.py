@@ -7,11 +7,12 @@ import os
 import sys
 
 from reconciler import cli as core
+from reconciler.commands import open_store, settings_from
 
 
 def _settings(args: argparse.Namespace):
     """Settings from flags and environment; the server URL follows --host/--port unless given."""
-    settings = core.settings_from(args)
+    settings = settings_from(args)
     if not (args.server_url or os.environ.get("CATALOG_SERVER_URL")):
         host = f"[{args.host}]" if ":" in args.host else args.host
         if args.host in ("0.0.0.0", "::"):
@@ -25,7 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.app import create_app, serve
 
     settings = _settings(args)
-    serve(create_app(core.open_store(settings), settings, access_log=AccessLog()), host=args.host, port=args.port)
+    serve(create_app(open_store(settings), settings, access_log=AccessLog()), host=args.host, port=args.port)
     return 0
 
 

@@ -17,7 +17,7 @@ from reconciler.gitsource import source_from_settings
 from reconciler.notify import DEFAULT_INTERVAL as NOTIFY_INTERVAL, notify_pass
 from reconciler.reconcile import sync
 from reconciler.schedule import Scheduler, run_pass
-from reconciler.cli import open_store
+from reconciler.commands import open_store
 from reconciler.settings import Settings
 from reconciler.store import Database
 from reconciler.tokens import create_token, revoke_token

@@ -54,7 +54,7 @@ def test_validate_github_format_escapes_properties_and_message(example_dir, tmp_
 
 
 def test_github_escaping_rules():
-    from reconciler.cli import _github_annotation
+    from reconciler.commands import _github_annotation
     from reconciler.errors import CatalogFileError, Location
 
     error = CatalogFileError(Location("a:b,c%.yaml", 1, 2), "50% bad\nsecond line\r")
