@@ -26,7 +26,7 @@ class ChainState:
 
 
 def chain_state(clone, commit: str | None, root: str) -> ChainState:
-    """The chain at `commit` (a `writeback.Clone`): from its ledger.json, else (a branch written before
+    """The chain at `commit` (a `results_clone.Clone`): from its ledger.json, else (a branch written before
     the ledger) the hash of its last unchained line, else zeros."""
     if commit is None:
         return ChainState(files.ZERO_HASH, 0)
@@ -118,7 +118,7 @@ class ResultsBranch:
                     return cls(git_dir, tip, branch, where)
             raise ConfigError(f"{where} has no branch {branch!r}: nothing has been written back there (try --branch)")
         from .errors import WritebackError
-        from .writeback import Clone  # GitPython: imported only for a remote repository
+        from .results_clone import Clone  # GitPython: imported only for a remote repository
 
         if "://" not in repo and not repo.startswith("git@") and ":" not in repo.split("/")[0]:
             raise ConfigError(f"{where} does not exist: give --repo a repository URL or a local git repository")
