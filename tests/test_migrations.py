@@ -80,3 +80,56 @@ def test_the_first_postgresql_store_opens_and_is_upgraded(postgres_server):
         assert derived_tables_differing(store) == []
     finally:
         store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def version_11_url(request, tmp_path) -> str:
+    """The store of main's build at schema version 11 (before latest_runs was keyed by check), on each
+    backend: the example catalog and three days of results, some pending or sent."""
+    if request.param == "sqlite":
+        path = tmp_path / "catalog.db"
+        conn = sqlite3.connect(path)
+        conn.executescript((FIXTURES / "store-v11.sql").read_text())
+        conn.close()
+        return f"sqlite://{path}"
+    url = request.getfixturevalue("postgres_server").new_database()
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(FIXTURES / "postgres-v11.sql")],
+                   check=True, capture_output=True, text=True)
+    return url
+
+
+LATEST_RUNS = ("SELECT service_key, check_slug, check_id, result_id, status, result, url, created_at, sent_at, finished_at"
+               " FROM latest_runs ORDER BY service_key, check_slug")
+
+
+def test_latest_runs_keyed_by_check_keeps_every_row_through_the_upgrade(version_11_url):
+    frozen = open_database(version_11_url, migrate=False)
+    try:
+        assert frozen.schema_version() == 11
+        before = raw_rows(frozen, LATEST_RUNS)
+        services = raw_rows(frozen, "SELECT id, slug FROM services ORDER BY id")
+        pages = {row["slug"]: frozen.reads.service_json(row["slug"]) for row in services}
+        open_ids = [row["id"] for row in raw_rows(frozen, "SELECT id FROM results WHERE status IN ('pending', 'sent') ORDER BY id")]
+    finally:
+        frozen.close()
+    assert len(before) == 31 and len(open_ids) == 15
+    store = open_database(version_11_url)
+    try:
+        assert store.schema_version() == store.backend.migrations[-1][0] >= 12
+        assert raw_rows(store, LATEST_RUNS) == before
+        assert derived_tables_differing(store) == []
+        # GET /api/services/{slug} reads them through the new index: the same text, check by slug
+        assert {row["slug"]: store.reads.service_json(row["slug"]) for row in services} == pages
+        # the answer's trigger finds the re-keyed rows (open results are their pair's newest)
+        for n, result_id in enumerate(open_ids):
+            answer(store, result_id, ("pass", "fail")[n % 2], now=NOW, url=f"https://ci.example/runs/{n}")
+        assert derived_tables_differing(store) == []
+        changed = raw_rows(store, LATEST_RUNS)
+        assert sorted(row["result_id"] for row in changed if row["finished_at"] == "2026-11-25T12:00:00.000000Z") == open_ids
+        created = store.dispatch.create_due([(check_id, "9999") for check_id in range(1, 7)], now="2026-12-01T00:00:00.000000Z",
+                                            revision=None, claim_until="2026-12-01T00:00:00.000000Z", holder="tests")
+        assert len(created) == 31  # every pair again: its new result replaces its row
+        assert derived_tables_differing(store) == []
+        assert {row["result_id"] for row in raw_rows(store, LATEST_RUNS)} == {row["id"] for row in created}
+    finally:
+        store.close()
