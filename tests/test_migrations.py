@@ -84,7 +84,7 @@ def test_the_first_postgresql_store_opens_and_is_upgraded(postgres_server):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def version_11_url(request, tmp_path) -> str:
-    """The store of main's build at schema version 11 (before latest_runs was keyed by check), on each
+    """The store of main's build at schema version 11 (latest_runs with its row JSON stored), on each
     backend: the example catalog and three days of results, some pending or sent."""
     if request.param == "sqlite":
         path = tmp_path / "catalog.db"
@@ -102,7 +102,7 @@ LATEST_RUNS = ("SELECT service_key, check_slug, check_id, result_id, status, res
                " FROM latest_runs ORDER BY service_key, check_slug")
 
 
-def test_latest_runs_keyed_by_check_keeps_every_row_through_the_upgrade(version_11_url):
+def test_latest_runs_keeps_every_row_and_its_json_through_version_12(version_11_url):
     frozen = open_database(version_11_url, migrate=False)
     try:
         assert frozen.schema_version() == 11
@@ -118,9 +118,9 @@ def test_latest_runs_keyed_by_check_keeps_every_row_through_the_upgrade(version_
         assert store.schema_version() == store.backend.migrations[-1][0] >= 12
         assert raw_rows(store, LATEST_RUNS) == before
         assert derived_tables_differing(store) == []
-        # GET /api/services/{slug} reads them through the new index: the same text, check by slug
+        # GET /api/services/{slug}: the same text, its rows' JSON now computed when read
         assert {row["slug"]: store.reads.service_json(row["slug"]) for row in services} == pages
-        # the answer's trigger finds the re-keyed rows (open results are their pair's newest)
+        # the answer's trigger keeps the rebuilt table (open results are their pair's newest)
         for n, result_id in enumerate(open_ids):
             answer(store, result_id, ("pass", "fail")[n % 2], now=NOW, url=f"https://ci.example/runs/{n}")
         assert derived_tables_differing(store) == []

@@ -177,9 +177,9 @@ class DispatchRepository:
             ids = {"ids": d.ids(sorted(row[1] for row in created))}
             new = f"r.id IN {d.id_table(':ids')}"
             # The derived rows of the new results, one statement each (migration 9: no insert trigger),
-            # each in its table's key order (another order cost ~2 s more and a WAL of twice the data, the
-            # cache spilling the same pages again and again): dispatch_pairs' is id order, latest_runs'
-            # is by check then service (migration 12). Results are born pending (a trigger refuses any
+            # each in its table's key order: dispatch_pairs' is id order, latest_runs' is by service (one
+            # place per service for every check cost ~2 s more and a WAL of twice the data, the cache
+            # spilling the same pages again and again). Results are born pending (a trigger refuses any
             # other), and the due query gives each pair once.
             session.run(
                 "INSERT INTO dispatch_pairs (pair_key, last_created_at, open_results)"
@@ -194,8 +194,8 @@ class DispatchRepository:
                 "INSERT INTO latest_runs (service_key, check_slug, check_id, result_id, status, result, url, created_at,"
                 " sent_at, finished_at)"
                 " SELECT coalesce(r.service_id, 0), c.slug, r.check_id, r.id, r.status, r.result, r.url, r.created_at,"
-                f" r.sent_at, r.finished_at FROM results AS r, checks AS c WHERE {new} AND c.id = r.check_id ORDER BY 3, 1"
-                " ON CONFLICT (check_id, service_key) DO UPDATE SET"
+                f" r.sent_at, r.finished_at FROM results AS r, checks AS c WHERE {new} AND c.id = r.check_id ORDER BY 1, 2"
+                " ON CONFLICT (service_key, check_slug) DO UPDATE SET"
                 " result_id = excluded.result_id, status = excluded.status, result = excluded.result,"
                 " url = excluded.url, created_at = excluded.created_at, sent_at = excluded.sent_at,"
                 " finished_at = excluded.finished_at"

@@ -653,15 +653,15 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         12,
         r"""
-        -- latest_runs keyed by (check, service), no longer by (service, check slug): a batch's answers
-        -- are one check over many services, and keyed by service every answer's trigger rewrote a page
-        -- of its own (a bulk PATCH of 1,000 answers: 1,123 WAL pages, half of its time). Keyed by check
-        -- they are neighbours. A check's slug is unique and never changes for its id, so the rows and
-        -- what they mean are the same. GET /api/services/{slug} reads one service's rows in check-slug
-        -- order through latest_runs_by_service; none of its columns changes when a result does, so an
-        -- answer never writes it.
+        -- latest_runs' row JSON is computed when read (VIRTUAL), no longer stored with every change. A
+        -- batch's answers are one check over many services: with latest_runs keyed by service (as
+        -- GET /api/services/{slug} reads it), every answer's trigger rewrites a row on a page of its own,
+        -- and building and storing its JSON there was half of that trigger's cost (bench/bench_dispatch.py
+        -- --part bulk). Read, the JSON of a service's rows costs its GET a few microseconds. Keyed by check
+        -- instead, a batch's rows were neighbours, but a service's GET read fifty pages: 56 -> 260 us in
+        -- process at 10,000 services x 50 checks, so the key stays. The rows and the text are the same.
         DROP TRIGGER IF EXISTS latest_runs_on_update;
-        CREATE TABLE latest_runs_by_check (
+        CREATE TABLE latest_runs_computed (
             service_key INTEGER NOT NULL,              -- service_id, or 0 for checks with services: none
             check_slug  TEXT NOT NULL,
             check_id    INTEGER NOT NULL,
@@ -674,22 +674,22 @@ MIGRATIONS: list[tuple[int, str]] = [
             finished_at TEXT,
             json        TEXT GENERATED ALWAYS AS (json_object(
                 'id', result_id, 'check', check_slug, 'status', status, 'result', result, 'url', url,
-                'created_at', created_at, 'sent_at', sent_at, 'finished_at', finished_at)) STORED,
-            PRIMARY KEY (check_id, service_key)
+                'created_at', created_at, 'sent_at', sent_at, 'finished_at', finished_at)) VIRTUAL,
+            PRIMARY KEY (service_key, check_slug)
         ) WITHOUT ROWID;
-        INSERT INTO latest_runs_by_check (service_key, check_slug, check_id, result_id, status, result, url,
+        INSERT INTO latest_runs_computed (service_key, check_slug, check_id, result_id, status, result, url,
                                           created_at, sent_at, finished_at)
         SELECT service_key, check_slug, check_id, result_id, status, result, url, created_at, sent_at, finished_at
-        FROM latest_runs ORDER BY check_id, service_key;
+        FROM latest_runs ORDER BY service_key, check_slug;
         DROP TABLE latest_runs;
-        ALTER TABLE latest_runs_by_check RENAME TO latest_runs;
-        CREATE INDEX latest_runs_by_service ON latest_runs (service_key, check_slug);
+        ALTER TABLE latest_runs_computed RENAME TO latest_runs;
         -- One primary-key update per status change, and only when the result is its pair's newest.
         CREATE TRIGGER latest_runs_on_update AFTER UPDATE OF status, result, url, sent_at, finished_at ON results
         BEGIN
             UPDATE latest_runs SET status = NEW.status, result = NEW.result, url = NEW.url,
                 sent_at = NEW.sent_at, finished_at = NEW.finished_at
-            WHERE check_id = NEW.check_id AND service_key = coalesce(NEW.service_id, 0) AND result_id = NEW.id;
+            WHERE service_key = coalesce(NEW.service_id, 0)
+              AND check_slug = (SELECT slug FROM checks WHERE id = NEW.check_id) AND result_id = NEW.id;
         END;
         """,
     ),

@@ -575,15 +575,9 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         12,
         r"""
-        -- latest_runs keyed by (check, service), as on SQLite (whose version 12 says why): the answer's
-        -- trigger finds its row by check and service in one seek (keyed by service, it read every row
-        -- of the service to find the check's). A check's slug is unique and never changes for its id,
-        -- so the rows and what they mean are the same. GET /api/services/{slug} reads one service's rows
-        -- in check-slug order through latest_runs_by_service. No indexed column changes when a result
-        -- does, so an answer's update stays a heap-only one.
-        ALTER TABLE latest_runs DROP CONSTRAINT latest_runs_pkey;
-        ALTER TABLE latest_runs ADD PRIMARY KEY (check_id, service_key);
-        CREATE INDEX latest_runs_by_service ON latest_runs (service_key, check_slug);
+        -- SQLite's version 12 computes latest_runs' row JSON when read instead of storing it with every
+        -- answer. PostgreSQL's latest_runs has no JSON column (the service's JSON is built from its rows
+        -- when read): this version changes nothing here.
         """,
     ),
 ]
