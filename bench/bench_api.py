@@ -201,7 +201,7 @@ def main() -> int:
         cached = args.cache / f"api-{args.services}x{args.checks}-{pending}-{schema}" if args.cache else None
         if cached and (cached / "setup.json").exists():
             # A copy of a store built before: the setup (a sync of N files, N x M results) takes minutes.
-            home.mkdir(parents=True)
+            home.mkdir(parents=True, exist_ok=True)  # describe() above may have made it
             shutil.copyfile(cached / "catalog.db", home / "catalog.db")
             setup = json.loads((cached / "setup.json").read_text())
             ids, writer, reader = range(*setup["ids"]), setup["writer"], setup["reader"]
