@@ -24,7 +24,7 @@ def new_result(store: Database, check: str = "has-owner", service: str | None = 
         holder="tests", trigger=trigger, service_id=service_id,
     )
     assert len(created) == 1, f"({check}, {service}) is not due: it has an open result, or is not targeted"
-    return created[0]
+    return dict(created[0])  # a plain row, as a check runner returns (a NewResult is a read-only mapping)
 
 
 def answer(store: Database, result_id: int, result: str, *, now: datetime | None = None,
