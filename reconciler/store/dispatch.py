@@ -218,9 +218,8 @@ class DispatchRepository:
         created.sort()
         shared = {"status": "pending", "result": "unknown", "revision": revision, "trigger": trigger, "created_at": now}
         one: dict = {}
-        rows = [NewResult(result_id, check_id, one.setdefault(service_id, service_id), shared)
+        return [NewResult(result_id, check_id, one.setdefault(service_id, service_id), shared)
                 for check_id, result_id, service_id in created]
-        return rows
 
     def open_results(self, check_id: int, service_id: int | None) -> list[dict]:
         """The pending and sent results of one pair, oldest first."""
