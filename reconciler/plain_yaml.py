@@ -194,4 +194,13 @@ def _typed(value: str) -> Any:
         return value
     if tag not in _TYPED:
         raise _Unsure  # a timestamp, a merge key, a value key: the full path's constructor
-    return scalar_value(yaml.ScalarNode(tag, value))
+    try:
+        return _TYPED_VALUES[value]
+    except KeyError:
+        typed = scalar_value(yaml.ScalarNode(tag, value))
+        if len(_TYPED_VALUES) < 10_000:
+            _TYPED_VALUES[value] = typed
+        return typed
+
+
+_TYPED_VALUES: dict[str, Any] = {}  # "8" -> 8, "false" -> False: the few typed scalars of a catalog, each immutable
