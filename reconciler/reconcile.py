@@ -336,6 +336,12 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
                       file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """Each entity carries its own file's first error, or none: only the marks that change are written."""
     for path in _read_or_blamed(read, file_errors):
+        record = applied.get(path)
+        if record is not None:  # most files, a first sync's 100,000: applied now, so without an error
+            current = index.row(read[path].kind, record["slug"])
+            if current is not None and current["error"] is not None:
+                plan.entity_errors[(read[path].kind, record["slug"])] = None
+            continue
         key = _owner_after(index, read, applied, path, verdict.problems)
         if key is None or key[0] == "catalog":
             continue
@@ -352,6 +358,11 @@ def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile]
                     file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """The catalog_files row of every file read now or blamed now: what it defines and its error."""
     for path in _read_or_blamed(read, file_errors):
+        record = applied.get(path)
+        if record is not None:  # most files, a first sync's 100,000: applied now, so without an error
+            loaded = read[path]
+            plan.files.append(FileRow(path, loaded.kind, record["slug"], loaded.digest, None))
+            continue
         loaded, row = read.get(path), index.files.get(path)
         key = _owner_after(index, read, applied, path, verdict.problems)
         errors = file_errors.get(path)
