@@ -242,7 +242,7 @@ def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_d
     (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     paths = list_catalog_files(example_dir)
     serial = read_files(example_dir, paths, parallel_from=10**9)
-    forked = _read_in_two_processes(example_dir, paths, None)
+    forked = _read_in_two_processes(example_dir, paths, None, chunk=3)  # both processes take chunks in turn
     assert [f.path for f in forked] == paths
     assert [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in forked] == \
            [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in serial]
