@@ -18,6 +18,7 @@ import gc
 import os
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,15 +89,24 @@ class Plan:
     config: dict | None = None
     active_before: dict[str, int] = field(default_factory=dict)  # kind -> entities not removed before
 
+    _tally: tuple[int, Counter] = field(default_factory=lambda: (0, Counter()), repr=False, compare=False)
+
     def count(self, action: str) -> int:
-        return sum(1 for change in self.changes if change.action == action)
+        return sum(number for (_, done), number in self._changes_by_kind().items() if done == action)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
 
     def removing(self, kind: str) -> int:
-        return sum(1 for c in self.changes if c.kind == kind and c.action == "remove")
+        return self._changes_by_kind()[(kind, "remove")]
+
+    def _changes_by_kind(self) -> Counter:
+        """(kind, action) -> how many: counted once, as changes are only ever added (a sync asks ten
+        times, and a first sync has 100,000 changes)."""
+        if self._tally[0] != len(self.changes):
+            self._tally = (len(self.changes), Counter((change.kind, change.action) for change in self.changes))
+        return self._tally[1]
 
 
 @dataclass
