@@ -29,7 +29,6 @@ _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
 # one-line flow lists of plain words (slugs, tags, numbers): nothing that could start a nested
 # collection, a quoted scalar, an alias or a comment inside the brackets
 _FLOW_LIST = re.compile(r"\[([A-Za-z0-9_., /-]*)\](?: +#.*| *)$")
-_FLOW_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _QUOTED = re.compile(r"\"([^\"\\]*)\"(?: +#.*| *)$|'([^']*)'(?: +#.*| *)$")
 # what a plain scalar may not start with (YAML's indicators), nor hold (a flow collection's brackets,
 # which only the full path reads)
@@ -181,9 +180,11 @@ def _flow_list(text: str) -> list:
     items = []
     for item in inner.split(","):
         word = item.strip(" ")
-        if not _FLOW_WORD.match(word):
+        # `_FLOW_LIST` lets only [A-Za-z0-9_., /-] in: a word is [A-Za-z0-9_][A-Za-z0-9_./-]* when it is
+        # not empty, starts with none of `./-` and holds no space
+        if not word or word[0] in "./-" or " " in word:
             raise _Unsure  # an empty item, words with spaces, `-1`: the full path reads them
-        items.append(_typed(word))
+        items.append(word if word[0] not in TYPED_FIRST_CHARACTERS else _typed(word))
     return items
 
 
