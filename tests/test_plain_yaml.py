@@ -127,3 +127,10 @@ def test_only_a_scalar_starting_with_a_digit_can_be_typed_with_a_space_in_it():
                     expected = _RESOLVER.resolve(yaml.ScalarNode, spaced, (True, False))
                     assert plain_scalar_tag(spaced) == expected, spaced
     assert plain_scalar_tag("2001-12-14 21:59:43.10 -5") == "tag:yaml.org,2002:timestamp"
+
+
+def test_a_repeated_line_gives_each_file_its_own_list():
+    """Lines read lately are kept with their values: a list must still be each file's own."""
+    first = plain_values(b"name: A\ntags: [x, y]\n")
+    first["tags"].append("changed")
+    assert plain_values(b"name: B\ntags: [x, y]\n") == {"name": "B", "tags": ["x", "y"]}
