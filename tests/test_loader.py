@@ -242,8 +242,9 @@ def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_d
     (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     paths = list_catalog_files(example_dir)
     serial = read_files(example_dir, paths, parallel_from=10**9)
-    forked = _read_in_two_processes(example_dir, paths, None, chunk=3)  # both processes take chunks in turn
-    assert [f.path for f in forked] == paths
+    told: list[int] = []
+    forked = _read_in_two_processes(example_dir, paths, None, told.append, chunk=3)  # both take chunks in turn
+    assert [f.path for f in forked] == paths and sum(told) == len(paths)  # the progress bar hears of every file
     assert [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in forked] == \
            [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in serial]
     assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
