@@ -120,7 +120,8 @@ def _service_digest(record: dict) -> str:
         f' "description": {_text_or_null(record["description"])}, "meta": {_quoted(record["meta"])},'
         f' "name": {_quoted(record["name"])}, "owner": {_text_or_null(record["owner"])},'
         f' "priority": {int.__repr__(record["priority"])}, "repository": {_text_or_null(record["repository"])},'
-        f' "slug": {_quoted(record["slug"])}, "tags": {_quoted(record["tags"])}, "type": {_text_or_null(record["type"])}}}'
+        f' "slug": {_quoted(record["slug"])}, "tags": {_quoted(record["tags"])},'
+        f' "type": {_text_or_null(record["type"])}}}'
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -325,8 +325,10 @@ def read_files(
     return read
 
 
-def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None,
-                           progress: Callable[[int], None] | None = None, *, chunk: int | None = None) -> list[LoadedFile]:
+def _read_in_two_processes(
+    root: Path, paths: list[str], config: CatalogConfig | None, progress: Callable[[int], None] | None = None, *,
+    chunk: int | None = None,
+) -> list[LoadedFile]:
     """This process and a forked worker take chunks of the paths in turn, from a shared counter, until
     none is left, so that they finish together whichever of them runs slower (this process also
     unpickles the worker's files, and on a shared machine either may get less of a core; with a
@@ -425,7 +427,8 @@ def _take_arrived(arrived: queue.SimpleQueue, read: list, chunks: list[list[str]
     return False
 
 
-def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None, jail: Jail | None = None) -> list[LoadedFile]:
+def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None,
+                jail: Jail | None = None) -> list[LoadedFile]:
     jail = jail or Jail(root)  # the resolved root, shared: cheaper for thousands of files
     return [loaded for path in paths for loaded in read_entities(root, file_of(path), config, _jail=jail)]
 
