@@ -75,6 +75,14 @@ class CatalogIndex:
             self.load_services([slug])
         return self._services.get(slug)
 
+    def stored_slugs(self, kind: str, slugs: Iterable[str]) -> set[str]:
+        """Which of these service or check slugs have a row, removed or not (a set operation: a
+        first sync asks about 100,000 slugs)."""
+        if kind == "check":
+            return self.checks.keys() & slugs
+        self.load_services(slugs)
+        return self._services.keys() & slugs
+
     def every_service(self) -> dict[str, dict]:
         """Every service row: for what only a scan finds (who depends on a slug that went away)."""
         if not self._all_services:

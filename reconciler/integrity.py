@@ -85,21 +85,23 @@ class _After:
         self.read, self.deleted, self.index = read, deleted, index
         # paths, not (path, file) pairs: a first sync reads 100,000 files (bench/bench_sync.py's peak)
         entity_paths = sorted(path for path, f in read.items() if f.kind in REFERENCE_FIELD)
-        self.order = [path for path in entity_paths if read[path].ok]  # the valid files read now, in path order
-        self.applying = set(self.order)  # shrinks as files break the rules
+        self.order: list[str] = []  # the valid files read now, in path order
         # kind -> slug -> the first read file declaring it; `also` holds the others (a duplicate is rare,
         # and a first sync declares 100,000 slugs: a list for each would cost 10s of MB)
         self.declared: dict[str, dict[str, str]] = {kind: {} for kind in REFERENCE_FIELD}
         self.also: dict[tuple[str, str], list[str]] = {}
         self.unnamed: dict[str, str] = {}  # file name -> broken service file that declares no slug
-        for path in entity_paths:
+        for path in entity_paths:  # one pass: a first sync reads 100,000 files (bench/bench_sync.py)
             loaded = read[path]
+            if loaded.ok:
+                self.order.append(path)
             if loaded.slug:
                 first = self.declared[loaded.kind].setdefault(loaded.slug, path)
                 if first != path:
                     self.also.setdefault((loaded.kind, loaded.slug), []).append(path)
             elif loaded.kind == "service":
                 self.unnamed.setdefault(path.rpartition("/")[2].rpartition(".")[0], path)
+        self.applying = set(self.order)  # shrinks as files break the rules
         if not index.is_whole:  # one query for the rows the rules ask for, rather than one each
             index.load_services(
                 set(self.declared["service"])
@@ -167,7 +169,11 @@ def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
     """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest."""
     clashes = []
     for kind, slugs in catalog.declared.items():
-        for slug, first in slugs.items():
+        # a slug one file declares and no stored entity has cannot clash: of a first sync's 100,000
+        # slugs, only the others are looked at
+        maybe = {slug for (also_kind, slug) in catalog.also if also_kind == kind} | catalog.index.stored_slugs(kind, slugs)
+        for slug in maybe:
+            first = slugs[slug]
             if (kind, slug) in catalog.also:
                 contenders = [path for path in catalog.declaring(kind, slug) if path in catalog.applying]
             elif first in catalog.applying:  # the usual case, one file: a clash only with a keeper
@@ -189,11 +195,12 @@ def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
 
 
 def _find_unknown_references(catalog: _After, verdict: Verdict) -> None:
+    read, declared = catalog.read, catalog.declared["service"]
     for path in catalog.applying_in_order():
-        loaded = catalog.read[path]
-        name = REFERENCE_FIELD[loaded.kind]
+        loaded = read[path]
         for position, slug in enumerate(loaded.references):
-            if not catalog.known(slug):
+            if slug not in declared and not catalog.known(slug):  # the first test answers most: read now
+                name = REFERENCE_FIELD[loaded.kind]
                 catalog.break_rule(verdict, Problem(path, (name, position), _unknown(name, slug, catalog)))
 
 
@@ -233,8 +240,9 @@ def _find_cycles(catalog: _After, verdict: Verdict) -> None:
     With the whole index (a full read), every edge is looked at once instead."""
     if catalog.index.is_whole:
         graph = {}
+        read, applying = catalog.read, catalog.applying
         for slug, path in catalog.declared["service"].items():
-            graph[slug] = catalog.read[path].references if path in catalog.applying else catalog.dependencies(slug)
+            graph[slug] = read[path].references if path in applying else catalog.dependencies(slug)
         for slug, row in catalog.index.every_service().items():
             if slug not in graph and catalog.keeper("service", slug):
                 graph[slug] = dependencies_of(row)
@@ -326,17 +334,19 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
         colour[start] = grey
         while stack:
             node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
+            for child in children:  # up to the first white child, which is entered
+                seen = colour.get(child, black)
+                if seen == white:
+                    colour[child] = grey
+                    stack.append((child, iter(graph[child])))
+                    path.append(child)
+                    break
+                if seen == grey:
+                    found.append(path[path.index(child):] + [child])
+            else:  # every child done
                 colour[node] = black
                 stack.pop()
                 path.pop()
-            elif colour.get(child, black) == white:
-                colour[child] = grey
-                stack.append((child, iter(graph[child])))
-                path.append(child)
-            elif colour.get(child) == grey:
-                found.append(path[path.index(child):] + [child])
     return found
 
 
@@ -352,8 +362,8 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date) -> None:
     for (kind, slug), row in index.definitions.items():
         if row["removed_at"] is None and row["path"] not in deleted and row["path"] not in read:
             after[(kind, slug)] = (row["path"], row["body"], False)
-    for path, loaded in sorted(read.items()):
-        if loaded.kind not in DEFINITION_KINDS or not loaded.slug:
+    for path, loaded in sorted((path, f) for path, f in read.items() if f.kind in DEFINITION_KINDS):
+        if not loaded.slug:
             continue
         key = (loaded.kind, loaded.slug)
         holder = after.get(key)

@@ -8,10 +8,10 @@ file: `read_file` returns the errors beside the (absent) record, so one bad file
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import multiprocessing
 import os
+import queue
 import re
 import threading
 from dataclasses import dataclass
@@ -74,8 +74,10 @@ class LoadedFile:
 def kind_of(relative_path: str, ignored_prefix: str | None = None) -> str | None:
     """The kind of file a path holds in a catalog, or None when it is not a catalog file. A YAML file
     outside services/ and checks/ is a `DESCRIPTOR` candidate: what it holds decides (`read_entities`)."""
-    if ignored_prefix and (relative_path + "/").startswith(ignored_prefix.rstrip("/") + "/"):
-        return None
+    if ignored_prefix:  # the path is the ignored folder or inside it (no string built: 100,000 files)
+        ignored = ignored_prefix.rstrip("/")
+        if relative_path.startswith(ignored) and relative_path[len(ignored):len(ignored) + 1] in ("", "/"):
+            return None
     if relative_path == CATALOG_FILE:
         return "catalog"
     # plain string operations: this runs once per file of catalogs with 10,000 files
@@ -323,43 +325,112 @@ def read_files(
     return read
 
 
-def _read_in_two_processes(root: Path, paths: list[str], config: CatalogConfig | None,
-                           progress: Callable[[int], None] | None = None) -> list[LoadedFile]:
-    """A forked worker reads the second half, as this process reads the first. It sends its files in
-    chunks, which this process takes in while it reads: no pickle of 50,000 files at once in memory."""
-    half = len(paths) // 2
-    chunks = [paths[start:start + _CHUNK] for start in range(half, len(paths), _CHUNK)]
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        second = pool.imap(functools.partial(_read_chunk_as_tuples, root, config=config), chunks)
-        if progress is None:
-            first = _read_chunk(root, paths[:half], config)
-        else:
-            first = []
-            for start in range(0, half, _CHUNK):
-                first += _read_chunk(root, paths[start:min(start + _CHUNK, half)], config)
-                progress(min(start + _CHUNK, half) - start)
-        rest = []
-        for chunk, sent in zip(chunks, second):
-            rest += [LoadedFile(*fields) for fields in sent]
+def _read_in_two_processes(
+    root: Path, paths: list[str], config: CatalogConfig | None, progress: Callable[[int], None] | None = None, *,
+    chunk: int | None = None,
+) -> list[LoadedFile]:
+    """This process and a forked worker take chunks of the paths in turn, from a shared counter, until
+    none is left, so that they finish together whichever of them runs slower (this process also
+    unpickles the worker's files, and on a shared machine either may get less of a core; with a
+    fixed half each, one of them waited for the other). The worker sends each chunk as it is read,
+    and a thread here takes them in: the worker never waits on the pipe, and no pickle holds 50,000
+    files at once."""
+    size = chunk or _CHUNK
+    chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
+    context = multiprocessing.get_context("fork")
+    claimed = context.Value("i", 0)  # the number of the next chunk to read
+    receiving, sending = context.Pipe(duplex=False)
+    worker = context.Process(target=_read_chunks_in_worker, args=(root, chunks, config, claimed, sending), daemon=True)
+    worker.start()
+    sending.close()
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    receiver = threading.Thread(target=_receive_chunks, args=(receiving, arrived), daemon=True)
+    receiver.start()
+    read: list[list[LoadedFile] | None] = [None] * len(chunks)
+    worker_done = False
+    try:
+        jail = Jail(root)
+        while (number := _claim(claimed)) < len(chunks):
+            read[number] = _read_chunk(root, chunks[number], config, jail)
             if progress is not None:
-                progress(len(chunk))
-        return first + rest
+                progress(len(chunks[number]))
+            worker_done = worker_done or _take_arrived(arrived, read, chunks, progress, block=False)
+        if not worker_done:
+            worker_done = _take_arrived(arrived, read, chunks, progress, block=True)
+    finally:
+        if not worker_done:  # this process failed (or was interrupted): the worker's work is moot
+            worker.kill()
+        worker.join()
+        receiver.join()  # it ends at the worker's last message, or at the pipe's end
+        receiving.close()
+    return [loaded for files in read for loaded in files]  # type: ignore[union-attr]
 
 
-_CHUNK = 2_000  # files per message from the worker
+_CHUNK = 1_000  # files per claim and per message from the worker (about 0.05 s of reading)
+_DONE = "done"
 
 
-def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None) -> list[LoadedFile]:
-    jail = Jail(root)  # the resolved root, shared: cheaper for thousands of files
+def _claim(claimed: Any) -> int:
+    with claimed.get_lock():
+        number = claimed.value
+        claimed.value = number + 1
+    return number
+
+
+def _read_chunks_in_worker(root: Path, chunks: list[list[str]], config: CatalogConfig | None, claimed: Any,
+                           sending: Any) -> None:
+    """The forked worker: claim, read and send chunks until none is left; then "done", or the error."""
+    try:
+        jail = Jail(root)
+        while (number := _claim(claimed)) < len(chunks):
+            # tuples of fields, which cross the pipe faster than objects
+            sending.send((number, [
+                (f.path, f.kind, f.digest, f.record, f.config, f.errors, f.slug, f.references, f.notes)
+                for f in _read_chunk(root, chunks[number], config, jail)
+            ]))
+        sending.send((_DONE, None))
+    except BaseException as error:  # a bug, never a file's content: raised again in the parent
+        try:
+            sending.send((_DONE, error))
+        except Exception:
+            sending.send((_DONE, RuntimeError(f"reading in the worker failed: {error!r}")))
+    finally:
+        sending.close()
+
+
+def _receive_chunks(receiving: Any, arrived: queue.SimpleQueue) -> None:
+    """The parent's thread that empties the pipe as the worker fills it (so the worker never waits)."""
+    while True:
+        try:
+            message = receiving.recv()
+        except (EOFError, OSError) as error:  # the worker died without a word (killed, out of memory)
+            arrived.put((_DONE, RuntimeError(f"the worker reading catalog files stopped: {error!r}")))
+            return
+        arrived.put(message)
+        if message[0] == _DONE:
+            return
+
+
+def _take_arrived(arrived: queue.SimpleQueue, read: list, chunks: list[list[str]],
+                  progress: Callable[[int], None] | None, *, block: bool) -> bool:
+    """The worker's chunks that came in, as LoadedFiles in their places (with `block`, up to its last);
+    True once the worker is done. Its error, if it had one, is raised here."""
+    while block or not arrived.empty():
+        number, files = arrived.get()
+        if number == _DONE:
+            if files is not None:
+                raise files
+            return True
+        read[number] = [LoadedFile(*fields) for fields in files]
+        if progress is not None:
+            progress(len(chunks[number]))
+    return False
+
+
+def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None,
+                jail: Jail | None = None) -> list[LoadedFile]:
+    jail = jail or Jail(root)  # the resolved root, shared: cheaper for thousands of files
     return [loaded for path in paths for loaded in read_entities(root, file_of(path), config, _jail=jail)]
-
-
-def _read_chunk_as_tuples(root: Path, paths: list[str], *, config: CatalogConfig | None) -> list[tuple]:
-    """`_read_chunk` in the worker: tuples of fields, which cross the pipe faster than objects."""
-    return [
-        (f.path, f.kind, f.digest, f.record, f.config, f.errors, f.slug, f.references, f.notes)
-        for f in _read_chunk(root, paths, config)
-    ]
 
 
 def _may_fork() -> bool:

@@ -25,17 +25,15 @@ import yaml
 
 from .yamlparse import MAX_NODES, TYPED_FIRST_CHARACTERS, plain_scalar_tag, scalar_value
 
-_KEY_LINE = re.compile(r"( *)([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +(.*))?$")
-_ITEM_LINE = re.compile(r"( *)- +(.*)$")
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
 # one-line flow lists of plain words (slugs, tags, numbers): nothing that could start a nested
 # collection, a quoted scalar, an alias or a comment inside the brackets
 _FLOW_LIST = re.compile(r"\[([A-Za-z0-9_., /-]*)\](?: +#.*| *)$")
-_FLOW_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _QUOTED = re.compile(r"\"([^\"\\]*)\"(?: +#.*| *)$|'([^']*)'(?: +#.*| *)$")
 # what a plain scalar may not start with (YAML's indicators), nor hold (a flow collection's brackets,
 # which only the full path reads)
 _NOT_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
-_CONTROL = re.compile(r"[^\n\x20-\x7e]")
+_PLAIN_BYTES = b"\n" + bytes(range(0x20, 0x7F))  # printable ASCII and newlines: all else goes the full path
 _STR = "tag:yaml.org,2002:str"
 _TYPED = frozenset({
     "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null",
@@ -59,16 +57,17 @@ def plain_values(data: bytes) -> dict | None:
         # every node of the plain shape takes 1.5 bytes or more, so a file this small holds fewer
         # nodes than yamlparse allows; a bigger one is left to it, as it counts them (MAX_NODES)
         return None
+    if data.translate(None, _PLAIN_BYTES):  # non-ASCII, tabs, carriage returns, control characters
+        return None  # the full path decides
     try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    if _CONTROL.search(text):  # tabs, carriage returns, control characters: the full path decides
-        return None
-    try:
-        return _read(text.split("\n"))
+        return _read(data.decode("ascii").split("\n"))
     except _Unsure:
         return None
+
+
+# A cold sync reads 100,000 files of a dozen lines each: the loop below keeps to a few string
+# operations a line (bench/bench_sync.py --services 100000; a regular expression per line cost ~8 of
+# a file's ~21 microseconds).
 
 
 def _read(lines: list[str]) -> dict | None:
@@ -77,12 +76,21 @@ def _read(lines: list[str]) -> dict | None:
     indent = -1  # its lines' indentation
     open_key: str | None = None  # a top-level key with no value yet: a nested block may follow
     for line in lines:
-        stripped = line.lstrip(" ")
-        if not stripped or stripped[0] == "#":
+        if not line:
             continue
-        depth = len(line) - len(stripped)
+        first = line[0]
+        if first == " ":
+            stripped = line.lstrip(" ")
+            if not stripped or stripped[0] == "#":
+                continue
+            first = stripped[0]
+            depth = len(line) - len(stripped)
+        elif first == "#":
+            continue
+        else:
+            stripped, depth = line, 0
         if open_key is not None:  # the first line after `key:` says what the value is
-            if stripped[0] == "-":
+            if first == "-":
                 container, indent = [], depth
             elif depth > 0:
                 container, indent = {}, depth
@@ -90,16 +98,16 @@ def _read(lines: list[str]) -> dict | None:
                 container = None
             top[open_key] = container
             open_key = None
-        if container is not None and depth == indent and (depth > 0 or stripped[0] == "-"):
+        if container is not None and depth == indent and (depth > 0 or first == "-"):
             if isinstance(container, list):
-                match = _ITEM_LINE.match(line)
-                if match is None:
-                    raise _Unsure
-                if not match[2] or match[2][0] == "#":
+                if first != "-" or stripped[1:2] != " ":
+                    raise _Unsure  # not `- value`
+                item = stripped[2:].lstrip(" ")
+                if not item or item[0] == "#":
                     raise _Unsure  # a null item
-                container.append(_scalar(match[2]))
+                container.append(_scalar(item))
             else:
-                key, value = _key_value(line)
+                key, value = _key_value(stripped)
                 if value is _OPEN:
                     raise _Unsure  # a nested mapping inside the nested one, or a null: rare
                 if key in container:
@@ -109,7 +117,7 @@ def _read(lines: list[str]) -> dict | None:
         if depth != 0:
             raise _Unsure  # deeper or shallower than the block being read
         container = None
-        key, value = _key_value(line)
+        key, value = _key_value(stripped)
         if key in top:
             raise _Unsure
         if value is _OPEN:
@@ -123,18 +131,43 @@ def _read(lines: list[str]) -> dict | None:
     return top
 
 
-def _key_value(line: str) -> tuple[str, Any]:
-    """A `key: value` line's key and value (`_OPEN` for a key alone, which a block may follow)."""
-    match = _KEY_LINE.match(line)
-    if match is None:
+def _key_value(text: str) -> tuple[str, Any]:
+    """A `key: value` line's key and value (`_OPEN` for a key alone, which a block may follow), its
+    indentation stripped."""
+    known = _LINES.get(text)
+    if known is None:
+        known = _parse_key_value(text)
+        if known[1].__class__ is list:
+            known = (known[0], tuple(known[1]))  # kept unchangeable: each file gets its own list
+        if len(_LINES) >= _LINES_KEPT:
+            _LINES.clear()
+        _LINES[text] = known
+    return known if known[1].__class__ is not tuple else (known[0], list(known[1]))
+
+
+# Lines read lately, with their key and value: half the lines of a catalog's files repeat (`type: web`,
+# `owner: team-payments`, `tags: [tier-1]`, `meta:`), and a line's values are text, numbers, booleans,
+# None or a list (kept as a tuple). A line read again costs a lookup instead of ~0.7 us of string
+# operations: 3 of 15 us a service file (bench/bench_sync.py --services 100000). Emptied when full, so
+# the lines of files read long ago (names, descriptions) do not stay.
+_LINES: dict[str, tuple[str, Any]] = {}
+_LINES_KEPT = 4096
+
+
+def _parse_key_value(text: str) -> tuple[str, Any]:
+    key, colon, rest = text.partition(":")
+    if not colon:
         raise _Unsure
-    key = match[2]
     if key not in _TEXT_KEYS:
-        if plain_scalar_tag(key) != _STR:
-            raise _Unsure  # `5:`, `true:`, `null:`: the full path reports a key that is not text
+        if not _KEY.match(key) or plain_scalar_tag(key) != _STR:
+            raise _Unsure  # `a b:`, `5:`, `true:`, `null:`: the full path reports a key that is not text
         if len(_TEXT_KEYS) < 10_000:
             _TEXT_KEYS.add(key)
-    rest = match[3]
+    if not rest:
+        return key, _OPEN
+    if rest[0] != " ":
+        raise _Unsure  # `a:b`
+    rest = rest.lstrip(" ")
     if not rest or rest[0] == "#":
         return key, _OPEN
     if rest[0] == "[":
@@ -168,9 +201,11 @@ def _flow_list(text: str) -> list:
     items = []
     for item in inner.split(","):
         word = item.strip(" ")
-        if not _FLOW_WORD.match(word):
+        # `_FLOW_LIST` lets only [A-Za-z0-9_., /-] in: a word is [A-Za-z0-9_][A-Za-z0-9_./-]* when it is
+        # not empty, starts with none of `./-` and holds no space
+        if not word or word[0] in "./-" or " " in word:
             raise _Unsure  # an empty item, words with spaces, `-1`: the full path reads them
-        items.append(_typed(word))
+        items.append(word if word[0] not in TYPED_FIRST_CHARACTERS else _typed(word))
     return items
 
 
@@ -181,4 +216,13 @@ def _typed(value: str) -> Any:
         return value
     if tag not in _TYPED:
         raise _Unsure  # a timestamp, a merge key, a value key: the full path's constructor
-    return scalar_value(yaml.ScalarNode(tag, value))
+    try:
+        return _TYPED_VALUES[value]
+    except KeyError:
+        typed = scalar_value(yaml.ScalarNode(tag, value))
+        if len(_TYPED_VALUES) < 10_000:
+            _TYPED_VALUES[value] = typed
+        return typed
+
+
+_TYPED_VALUES: dict[str, Any] = {}  # "8" -> 8, "false" -> False: the few typed scalars of a catalog, each immutable

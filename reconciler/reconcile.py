@@ -18,6 +18,7 @@ import gc
 import os
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,15 +89,24 @@ class Plan:
     config: dict | None = None
     active_before: dict[str, int] = field(default_factory=dict)  # kind -> entities not removed before
 
+    _tally: tuple[int, Counter] = field(default_factory=lambda: (0, Counter()), repr=False, compare=False)
+
     def count(self, action: str) -> int:
-        return sum(1 for change in self.changes if change.action == action)
+        return sum(number for (_, done), number in self._changes_by_kind().items() if done == action)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
 
     def removing(self, kind: str) -> int:
-        return sum(1 for c in self.changes if c.kind == kind and c.action == "remove")
+        return self._changes_by_kind()[(kind, "remove")]
+
+    def _changes_by_kind(self) -> Counter:
+        """(kind, action) -> how many: counted once, as changes are only ever added (a sync asks ten
+        times, and a first sync has 100,000 changes)."""
+        if self._tally[0] != len(self.changes):
+            self._tally = (len(self.changes), Counter((change.kind, change.action) for change in self.changes))
+        return self._tally[1]
 
 
 @dataclass
@@ -336,6 +346,12 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
                       file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """Each entity carries its own file's first error, or none: only the marks that change are written."""
     for path in _read_or_blamed(read, file_errors):
+        record = applied.get(path)
+        if record is not None:  # most files, a first sync's 100,000: applied now, so without an error
+            current = index.row(read[path].kind, record["slug"])
+            if current is not None and current["error"] is not None:
+                plan.entity_errors[(read[path].kind, record["slug"])] = None
+            continue
         key = _owner_after(index, read, applied, path, verdict.problems)
         if key is None or key[0] == "catalog":
             continue
@@ -352,6 +368,11 @@ def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile]
                     file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
     """The catalog_files row of every file read now or blamed now: what it defines and its error."""
     for path in _read_or_blamed(read, file_errors):
+        record = applied.get(path)
+        if record is not None:  # most files, a first sync's 100,000: applied now, so without an error
+            loaded = read[path]
+            plan.files.append(FileRow(path, loaded.kind, record["slug"], loaded.digest, None))
+            continue
         loaded, row = read.get(path), index.files.get(path)
         key = _owner_after(index, read, applied, path, verdict.problems)
         errors = file_errors.get(path)

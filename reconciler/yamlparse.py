@@ -31,10 +31,18 @@ _RESOLVER = _SafeLoader("")  # only its `resolve`, for `plain_scalar_tag`
 _RESOLVER.dispose()
 
 
+# Of YAML 1.1's implicit types only a timestamp can hold a space (`2001-12-14 21:59:43.10 -5`), and
+# it starts with a digit: text such as "The web service of ..." is never tried against the patterns
+# (a resolver call and a memo entry per description: ~3 us a file of a cold sync, bench/bench_sync.py).
+# tests/test_plain_yaml.py checks PyYAML's resolvers agree.
+_SPACED_TYPED_FIRST_CHARACTERS = frozenset("0123456789")
+
+
 def plain_scalar_tag(value: str, _tags=_PLAIN_SCALAR_TAGS) -> str:  # type: ignore[no-untyped-def]
     """The tag YAML 1.1 gives a plain (unquoted) scalar: int, float, bool, null, timestamp, ... or str."""
-    if value[:1] not in TYPED_FIRST_CHARACTERS:
-        return "tag:yaml.org,2002:str"  # no implicit type starts so: text
+    first = value[:1]
+    if first not in TYPED_FIRST_CHARACTERS or (" " in value and first not in _SPACED_TYPED_FIRST_CHARACTERS):
+        return "tag:yaml.org,2002:str"  # no implicit type starts so, or holds a space after such a start: text
     tag = _tags.get(value)
     if tag is None:
         tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))

@@ -242,8 +242,9 @@ def test_reading_in_two_processes_gives_exactly_what_one_process_reads(example_d
     (example_dir / "services" / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     paths = list_catalog_files(example_dir)
     serial = read_files(example_dir, paths, parallel_from=10**9)
-    forked = _read_in_two_processes(example_dir, paths, None)
-    assert [f.path for f in forked] == paths
+    told: list[int] = []
+    forked = _read_in_two_processes(example_dir, paths, None, told.append, chunk=3)  # both take chunks in turn
+    assert [f.path for f in forked] == paths and sum(told) == len(paths)  # the progress bar hears of every file
     assert [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in forked] == \
            [(f.path, f.kind, f.digest, f.ok, f.record, f.config, f.slug, f.references) for f in serial]
     assert [[str(e) for e in f.errors] for f in forked] == [[str(e) for e in f.errors] for f in serial]
@@ -266,3 +267,38 @@ def test_tag_resolution_shortcut_agrees_with_pyyaml_for_every_plain_scalar_shape
     for word in words:
         for implicit in ((True, False), (False, True)):
             assert ours.resolve(yaml.ScalarNode, word, implicit) == theirs.resolve(yaml.ScalarNode, word, implicit), word
+
+
+def test_a_service_records_json_texts_and_digest_are_json_dumps_own():
+    """The record step writes a service's JSON by hand (a cold sync's speed): it must be json.dumps's
+    text to the character, or every stored digest would move and every service show as updated."""
+    import hashlib
+    import random
+
+    from reconciler.entity_records import service_record
+    from reconciler.schema import Service
+
+    rng = random.Random(14)
+    awkward = ["", "x", "caf\u00e9", "\u2028", "\U0001f600", 'say "hi"', "back\\slash", "tab\tnew\nline", "\x00\x1f\x7f",
+               "</script>", "\ud7ff\ue000", "#team", "a: b", "\u00ff" * 3]
+
+    def text() -> str:
+        return "".join(rng.choice(awkward) for _ in range(rng.randint(0, 3)))[:200]
+
+    for number in range(400):
+        fields = {"name": text() or "n", "slug": f"s-{number}", "priority": rng.randint(1, 10),
+                  "tags": [text() for _ in range(rng.randint(0, 4))],
+                  "dependencies": [f"d-{rng.randint(0, 9)}" for _ in range(rng.randint(0, 3))],
+                  "meta": {text(): text() for _ in range(rng.randint(0, 4))}, "active": rng.random() < 0.5}
+        for key in ("type", "description", "owner"):
+            if rng.random() < 0.7:
+                fields[key] = text()
+        if rng.random() < 0.5:
+            fields["repository"] = "acme/x"
+        model = Service.model_validate(fields)
+        record = service_record(model)
+        assert record["tags"] == (json.dumps(model.tags) if model.tags else "[]")
+        assert record["dependencies"] == (json.dumps(model.dependencies) if model.dependencies else "[]")
+        assert record["meta"] == json.dumps(model.meta, sort_keys=True)
+        fields_only = {key: value for key, value in record.items() if key != "digest"}
+        assert record["digest"] == hashlib.sha256(json.dumps(fields_only, sort_keys=True).encode()).hexdigest()[:32]

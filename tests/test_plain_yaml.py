@@ -109,3 +109,28 @@ def test_example_catalog_files_read_quickly_give_the_same_values():
             read_quickly += 1
             assert repr(quick) == repr(_full_path(data)), path
     assert read_quickly >= 10  # its services and checks are of the plain shape
+
+
+def test_only_a_scalar_starting_with_a_digit_can_be_typed_with_a_space_in_it():
+    """plain_scalar_tag calls text any scalar with a space unless it starts with a digit (a timestamp):
+    PyYAML's own resolvers must agree, for every first character they type."""
+    import yaml
+
+    from reconciler.yamlparse import _RESOLVER, TYPED_FIRST_CHARACTERS, plain_scalar_tag
+
+    words = ["yes", "No", "true", "FALSE", "on", "off", "y", "n", "null", "~", "<<", "=", ".inf", "-.5", "+1", "0x1F",
+             "1_000", "1:30", "2001-12-14", "2001-12-14t21:59:43.10-05:00", ".nan", "-1", "0o17", "1e3"]
+    for first in TYPED_FIRST_CHARACTERS:
+        for word in words + [first]:
+            for spaced in (f"{first}{word[1:]} x", f"{first} {word}", f"{first}{word} ", f"{word} {first}"):
+                if spaced[:1] == first:
+                    expected = _RESOLVER.resolve(yaml.ScalarNode, spaced, (True, False))
+                    assert plain_scalar_tag(spaced) == expected, spaced
+    assert plain_scalar_tag("2001-12-14 21:59:43.10 -5") == "tag:yaml.org,2002:timestamp"
+
+
+def test_a_repeated_line_gives_each_file_its_own_list():
+    """Lines read lately are kept with their values: a list must still be each file's own."""
+    first = plain_values(b"name: A\ntags: [x, y]\n")
+    first["tags"].append("changed")
+    assert plain_values(b"name: B\ntags: [x, y]\n") == {"name": "B", "tags": ["x", "y"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from datetime import datetime, timezone
@@ -519,3 +520,23 @@ def test_a_catalog_big_enough_for_two_readers_syncs_as_one_reader_does(tmp_path,
                         for row in raw_rows(serial, sql)]
     errors = sorted(row["path"] for row in raw_rows(serial, "SELECT path FROM catalog_files WHERE error IS NOT NULL"))
     assert errors == ["services/svc-0010.yaml", "services/svc-1500.yaml"]
+
+
+def test_a_first_sync_writes_every_row_of_a_catalog_larger_than_one_insert(store, tmp_path):
+    """Services and catalog files go in 100 rows an INSERT, the rest one by one: every row lands, in
+    path order (ids as a row-at-a-time insert gave them), a broken file's error as JSON."""
+    root = tmp_path / "catalog"
+    write_catalog(root, [{"name": f"S{n:03d}", "slug": f"s{n:03d}", "priority": 1 + n % 10, "owner": f"team-{n % 7}",
+                          "tags": ["t"] if n % 2 else [], "meta": {"k": str(n)}} for n in range(251)])
+    (root / "services" / "zz-broken.yaml").write_text("name: Broken\npriority: 11\n")
+    report = sync_directory(store, root)
+    assert report.outcome == "applied" and report.plan.count("create") == 251 and len(report.errors) == 1
+    services = store.catalog.service_index()
+    assert len(services) == 251
+    assert [slug for slug, _ in sorted(services.items(), key=lambda item: item[1]["id"])] == sorted(services)
+    assert all(row["path"] == f"services/{slug}.yaml" and len(row["digest"]) == 32 for slug, row in services.items())
+    files = store.catalog.files()
+    assert len(files) == 252 and files["services/s250.yaml"]["slug"] == "s250"
+    assert files["services/zz-broken.yaml"]["error"]["message"].startswith("priority")
+    assert json.loads(store.reads.service_json("s137"))["meta"] == {"k": "137"}
+    assert sync_directory(store, root).outcome == "unchanged"
