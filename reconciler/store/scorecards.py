@@ -11,7 +11,7 @@ from ..scorecards import Evaluation, Evaluator, LevelChange, encode_states
 
 _SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
 BULK_SNAPSHOT_FROM = 1_000  # level changes in one write (bench/bench_scorecards.py: a first evaluation)
-KEPT_LEVELS = 50_000  # level rows a SQLite connection keeps for the answer hook (~15 MB at most)
+KEPT_LEVELS = 20_000  # level rows a SQLite connection keeps for the answer hook (~500 bytes each: 10 MB at most)
 KEPT_BLOCK = 128  # services whose rows of one rubric the hook reads at once
 _UNKNOWN = object()
 
@@ -123,7 +123,7 @@ class ScorecardRepository:
                 if block in kept:  # its block was read: no row (the rubric does not apply to the service)
                     continue
                 if len(kept) > KEPT_LEVELS:
-                    kept.clear()  # bounded memory (a row is ~300 bytes at 10 checks); refilled as answers come
+                    kept.clear()  # bounded memory; refilled as answers come
                 kept[block] = None
                 for rubric, service_id, *row in self.level_range(session, block[0], block[1] * KEPT_BLOCK,
                                                                  (block[1] + 1) * KEPT_BLOCK):
