@@ -125,9 +125,9 @@ class ScorecardRepository:
                 if len(kept) > KEPT_LEVELS:
                     kept.clear()  # bounded memory; refilled as answers come
                 kept[block] = None
-                for rubric, service_id, *row in self.level_range(session, block[0], block[1] * KEPT_BLOCK,
-                                                                 (block[1] + 1) * KEPT_BLOCK):
-                    kept[(rubric, service_id)] = tuple(row)
+                for rubric, service_id, level, checks, until in self.level_range(
+                        session, block[0], block[1] * KEPT_BLOCK, (block[1] + 1) * KEPT_BLOCK):
+                    kept[(rubric, service_id)] = (level, checks, until)
                 row = kept.get(key)
             if row is not None:
                 found[key] = row
