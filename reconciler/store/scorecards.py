@@ -110,7 +110,8 @@ class ScorecardRepository:
         its rubric's rows of KEPT_BLOCK services around it, in one range read: answers come check by
         check over the services in id order, so the next answers find their rows known and the hook
         reads nothing (a read per batch was a third of its time: bench/bench_scorecards.py, PATCH).
-        On PostgreSQL, where replicas share the rows, they are read, locked, every time."""
+        Every write of scorecard_levels goes through `replace_levels`, which keeps these rows current: a
+        new writer must too. On PostgreSQL, where replicas share the rows, they are read, locked, every time."""
         kept = self.db.backend.kept_rows("scorecard_levels")
         if kept is None:
             pairs = set(pairs)
