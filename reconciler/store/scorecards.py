@@ -12,7 +12,7 @@ from ..scorecards import Evaluation, Evaluator, LevelChange, encode_states
 _SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
 BULK_SNAPSHOT_FROM = 1_000  # level changes in one write (bench/bench_scorecards.py: a first evaluation)
 KEPT_LEVELS = 20_000  # level rows a SQLite connection keeps for the answer hook (~500 bytes each: 10 MB at most)
-KEPT_BLOCK = 128  # services whose rows of one rubric the hook reads at once
+KEPT_BLOCK = 32  # services whose rows of one rubric the hook reads at once (a cold batch of one answer: about what the exact read cost)
 _UNKNOWN = object()
 
 
