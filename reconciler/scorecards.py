@@ -321,37 +321,49 @@ class Evaluator:
     def answered(self, stored: dict[tuple[str, int], tuple], answers: list[tuple[dict, str]], now: datetime
                  ) -> dict[tuple[str, int], Evaluation]:
         """The rows an answer changes: its check's new state in each stored row that counts the check.
-        `stored`: (rubric, service id) -> (level, checks JSON, valid_until); `answers`: (completed row, check slug)."""
+        `stored`: (rubric, service id) -> (level, checks JSON, valid_until); `answers`: (completed row, check slug).
+        A row whose state and valid_until stay as they were (pass after pass, the usual answer) is left out:
+        nothing to write. The level is worked out again only when the state moved in or out of COUNTING."""
         cutoffs, waived = self.cutoffs(now), self.definitions.waived
         changed: dict[tuple[str, int], Evaluation] = {}
         for row, slug in answers:
             check = self.checks[slug]
             latest = (row["result"], row["status"] == "completed", row["created_at"])
+            service_id, met_until = row["service_id"], None
             for rubric in self.definitions.rubrics_by_check[slug]:
-                key = (rubric.key, row["service_id"])
+                key = (rubric.key, service_id)
                 evaluation = changed.get(key)
                 if evaluation is None:
-                    if key not in stored:
+                    held = stored.get(key)
+                    if held is None:
                         continue  # the rubric does not apply to the service
-                    level, checks, until = stored[key]
-                    evaluation = Evaluation(level, decode_states(checks), until)
-                if slug not in evaluation.checks:
+                    evaluation = Evaluation(held[0], decode_states(held[1]), held[2])
+                before = evaluation.checks.get(slug)
+                if before is None:
                     continue  # the check does not target the service
-                state = evaluation.checks[slug] = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
-                ends = [evaluation.valid_until] if evaluation.valid_until else []
+                state = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
+                until = evaluation.valid_until
                 if state == "met":
-                    result_key = (slug, row["created_at"])
-                    until = self._until_of.get(result_key)
-                    if until is None:
-                        if len(self._until_of) > 10_000:
-                            self._until_of.clear()
-                        moment = stale_from(check, parse_stamp(row["created_at"]))
-                        until = self._until_of[result_key] = format_time(moment) if moment else ""
-                    ends += [until] if until else []
+                    if met_until is None:
+                        result_key = (slug, row["created_at"])
+                        met_until = self._until_of.get(result_key)
+                        if met_until is None:
+                            if len(self._until_of) > 10_000:
+                                self._until_of.clear()
+                            moment = stale_from(check, parse_stamp(row["created_at"]))
+                            met_until = self._until_of[result_key] = format_time(moment) if moment else ""
+                    if met_until and (until is None or met_until < until):
+                        until = met_until
                 elif state == "waived":
-                    ends.append(format_time(waiver_end(waived[(slug, row["service"])].expires)))
-                evaluation.valid_until = min(ends) if ends else None  # may be early, never late: refresh_due re-evaluates
-                evaluation.level = level_of(rubric, evaluation.checks)
+                    ends = format_time(waiver_end(waived[(slug, row["service"])].expires))
+                    if until is None or ends < until:
+                        until = ends
+                if state == before and until == evaluation.valid_until:
+                    continue  # nothing a reader sees moves (may be early, never late: refresh_due re-evaluates)
+                evaluation.checks[slug] = state
+                evaluation.valid_until = until
+                if (state in COUNTING) != (before in COUNTING):
+                    evaluation.level = level_of(rubric, evaluation.checks)
                 changed[key] = evaluation
         return changed
 
@@ -377,9 +389,10 @@ def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) ->
         return changes
 
 
-def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list[LevelChange]:
+def after_answers(db, session, completed: Iterable[dict], now: datetime, stamp: str | None = None) -> list[LevelChange]:
     """The PATCH hook, in the answers' transaction: each answered check's new state in the rows that
-    count it, and the levels those give. Returns the level changes (for `level-changed` events)."""
+    count it, and the levels those give. `stamp`: `now` as stored, if the caller formatted it. Returns
+    the level changes (for `level-changed` events)."""
     evaluator = db.scorecards.evaluator.current(session)
     rubric_checks = evaluator.definitions.rubric_checks
     if not rubric_checks:
@@ -388,11 +401,13 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list
                if row["service_id"] is not None and (slug := evaluator.check_slugs.get(row["check_id"])) in rubric_checks]
     if not answers:
         return []
-    service_ids = sorted({row["service_id"] for row, _ in answers})
-    rubrics = sorted({rubric.key for _, slug in answers for rubric in evaluator.definitions.rubrics_by_check[slug]})
-    stored = db.scorecards.stored_levels(session, service_ids, rubrics)
+    by_check = evaluator.definitions.rubrics_by_check
+    stored = db.scorecards.levels_of_pairs(
+        session, {(rubric.key, row["service_id"]) for row, slug in answers for rubric in by_check[slug]})
     changed = evaluator.answered(stored, answers, now)
-    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False)
+    if not changed:
+        return []  # every state as it was: nothing to write
+    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False, stamp=stamp)
     record_level_events(db, session, evaluator, changes, now)
     return changes
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from conftest import sync_directory
 from store_support import answer, finished_result, new_result, raw_rows
 from reconciler import scorecards
 from reconciler.clock import FakeClock
+from reconciler.store import open_database
 from reconciler.validation import validate_directory
 
 CARD = "scorecards/production-readiness.yaml"
@@ -188,3 +191,81 @@ def test_a_sync_that_changes_services_only_leaves_the_levels_a_full_evaluation_g
     assert scorecards.evaluate_all(store, now) == []  # a full evaluation changes nothing
     assert {(r["rubric"], r["service"], r["level"], tuple(sorted(r["checks"].items())))
             for r in store.scorecards.levels()} == synced
+
+
+def _row(store, service: str, rubric: str = "production-readiness") -> dict:
+    return next(r for r in store.scorecards.levels(rubric=rubric) if r["service"] == service)
+
+
+def _full_evaluation_agrees(store, now: datetime) -> None:
+    rows = {(r["rubric"], r["service"], r["level"], tuple(sorted(r["checks"].items()))) for r in store.scorecards.levels()}
+    assert scorecards.evaluate_all(store, now) == []
+    assert {(r["rubric"], r["service"], r["level"], tuple(sorted(r["checks"].items())))
+            for r in store.scorecards.levels()} == rows
+
+
+def test_an_answer_that_changes_no_state_writes_nothing_yet_staleness_and_a_flip_still_move_the_level(synced_store):
+    store = synced_store
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=timezone.utc)
+    for check in ("has-owner", "readme-present", "oncall-configured", "log4j-vulnerability"):
+        finished_result(store, check, "payments-api", "pass", now=now)
+    assert _row(store, "payments-api")["level"] == 3
+    written = raw_rows(store, "SELECT updated_at, valid_until FROM scorecard_levels WHERE rubric = 'production-readiness'"
+                              " AND service_id = ?", (store.catalog.service_index()["payments-api"]["id"],))
+    # a pass after a pass: the state is met as before, and valid_until stays the earliest end: no write
+    finished_result(store, "has-owner", "payments-api", "pass", now=now + timedelta(minutes=50))
+    assert raw_rows(store, "SELECT updated_at, valid_until FROM scorecard_levels WHERE rubric = 'production-readiness'"
+                           " AND service_id = ?", (store.catalog.service_index()["payments-api"]["id"],)) == written
+    _full_evaluation_agrees(store, now + timedelta(minutes=50))
+    # has-owner (hourly, 30 min timeout) went stale at 13:30 for the first result, not for the second:
+    # the row asks for a look at 13:30 (early, never late), and the level holds on the newer result
+    assert scorecards.refresh_due(store, now + timedelta(hours=1, minutes=31)) == []
+    assert _row(store, "payments-api")["checks"]["has-owner"] == "met"
+    # past the newer result's end too: stale, and the level falls
+    later = now + timedelta(hours=2, minutes=21)
+    changes = scorecards.refresh_due(store, later)
+    assert [(c.before, c.after) for c in changes] == [(3, 0)]
+    assert _row(store, "payments-api")["checks"]["has-owner"] == "stale"
+    # a flip: a failing answer, then a passing one
+    finished_result(store, "has-owner", "payments-api", "fail", now=later)
+    assert (_row(store, "payments-api")["level"], _row(store, "payments-api")["checks"]["has-owner"]) == (0, "failing")
+    finished_result(store, "has-owner", "payments-api", "pass", now=later)
+    assert (_row(store, "payments-api")["level"], _row(store, "payments-api")["checks"]["has-owner"]) == (3, "met")
+    _full_evaluation_agrees(store, later)
+
+
+def test_an_answer_builds_on_a_level_row_another_connection_rewrote(synced_store, database_url):
+    """The answer hook may keep a connection's level rows between transactions (SQLite): a row another
+    connection rewrote meanwhile (here the leader's refresh on a second replica) must be read anew."""
+    store = synced_store
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=timezone.utc)
+    finished_result(store, "has-owner", "payments-api", "pass", now=now)
+    assert _row(store, "payments-api")["checks"]["has-owner"] == "met"
+    replica = open_database(database_url)
+    try:
+        later = now + timedelta(hours=2)
+        assert [(c.before, c.after) for c in scorecards.refresh_due(replica, later)] == []  # level 0 either way
+        assert _row(replica, "payments-api")["checks"]["has-owner"] == "stale"
+    finally:
+        replica.close()
+    finished_result(store, "readme-present", "payments-api", "pass", now=later)
+    row = _row(store, "payments-api")
+    assert (row["level"], row["checks"]["has-owner"], row["checks"]["readme-present"]) == (0, "stale", "met")
+    _full_evaluation_agrees(store, later)
+
+
+def test_a_rolled_back_answer_leaves_no_trace_in_the_levels_the_next_answer_builds_on(synced_store):
+    store = synced_store
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=timezone.utc)
+    finished_result(store, "readme-present", "payments-api", "pass", now=now)  # the row is read and written here
+    result = new_result(store, "has-owner", "payments-api", now=now)
+    with pytest.raises(RuntimeError):
+        with store.transaction() as session:
+            completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, "x")])
+            assert scorecards.after_answers(store, session, completed.values(), now)  # Bronze, then undone
+            raise RuntimeError("the transaction fails after the hook wrote")
+    assert (_row(store, "payments-api")["level"], _row(store, "payments-api")["checks"]["has-owner"]) == (0, "missing")
+    finished_result(store, "oncall-configured", "payments-api", "pass", now=now)
+    row = _row(store, "payments-api")
+    assert (row["level"], row["checks"]["has-owner"], row["checks"]["oncall-configured"]) == (0, "missing", "met")
+    _full_evaluation_agrees(store, now)

@@ -291,6 +291,11 @@ class PostgresBackend:
         """PostgreSQL never answers at once: callers on an event loop hand the work to a thread."""
         return None
 
+    @staticmethod
+    def kept_rows(table: str, *, check: bool = True) -> None:
+        """Nothing kept: rows another replica may write are read, locked, each time (`stored_levels`)."""
+        return None
+
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints on its own."""
 

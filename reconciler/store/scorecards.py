@@ -11,6 +11,9 @@ from ..scorecards import Evaluation, Evaluator, LevelChange, encode_states
 
 _SERVICE_FIELDS = "id, slug, name, owner, type, priority, tags, active, removed_at"
 BULK_SNAPSHOT_FROM = 1_000  # level changes in one write (bench/bench_scorecards.py: a first evaluation)
+KEPT_LEVELS = 20_000  # level rows a SQLite connection keeps for the answer hook (~500 bytes each: 10 MB at most)
+KEPT_BLOCK = 32  # services whose rows of one rubric the hook reads at once (a cold batch of one answer: about what the exact read cost)
+_UNKNOWN = object()
 
 
 class ScorecardRepository:
@@ -99,14 +102,51 @@ class ScorecardRepository:
         rows = session.tuples(sql, params)
         return {(rubric, service_id): (level, checks, until) for rubric, service_id, level, checks, until in rows}
 
+    def levels_of_pairs(self, session, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        """`stored_levels` of these (rubric, service id) pairs, for the answer hook.
+
+        On SQLite the rows come from what this connection last read or wrote (`backend.kept_rows`:
+        emptied when another connection committed, or on a rollback). A pair not known yet brings in
+        its rubric's rows of KEPT_BLOCK services around it, in one range read: answers come check by
+        check over the services in id order, so the next answers find their rows known and the hook
+        reads nothing (a read per batch was a third of its time: bench/bench_scorecards.py, PATCH).
+        Every write of scorecard_levels goes through `replace_levels`, which keeps these rows current: a
+        new writer must too. On PostgreSQL, where replicas share the rows, they are read, locked, every time."""
+        kept = self.db.backend.kept_rows("scorecard_levels")
+        if kept is None:
+            pairs = set(pairs)
+            return self.stored_levels(session, sorted({s for _, s in pairs}), sorted({r for r, _ in pairs}))
+        found = {}
+        for key in pairs:
+            row = kept.get(key, _UNKNOWN)
+            if row is _UNKNOWN:
+                block = (key[0], key[1] // KEPT_BLOCK, "block")
+                if block in kept:  # its block was read: no row (the rubric does not apply to the service)
+                    continue
+                if len(kept) > KEPT_LEVELS:
+                    kept.clear()  # bounded memory; refilled as answers come
+                kept[block] = None
+                for rubric, service_id, level, checks, until in self.level_range(
+                        session, block[0], block[1] * KEPT_BLOCK, (block[1] + 1) * KEPT_BLOCK):
+                    kept[(rubric, service_id)] = (level, checks, until)
+                row = kept.get(key)
+            if row is not None:
+                found[key] = row
+        return found
+
+    def level_range(self, session, rubric: str, first: int, stop: int) -> list[tuple]:
+        """(rubric, service id, level, checks JSON, valid_until) of one rubric's rows of service ids first .. stop - 1."""
+        return session.tuples("SELECT rubric, service_id, level, checks, valid_until FROM scorecard_levels"
+                              " WHERE rubric = ? AND service_id >= ? AND service_id < ?", (rubric, first, stop))
+
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
-                       stored: dict[tuple[str, int], tuple], drop_gone: bool) -> list[LevelChange]:
+                       stored: dict[tuple[str, int], tuple], drop_gone: bool, stamp: str | None = None) -> list[LevelChange]:
         """Write the evaluations that differ from `stored` (the rows `stored_levels` read, and locked,
         before the results were read); with `drop_gone`, `stored` is a whole scope (every row, or some
         services' rows) and its rows that no longer apply are dropped. Today's snapshot follows each
-        changed level. Returns the level changes."""
+        changed level. `stamp`: `now` as stored, when the caller has it already. Returns the level changes."""
         before = stored
-        stamp = format_time(now)
+        stamp = stamp or format_time(now)
         day = stamp[:10]
         inserts, updates, moves, changes = [], [], [], []
         for key, evaluation in found.items():
@@ -138,6 +178,15 @@ class ScorecardRepository:
             inserts,
         )
         session.many("DELETE FROM scorecard_levels WHERE rubric = ? AND service_id = ?", gone)
+        kept = self.db.backend.kept_rows("scorecard_levels", check=False)
+        if kept is not None:  # what this connection wrote is what the table holds (a rollback forgets it)
+            if drop_gone:
+                kept.clear()  # a re-evaluation (sync, refresh): rare, and it may write many rows
+            else:
+                for level, checks, until, _, rubric, service_id in inserts + moves:
+                    kept[(rubric, service_id)] = (level, checks, until)
+                for level, checks, _, rubric, service_id in updates:
+                    kept[(rubric, service_id)] = (level, checks, before[(rubric, service_id)][2])
         if len(changes) > BULK_SNAPSHOT_FROM:  # a first evaluation: one statement, not a row each from Python
             self._snapshot_levels(session, day)
         else:

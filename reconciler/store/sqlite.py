@@ -277,9 +277,9 @@ class SqliteBackend:
         try:
             yield session
         except BaseException:
-            conn.execute("ROLLBACK")
+            self.rollback()
             raise
-        conn.execute("COMMIT")
+        self.commit()
 
     def try_transaction(self) -> SqliteSession | None:
         """Begin a transaction only if the write lock is free at once (for a caller on an event loop).
@@ -301,10 +301,31 @@ class SqliteBackend:
         return self._local.session
 
     def commit(self) -> None:
-        self._connection().execute("COMMIT")
+        try:
+            self._connection().execute("COMMIT")
+        except BaseException:
+            self._local.kept = None  # the rows kept may not be the table's: forget them
+            raise
 
     def rollback(self) -> None:
+        self._local.kept = None  # the rows kept were this transaction's writes: gone with it
         self._connection().execute("ROLLBACK")
+
+    def kept_rows(self, table: str, *, check: bool = True) -> dict | None:
+        """This connection's memory of rows of `table` as it last read or wrote them, for a caller in a
+        write transaction: with `check`, emptied first if another connection committed since (PRAGMA
+        data_version moved: one statement, not a read of the rows; a PASSIVE checkpoint does not move it).
+        Emptied too when this connection rolls back. Only the store's writers of `table` fill it, with
+        what they read or wrote, so it holds what the table holds. One connection per thread: no lock.
+        (The answer hook's level rows: bench/bench_scorecards.py, PATCH.)"""
+        kept = getattr(self._local, "kept", None)
+        if check:
+            version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+            if kept is None or kept[0] != version:
+                kept = self._local.kept = (version, {})
+        elif kept is None:
+            return None
+        return kept[1].setdefault(table, {})
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
@@ -322,6 +343,7 @@ class SqliteBackend:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.kept = None
 
     # -- migrations ---------------------------------------------------------------------------
 
