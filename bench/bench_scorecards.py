@@ -126,6 +126,12 @@ def main() -> int:
     parser.add_argument("--answered", action="store_true",
                         help="every pair has a finished result before the PATCHes (steady state), see above")
     args = parser.parse_args()
+    runs = 2 * args.rounds
+    patch_each = max(30_000, 7000 * args.duration)  # more than a run answers: no 404s in the figures
+    wanted = runs * (patch_each + 2 * WARM_UP_IDS) + 400  # pending results the PATCH runs may answer
+    if wanted > args.services * args.checks:
+        parser.error(f"{args.rounds} rounds of {args.duration} s answer up to {wanted:,} results, more than the "
+                     f"{args.services * args.checks:,} pairs: give fewer --rounds, a shorter --duration or more --services")
     print(describe(probe()), "(before)")
     work = Path(tempfile.mkdtemp(prefix="bench-scorecards-"))
     home = work / "home"
@@ -138,9 +144,6 @@ def main() -> int:
         store = open_database(database_url)
         report = sync(store, DirectorySource(catalog))
         assert report.outcome == "applied" and not report.errors, report.errors
-        runs = 2 * args.rounds
-        patch_each = max(30_000, 7000 * args.duration)  # more than a run answers: no 404s in the figures
-        wanted = runs * (patch_each + 2 * WARM_UP_IDS) + 400
         ids = answered_then_due(store, pending=wanted) if args.answered else fill_results(store, pending=wanted)
         writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
         reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
