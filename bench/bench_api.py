@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.machine import cpu_seconds, describe, probe  # noqa: E402
+from bench.machine import cpu_seconds, describe, probe, status_mb  # noqa: E402
 from conftest import write_catalog  # noqa: E402
 from reconciler.clock import Clock, format_time  # noqa: E402
 from reconciler.gitsource import DirectorySource  # noqa: E402
@@ -157,13 +157,6 @@ def run_wrk(script: str, url: str, *, duration: int, connections: int, pid: int)
     return figures
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=10_000)
@@ -228,7 +221,7 @@ def main() -> int:
                            for _ in range(args.processes)]
         servers, bases = [server for server, _ in started_servers], [base for _, base in started_servers]
         server, base = servers[0], bases[0]
-        print(f"servers: {len(servers)}, pid {server.pid}, RSS at start {rss_mb(server.pid):.0f} MB")
+        print(f"servers: {len(servers)}, pid {server.pid}, RSS at start {status_mb('VmRSS', server.pid):.0f} MB")
         try:
             per_thread = len(ids) // (2 * len(servers))  # wrk's two threads per server, each its own ids
             open_before = open_count(database_url)
@@ -254,7 +247,7 @@ def main() -> int:
             print(f"GET /healthz (the reference: the framework alone under today's machine load): "
                   f"{health['rps']:,.0f} req/s, p99 {health['p99_us'] / 1000:.1f} ms, "
                   f"server CPU {health['cpu_us']:.0f} us/request")
-            print(f"server RSS after the runs: {rss_mb(server.pid):.0f} MB  [target <= 150 MB]")
+            print(f"server RSS after the runs: {status_mb('VmRSS', server.pid):.0f} MB  [target <= 150 MB]")
             print(describe(probe()), "(after)")
         finally:
             for server in servers:

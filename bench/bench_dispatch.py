@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import describe, peak_mb, peak_rss_since_reset, probe, reset_peak_rss  # noqa: E402
+from bench.machine import describe, peak_mb, peak_rss_since_reset, probe, reset_peak_rss, status_mb  # noqa: E402
 from conftest import sync_directory, write_catalog  # noqa: E402
 from reconciler.clock import FakeClock, format_time  # noqa: E402
 from reconciler.dispatch import DEFAULT_PACING_SECONDS  # noqa: E402
@@ -297,7 +297,7 @@ def bench_bulk(args) -> None:
     """Single PATCHes (wrk) against bulk PATCHes of 1,000 answers, on one `catalog serve` process."""
     import requests
 
-    from bench.bench_api import PATCH_LUA, build_catalog, fill_results, rss_mb, run_wrk, start_server, stop_server
+    from bench.bench_api import PATCH_LUA, build_catalog, fill_results, run_wrk, start_server, stop_server
     from bench.machine import cpu_seconds
     from reconciler.clock import Clock
     from reconciler.gitsource import DirectorySource
@@ -347,7 +347,7 @@ def bench_bulk(args) -> None:
                   f" max {max(times) * 1000:.0f} ms (round trip); server CPU median"
                   f" {statistics.median(cpu_per_request) * 1000:.0f} ms  [target <= 150 ms]")
             print(f"  bulk / single = {rate / single['rps']:.1f}x  [target >= 10x]; {answered:,} answered 200;"
-                  f" server RSS {rss_mb(server.pid):.0f} MB")
+                  f" server RSS {status_mb('VmRSS', server.pid):.0f} MB")
         finally:
             stop_server(server)
             log.close()

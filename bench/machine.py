@@ -41,15 +41,16 @@ def reset_peak_rss() -> float:
     """Start a new resident-set high-water mark for this process (Linux: clear_refs 5); returns the
     resident set now, in MB. `peak_rss_since_reset` then gives the peak of what ran in between."""
     Path("/proc/self/clear_refs").write_text("5")
-    return _status_mb("VmRSS")
+    return status_mb("VmRSS")
 
 
 def peak_rss_since_reset() -> float:
-    return _status_mb("VmHWM")
+    return status_mb("VmHWM")
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mb(field: str, pid: int | str = "self") -> float:
+    """A memory figure of a process (VmRSS: resident now, VmHWM: its high-water mark), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024  # kB
     raise KeyError(field)
