@@ -83,8 +83,6 @@ def _decode(data: bytes, relative_path: str) -> str:
         ) from None
 
 
-
-
 def parse_yaml(data: bytes, relative_path: str) -> yaml.Node:
     """Compose the YAML into nodes (which keep their line numbers) and check limits and duplicates."""
     node = compose(data, relative_path)
