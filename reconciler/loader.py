@@ -316,11 +316,12 @@ def read_files(
     paths = list(relative_paths)
     if len(paths) >= (PARALLEL_FROM if parallel_from is None else parallel_from) and _may_fork():
         return _read_in_two_processes(root, paths, config, progress)
+    jail = Jail(root)  # the resolved root, shared: cheaper for thousands of files
     if progress is None:
-        return _read_chunk(root, paths, config)
+        return _read_chunk(root, paths, config, jail)
     read = []
     for start in range(0, len(paths), _CHUNK):
-        read += _read_chunk(root, paths[start:start + _CHUNK], config)
+        read += _read_chunk(root, paths[start:start + _CHUNK], config, jail)
         progress(len(paths[start:start + _CHUNK]))
     return read
 
@@ -427,9 +428,7 @@ def _take_arrived(arrived: queue.SimpleQueue, read: list, chunks: list[list[str]
     return False
 
 
-def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None,
-                jail: Jail | None = None) -> list[LoadedFile]:
-    jail = jail or Jail(root)  # the resolved root, shared: cheaper for thousands of files
+def _read_chunk(root: Path, paths: list[str], config: CatalogConfig | None, jail: Jail) -> list[LoadedFile]:
     return [loaded for path in paths for loaded in read_entities(root, file_of(path), config, _jail=jail)]
 
 

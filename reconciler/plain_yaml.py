@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
 from .yamlparse import MAX_NODES, TYPED_FIRST_CHARACTERS, plain_scalar_tag, scalar_value
 
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
@@ -216,13 +214,4 @@ def _typed(value: str) -> Any:
         return value
     if tag not in _TYPED:
         raise _Unsure  # a timestamp, a merge key, a value key: the full path's constructor
-    try:
-        return _TYPED_VALUES[value]
-    except KeyError:
-        typed = scalar_value(yaml.ScalarNode(tag, value))
-        if len(_TYPED_VALUES) < 10_000:
-            _TYPED_VALUES[value] = typed
-        return typed
-
-
-_TYPED_VALUES: dict[str, Any] = {}  # "8" -> 8, "false" -> False: the few typed scalars of a catalog, each immutable
+    return scalar_value(tag, value)  # memoised there, for both readers

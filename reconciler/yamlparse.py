@@ -83,8 +83,6 @@ def _decode(data: bytes, relative_path: str) -> str:
         ) from None
 
 
-
-
 def parse_yaml(data: bytes, relative_path: str) -> yaml.Node:
     """Compose the YAML into nodes (which keep their line numbers) and check limits and duplicates."""
     node = compose(data, relative_path)
@@ -265,19 +263,19 @@ def _build_fast(node: yaml.Node, count: list[int]) -> Any:
     if tag == _SEQ and node_type is yaml.SequenceNode:
         return [_build_fast(item, count) for item in node.value]
     if tag in _PLAIN_SCALARS and node_type is yaml.ScalarNode:
-        return scalar_value(node)
+        return scalar_value(tag, node.value)
     raise _Unusual
 
 
-def scalar_value(node: yaml.ScalarNode) -> Any:
-    """An int, bool, null or float scalar's value, as PyYAML's safe constructor makes it (memoised)."""
-    cache_key = (node.tag, node.value)
+def scalar_value(tag: str, text: str) -> Any:
+    """An int, bool, null or float plain scalar's value, as PyYAML's safe constructor makes it (memoised)."""
+    cache_key = (tag, text)
     try:
         return _PLAIN_SCALAR_VALUES[cache_key]
     except KeyError:
         pass
-    value = _SCALAR_CONSTRUCTOR.yaml_constructors[node.tag](_SCALAR_CONSTRUCTOR, node)
-    if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(node.value) < 100:
+    value = _SCALAR_CONSTRUCTOR.yaml_constructors[tag](_SCALAR_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+    if len(_PLAIN_SCALAR_VALUES) < 50_000 and len(text) < 100:
         _PLAIN_SCALAR_VALUES[cache_key] = value
     return value
 

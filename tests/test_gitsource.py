@@ -139,7 +139,6 @@ def test_source_from_settings_picks_directory_or_git(example_dir, git_catalog, t
     assert Path(source_from_settings(Settings(home=home, repo=git_catalog.url)).root) == home / "checkout"
 
 
-
 def _limit_memory() -> None:
     import resource
 

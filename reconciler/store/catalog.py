@@ -206,22 +206,22 @@ class CatalogRepository:
     def _sync_failures(self, session, files: list[tuple], revision: str | None) -> list[Event]:
         """A `sync-failed` event per file with an error, once per version of the file (its digest): a
         file that stays broken across syncs is reported when it breaks, not at every poll."""
-        broken = [dict(zip(("path", "kind", "slug", "digest", "error"), f)) for f in files if f[4]]
+        broken = [f for f in files if f[4]]  # (path, kind, slug, digest, error), as `apply` takes them
         if not broken:
             return []
-        slugs = [f["slug"] for f in broken if f["kind"] == "service" and f["slug"]]
+        slugs = [slug for _, kind, slug, _, _ in broken if kind == "service" and slug]
         owners = dict(session.tuples(
             f"SELECT slug, owner FROM services WHERE slug IN {self.db.dialect.text_table('?')}",
             (self.db.dialect.ids(slugs),),
         )) if slugs else {}
         return [
-            Event("sync-failed", f"{f['path']}: {f['error']['message']}"[:1000],
-                  team=owners.get(f["slug"]) if f["kind"] == "service" else None,
-                  service=f["slug"] if f["kind"] == "service" else None,
-                  check=f["slug"] if f["kind"] == "check" else None,
-                  data={"error": f["error"], "revision": revision, "path": f["path"]},
-                  key=f"sync-failed:{f['path']}:{f['digest']}")
-            for f in broken
+            Event("sync-failed", f"{path}: {error['message']}"[:1000],
+                  team=owners.get(slug) if kind == "service" else None,
+                  service=slug if kind == "service" else None,
+                  check=slug if kind == "check" else None,
+                  data={"error": error, "revision": revision, "path": path},
+                  key=f"sync-failed:{path}:{digest}")
+            for path, kind, slug, digest, error in broken
         ]
 
     def _replace_targets(self, session, checks: list[dict]) -> None:
