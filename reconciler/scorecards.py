@@ -389,10 +389,9 @@ def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) ->
         return changes
 
 
-def after_answers(db, session, completed: Iterable[dict], now: datetime, stamp: str | None = None) -> list[LevelChange]:
+def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list[LevelChange]:
     """The PATCH hook, in the answers' transaction: each answered check's new state in the rows that
-    count it, and the levels those give. `stamp`: `now` as stored, if the caller formatted it. Returns
-    the level changes (for `level-changed` events)."""
+    count it, and the levels those give. Returns the level changes (for `level-changed` events)."""
     evaluator = db.scorecards.evaluator.current(session)
     rubric_checks = evaluator.definitions.rubric_checks
     if not rubric_checks:
@@ -407,7 +406,7 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime, stamp: 
     changed = evaluator.answered(stored, answers, now)
     if not changed:
         return []  # every state as it was: nothing to write
-    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False, stamp=stamp)
+    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False)
     record_level_events(db, session, evaluator, changes, now)
     return changes
 
