@@ -102,10 +102,10 @@ class AnswerWriter:
     its own outcome (row, 404 or 409), and is answered only once its commit is done.
     """
 
-    def __init__(self, store: Database, writer: Executor, checkpointer: Executor | None = None):
+    def __init__(self, store: Database, writer: Executor, checkpointer: Executor):
         self.store = store
         self.writer = writer
-        self.checkpointer = checkpointer or writer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
+        self.checkpointer = checkpointer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
         self._batch: list[tuple[tuple, asyncio.Future]] = []
         self._queued: list[tuple[tuple, asyncio.Future]] = []  # for the writer thread, after the batch it has
         self._writing = False
