@@ -344,14 +344,8 @@ class Evaluator:
                 state = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
                 until = evaluation.valid_until
                 if state == "met":
-                    if met_until is None:
-                        result_key = (slug, row["created_at"])
-                        met_until = self._until_of.get(result_key)
-                        if met_until is None:
-                            if len(self._until_of) > 10_000:
-                                self._until_of.clear()
-                            moment = stale_from(check, parse_stamp(row["created_at"]))
-                            met_until = self._until_of[result_key] = format_time(moment) if moment else ""
+                    if met_until is None:  # once per answer, whatever the rubrics counting its check
+                        met_until = self._stale_at(check, slug, row["created_at"])
                     if met_until and (until is None or met_until < until):
                         until = met_until
                 elif state == "waived":
@@ -366,6 +360,17 @@ class Evaluator:
                     evaluation.level = level_of(rubric, evaluation.checks)
                 changed[key] = evaluation
         return changed
+
+    def _stale_at(self, check: dict, slug: str, created_at: str) -> str:
+        """When a met result of `check` created at `created_at` goes stale, as stored ("" for never)."""
+        result_key = (slug, created_at)
+        until = self._until_of.get(result_key)
+        if until is None:
+            if len(self._until_of) > 10_000:
+                self._until_of.clear()
+            moment = stale_from(check, parse_stamp(created_at))
+            until = self._until_of[result_key] = format_time(moment) if moment else ""
+        return until
 
 
 def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) -> list[LevelChange]:
