@@ -319,10 +319,8 @@ class ResultController(Controller):
             valid.append((index, answer))
         answered = await state.answers.answer_all([answer for _, answer in valid]) if valid else []
         for (index, answer), outcome in zip(valid, answered):
-            if isinstance(outcome, (NotFound, Conflict, NotAllowed)):
+            if isinstance(outcome, (NotFound, Conflict, NotAllowed)):  # a batch that failed raised at the await
                 outcomes[index] = bulk_error(items[index], outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
                 outcomes[index] = {"id": answer[0], "status": 200, "result": outcome}
         return JSONBytes(msgspec.json.encode({"results": outcomes}))
