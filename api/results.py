@@ -102,10 +102,10 @@ class AnswerWriter:
     its own outcome (row, 404 or 409), and is answered only once its commit is done.
     """
 
-    def __init__(self, store: Database, writer: Executor, checkpointer: Executor | None = None):
+    def __init__(self, store: Database, writer: Executor, checkpointer: Executor):
         self.store = store
         self.writer = writer
-        self.checkpointer = checkpointer or writer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
+        self.checkpointer = checkpointer  # where the WAL is copied back, every CHECKPOINT_EVERY answers
         self._batch: list[tuple[tuple, asyncio.Future]] = []
         self._queued: list[tuple[tuple, asyncio.Future]] = []  # for the writer thread, after the batch it has
         self._writing = False
@@ -319,10 +319,8 @@ class ResultController(Controller):
             valid.append((index, answer))
         answered = await state.answers.answer_all([answer for _, answer in valid]) if valid else []
         for (index, answer), outcome in zip(valid, answered):
-            if isinstance(outcome, (NotFound, Conflict, NotAllowed)):
+            if isinstance(outcome, (NotFound, Conflict, NotAllowed)):  # a batch that failed raised at the await
                 outcomes[index] = bulk_error(items[index], outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
                 outcomes[index] = {"id": answer[0], "status": 200, "result": outcome}
         return JSONBytes(msgspec.json.encode({"results": outcomes}))

@@ -344,14 +344,8 @@ class Evaluator:
                 state = check_state(rubric, check, row["service"], latest, cutoffs.get(slug), waived, now)
                 until = evaluation.valid_until
                 if state == "met":
-                    if met_until is None:
-                        result_key = (slug, row["created_at"])
-                        met_until = self._until_of.get(result_key)
-                        if met_until is None:
-                            if len(self._until_of) > 10_000:
-                                self._until_of.clear()
-                            moment = stale_from(check, parse_stamp(row["created_at"]))
-                            met_until = self._until_of[result_key] = format_time(moment) if moment else ""
+                    if met_until is None:  # once per answer, whatever the rubrics counting its check
+                        met_until = self._stale_at(check, slug, row["created_at"])
                     if met_until and (until is None or met_until < until):
                         until = met_until
                 elif state == "waived":
@@ -366,6 +360,17 @@ class Evaluator:
                     evaluation.level = level_of(rubric, evaluation.checks)
                 changed[key] = evaluation
         return changed
+
+    def _stale_at(self, check: dict, slug: str, created_at: str) -> str:
+        """When a met result of `check` created at `created_at` goes stale, as stored ("" for never)."""
+        result_key = (slug, created_at)
+        until = self._until_of.get(result_key)
+        if until is None:
+            if len(self._until_of) > 10_000:
+                self._until_of.clear()
+            moment = stale_from(check, parse_stamp(created_at))
+            until = self._until_of[result_key] = format_time(moment) if moment else ""
+        return until
 
 
 def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) -> list[LevelChange]:
@@ -389,10 +394,9 @@ def evaluate_all(db, now: datetime, *, services: Sequence[str] | None = None) ->
         return changes
 
 
-def after_answers(db, session, completed: Iterable[dict], now: datetime, stamp: str | None = None) -> list[LevelChange]:
+def after_answers(db, session, completed: Iterable[dict], now: datetime) -> list[LevelChange]:
     """The PATCH hook, in the answers' transaction: each answered check's new state in the rows that
-    count it, and the levels those give. `stamp`: `now` as stored, if the caller formatted it. Returns
-    the level changes (for `level-changed` events)."""
+    count it, and the levels those give. Returns the level changes (for `level-changed` events)."""
     evaluator = db.scorecards.evaluator.current(session)
     rubric_checks = evaluator.definitions.rubric_checks
     if not rubric_checks:
@@ -407,7 +411,7 @@ def after_answers(db, session, completed: Iterable[dict], now: datetime, stamp: 
     changed = evaluator.answered(stored, answers, now)
     if not changed:
         return []  # every state as it was: nothing to write
-    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False, stamp=stamp)
+    changes = db.scorecards.replace_levels(session, changed, now, stored=stored, drop_gone=False)
     record_level_events(db, session, evaluator, changes, now)
     return changes
 

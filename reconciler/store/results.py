@@ -78,7 +78,7 @@ class ResultRepository:
             session.many("INSERT INTO result_attestations (result_id, attestation) VALUES (?, ?)",
                          [(result_id, encode_attestation(claims)) for result_id, claims in attested.items()])
         # the levels of the services answered, and a level-changed event for each level that moved, in this transaction
-        scorecards.after_answers(self.db, session, completed.values(), answers[0][4], stamps[answers[0][4]]) if completed else None
+        scorecards.after_answers(self.db, session, completed.values(), answers[0][4]) if completed else None
         outcomes: list = []
         for result_id, *_ in answers:
             outcomes.append(completed.pop(result_id, None) or refused.get(result_id))  # popped: a second answer lost

@@ -140,13 +140,13 @@ class ScorecardRepository:
                               " WHERE rubric = ? AND service_id >= ? AND service_id < ?", (rubric, first, stop))
 
     def replace_levels(self, session, found: dict[tuple[str, int], Evaluation], now: datetime, *,
-                       stored: dict[tuple[str, int], tuple], drop_gone: bool, stamp: str | None = None) -> list[LevelChange]:
+                       stored: dict[tuple[str, int], tuple], drop_gone: bool) -> list[LevelChange]:
         """Write the evaluations that differ from `stored` (the rows `stored_levels` read, and locked,
         before the results were read); with `drop_gone`, `stored` is a whole scope (every row, or some
         services' rows) and its rows that no longer apply are dropped. Today's snapshot follows each
-        changed level. `stamp`: `now` as stored, when the caller has it already. Returns the level changes."""
+        changed level. Returns the level changes."""
         before = stored
-        stamp = stamp or format_time(now)
+        stamp = format_time(now)
         day = stamp[:10]
         inserts, updates, moves, changes = [], [], [], []
         for key, evaluation in found.items():
