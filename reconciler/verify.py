@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
