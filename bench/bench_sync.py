@@ -14,7 +14,8 @@ process: interpreter, imports, every sync). Targets (issue 2, N=10,000, M=50): c
 no-op <= 0.05 s, one-file change <= 0.2 s, peak <= 300 MB. Issue 16, at --services 100000: cold
 <= 6 s, one-file change <= 0.1 s and within 1.5x of the 10,000 figure, peak <= 250 MB. The
 one-file line shows how much of it was git's: with 100,000 files in one folder, `git fetch` of a
-one-file commit moves and checks a 4 MB tree object (~0.25 s on this machine). The cold sync's CPU
+one-file commit moves and checks a 4 MB tree object (~0.2 s on this machine, ~0.12 s of it the
+sending side's `git pack-objects`, which a real remote runs on its own machine). The cold sync's CPU
 seconds (user + system, both reading processes) are printed beside its seconds: on a shared machine
 they move far less than the seconds do.
 """

@@ -40,6 +40,25 @@ def test_fetch_brings_new_commits_and_reports_changed_paths(git_catalog, tmp_pat
     assert source.fetch() == second  # nothing new: same revision
 
 
+def test_a_small_fetch_stores_its_objects_uncompressed(git_catalog, tmp_path):
+    """A one-file change's objects arrive loose; the fetch writes them at zlib level 0 (stored
+    blocks: block type 00 after the 2-byte header; git's default, level 1, compresses), and git
+    still reads them: the checkout moves to the new content."""
+    import zlib
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    source.fetch()
+    (git_catalog.work / "services" / "new.yaml").write_text("name: New\npriority: 5\n")
+    second = git_catalog.commit()
+    assert source.fetch() == second
+    objects = tmp_path / "checkout" / ".git" / "objects"
+    tree = git_catalog.git("rev-parse", f"{second}^{{tree}}")
+    loose = (objects / tree[:2] / tree[2:]).read_bytes()
+    assert loose[:2] == b"\x78\x01" and loose[2] & 0b110 == 0
+    assert zlib.decompress(loose).startswith(b"tree ")
+    assert (tmp_path / "checkout" / "services" / "new.yaml").read_text() == "name: New\npriority: 5\n"
+
+
 def test_explicit_branch(git_catalog, tmp_path):
     git_catalog.git("checkout", "--quiet", "-b", "staging")
     (git_catalog.work / "services" / "staging-only.yaml").write_text("name: Staging only\npriority: 5\n")
