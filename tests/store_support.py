@@ -102,6 +102,13 @@ _DERIVED = {
         " GROUP BY check_id, service_id) ORDER BY 1, 2",
         "SELECT check_id, service_key, result_id, status, result, created_at, finished_at FROM latest_results ORDER BY 1, 2",
     ),
+    "check_days": (
+        "SELECT check_id, substr(finished_at, 1, 10) AS day, count(*) AS finished,"
+        " sum(CASE WHEN result = 'pass' THEN 1 ELSE 0 END) AS passed,"
+        " sum(CASE WHEN result IN ('fail', 'error') OR status <> 'completed' THEN 1 ELSE 0 END) AS failed"
+        " FROM results WHERE finished_at IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT check_id, day, finished, passed, failed FROM check_days ORDER BY 1, 2",
+    ),
     "writeback_queue": (
         "SELECT id AS result_id FROM results WHERE finished_at IS NOT NULL"
         " AND id NOT IN (SELECT result_id FROM result_writes) ORDER BY 1",

@@ -136,6 +136,37 @@ def test_creating_and_finishing_results_keeps_every_derived_table_exact(synced_s
     assert derived_tables_differing(store) == []
 
 
+def test_a_checks_pass_rates_count_each_finished_result_once_on_the_day_it_finished(synced_store):
+    """The check page's counts per UTC day (kept as results finish, not grouped from every result the
+    check ever had): passed, failed (fail, error, timed out, refused), the rest only finished; a day
+    before `since`, an open result and another check's results do not count."""
+    from datetime import datetime, timezone
+
+    store = synced_store
+    check_id = store.catalog.check_index()["has-owner"]["id"]
+
+    def at(day: int, hour: int = 12) -> datetime:
+        return datetime(2026, 1, day, hour, 0, tzinfo=timezone.utc)
+
+    services = ["payments-api", "users-api", "admin-console", "users-db"]
+    for day, outcomes in ((3, ["fail"]), (4, ["pass", "fail", "warning", "error"]), (5, ["pass", "skipped"])):
+        for service, outcome in zip(services, outcomes):
+            answer(store, new_result(store, "has-owner", service, now=at(day, 1))["id"], outcome, now=at(day))
+    late = new_result(store, "has-owner", "payments-api", now=at(5, 23))  # finishes the next day, by timing out
+    store.dispatch.expire([(check_id, "2026-01-06T00:00:00.000000Z", "too late")], now="2026-01-06T00:30:00.000000Z")
+    refused = new_result(store, "has-owner", "users-api", now=at(6, 1))
+    store.dispatch.mark_failed_many([refused["id"]], "refused", now="2026-01-06T02:00:00.000000Z")
+    new_result(store, "has-owner", "admin-console", now=at(6, 3))  # still open: not finished, not counted
+    answer(store, new_result(store, "readme-present", "payments-api", now=at(6, 1))["id"], "fail", now=at(6))
+    assert store.results.get(late["id"])["status"] == "timed-out"
+    assert store.pages.pass_rates(check_id, "2026-01-04") == [
+        {"day": "2026-01-04", "finished": 4, "passed": 1, "failed": 2},
+        {"day": "2026-01-05", "finished": 2, "passed": 1, "failed": 0},
+        {"day": "2026-01-06", "finished": 2, "passed": 0, "failed": 2},
+    ]
+    assert derived_tables_differing(store) == []
+
+
 def test_completed_result_needs_a_value_and_a_finish_time(synced_store):
     result = new_result(synced_store)
     with pytest.raises(INTEGRITY_ERRORS):

@@ -580,4 +580,40 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- when read): this version changes nothing here.
         """,
     ),
+    (
+        13,
+        r"""
+        -- Finished results per check and UTC day, for the check page's pass rates (see migrations.py,
+        -- version 13). Kept per statement, as result_counts is since version 11: a bulk answer or a
+        -- timeout pass adds to each day's row once, not once per result. The trigger comes before the
+        -- counts of the results finished so far: from its creation no answer commits until this does.
+        CREATE TABLE check_days (
+            check_id BIGINT NOT NULL,
+            day      TEXT COLLATE "C" NOT NULL,
+            finished BIGINT NOT NULL,
+            passed   BIGINT NOT NULL,
+            failed   BIGINT NOT NULL,
+            PRIMARY KEY (check_id, day)
+        );
+        CREATE FUNCTION check_days_follow_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO check_days (check_id, day, finished, passed, failed)
+            SELECT n.check_id, substr(n.finished_at, 1, 10), count(*), count(*) FILTER (WHERE n.result = 'pass'),
+                   count(*) FILTER (WHERE n.result IN ('fail', 'error') OR n.status <> 'completed')
+            FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+            WHERE o.finished_at IS NULL AND n.finished_at IS NOT NULL
+            GROUP BY n.check_id, substr(n.finished_at, 1, 10)
+            ON CONFLICT (check_id, day) DO UPDATE SET finished = check_days.finished + excluded.finished,
+                passed = check_days.passed + excluded.passed, failed = check_days.failed + excluded.failed;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER check_days_follow AFTER UPDATE ON results
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION check_days_follow_statement();
+        INSERT INTO check_days (check_id, day, finished, passed, failed)
+        SELECT check_id, substr(finished_at, 1, 10), count(*), count(*) FILTER (WHERE result = 'pass'),
+               count(*) FILTER (WHERE result IN ('fail', 'error') OR status <> 'completed')
+        FROM results WHERE finished_at IS NOT NULL GROUP BY check_id, substr(finished_at, 1, 10);
+        """,
+    ),
 ]
