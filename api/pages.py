@@ -35,6 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MATRIX_PAGE_SIZE = 50
 CHECK_PAGE_SIZE = 100  # services listed per page of a check's page
 RESULTS_PAGE_SIZE = 50
+SERVICE_CHOICES = 500  # services the results filter suggests; past it the field takes a typed slug only
 COOKIE_MAX_AGE = 30 * 86400
 
 
@@ -129,21 +130,24 @@ def show_check(
     latest = store.pages.latest(check_id=check["id"])
     running = store.pages.open_runs(check_id=check["id"])
     cutoff = dashboard.stale_cutoff(check, now)
-    if check["target_kind"] == "none":
-        listed = [None]
-    else:
-        # Which services have a row is cheap to decide for all of them; cells are built for one page only.
+    listed: list[int | None] = [None]  # a `services: none` check's one row, of no service
+    if check["target_kind"] != "none":
+        # Which services have a row is decided on their ids (10,000 services decoded whole were 95 ms
+        # of this page: bench/bench_pages.py --services 10000); one page of them is read and built.
         targeted = store.dispatch.targeted_pairs(check_ids=[check["id"]])
         listed = [
-            service for service in store.reads.services(order="priority")
-            if (check["id"], service["id"]) in latest or (check["id"], service["id"]) in running
-            or (check["id"], service["id"]) in targeted
+            service_id for service_id in store.reads.service_ids_by_priority()
+            if (check["id"], service_id) in latest or (check["id"], service_id) in running
+            or (check["id"], service_id) in targeted
         ]
     pages = max(1, -(-len(listed) // CHECK_PAGE_SIZE))
     page = min(page, pages)
+    on_page = listed[(page - 1) * CHECK_PAGE_SIZE: page * CHECK_PAGE_SIZE]
+    by_id = store.reads.services_by_id([service_id for service_id in on_page if service_id is not None])
     services = []
-    for service in listed[(page - 1) * CHECK_PAGE_SIZE: page * CHECK_PAGE_SIZE]:
-        pair = (check["id"], service["id"] if service else 0)
+    for service_id in on_page:
+        service = by_id[service_id] if service_id is not None else None
+        pair = (check["id"], service_id or 0)
         one = dashboard.cell(latest.get(pair), running.get(pair), cutoff, True)
         services.append({"service": service, "cell": one, "age": dashboard.age(one.finished_at, now)})
     rates = dashboard.pass_rates(store, check, now)
@@ -172,6 +176,9 @@ def list_results(
     if status and status not in dashboard.STATUS_FILTERS:
         problems.append(f"unknown status {status!r}: use one of {', '.join(dashboard.STATUS_FILTERS)}")
         status = None
+    if service and not _service_exists(store, service):
+        problems.append(f"unknown service {service!r}: give a service's slug")
+        service = None
     rows = store.results.list(service=service or None, check=check or None, result=result, status=status,
                                    before_id=before, limit=RESULTS_PAGE_SIZE + 1)
     more = len(rows) > RESULTS_PAGE_SIZE
@@ -182,9 +189,25 @@ def list_results(
         older=_query(**filters, before=rows[-1]["id"]) if more else None,
         newest=_query(**filters) if before else None,
         download=_query(**filters),  # the same filters as a CSV of every matching result (api/results.py)
-        now=now, age=dashboard.age, services=store.reads.services(order="priority"), checks=store.reads.checks(order="name"),
+        now=now, age=dashboard.age, service_choices=_service_choices(store), checks=store.reads.checks(order="name"),
         result_choices=dashboard.RESULT_FILTERS, status_choices=dashboard.STATUS_FILTERS,
     )
+
+
+def _service_exists(store, slug: str) -> bool:
+    try:
+        store.reads.service(slug)
+    except NotFound:
+        return False
+    return True
+
+
+def _service_choices(store) -> list[tuple[str, str]]:
+    """The services the results filter offers as you type: all of them up to SERVICE_CHOICES, none
+    past it (10,000 of them made /results a 510 KiB page of 190 ms: bench/bench_pages.py --services
+    10000); the field takes any slug typed either way."""
+    choices = store.reads.service_choices(SERVICE_CHOICES + 1)
+    return choices if len(choices) <= SERVICE_CHOICES else []
 
 
 @get("/results/{result_id:int}", name="result", sync_to_thread=True)

@@ -156,6 +156,38 @@ def test_results_page_filters_and_pages(site):
     assert f'href="/results/{ids["pass"]}"' not in html and f'href="/results/{ids["old_pass"]}"' in html
 
 
+def test_results_page_filters_by_a_typed_service_slug_with_suggestions(site):
+    """The service filter is a field that takes a slug (a catalog of 10,000 services made a select of
+    10,000 options); a small catalog's services are suggested as you type; an unknown slug is explained."""
+    base, ids = site
+    html = httpx.get(base + "/results", params={"service": "admin-console"}).text
+    assert f'href="/results/{ids["script"]}"' in html and f'href="/results/{ids["pass"]}"' not in html
+    assert 'name="service" value="admin-console"' in html
+    assert '<datalist id="service-choices">' in html and '<option value="payments-api">' in html
+    page = httpx.get(base + "/results", params={"service": "<i>no-such</i>"})
+    assert page.status_code == 200 and "unknown service" in page.text and "<i>no-such</i>" not in page.text
+    assert f'href="/results/{ids["pass"]}"' in page.text  # the filter is dropped, as for an unknown result
+
+
+def test_results_page_suggests_no_services_past_the_limit(store, tmp_path):
+    """Past SERVICE_CHOICES services the field suggests none (the page stays small); a typed slug filters."""
+    from api.pages import SERVICE_CHOICES
+    from conftest import sync_directory, write_catalog
+
+    root = write_catalog(
+        tmp_path / "catalog",
+        [{"name": f"Service {n:03d}", "slug": f"service-{n:03d}", "priority": 3} for n in range(SERVICE_CHOICES + 1)],
+        [{"name": "Has owner", "slug": "has-owner", "frequency": "daily", "services": "all"}],
+    )
+    assert sync_directory(store, root).outcome == "applied"
+    last = new_result(store, "has-owner", f"service-{SERVICE_CHOICES:03d}")
+    other = new_result(store, "has-owner", "service-000")
+    with live_server(create_app(store, Settings(home=tmp_path, public_read=True), sync_trigger=lambda: None)) as base:
+        html = httpx.get(base + "/results", params={"service": f"service-{SERVICE_CHOICES:03d}"}).text
+    assert "<datalist" not in html and f'name="service" value="service-{SERVICE_CHOICES:03d}"' in html
+    assert f'href="/results/{last["id"]}"' in html and f'href="/results/{other["id"]}"' not in html
+
+
 def test_results_page_explains_an_unknown_filter_value_instead_of_failing(site):
     base, _ = site
     page = httpx.get(base + "/results", params={"result": "<b>nope</b>"})

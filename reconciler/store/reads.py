@@ -38,6 +38,21 @@ class ReadRepository:
             )
         return total, page, [decode_service(row) for row in rows]
 
+    def service_ids_by_priority(self) -> list[int]:
+        """The ids of the services not removed, in `services(order="priority")`'s order, and nothing
+        else of them: the check page decides which have a row, then reads one page of them."""
+        where, params = service_filter(self.db.dialect, None, None, None)
+        with self.db.session() as session:
+            return [row[0] for row in session.tuples(f"SELECT id FROM services WHERE {where} ORDER BY priority, slug",
+                                                     params)]
+
+    def service_choices(self, limit: int) -> list[tuple[str, str]]:
+        """(slug, name) of the first `limit` services not removed, by priority then slug."""
+        where, params = service_filter(self.db.dialect, None, None, None)
+        with self.db.session() as session:
+            return session.tuples(f"SELECT slug, name FROM services WHERE {where} ORDER BY priority, slug LIMIT ?",
+                                  [*params, limit])
+
     def service(self, slug: str) -> dict:
         """One service by slug, removed or not, its JSON fields decoded."""
         with self.db.session() as session:
