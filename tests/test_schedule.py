@@ -377,3 +377,11 @@ def test_targeted_pairs_select_exactly_the_pairs_a_first_pass_dispatches(synced_
     assert ("has-owner", "legacy-reports") not in targeted  # inactive services are never targeted
     assert {s for c, s in targeted if c == "readme-present"} == {
         "admin-console", "catalog-api", "payments-api", "storefront-web", "users-api"}
+    # some checks, some services, or both: the same pairs as all of them, filtered
+    every = synced_store.dispatch.targeted_pairs()
+    some_checks, some_services = sorted(checks)[::2], sorted(services)[1::3]
+    assert synced_store.dispatch.targeted_pairs(check_ids=some_checks) == {p for p in every if p[0] in some_checks}
+    assert synced_store.dispatch.targeted_pairs(service_ids=some_services) == {p for p in every if p[1] in some_services}
+    assert synced_store.dispatch.targeted_pairs(check_ids=some_checks, service_ids=some_services) == {
+        p for p in every if p[0] in some_checks and p[1] in some_services}
+    assert synced_store.dispatch.targeted_pairs(service_ids=[]) == set()
