@@ -134,6 +134,17 @@ def test_creating_and_finishing_results_keeps_every_derived_table_exact(synced_s
     assert 0 < len(second) < len(first)
     answer(store, second[0]["id"], "pass")
     assert derived_tables_differing(store) == []
+    # the open runs of some services (read from latest_runs) are those the open results give
+    if not any(key == 0 for _, key in store.pages.open_runs()):
+        new_result(store, "github-org-audit", None)  # a run of no service, open
+    store.dispatch.mark_sent_many([row["id"] for row in list(store.pages.open_runs().values())[::3]],
+                                  now="2026-01-06T00:01:00.000000Z")
+    everyone = store.pages.open_runs()  # read from the open results
+    services = sorted({key for _, key in everyone})
+    assert 0 in services and len(services) > 3
+    some = services[::2] + [0]
+    assert store.pages.open_runs(service_ids=some) == {pair: row for pair, row in everyone.items() if pair[1] in some}
+    assert {row["status"] for row in everyone.values()} == {"pending", "sent"}
 
 
 def test_a_checks_pass_rates_count_each_finished_result_once_on_the_day_it_finished(synced_store):
