@@ -14,16 +14,27 @@ class PageRepository:
         self.db = db
 
     def latest(self, *, service_ids: list[int] | None = None, check_id: int | None = None) -> dict[tuple[int, int], dict]:
-        """(check_id, service_key) -> the latest finished result; service_key 0 for `services: none`."""
+        """(check_id, service_key) -> the latest finished result; service_key 0 for `services: none`.
+        Of some services, of one check, or of one check on some services (a key seek each)."""
         d = self.db.dialect
-        sql, params = "SELECT * FROM latest_results", ()
+        conditions, params = [], []
+        if check_id is not None:
+            conditions.append("check_id = ?")
+            params.append(check_id)
         if service_ids is not None:
-            sql, params = sql + f" WHERE service_key IN {d.id_table('?')}", (d.ids(service_ids),)
-        elif check_id is not None:
-            sql, params = sql + " WHERE check_id = ?", (check_id,)
+            conditions.append(f"service_key IN {d.id_table('?')}")
+            params.append(d.ids(service_ids))
+        sql = "SELECT * FROM latest_results" + (" WHERE " + " AND ".join(conditions) if conditions else "")
         with self.db.session() as session:
             rows = session.all(sql, params)
         return {(row["check_id"], row["service_key"]): row for row in rows}
+
+    def services_with_results(self, check_id: int) -> set[int]:
+        """The service keys that have a finished result of the check (the check page's rows, with the
+        targeted and running ones): the keys alone, not 10,000 rows made into dicts (21 ms)."""
+        with self.db.session() as session:
+            return {row[0] for row in session.tuples("SELECT service_key FROM latest_results WHERE check_id = ?",
+                                                     (check_id,))}
 
     def open_runs(self, *, service_ids: list[int] | None = None, check_id: int | None = None) -> dict[tuple[int, int], dict]:
         """(check_id, service_key) -> the newest pending or sent result of that pair.
