@@ -74,7 +74,7 @@ def service_badge(request: Request, state: State, name: FromPath[str]) -> Respon
     """`passing`, `N failing` or `unknown` over every check of the service."""
     store, now = state.store, state.clock.now()
     service = store.reads.service(svg_slug(name))
-    verdict = dashboard.overall([entry["cell"] for entry in dashboard.service_checks(store, service, now)])
+    verdict = dashboard.overall([one for _, one in dashboard.service_cells(store, service, now)])
     colour = COLOURS["failing" if verdict.endswith("failing") else verdict]
     return badge_response(request, render_badge(service["slug"], verdict, colour))
 

@@ -220,21 +220,25 @@ def matrix(
     }
 
 
-def service_checks(store: Database, service: dict, now: datetime) -> list[dict]:
-    """The latest result of each check that targets or has results for the service, with its timeline."""
+def service_cells(store: Database, service: dict, now: datetime) -> list[tuple[dict, Cell]]:
+    """Each check that targets or has results for the service, with its cell (what its badge sums up)."""
     latest = store.pages.latest(service_ids=[service["id"]])
     running = store.pages.open_runs(service_ids=[service["id"]])
-    timelines = store.pages.timelines(service["id"])
     targeted = store.dispatch.targeted_pairs(service_ids=[service["id"]])
-    entries = []
+    cells = []
     for check in store.reads.checks(order="name"):
         pair = (check["id"], service["id"])
         one = cell(latest.get(pair), running.get(pair), stale_cutoff(check, now), pair in targeted)
-        if one is None:
-            continue
-        history = timelines.get(check["id"], [])
-        entries.append({"check": check, "cell": one, "age": age(one.finished_at, now), "timeline": timeline(history)})
-    return entries
+        if one is not None:
+            cells.append((check, one))
+    return cells
+
+
+def service_checks(store: Database, service: dict, now: datetime) -> list[dict]:
+    """The latest result of each check that targets or has results for the service, with its timeline."""
+    timelines = store.pages.timelines(service["id"])
+    return [{"check": check, "cell": one, "age": age(one.finished_at, now),
+             "timeline": timeline(timelines.get(check["id"], []))} for check, one in service_cells(store, service, now)]
 
 
 def timeline(history: list[dict]) -> dict:

@@ -178,6 +178,24 @@ def test_a_checks_pass_rates_count_each_finished_result_once_on_the_day_it_finis
     assert derived_tables_differing(store) == []
 
 
+def test_a_services_timelines_are_the_last_finished_results_of_each_check(synced_store):
+    """The service page's strips: per check, the newest `per_check` finished results, oldest first;
+    an open result and other services' results are not in them."""
+    store = synced_store
+    owner = [answer(store, new_result(store, "has-owner", "payments-api")["id"], ("pass", "fail")[n % 2])["id"]
+             for n in range(35)]
+    readme = [answer(store, new_result(store, "readme-present", "payments-api")["id"], "warning")["id"] for _ in range(3)]
+    new_result(store, "has-owner", "payments-api")  # open: not in the strip
+    answer(store, new_result(store, "has-owner", "users-api")["id"], "pass")  # another service's
+    checks = store.catalog.check_index()
+    service_id = store.catalog.service_index()["payments-api"]["id"]
+    timelines = store.pages.timelines(service_id)
+    assert {check_id: [row["id"] for row in rows] for check_id, rows in timelines.items()} == {
+        checks["has-owner"]["id"]: owner[-30:], checks["readme-present"]["id"]: readme}
+    assert [row["result"] for row in timelines[checks["has-owner"]["id"]]][-2:] == ["fail", "pass"]
+    assert [row["id"] for row in store.pages.timelines(service_id, per_check=2)[checks["readme-present"]["id"]]] == readme[-2:]
+
+
 def test_completed_result_needs_a_value_and_a_finish_time(synced_store):
     result = new_result(synced_store)
     with pytest.raises(INTEGRITY_ERRORS):

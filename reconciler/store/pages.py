@@ -45,8 +45,9 @@ class PageRepository:
         page or badge cost 20 ms with 25,000 results open (bench/bench_pages.py --services 10000)."""
         d = self.db.dialect
         if service_ids is not None:
-            sql, params = (f"SELECT check_id, service_key, result_id AS id, status, created_at FROM latest_runs"
-                           f" WHERE service_key IN {d.id_table('?')} AND status IN {OPEN_SQL}"), (d.ids(service_ids),)
+            sql = ("SELECT check_id, service_key, result_id AS id, status, created_at FROM latest_runs"
+                   f" WHERE service_key IN {d.id_table('?')} AND status IN {OPEN_SQL}")
+            params = (d.ids(service_ids),)
         else:
             where, params = (d.OPEN_RUNS_OF_CHECK, (check_id,)) if check_id is not None else ("", ())
             sql = d.OPEN_RUNS.format(where=where)
@@ -93,13 +94,7 @@ class PageRepository:
     def timelines(self, service_id: int, per_check: int = 30) -> dict[int, list[dict]]:
         """check_id -> the service's last `per_check` finished results of that check, oldest first."""
         with self.db.session() as session:
-            rows = session.all(
-                "SELECT * FROM (SELECT id, check_id, status, result, created_at, finished_at,"
-                " row_number() OVER (PARTITION BY check_id ORDER BY id DESC) AS n"
-                " FROM results WHERE service_id = ? AND finished_at IS NOT NULL) AS t"
-                " WHERE n <= ? ORDER BY check_id, id",
-                (service_id, per_check),
-            )
+            rows = session.all(self.db.dialect.TIMELINES, {"service": service_id, "per_check": per_check})
         timelines: dict[int, list[dict]] = {}
         for row in rows:
             timelines.setdefault(row["check_id"], []).append(row)

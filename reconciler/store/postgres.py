@@ -227,6 +227,13 @@ class PostgresDialect:
         " ORDER BY check_id, coalesce(service_id, 0), id DESC"
     )
     OPEN_RUNS_OF_CHECK = " AND check_id = ?"
+    # A service's last :per_check finished results of each check (see sqlite.py): one LIMIT per check.
+    TIMELINES = (
+        "SELECT r.id, r.check_id, r.status, r.result, r.created_at, r.finished_at FROM checks AS c"
+        " CROSS JOIN LATERAL (SELECT id, check_id, status, result, created_at, finished_at FROM results"
+        " WHERE check_id = c.id AND service_id = :service AND finished_at IS NOT NULL ORDER BY id DESC"
+        " LIMIT :per_check) AS r ORDER BY r.check_id, r.id"
+    )
     SERVICES_THEN_LATEST = "services JOIN latest_results AS l ON l.service_key = services.id"
     DISTINCT_TAGS = (
         "SELECT DISTINCT t.value AS v FROM services, jsonb_array_elements_text(CAST(services.tags AS JSONB)) AS t (value)"
