@@ -133,3 +133,37 @@ def test_latest_runs_keeps_every_row_and_its_json_through_version_12(version_11_
         assert {row["result_id"] for row in raw_rows(store, LATEST_RUNS)} == {row["id"] for row in created}
     finally:
         store.close()
+
+
+def test_version_13_counts_the_results_finished_before_it_per_check_and_day(version_11_url):
+    """check_days starts with every result finished before the upgrade, per check and UTC day, and an
+    answer afterwards adds to its day: the check page's pass rates read it (both backends)."""
+    frozen = open_database(version_11_url, migrate=False)
+    try:
+        finished = raw_rows(frozen, "SELECT check_id, substr(finished_at, 1, 10) AS day, result, status FROM results"
+                                    " WHERE finished_at IS NOT NULL")
+        open_ids = [row["id"] for row in raw_rows(
+            frozen, "SELECT id FROM results WHERE status IN ('pending', 'sent') ORDER BY id")]
+    finally:
+        frozen.close()
+    assert len({row["day"] for row in finished}) >= 2 and open_ids
+    store = open_database(version_11_url)
+    try:
+        check_id = finished[0]["check_id"]
+        mine = [row for row in finished if row["check_id"] == check_id]
+        expected = [
+            {"day": day, "finished": sum(1 for r in mine if r["day"] == day),
+             "passed": sum(1 for r in mine if r["day"] == day and r["result"] == "pass"),
+             "failed": sum(1 for r in mine
+                           if r["day"] == day and (r["result"] in ("fail", "error") or r["status"] != "completed"))}
+            for day in sorted({r["day"] for r in mine})
+        ]
+        assert store.pages.pass_rates(check_id, "2000-01-01") == expected
+        before = raw_rows(store, "SELECT count(*) AS n FROM check_days")[0]["n"]
+        answer(store, open_ids[0], "pass", now=datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc))
+        assert raw_rows(store, "SELECT finished, passed FROM check_days WHERE day = '2026-12-01'") == [
+            {"finished": 1, "passed": 1}]
+        assert raw_rows(store, "SELECT count(*) AS n FROM check_days")[0]["n"] == before + 1
+        assert derived_tables_differing(store) == []
+    finally:
+        store.close()
