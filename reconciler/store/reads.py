@@ -5,6 +5,10 @@ from __future__ import annotations
 from ..errors import NotFound
 from .rows import count_results, decode_check, decode_service, service_filter
 
+# Services listed by priority: the dashboard's rows, a check page's, a service's dependents, and the
+# results filter's suggestions.
+BY_PRIORITY = "priority, slug"
+
 
 class ReadRepository:
     def __init__(self, db):
@@ -14,13 +18,12 @@ class ReadRepository:
 
     def services(
         self, *, owner: str | None = None, type: str | None = None, tag: str | None = None,
-        include_removed: bool = False, order: str = "slug",
+        include_removed: bool = False,
     ) -> list[dict]:
-        """Services (JSON fields decoded) matching the filters exactly; by slug, or by priority then slug."""
+        """Services (JSON fields decoded) matching the filters exactly, by slug."""
         where, params = service_filter(self.db.dialect, owner, type, tag, include_removed)
-        order_by = "priority, slug" if order == "priority" else "slug"
         with self.db.session() as session:
-            rows = session.all(f"SELECT * FROM services WHERE {where} ORDER BY {order_by}", params)
+            rows = session.all(f"SELECT * FROM services WHERE {where} ORDER BY slug", params)
         return [decode_service(row) for row in rows]
 
     def services_page(
@@ -33,25 +36,27 @@ class ReadRepository:
             total = session.value(f"SELECT count(*) FROM services WHERE {where}", params)
             page = min(page, max(1, -(-total // per_page)))
             rows = session.all(
-                f"SELECT * FROM services WHERE {where} ORDER BY priority, slug LIMIT ? OFFSET ?",
+                f"SELECT * FROM services WHERE {where} ORDER BY {BY_PRIORITY} LIMIT ? OFFSET ?",
                 [*params, per_page, (page - 1) * per_page],
             )
         return total, page, [decode_service(row) for row in rows]
 
     def service_ids_by_priority(self) -> list[int]:
-        """The ids of the services not removed, in `services(order="priority")`'s order, and nothing
-        else of them: the check page decides which have a row, then reads one page of them."""
-        where, params = service_filter(self.db.dialect, None, None, None)
-        with self.db.session() as session:
-            return [row[0] for row in session.tuples(f"SELECT id FROM services WHERE {where} ORDER BY priority, slug",
-                                                     params)]
+        """The ids of the services not removed, by priority, and nothing else of them: the check page
+        decides which have a row, then reads one page of them."""
+        return [row[0] for row in self._live_by_priority("id")]
 
     def service_choices(self, limit: int) -> list[tuple[str, str]]:
-        """(slug, name) of the first `limit` services not removed, by priority then slug."""
+        """(slug, name) of the first `limit` services not removed, by priority."""
+        return self._live_by_priority("slug, name", limit)
+
+    def _live_by_priority(self, columns: str, limit: int | None = None) -> list[tuple]:
         where, params = service_filter(self.db.dialect, None, None, None)
+        sql = f"SELECT {columns} FROM services WHERE {where} ORDER BY {BY_PRIORITY}"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
         with self.db.session() as session:
-            return session.tuples(f"SELECT slug, name FROM services WHERE {where} ORDER BY priority, slug LIMIT ?",
-                                  [*params, limit])
+            return session.tuples(sql, params)
 
     def service(self, slug: str) -> dict:
         """One service by slug, removed or not, its JSON fields decoded."""
@@ -91,7 +96,7 @@ class ReadRepository:
         with self.db.session() as session:
             return session.all(
                 "SELECT slug, name FROM services WHERE removed_at IS NULL"
-                f" AND {self.db.dialect.has_element('services.dependencies', '?')} ORDER BY priority, slug",
+                f" AND {self.db.dialect.has_element('services.dependencies', '?')} ORDER BY {BY_PRIORITY}",
                 (slug,),
             )
 
