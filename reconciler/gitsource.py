@@ -17,6 +17,9 @@ from .logs import redact_credentials
 from .settings import Settings
 
 # Never let git wait for a password or a host-key answer on a terminal nobody watches.
+# git's gc.auto for the catalog's clone: git estimates loose objects from objects/17/ alone, as 256
+# times the files there, and packs when that passes gc.auto rounded up to 256: from 2 files, ~500 objects.
+PACK_LOOSE_FROM = 256
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "GIT_ASKPASS": "/bin/false"}
 
 
@@ -100,12 +103,16 @@ class GitSource:
         The objects a small fetch brings are stored loose and uncompressed (`core.looseCompression
         0`, this command only; git's default is level 1): a one-file commit in a folder of 100,000
         files brings a 4 MB tree, and compressing it was 60 of the fetch's 260 ms there. `git gc`
-        packs them, compressed, as before; a large fetch arrives as a pack and is not affected."""
+        packs them, compressed, as before; a large fetch arrives as a pack and is not affected.
+
+        git's automatic gc (run in the background after a fetch) packs loose objects once it estimates
+        more than `gc.auto` of them: its default, 6,700, let about 1,700 such one-file commits pile up,
+        7 GB of trees. PACK_LOOSE_FROM makes it pack at about 500 objects, ~0.5 GB there."""
         args = ["origin", "--prune", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head"]
         if branch is not None:
             args.append(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
         try:
-            repo.git(c="core.looseCompression=0").fetch(*args)
+            repo.git(c=["core.looseCompression=0", f"gc.auto={PACK_LOOSE_FROM}"]).fetch(*args)
         except git.GitCommandError as error:
             if branch is not None and "couldn't find remote ref" in str(error.stderr):
                 raise SourceError(f"branch {branch!r} does not exist in {redact_credentials(self.url)}") from None

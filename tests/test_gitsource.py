@@ -59,6 +59,36 @@ def test_a_small_fetch_stores_its_objects_uncompressed(git_catalog, tmp_path):
     assert (tmp_path / "checkout" / "services" / "new.yaml").read_text() == "name: New\npriority: 5\n"
 
 
+def test_loose_objects_from_fetches_are_packed_early(git_catalog, tmp_path):
+    """Every small fetch leaves its objects loose (a 4.5 MB tree per one-file commit in a folder of
+    100,000 files), and git packs them only once it estimates about 6,700 of them: gigabytes. The
+    fetch lowers that (`gc.auto`), and git's own automatic gc packs them. git estimates from the
+    folder `objects/17/` alone, so the commit here brings three blobs whose ids start with 17."""
+    import hashlib
+    import time
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    source.fetch()
+    notes = git_catalog.work / "notes"
+    notes.mkdir()
+    found, n = 0, 0
+    while found < 3:  # contents whose blob id starts with 17: one in 256
+        n += 1
+        content = f"padding {n}\n".encode()
+        if hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest().startswith("17"):
+            (notes / f"pad-{n}.txt").write_bytes(content)
+            found += 1
+    head = git_catalog.commit("Three blobs in objects/17")
+    assert source.fetch() == head
+    seventeen = tmp_path / "checkout" / ".git" / "objects" / "17"
+    deadline = time.monotonic() + 30
+    while seventeen.exists() and any(seventeen.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # git's gc runs in the background, after the fetch has returned
+    assert not seventeen.exists() or not any(seventeen.iterdir())
+    assert source.fetch() == head  # packed objects read as before
+    assert (tmp_path / "checkout" / "notes" / f"pad-{n}.txt").read_bytes() == content
+
+
 def test_explicit_branch(git_catalog, tmp_path):
     git_catalog.git("checkout", "--quiet", "-b", "staging")
     (git_catalog.work / "services" / "staging-only.yaml").write_text("name: Staging only\npriority: 5\n")
