@@ -6,7 +6,7 @@ Two sources, one registry per app (so two apps in one process, as tests make, ne
   in Litestar's before-send hook (it sees every response, errors and unknown routes included).
 - `CatalogCollector`: the store's figures, read at scrape time from maintained tables and indexed
   rows (`db.metrics`, `db.state`), never by counting the results table, so a scrape stays cheap
-  at 1,000,000 results (bench/bench_metrics.py).
+  at 1,000,000 results (bench/bench_metrics_export.py).
 
 Figures other issues add plug in as collectors: `CatalogCollector.dispatch_budget` (the GitHub
 budget left per window, rate-limit pauses and budget waits, from `db.budget`) and

@@ -2,7 +2,7 @@
 
 The CLI (`catalog export results`) and the API (`GET /api/results.csv`) both write through here.
 Rows are read in keyset batches (`db.results.export_batch`: one short statement each, no cursor held
-open across a slow client), so memory stays flat at 1,000,000 rows (bench/bench_export.py).
+open across a slow client), so memory stays flat at 1,000,000 rows (bench/bench_metrics_export.py).
 """
 
 from __future__ import annotations

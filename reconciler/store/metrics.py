@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class MetricsRepository:
     """Reads for Prometheus scrapes. Each is an index lookup or a read of a small maintained table,
-    so a scrape costs the same at 1,000 results or 1,000,000 (bench/bench_metrics.py)."""
+    so a scrape costs the same at 1,000 results or 1,000,000 (bench/bench_metrics_export.py)."""
 
     def __init__(self, db):
         self.db = db
