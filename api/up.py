@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from reconciler.writeback import writeback_pass
 
 log = logging.getLogger("catalog.up")
 
-LOCAL_TOKEN_NAME = "local-dispatcher"
+LOCAL_TOKEN_NAME = "local-dispatcher"  # then the home's digest: local_token_name
 EXAMPLE_DIRECTORY = "catalog-repo-example"
 
 
@@ -87,8 +89,17 @@ def find_example_catalog() -> Path | None:
     return None
 
 
+def local_token_name(settings: Settings) -> str:
+    """The name of this home's local token: `local-dispatcher-` and 8 hex digits of the machine's name
+    and the home's path. Replicas on one database each keep a token of their own (one shared name
+    let each start revoke the others': their local checks' answers were refused)."""
+    digest = hashlib.sha256(f"{socket.gethostname()}:{settings.home.resolve()}".encode()).hexdigest()
+    return f"{LOCAL_TOKEN_NAME}-{digest[:8]}"
+
+
 def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Path:
-    """A results:write token for the local check scripts, in $CATALOG_HOME/local-dispatcher.token (0600)."""
+    """A results:write token for the local check scripts, in $CATALOG_HOME/local-dispatcher.token
+    (0600): kept while it is live, else replaced (the old one of this home revoked, no other)."""
     path = settings.home / LOCAL_TOKEN_FILE
     if path.exists():
         from reconciler.tokens import verify_token
@@ -96,10 +107,10 @@ def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Pat
         if verify_token(store, path.read_text().strip(), now=clock.now()) is not None:
             return path
     try:
-        revoke_token(store, LOCAL_TOKEN_NAME, now=clock.now())
+        revoke_token(store, local_token_name(settings), now=clock.now())
     except NotFound:
         pass
-    secret = create_token(store, LOCAL_TOKEN_NAME, ["results:write"], now=clock.now())
+    secret = create_token(store, local_token_name(settings), ["results:write"], now=clock.now())
     settings.home.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

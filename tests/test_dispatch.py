@@ -339,6 +339,27 @@ def test_local_token_comes_from_the_environment_then_the_home_file(tmp_path, mon
     assert local_token(settings) == "from-env"
 
 
+def test_each_home_keeps_its_own_local_dispatcher_token(store, tmp_path, clock):
+    """Two `catalog up` on one database (replicas, each with its own CATALOG_HOME): the second's start
+    made a new `local-dispatcher` token and revoked the first's, so every answer of the first's local
+    checks was refused with 401. Each home's token is its own; a restart keeps it, a lost file replaces only it."""
+    from api.up import ensure_local_token
+    from reconciler.tokens import list_tokens, verify_token
+
+    homes = [Settings.resolve({"home": str(tmp_path / name)}, {}) for name in ("a", "b")]
+    files = [ensure_local_token(store, settings, clock) for settings in homes]
+    secrets = [path.read_text().strip() for path in files]
+    assert all(verify_token(store, secret, now=clock.now()) is not None for secret in secrets)
+    assert ensure_local_token(store, homes[0], clock) == files[0] and files[0].read_text().strip() == secrets[0]
+    files[1].unlink()  # home b lost its file: b gets a new token, a's still answers
+    ensure_local_token(store, homes[1], clock)
+    assert verify_token(store, secrets[0], now=clock.now()) is not None
+    assert verify_token(store, secrets[1], now=clock.now()) is None
+    assert verify_token(store, files[1].read_text().strip(), now=clock.now()) is not None
+    live = [t["name"] for t in list_tokens(store) if t["revoked_at"] is None]
+    assert len(live) == 2 and all(name.startswith("local-dispatcher") for name in live)
+
+
 def test_the_example_health_check_scripts_answer_every_example_check(synced_store, api, clock):
     settings = settings_for(server_url=api.url)
     dispatcher = LocalDispatcher(EXAMPLE / "health-checks", "example-token")
