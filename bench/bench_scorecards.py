@@ -1,27 +1,32 @@
 """Scorecards at scale: evaluation from scratch, the PATCH hook's cost, team and scorecard reads.
 
-    python3 bench/bench_scorecards.py [--services 10000] [--checks 50] [--duration 6] [--rounds 3] [--connections 32]
+    python3 bench/bench_scorecards.py [--services 10000] [--checks 50] [--duration 6] [--rounds 5] [--connections 32]
                                       [--answered]
 
-Builds N services x M checks with 5 scorecards of 3 levels (2-4 checks each, every targeting form)
-and one result per pair, answered through the product's calls; then measures:
+Builds two stores of N services x M checks, one with 5 scorecards of 3 levels (2-4 checks each, every
+targeting form) and one without, with one result per pair answered through the product's calls (the
+same ids in both); then measures:
 
 1. evaluating every level from scratch (`scorecards.evaluate_all` with the levels table emptied):
    the reads and the Python evaluation, and the whole including the writes;
-2. PATCH /api/results/{id}/ under wrk, with the scorecards and without them (a sync removes them, another
-   puts them back: same server, same store), alternated --rounds times (with, without, with, ...). Run k
-   answers the pending ids k, k + 2R, k + 4R, ... so every run answers the same mix of checks and rubrics
-   (results are made check by check: consecutive ranges would give each run other rubrics). Before each
-   run the bench copies the WAL back (the syncs' writes are not left to one run's checkpoints) and sends
-   a second of PATCHes it does not count (after a sync the server's first requests wait for cold caches). Printed:
-   each run's req/s and server CPU per request, each round's ratios, their medians (the figure: a
-   shared machine moves single runs by +-0.1); and one answer's extra time in process (`results.answer`
-   of one result, median, with and without);
+2. PATCH /api/results/{id}/ under wrk against two `catalog serve`, one per store, one at a time:
+   with, without, with, ... --rounds times each. Round r answers the pending ids r, r + R, r + 2R, ...
+   in each store, so both answer the same mix of checks and rubrics (results are made check by check:
+   consecutive ranges would give each round other rubrics). Before each run the bench copies the WAL
+   back and sends a second of PATCHes it does not count. Printed: each run's req/s and server CPU per
+   request, each round's ratios, their medians (the figure: a shared machine moves single runs by
+   +-0.1); and one answer's extra time in process (`results.answer` of the same 200 ids, one
+   transaction each, median, in each store).
+   (Until 2026-11-30 one store was used and a sync removed the scorecards and put them back between
+   runs. Each sync rewrote ~29,000 level rows and freed or took their pages, and the server's CPU per
+   request then moved by 15% between runs of one configuration, in both directions: at --services
+   12000 "without" came out slower than "with" in all five rounds.)
 3. GET /api/teams/{owner}, /api/scorecards/{slug}, /teams/{owner}, /scorecards/{slug}: median of
-   sequential requests over loopback.
+   sequential requests over loopback (the store with scorecards).
 
-By default the PATCHes give about half the pairs their first finished result, so nearly every answer
-moves a level row: the hook's worst case. With --answered every pair already has one (95% pass, 5%
+By default the PATCHes give about half the pairs their first finished result, so an answer moves a
+check's state in its level rows far more often than in a running catalog (4 answers in 10 rewrite a
+level row, and most of those move its valid_until too): the hook's worst case. With --answered every pair already has one (95% pass, 5%
 fail, as a catalog that has run for a day) and the PATCHes send the next one (pass): an organisation's
 steady state, where an answer moves a level only when a check flips (here 5% of them).
 
@@ -116,40 +121,50 @@ def answered_then_due(store, *, pending: int) -> range:
     return range(second[-pending], second[-1] + 1)
 
 
+class Store:
+    """One built store: its home, URL, the store, the pending ids the PATCH runs answer, two tokens."""
+
+    def __init__(self, work: Path, name: str, args, wanted: int, *, cards: bool):
+        catalog = work / f"catalog-{name}"
+        build_catalog(catalog, args.services, args.checks)
+        if cards:
+            write_scorecards(catalog, args.checks)
+        self.home = work / f"home-{name}"
+        self.url = f"sqlite://{self.home / 'catalog.db'}"
+        self.store = open_database(self.url)
+        report = sync(self.store, DirectorySource(catalog))
+        assert report.outcome == "applied" and not report.errors, report.errors
+        self.ids = answered_then_due(self.store, pending=wanted) if args.answered else fill_results(self.store, pending=wanted)
+        self.writer = create_token(self.store, "bench-writer", ["results:write"], now=Clock().now())
+        self.reader = create_token(self.store, "bench-reader", ["read"], now=Clock().now())
+        self.store.results.checkpoint()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--checks", type=int, default=50)
     parser.add_argument("--duration", type=int, default=6, help="seconds of each PATCH run")
-    parser.add_argument("--rounds", type=int, default=3, help="PATCH runs with and without scorecards, alternated")
+    parser.add_argument("--rounds", type=int, default=5, help="PATCH runs with and without scorecards, alternated")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--answered", action="store_true",
                         help="every pair has a finished result before the PATCHes (steady state), see above")
     args = parser.parse_args()
-    runs = 2 * args.rounds
     patch_each = max(30_000, 7000 * args.duration)  # more than a run answers: no 404s in the figures
-    wanted = runs * (patch_each + 2 * WARM_UP_IDS) + 800  # pending results the PATCH runs may answer
+    wanted = args.rounds * (patch_each + 2 * WARM_UP_IDS) + 800  # pending results each store's PATCH runs may answer
     if wanted > args.services * args.checks:
         parser.error(f"{args.rounds} rounds of {args.duration} s answer up to {wanted:,} results, more than the "
                      f"{args.services * args.checks:,} pairs: give fewer --rounds, a shorter --duration or more --services")
     print(describe(probe()), "(before)")
     work = Path(tempfile.mkdtemp(prefix="bench-scorecards-"))
-    home = work / "home"
-    database_url = f"sqlite://{home / 'catalog.db'}"
-    catalog = work / "catalog"
     try:
         started = time.perf_counter()
-        build_catalog(catalog, args.services, args.checks)
-        write_scorecards(catalog, args.checks)
-        store = open_database(database_url)
-        report = sync(store, DirectorySource(catalog))
-        assert report.outcome == "applied" and not report.errors, report.errors
-        ids = answered_then_due(store, pending=wanted) if args.answered else fill_results(store, pending=wanted)
-        writer = create_token(store, "bench-writer", ["results:write"], now=Clock().now())
-        reader = create_token(store, "bench-reader", ["read"], now=Clock().now())
-        store.results.checkpoint()
-        print(f"setup: {args.services} services x {args.checks} checks, 5 scorecards x 3 levels, "
-              f"{ids.stop - 1} results{' (every pair answered once first)' if args.answered else ''}, in {time.perf_counter() - started:.1f}s")
+        with_, without = Store(work, "with", args, wanted, cards=True), Store(work, "without", args, wanted, cards=False)
+        assert with_.ids == without.ids
+        store, ids = with_.store, with_.ids
+        print(f"setup: twice {args.services} services x {args.checks} checks, once with 5 scorecards x 3 levels,"
+              f" {ids.stop - 1} results{' (every pair answered once first)' if args.answered else ''},"
+              f" in {time.perf_counter() - started:.1f}s")
 
         # 1. from scratch
         levels = sum(1 for _ in store.scorecards.levels())
@@ -171,17 +186,20 @@ def main() -> int:
         print(f"from scratch, {levels:,} (scorecard, service) levels: read + evaluate {min(read_and_evaluate):.2f} s,"
               f" with writing every row {min(whole):.2f} s (best of 3)  [target <= 1 s]")
 
-        # 2. one answer in process, with and without scorecards: neighbouring ids (one check, the services
-        # next to each other), so both answer the same rubrics
+        # 2. one answer in process, with and without scorecards: the same ids, one in each store
         pending = list(ids)
-        with_cards = one_answer_ms(store, pending[0:400:2])
+        with_cards = one_answer_ms(with_.store, pending[0:400:2])
+        without_cards = one_answer_ms(without.store, pending[0:400:2])
 
         # 3. reads
-        log = open(work / "server.log", "w")
-        server, base = start_server(log, {"CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": database_url})
+        logs = [open(work / f"server-{name}.log", "w") for name in ("with", "without")]
+        servers = []
         try:
+            for built, log in zip((with_, without), logs):
+                servers.append(start_server(log, {"CATALOG_HOME": str(built.home), "CATALOG_DATABASE_URL": built.url}))
+            base = servers[0][1]
             session = requests.Session()
-            session.headers["Authorization"] = f"token {reader}"
+            session.headers["Authorization"] = f"token {with_.reader}"
             for path in ("/api/teams/team-7", "/api/scorecards/card-0", "/teams/team-7", "/scorecards/card-0",
                          "/api/teams", "/api/campaigns", "/scorecards"):
                 response = session.get(base + path)
@@ -190,33 +208,28 @@ def main() -> int:
                 print(f"GET {path}: median {ms:.1f} ms ({len(response.content) / 1024:.0f} KiB)"
                       + ("  [target <= 50 ms]" if "team-" in path or "card-" in path else ""))
 
-            load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
             first = pending[400]
-            # run k answers first + k + i * runs: each wrk thread starts in its own half, stepping over the others' ids
-            per_thread = (patch_each // 2 + WARM_UP_IDS) * runs
-            script = (PATCH_LUA.replace("counter = counter + 1", f"counter = counter + {runs}")
-                      .replace("PER_THREAD", str(per_thread)).replace("TOKEN", writer))
+            # round r answers first + r + i * rounds in each store: each wrk thread starts in its own half,
+            # stepping over the other rounds' ids
+            per_thread = (patch_each // 2 + WARM_UP_IDS) * args.rounds
+            script = (PATCH_LUA.replace("counter = counter + 1", f"counter = counter + {args.rounds}")
+                      .replace("PER_THREAD", str(per_thread)))
             figures: dict[bool, list[dict]] = {True: [], False: []}
-            for run in range(runs):
-                cards = run % 2 == 0
-                if run > 0:  # a sync removes the scorecards (the hook then finds no rubric) or puts them back
-                    if cards:
-                        write_scorecards(catalog, args.checks)
-                    else:
-                        shutil.rmtree(catalog / "scorecards")
-                    # removing every scorecard is a mass removal: the bench means it
-                    report = sync(store, DirectorySource(catalog), allow_mass_removal=True)
-                    assert report.outcome == "applied" and not report.errors, report.errors
-                    requests.get(base + "/api/scorecards", headers={"Authorization": f"token {reader}"})
-                if run == 1:
-                    without_cards = one_answer_ms(store, pending[1:400:2])
-                store.results.checkpoint()  # every run starts with the WAL copied back
-                # one second not measured: the server's caches warm again after the sync (the first requests wait)
-                run_wrk(script.replace("FIRST", str(first + run)), base, **{**load, "duration": 1})
-                figures[cards].append(run_wrk(script.replace("FIRST", str(first + run + WARM_UP_IDS * runs)), base, **load))
+            for run in range(2 * args.rounds):
+                cards, round_ = run % 2 == 0, run // 2
+                built, (server, base) = (with_, servers[0]) if cards else (without, servers[1])
+                load = {"duration": args.duration, "connections": args.connections, "pid": server.pid}
+                mine = script.replace("TOKEN", built.writer)
+                built.store.results.checkpoint()  # every run starts with the WAL copied back
+                # one second not measured: the server has been idle through the other store's run
+                run_wrk(mine.replace("FIRST", str(first + round_)), base, **{**load, "duration": 1})
+                figures[cards].append(run_wrk(mine.replace("FIRST", str(first + round_ + WARM_UP_IDS * args.rounds)),
+                                              base, **load))
         finally:
-            stop_server(server)
-            log.close()
+            for server, _ in servers:
+                stop_server(server)
+            for log in logs:
+                log.close()
         print(f"one answer in process (median of 200): {with_cards:.3f} ms with scorecards, "
               f"{without_cards:.3f} ms without: hook {with_cards - without_cards:.3f} ms  [target <= 1 ms]")
         for round_ in range(args.rounds):
@@ -226,9 +239,9 @@ def main() -> int:
                       f" p50 {run['p50_us'] / 1000:.1f} ms, p99 {run['p99_us'] / 1000:.1f} ms, non-2xx {run['status_errors']},"
                       f" server CPU {run['cpu_us']:.0f} us/request")
         pairs = list(zip(figures[True], figures[False]))
-        rps_ratios = [with_["rps"] / without["rps"] for with_, without in pairs]
+        rps_ratios = [with_run["rps"] / without_run["rps"] for with_run, without_run in pairs]
         # the server's CPU per request: what bounds its throughput, and less shaken by a shared machine
-        cpu_ratios = [without["cpu_us"] / with_["cpu_us"] for with_, without in pairs]
+        cpu_ratios = [without_run["cpu_us"] / with_run["cpu_us"] for with_run, without_run in pairs]
         print(f"PATCH throughput with / without scorecards, per round: {', '.join(f'{r:.2f}' for r in rps_ratios)};"
               f" median {statistics.median(rps_ratios):.2f}  [target >= 0.90]")
         print(f"server CPU per request without / with scorecards, per round: {', '.join(f'{r:.2f}' for r in cpu_ratios)};"
