@@ -231,8 +231,8 @@ def _unknown(name: str, slug: str, catalog: _After) -> str:
     """The message for a reference to no service; it names a broken file of that name, if any."""
     broken = catalog.unnamed.get(slug)
     if broken is None:
-        return f"{name}: unknown service {slug!r} (no file under services/ defines it)"
-    return f"{name}: unknown service {slug!r} (no file under services/ defines it; {broken} has errors and declares no slug)"
+        return f"{name}: unknown service {slug!r} (no service file or Backstage Component defines it)"
+    return f"{name}: unknown service {slug!r} (no service file or Backstage Component defines it; {broken} has errors and declares no slug)"
 
 
 def _find_cycles(catalog: _After, verdict: Verdict) -> None:

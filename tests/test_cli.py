@@ -48,7 +48,7 @@ def test_validate_github_format_escapes_properties_and_message(example_dir, tmp_
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "::error file=checks/c%2Cd.yaml,line=2,col=12::services: unknown service 'ghost'"
-        " (no file under services/ defines it)",
+        " (no service file or Backstage Component defines it)",
         "::error file=services/legacy-reports.yaml,line=3,col=1::unknown key 'onwer' (did you mean 'owner'?)",
     ]
 

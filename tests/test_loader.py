@@ -175,7 +175,7 @@ def test_unknown_dependency_points_at_the_list_item(tmp_path):
     write_catalog(tmp_path, services=[{"name": "A", "slug": "a", "priority": 1, "dependencies": ["a-db", "nope"]}])
     write_catalog(tmp_path, services=[{"name": "A db", "slug": "a-db", "priority": 1}])
     assert _errors(tmp_path) == [
-        "services/a.yaml:6:3: dependencies: unknown service 'nope' (no file under services/ defines it)"
+        "services/a.yaml:6:3: dependencies: unknown service 'nope' (no service file or Backstage Component defines it)"
     ]
 
 
@@ -195,7 +195,7 @@ def test_check_targeting_an_unknown_service(tmp_path):
         checks=[{"name": "C", "slug": "c", "services": ["a", "ghost"]}],
     )
     assert _errors(tmp_path) == [
-        "checks/c.yaml:5:3: services: unknown service 'ghost' (no file under services/ defines it)"
+        "checks/c.yaml:5:3: services: unknown service 'ghost' (no service file or Backstage Component defines it)"
     ]
 
 

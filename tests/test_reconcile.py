@@ -334,7 +334,7 @@ def test_a_never_valid_file_that_does_not_parse_declares_no_slug(store, tmp_path
     _core_and_34_dependents(root, "name: [Core\nslug: core\n")
     report = sync_directory(store, root)
     errors = [str(e) for e in report.errors]
-    assert errors[0] == ("checks/c1.yaml:4:3: services: unknown service 'core' (no file under services/ defines it;"
+    assert errors[0] == ("checks/c1.yaml:4:3: services: unknown service 'core' (no service file or Backstage Component defines it;"
                          " services/core.yaml has errors and declares no slug)")
     assert len(errors) == 1 + 10 + 7  # core itself, and each file that names core
     assert store.catalog.counts()["services"] == 10 and report.plan.count("create") == 17  # b* and the c* on b*

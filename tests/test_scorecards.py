@@ -35,7 +35,7 @@ def test_mistakes_in_scorecards_waivers_and_campaigns_name_file_and_line(example
     assert "scorecards/broken.yaml:5:5: unknown key 'chekcs' (did you mean 'checks'?)" in text
     assert "campaigns/nothing.yaml:4:1: unknown key 'deadlin' (did you mean 'deadline'?)" in text
     assert "waivers/old.yaml:1:8: check: unknown check 'log4j-vulnerabilty' (no file under checks/ defines it)" in text
-    assert "waivers/old.yaml:2:26: services: unknown service 'nobody' (no file under services/ defines it)" in text
+    assert "waivers/old.yaml:2:26: services: unknown service 'nobody' (no service file or Backstage Component defines it)" in text
     assert any(t.startswith("waivers/old.yaml:4:10: expires: 2020-01-01 is in the past") for t in text)
     assert any(t.startswith("waivers/far.yaml:4:10: expires:") and "more than 365 days ahead" in t for t in text)
     platinum = next(e for e in errors if e.location.path == "campaigns/platinum.yaml")
