@@ -292,3 +292,26 @@ def test_a_batch_of_many_answers_keeps_every_derived_table_exact(store, tmp_path
         assert derived_tables_differing(store) == []
     events = raw_rows(store, "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type")
     assert events == [{"type": "failing", "n": 375 + 750}, {"type": "recovered", "n": 375}]
+
+
+def test_a_services_json_is_the_text_json_dumps_writes(synced_store):
+    """GET /api/services/{slug} sends the text the store makes (no decode and encode per request): on
+    either backend it is json.dumps' compact text (ensure_ascii off), its keys in the documented order,
+    whatever a run's URL holds (quotes, a backslash, a control character, text outside ASCII)."""
+    import json
+
+    url = 'https://ci.example/run?q="x"&p=\\path\x1f\u00e9\u2713\U0001F600'
+    answer(synced_store, new_result(synced_store, "has-owner", "payments-api")["id"], "fail", url=url)
+    answer(synced_store, new_result(synced_store, "oncall-configured", "payments-api")["id"], "pass")
+    text = synced_store.reads.service_json("payments-api")
+    service = json.loads(text)
+    assert text == json.dumps(service, separators=(",", ":"), ensure_ascii=False)
+    assert list(service) == ["id", "slug", "name", "priority", "type", "description", "owner", "repository",
+                             "active", "tags", "dependencies", "meta", "path", "digest", "error", "removed_at",
+                             "created_at", "updated_at", "latest_results", "counts"]
+    runs = {run["check"]: run for run in service["latest_results"]}
+    assert list(runs) == sorted(runs) and runs["has-owner"]["url"] == url
+    assert list(runs["has-owner"]) == ["id", "check", "status", "result", "url", "created_at", "sent_at", "finished_at"]
+    assert service["counts"] == {"fail": 1, "pass": 1} and list(service["counts"]) == ["fail", "pass"]
+    with pytest.raises(NotFound):
+        synced_store.reads.service_json("no-such-service")
