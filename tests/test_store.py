@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.clock import Clock, format_time
 from reconciler.errors import Conflict, NotFound
 from store_support import INTEGRITY_ERRORS, answer, derived_tables_differing, new_result, raw_rows, raw_sql
 
@@ -315,3 +316,19 @@ def test_a_services_json_is_the_text_json_dumps_writes(synced_store):
     assert service["counts"] == {"fail": 1, "pass": 1} and list(service["counts"]) == ["fail", "pass"]
     with pytest.raises(NotFound):
         synced_store.reads.service_json("no-such-service")
+
+
+def test_status_counts_come_from_the_kept_counts_and_match_the_rows(synced_store):
+    """`catalog status` counted every result row (seconds at a year of results); it reads result_counts,
+    which the triggers keep: the same numbers, as integers (`catalog status --json` prints them)."""
+    assert {k: synced_store.catalog.counts()[k] for k in ("pending_results", "sent_results", "results")} == {
+        "pending_results": 0, "sent_results": 0, "results": 0}
+    ids = [new_result(synced_store, check, service)["id"] for check, service in (
+        ("has-owner", "payments-api"), ("has-owner", "users-db"), ("readme-present", "payments-api"))]
+    synced_store.dispatch.mark_sent_many([ids[1]], now=format_time(Clock().now()))
+    answer(synced_store, ids[0], "pass")
+    counts = synced_store.catalog.counts()
+    rows = {status: n for status, n in raw_sql(synced_store, "SELECT status, count(*) FROM results GROUP BY status")}
+    assert counts["pending_results"] == rows.get("pending", 0) and counts["sent_results"] == rows.get("sent", 0)
+    assert counts["results"] == sum(rows.values()) == 3
+    assert all(type(counts[k]) is int for k in ("pending_results", "sent_results", "results"))
