@@ -87,10 +87,10 @@ def test_events_page_by_id_and_filter(synced_store):
     assert len(synced_store.events.list(type="failing")) == 3
 
 
-def test_filters_combine_and_a_service_or_check_filter_reads_its_index(synced_store):
+def test_filters_combine_and_each_filter_reads_its_index(synced_store):
     """GET /api/events?service=... of a service with few events among millions read every event newest
-    first (its index unused: `(:service IS NULL OR e.service = :service)`); each filter given is now a
-    plain condition, and SQLite finds the rows through events_by_service or events_by_check."""
+    first (its index unused: `(:service IS NULL OR e.service = :service)`), and ?type=... had no index
+    (version 14 adds it); each filter given is now a plain condition that SQLite answers from its index."""
     for service, outcome in (("payments-api", "fail"), ("users-db", "fail"), ("payments-api", "pass")):
         finished_result(synced_store, "has-owner", service, outcome)
     finished_result(synced_store, "readme-present", "payments-api", "fail")
@@ -108,14 +108,15 @@ def test_filters_combine_and_a_service_or_check_filter_reads_its_index(synced_st
     statements: list[str] = []
     connection.set_trace_callback(statements.append)
     try:
-        synced_store.events.list(service="users-db")
-        synced_store.events.list(check="readme-present", type="failing")
+        for filters in ({"service": "users-db"}, {"check": "readme-present"}, {"type": "sync-failed"}):
+            synced_store.events.list(**filters)
     finally:
         connection.set_trace_callback(None)
-    plans = [detail for sql in statements if sql.lstrip().upper().startswith("SELECT")
-             for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)]
-    assert any("events_by_service" in detail for detail in plans), plans
-    assert any("events_by_check" in detail for detail in plans), plans
+    plans = [[detail for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)]
+             for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+    assert len(plans) == 3 and all(len(plan) == 1 for plan in plans), plans
+    for plan, index in zip(plans, ("events_by_service", "events_by_check", "events_by_type")):
+        assert index in plan[0], plans
 
 
 def test_the_outbox_holds_each_event_until_routed(synced_store):

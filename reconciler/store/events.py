@@ -159,9 +159,9 @@ class EventRepository:
 
     def list(self, *, type: str | None = None, service: str | None = None, check: str | None = None,
              before_id: int | None = None, limit: int = 100) -> list[dict]:
-        """Events newest first, filtered; page on with `before_id` = the last id seen. A service or check
-        filter reads that one's index (events_by_service, events_by_check); a condition is written only
-        when given: `(:service IS NULL OR e.service = :service)` kept SQLite off the index, and a filtered
+        """Events newest first, filtered; page on with `before_id` = the last id seen. Each filter reads
+        its index (events_by_type, events_by_service, events_by_check); a condition is written only when
+        given: `(:service IS NULL OR e.service = :service)` kept SQLite off the index, and a filtered
         page read every event newest first (123 ms at 2,000,000 events for a service that has none)."""
         filters = {"type": type, "service": service, "check_slug": check}
         given = {column: value for column, value in filters.items() if value is not None}

@@ -616,4 +616,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         FROM results WHERE finished_at IS NOT NULL GROUP BY check_id, substr(finished_at, 1, 10);
         """,
     ),
+    (
+        14,
+        """
+        -- The type filter of GET /api/events and /events reads an index of its own (version 6 left it
+        -- reading by id): a type with few events among millions read them all, 110 ms at 2,000,000
+        -- events. One more index entry per event; events come with changes, not with every answer.
+        CREATE INDEX events_by_type ON events (type, id);
+        """,
+    ),
 ]
