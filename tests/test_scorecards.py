@@ -135,16 +135,20 @@ def test_scorecard_targeting_is_the_due_querys_rule(synced_store):
 
 
 def test_daily_snapshot_records_levels_and_counts_once_a_day(synced_store):
+    """The answer lands on the day the fixture's sync recorded (today, by the real clock: the test read
+    a fixed day once, and failed from the next day on, with a row of each day)."""
     store = synced_store
-    now = datetime(2026, 11, 30, 1, 0, tzinfo=timezone.utc)
+    service_id = store.catalog.service_index()["payments-db"]["id"]
+    [(day, level)] = store.scorecards.service_trend("production-readiness", service_id, since="2000-01-01")
+    assert level == 0
+    now = datetime.fromisoformat(day).replace(hour=1, tzinfo=timezone.utc)
     finished_result(store, "has-owner", "payments-db", "pass", now=now)
     assert scorecards.snapshot(store, now) is True
     assert scorecards.snapshot(store, now + timedelta(hours=5)) is False
-    assert (("2026-11-30", 0, 7) in store.scorecards.trend("production-readiness", since="2026-01-01")
-            and ("2026-11-30", 2, 1) in store.scorecards.trend("production-readiness", since="2026-01-01"))
-    assert store.scorecards.trend("production-readiness", team="team-payments", since="2026-01-01")
-    service_id = store.catalog.service_index()["payments-db"]["id"]
-    assert store.scorecards.service_trend("production-readiness", service_id, since="2026-01-01") == [("2026-11-30", 2)]
+    assert ((day, 0, 7) in store.scorecards.trend("production-readiness", since="2000-01-01")
+            and (day, 2, 1) in store.scorecards.trend("production-readiness", since="2000-01-01"))
+    assert store.scorecards.trend("production-readiness", team="team-payments", since="2000-01-01")
+    assert store.scorecards.service_trend("production-readiness", service_id, since="2000-01-01") == [(day, 2)]
 
 
 
