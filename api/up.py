@@ -106,11 +106,12 @@ def ensure_local_token(store: Database, settings: Settings, clock: Clock) -> Pat
 
         if verify_token(store, path.read_text().strip(), now=clock.now()) is not None:
             return path
+    name = local_token_name(settings)
     try:
-        revoke_token(store, local_token_name(settings), now=clock.now())
+        revoke_token(store, name, now=clock.now())
     except NotFound:
         pass
-    secret = create_token(store, local_token_name(settings), ["results:write"], now=clock.now())
+    secret = create_token(store, name, ["results:write"], now=clock.now())
     settings.home.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

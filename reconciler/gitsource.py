@@ -16,10 +16,10 @@ from .safe_read import read_bytes
 from .logs import redact_credentials
 from .settings import Settings
 
-# Never let git wait for a password or a host-key answer on a terminal nobody watches.
 # git's gc.auto for the catalog's clone: git estimates loose objects from objects/17/ alone, as 256
 # times the files there, and packs when that passes gc.auto rounded up to 256: from 2 files, ~500 objects.
 PACK_LOOSE_FROM = 256
+# Never let git wait for a password or a host-key answer on a terminal nobody watches.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "GIT_ASKPASS": "/bin/false"}
 
 

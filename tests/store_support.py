@@ -121,3 +121,17 @@ def derived_tables_differing(store: Database) -> list[str]:
     """The derived tables whose rows are not what the history defines (none, always)."""
     return [table for table, (expected, stored) in _DERIVED.items()
             if raw_rows(store, stored) != raw_rows(store, expected)]
+
+
+def read_plans(store: Database, call) -> list[tuple[str, list[str]]]:
+    """(SQL, the details of SQLite's query plan for it) of each read `call()` makes on this thread's
+    connection of a SQLite store: for tests that a read finds its rows through an index."""
+    connection = store.backend._connection()
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        connection.set_trace_callback(None)
+    return [(sql, [detail for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)])
+            for sql in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]

@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.clock import Clock, FakeClock, format_time
 from reconciler.events import Event
-from store_support import INTEGRITY_ERRORS, finished_result, new_result, raw_sql
+from store_support import INTEGRITY_ERRORS, finished_result, new_result, raw_sql, read_plans
 
 
 def _types(store, **filters) -> list[tuple[str, str, str]]:
@@ -104,16 +104,11 @@ def test_filters_combine_and_each_filter_reads_its_index(synced_store):
         "has-owner", "has-owner"]
     if synced_store.dialect.name != "sqlite":
         return  # PostgreSQL plans by its statistics: a tiny table is read whole
-    connection = synced_store.backend._connection()
-    statements: list[str] = []
-    connection.set_trace_callback(statements.append)
-    try:
+    def three_filtered_reads():
         for filters in ({"service": "users-db"}, {"check": "readme-present"}, {"type": "sync-failed"}):
             synced_store.events.list(**filters)
-    finally:
-        connection.set_trace_callback(None)
-    plans = [[detail for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)]
-             for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+
+    plans = [plan for _, plan in read_plans(synced_store, three_filtered_reads)]
     assert len(plans) == 3 and all(len(plan) == 1 for plan in plans), plans
     for plan, index in zip(plans, ("events_by_service", "events_by_check", "events_by_type")):
         assert index in plan[0], plans

@@ -18,6 +18,7 @@ from reconciler.store import open_database
 from store_support import raw_rows
 from store_support import answer
 from store_support import new_result
+from store_support import read_plans
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 
@@ -244,16 +245,12 @@ def test_a_one_file_sync_scans_no_service_or_file_row_by_row(store, git_catalog,
     assert sync(store, source).outcome == "applied"
     _set_priority(git_catalog.work / "services" / "users-api.yaml", 3)
     git_catalog.commit("Lower users-api")
-    connection = store.backend._connection()  # this thread's: the sync below runs on it
-    statements: list[str] = []
-    connection.set_trace_callback(statements.append)
-    try:
+    def one_file_sync():  # on this thread's connection, which read_plans watches
         assert [c.slug for c in sync(store, source).plan.changes] == ["users-api"]
-    finally:
-        connection.set_trace_callback(None)
-    reads = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+    reads = read_plans(store, one_file_sync)
     assert reads
-    scans = [(detail, sql) for sql in reads for *_, detail in connection.execute("EXPLAIN QUERY PLAN " + sql)
+    scans = [(detail, sql) for sql, plan in reads for detail in plan
              if re.fullmatch(r"SCAN (services|catalog_files)( AS \w+)?", detail)]
     assert scans == []
 

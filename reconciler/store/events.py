@@ -17,6 +17,7 @@ from typing import Iterable
 from ..clock import format_time
 from ..errors import NotFound
 from ..events import Event
+from .rows import given_conditions
 
 EVENT_COLUMNS = "e.id, e.type, e.created_at, e.team, e.service, e.check_slug, e.result_id, e.outcome, e.summary, e.data"
 
@@ -160,17 +161,15 @@ class EventRepository:
     def list(self, *, type: str | None = None, service: str | None = None, check: str | None = None,
              before_id: int | None = None, limit: int = 100) -> list[dict]:
         """Events newest first, filtered; page on with `before_id` = the last id seen. Each filter reads
-        its index (events_by_type, events_by_service, events_by_check); a condition is written only when
-        given: `(:service IS NULL OR e.service = :service)` kept SQLite off the index, and a filtered
-        page read every event newest first (123 ms at 2,000,000 events for a service that has none)."""
-        filters = {"type": type, "service": service, "check_slug": check}
-        given = {column: value for column, value in filters.items() if value is not None}
-        conditions = "".join(f" AND e.{column} = :{column}" for column in given)
+        its index (events_by_type, events_by_service, events_by_check): with `(:service IS NULL OR ...)`
+        a filtered page read every event newest first (123 ms at 2,000,000 events for a service that
+        has none)."""
+        conditions, params = given_conditions(
+            [(type, " AND e.type = ?"), (service, " AND e.service = ?"), (check, " AND e.check_slug = ?")])
         with self.db.session() as session:
             rows = session.all(
-                f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.id < :before{conditions}"
-                " ORDER BY e.id DESC LIMIT :limit",
-                {**given, "before": before_id if before_id is not None else 2**62, "limit": limit},
+                f"SELECT {EVENT_COLUMNS} FROM events AS e WHERE e.id < ?{conditions} ORDER BY e.id DESC LIMIT ?",
+                [before_id if before_id is not None else 2**62, *params, limit],
             )
         return [_decoded(row) for row in rows]
 

@@ -29,9 +29,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError
 from ..logs import redact_credentials
-from ..outcomes import RESULTS
 from .migrations_postgres import MIGRATIONS
-from .rows import COMPLETED_SLUGS, OPEN_SQL
+from .rows import COMPLETED_SLUGS, OPEN_SQL, service_json_text
 
 POOL_SIZE = 16
 # Advisory lock keys: (this application, what). One namespace so other users of the database differ.
@@ -115,9 +114,8 @@ _SERVICE_FIELDS = (
     "id, slug, name, priority, type, description, owner, repository, active, tags, dependencies, meta, path,"
     " digest, error, removed_at, created_at, updated_at"
 )
-_COUNTED = sorted(RESULTS)
 # GET /api/services/{slug}: the service's fields, then its live checks' `latest_runs` rows as JSON
-# objects joined in check-slug order, a tab (JSON text never holds a raw one), their results.
+# objects in check-slug order and their results, as `rows.service_json_text` takes them.
 _SERVICE_JSON = f"""
     SELECT {_SERVICE_FIELDS}, (
         SELECT string_agg(row_to_json(r)::text, ',' ORDER BY r."check") || chr(9)
@@ -169,11 +167,7 @@ class PostgresDialect:
         service["active"] = bool(service["active"])
         for key in ("tags", "dependencies", "meta"):
             service[key] = json.loads(service[key])
-        latest, _, results = (runs or "\t").partition("\t")
-        values = results.split(",")  # each one of RESULTS (a CHECK in the schema)
-        counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
-        text = json.dumps(service, separators=(",", ":"), ensure_ascii=False)
-        return f'{text[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
+        return service_json_text(json.dumps(service, separators=(",", ":"), ensure_ascii=False), runs)
 
     @staticmethod
     def ids(values: Sequence) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import operator
 
-from ..outcomes import FINISHED_STATUSES, OPEN_STATUSES, sql_list
+from ..outcomes import FINISHED_STATUSES, OPEN_STATUSES, RESULTS, sql_list
 
 OPEN_SQL = sql_list(OPEN_STATUSES)
 FINISHED_SQL = sql_list(FINISHED_STATUSES)
@@ -17,6 +17,19 @@ CHECK_COLUMNS = (
     "slug, name, description, frequency, schedule, timeout_seconds, active, repository, targets, target_kind,"
     " target_type, target_owner, target_tags, target_max_priority, batch_size, path, digest, error"
 )
+
+_COUNTED = sorted(RESULTS)  # a service's counts, keys in this order
+
+
+def service_json_text(service: str, runs: str | None) -> str:
+    """GET /api/services/{slug}'s text from what each dialect's one statement returns: the service's
+    object, and its runs' objects joined by commas, a tab (JSON text never holds a raw one), their
+    results joined by commas (None: no runs). Adds `latest_results` and `counts` to the object."""
+    latest, _, results = (runs or "\t").partition("\t")
+    values = results.split(",")  # each one of RESULTS (a CHECK in the schema)
+    counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
+    return f'{service[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
+
 
 # A result as every reader sees it: its columns, plus the slug and name of its check and service.
 # Who may answer a check's results with an OIDC token (`reconciler.oidc.answer_refusal`): the check `c`'s
@@ -97,16 +110,23 @@ def result_filters(
     *, service: str | None = None, check: str | None = None, result: str | None = None,
     status: str | None = None, since: str | None = None, before_id: int | None = None,
 ) -> tuple[str, list]:
-    """` AND ...` conditions on results `r` for the usual filters (slugs, values, since, keyset page)."""
-    clauses = [
-        (service, " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"),
-        (check, " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"),
-        (result, " AND r.result = ?"),
-        (status, " AND r.status = ?"),
-        (since, " AND r.created_at >= ?"),
+    """` AND ...` conditions on results `r` for the usual filters (slugs, values, since, keyset page);
+    an empty text filter is no filter."""
+    return given_conditions([
+        (service or None, " AND r.service_id = (SELECT id FROM services WHERE slug = ?)"),
+        (check or None, " AND r.check_id = (SELECT id FROM checks WHERE slug = ?)"),
+        (result or None, " AND r.result = ?"),
+        (status or None, " AND r.status = ?"),
+        (since or None, " AND r.created_at >= ?"),
         (before_id, " AND r.id < ?"),
-    ]
-    given = [(value, sql) for value, sql in clauses if value is not None and value != ""]
+    ])
+
+
+def given_conditions(clauses: list[tuple[object, str]]) -> tuple[str, list]:
+    """The SQL of each (value, ` AND ... ?`) whose value is not None, and those values. A filter
+    written only when given lets the database use its index: `(? IS NULL OR column = ?)` does not
+    (SQLite read every row of the table in order instead)."""
+    given = [(value, sql) for value, sql in clauses if value is not None]
     return "".join(sql for _, sql in given), [value for value, _ in given]
 
 

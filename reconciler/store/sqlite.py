@@ -20,8 +20,7 @@ from typing import Any, Iterator, Sequence
 import msgspec
 
 from .migrations import MIGRATIONS, _split_statements
-from ..outcomes import RESULTS
-from .rows import COMPLETED_SLUGS, OPEN_SQL
+from .rows import COMPLETED_SLUGS, OPEN_SQL, service_json_text
 
 TEMP_STORE = "MEMORY"  # statement journals, temporary tables and sorts (see _connection)
 BUSY_TIMEOUT_MS = 30_000
@@ -78,7 +77,6 @@ _SERVICE_JSON = """
         )
     ) FROM services AS s WHERE slug = ?
 """
-_COUNTED = sorted(RESULTS)  # a service's counts, keys in this order
 
 
 class SqliteDialect:
@@ -133,11 +131,7 @@ class SqliteDialect:
         rows = session.tuples(_SERVICE_JSON, (slug,))
         if not rows:
             return None
-        service, runs = rows[0]
-        latest, _, results = (runs or "\t").partition("\t")
-        values = results.split(",")  # each one of RESULTS (a CHECK in the schema)
-        counts = ",".join(f'"{result}":{n}' for result in _COUNTED if (n := values.count(result)))
-        return f'{service[:-1]},"latest_results":[{latest}],"counts":{{{counts}}}}}'
+        return service_json_text(*rows[0])
 
     @staticmethod
     def ids(values: Sequence) -> str:
