@@ -45,9 +45,12 @@ class Verdict:
 
 
 def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex,
-                    today: date | None = None) -> Verdict:
+                    today: date | None = None, *, past_expiry: str = "error") -> Verdict:
     """Every cross-file problem the files read now (and the deleted ones) cause, in one pass.
-    `today` (UTC) bounds a waiver's expiry."""
+    `today` (UTC) bounds a waiver's expiry. A waiver read now whose expiry day has passed is an
+    error for `catalog validate` (a pull request's new waiver that could never count), a warning for
+    a sync (`past_expiry="warning"`): it applies and shows as expired, so every home reads one commit
+    alike, whenever it first syncs (a new replica, a rebuilt database, `./run` next year)."""
     catalog = _After(read, set(deleted), index)
     verdict = Verdict()
     _find_duplicates(catalog, verdict)
@@ -55,7 +58,7 @@ def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: 
     _find_lost_references(catalog, verdict)
     _find_cycles(catalog, verdict)
     _warn_about_broken_targets(catalog, verdict)
-    _check_definitions(catalog, verdict, today or datetime.now(timezone.utc).date())
+    _check_definitions(catalog, verdict, today or datetime.now(timezone.utc).date(), past_expiry)
     return verdict
 
 
@@ -353,10 +356,11 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 # -- scorecards, waivers, campaigns ----------------------------------------------------------------
 
 
-def _check_definitions(catalog: _After, verdict: Verdict, today: date) -> None:
+def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expiry: str) -> None:
     """Scorecards, waivers and campaigns after the sync (read now, or kept) name checks, services,
-    scorecards and levels that exist; a slug is defined once; a waiver read now expires between
-    today and 365 days ahead. A kept file is blamed too when what it names went away."""
+    scorecards and levels that exist; a slug is defined once; a waiver read now expires at most 365
+    days ahead, and not in the past (an error or a warning: `past_expiry`). A kept file is blamed too
+    when what it names went away."""
     index, read, deleted = catalog.index, catalog.read, catalog.deleted
     after: dict[tuple[str, str], tuple[str, dict, bool]] = {}  # (kind, slug) -> (path, body, read now)
     for (kind, slug), row in index.definitions.items():
@@ -388,9 +392,12 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date) -> None:
             problems += [(("services", j), _unknown("services", service, catalog))
                          for j, service in enumerate(body["services"]) if not catalog.known(service)]
             expires = date.fromisoformat(body["expires"])
-            if now and expires < today:
+            if now and expires < today and past_expiry == "error":
                 problems.append((("expires",), f"expires: {expires} is in the past (today is {today}, UTC);"
                                                " renew the waiver with a reason, or remove it"))
+            elif now and expires < today:
+                verdict.warnings.append(Problem(path, ("expires",), f"expires: {expires} has passed (today is {today},"
+                                                " UTC): the waiver no longer counts; renew it with a reason, or remove it"))
             elif now and expires > today + timedelta(days=MAX_WAIVER_DAYS):
                 problems.append((("expires",), f"expires: {expires} is more than {MAX_WAIVER_DAYS} days ahead;"
                                                f" the latest allowed today is {today + timedelta(days=MAX_WAIVER_DAYS)}"))

@@ -145,7 +145,7 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None,
     read = _read_files(source.root, selection, config, config_file, defaults_changed=config.defaults != old_config.defaults,
                        progress=progress)
     plan.notes = selection.notes
-    verdict = check_integrity(read, selection.deleted, selection.index)
+    verdict = check_integrity(read, selection.deleted, selection.index, past_expiry="warning")
     file_errors = _file_errors(source.root, read, verdict)
     applied = {path: loaded.record for path, loaded in read.items() if loaded.record is not None and path not in file_errors}
     plan.config = config.model_dump(mode="json")
