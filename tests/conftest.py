@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,35 @@ from postgres_server import PostgresServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "catalog-repo-example"
+
+# The example's two dated lines, as written (waivers/search-index-log4j.yaml, campaigns/log4j-2026.yaml),
+# and where every copy the tests use puts them: as far from the day the tests run as the example's dates
+# were from the day they were written (2026-12-01), so no test's outcome depends on when it runs (the
+# example's own waiver stops counting on 2027-04-01 and becomes a warning to renew it).
+EXAMPLE_DATES = {"expires": "2027-03-31", "deadline": "2027-01-31"}
+_TODAY = datetime.now(timezone.utc).date()
+WAIVER_EXPIRES = _TODAY + timedelta(days=120)  # the last day the example's waiver counts
+CAMPAIGN_DEADLINE = _TODAY + timedelta(days=61)  # the example's campaign is overdue after this day
+
+
+def date_example(root: Path) -> Path:
+    """Move a copy of the example's dated lines to WAIVER_EXPIRES and CAMPAIGN_DEADLINE."""
+    for path, field, day in (("waivers/search-index-log4j.yaml", "expires", WAIVER_EXPIRES),
+                             ("campaigns/log4j-2026.yaml", "deadline", CAMPAIGN_DEADLINE)):
+        file = root / path
+        if file.exists():
+            text = file.read_text()
+            line = f"{field}: {EXAMPLE_DATES[field]}"
+            assert line in text, f"{path} no longer has {line!r}: update EXAMPLE_DATES in tests/conftest.py"
+            file.write_text(text.replace(line, f"{field}: {day}"))
+    return root
+
+
+def copy_example(target: Path, **options) -> Path:
+    """A copy of catalog-repo-example (without caches), its dated lines moved (`date_example`)."""
+    ignore = shutil.ignore_patterns("__pycache__", *options.pop("ignore", ()))
+    shutil.copytree(EXAMPLE, target, ignore=ignore, **options)
+    return date_example(target)
 
 
 def write_catalog(root: Path, services: list[dict] = (), checks: list[dict] = (), catalog: dict | None = None) -> Path:
@@ -39,10 +69,8 @@ def sync_directory(store: Database, root: Path, clock: Clock | None = None, **op
 
 @pytest.fixture
 def example_dir(tmp_path: Path) -> Path:
-    """A fresh copy of catalog-repo-example (without its health-check scripts' caches)."""
-    target = tmp_path / "catalog"
-    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
+    """A fresh copy of catalog-repo-example (without its health-check scripts' caches), its dates moved."""
+    return copy_example(tmp_path / "catalog")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +155,7 @@ class GitCatalog:
 def git_catalog(tmp_path: Path) -> GitCatalog:
     """The example catalog committed to a bare remote on branch main (through a work clone)."""
     repo = GitCatalog(tmp_path / "git")
-    shutil.copytree(EXAMPLE, repo.work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_example(repo.work, dirs_exist_ok=True)
     repo.git("checkout", "--quiet", "-B", "main")
     repo.commit("The example catalog", branch="main")
     return repo

@@ -21,6 +21,8 @@ from typing import Callable
 
 import requests
 
+from conftest import date_example
+
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "catalog-repo-example"
 CATALOG = shutil.which("catalog") or "catalog"
@@ -110,6 +112,8 @@ class CatalogRemote:
         self.work = root / "work"
         git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare), cwd=root)
         shutil.copytree(seed, self.work, ignore=shutil.ignore_patterns("__pycache__", "health-checks"))
+        if seed == EXAMPLE:
+            date_example(self.work)
         for slug in drop_checks:
             (self.work / "checks" / f"{slug}.yaml").unlink()
         if drop_checks:  # the example's scorecard, waiver and campaign name the dropped checks

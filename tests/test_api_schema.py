@@ -4,8 +4,6 @@ as documented."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import requests
 import schemathesis
@@ -20,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from api_support import auth, live_server, make_token, new_result
-from conftest import EXAMPLE, sync_directory
+from conftest import copy_example, sync_directory
 from reconciler.settings import Settings
 from reconciler.store import Database, open_database
 
@@ -40,7 +38,7 @@ def server(tmp_path_factory):
     """A real server on loopback over the synced example catalog, with a few results to read and answer."""
     base = tmp_path_factory.mktemp("schema")
     catalog = base / "catalog"
-    shutil.copytree(EXAMPLE, catalog, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_example(catalog)
     store = open_database(base / "home" / "catalog.db")
     sync_directory(store, catalog)
     for check in ("has-owner", "readme-present"):

@@ -10,7 +10,7 @@ import pytest
 
 from api.app import create_app
 from api_support import live_server
-from conftest import sync_directory
+from conftest import CAMPAIGN_DEADLINE, WAIVER_EXPIRES, sync_directory
 from reconciler import scorecards
 from reconciler.clock import FakeClock
 from reconciler.settings import Settings
@@ -27,7 +27,7 @@ def site(store, example_dir):
     card = example_dir / "scorecards" / "production-readiness.yaml"
     card.write_text(card.read_text().replace("name: Silver", "name: \"Silver <b>&\""))
     campaign = example_dir / "campaigns" / "log4j-2026.yaml"
-    campaign.write_text(campaign.read_text().replace("deadline: 2027-01-31", "deadline: 2025-12-31"))
+    campaign.write_text(campaign.read_text().replace(f"deadline: {CAMPAIGN_DEADLINE}", "deadline: 2025-12-31"))
     report = sync_directory(store, example_dir)
     assert not report.errors, report.errors
     clock = FakeClock()
@@ -59,7 +59,7 @@ def test_team_and_campaign_api(site):
         in team["failing_checks"]
     assert team["campaigns"][0]["slug"] == "log4j-2026" and team["campaigns"][0]["met"] == 1
     discovery = httpx.get(f"{site}/api/teams/team-discovery").json()
-    assert discovery["waivers"][0]["check"] == "log4j-vulnerability" and discovery["waivers"][0]["expires"] == "2027-03-31"
+    assert discovery["waivers"][0]["check"] == "log4j-vulnerability" and discovery["waivers"][0]["expires"] == str(WAIVER_EXPIRES)
     campaign = httpx.get(f"{site}/api/campaigns/log4j-2026").json()
     assert (campaign["targeted"], campaign["met"], campaign["overdue"]) == (3, 1, True)  # the pci services
     assert campaign["teams"] == [{"owner": "team-payments", "targeted": 3, "met": 1}]

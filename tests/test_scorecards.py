@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
-from conftest import sync_directory
+from conftest import WAIVER_EXPIRES, sync_directory
 from store_support import answer, finished_result, new_result, raw_rows
 from reconciler import scorecards
 from reconciler.clock import FakeClock
@@ -63,6 +63,26 @@ def test_a_bad_scorecard_keeps_its_last_good_state(store, example_dir):
     assert levels_of(store)  # still evaluated from the last good definition
 
 
+def test_a_waiver_past_its_expiry_is_applied_with_a_warning_by_a_first_sync(store, example_dir):
+    """A home that first syncs a commit after one of its waivers ended (a new replica, a rebuilt
+    database, the example next year) reads it like the homes that applied it in time: the waiver is
+    there and shows as expired. Only `catalog validate` refuses it (a pull request's new waiver)."""
+    waiver = example_dir / "waivers" / "search-index-log4j.yaml"
+    waiver.write_text(waiver.read_text().replace(f"expires: {WAIVER_EXPIRES}", "expires: 2020-01-31"))
+    report = sync_directory(store, example_dir)
+    assert report.outcome == "applied" and report.errors == []
+    [warning] = [str(w) for w in report.plan.warnings if w.location.path.startswith("waivers/")]
+    assert warning.startswith("waivers/search-index-log4j.yaml:6:10: expires: 2020-01-31 has passed (today is ")
+    assert "the waiver no longer counts" in warning
+    assert "search-index-log4j" in {row["slug"] for row in store.scorecards.definitions() if row["kind"] == "waiver"}
+    row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "search-index")
+    assert row["checks"]["log4j-vulnerability"] == "waiver-expired"
+    errors = [str(e) for e in validate_directory(example_dir)[1]]
+    assert [e for e in errors if e.startswith("waivers/")] == [
+        f"waivers/search-index-log4j.yaml:6:10: expires: 2020-01-31 is in the past (today is"
+        f" {datetime.now(timezone.utc).date()}, UTC); renew the waiver with a reason, or remove it"]
+
+
 def test_renaming_a_level_blames_the_campaign_that_names_it_with_both_files(store, example_dir):
     sync_directory(store, example_dir)
     card = example_dir / CARD
@@ -74,7 +94,7 @@ def test_renaming_a_level_blames_the_campaign_that_names_it_with_both_files(stor
 
 def test_levels_follow_answers_waivers_and_staleness(synced_store):
     store = synced_store
-    clock = FakeClock(datetime(2027, 3, 31, 22, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime.combine(WAIVER_EXPIRES, time(22, 0), tzinfo=timezone.utc))
     now = clock.now()
     assert set(levels_of(store)) == {"storefront-web", "payments-api", "payments-db", "catalog-api",
                                      "ledger-worker", "users-api", "users-db", "search-index"}  # max_priority 3
@@ -91,7 +111,7 @@ def test_levels_follow_answers_waivers_and_staleness(synced_store):
     finished_result(store, "has-owner", "payments-db", "fail", now=now)
     row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "payments-db")
     assert row["level"] == 0 and row["checks"] == {"has-owner": "failing", "log4j-vulnerability": "missing"}
-    # search-index: log4j waived until the end of 2027-03-31, UTC
+    # search-index: log4j waived until the end of WAIVER_EXPIRES, UTC
     finished_result(store, "has-owner", "search-index", "pass", now=now)
     row = next(r for r in store.scorecards.levels(rubric="production-readiness") if r["service"] == "search-index")
     assert row["level"] == 3 and row["checks"] == {"has-owner": "met", "log4j-vulnerability": "waived"}
