@@ -132,7 +132,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _print_warnings(warnings: list) -> None:
-    """What applied although it names a broken file's slug."""
+    """What applied with a warning: a reference to a broken file's slug, a waiver past its expiry, a
+    notification route whose variable is unset."""
     for warning in warnings:
         print(f"{warning.location}: warning: {warning.message}", file=sys.stderr)
 
