@@ -151,3 +151,16 @@ def test_a_team_whose_owner_holds_a_slash_or_a_hash_has_its_page_and_api(store, 
             api = httpx.get(site + link.group(1).replace("/teams/", "/api/teams/", 1))
             assert api.status_code == 200 and api.json()["owner"] == owner
         assert httpx.get(f"{site}/api/teams/ops/nobody").status_code == 404
+
+
+def test_an_expired_waiver_shows_as_ended_on_the_team_and_service_pages(store, example_dir):
+    waiver = example_dir / "waivers" / "search-index-log4j.yaml"
+    waiver.write_text(waiver.read_text().replace(f"expires: {WAIVER_EXPIRES}", "expires: 2020-01-31"))
+    assert not sync_directory(store, example_dir).errors  # applied, with a warning
+    app = create_app(store, Settings(home=Path("unused"), public_read=True), clock=FakeClock())
+    with live_server(app) as site:
+        team = httpx.get(f"{site}/teams/team-discovery").text
+        assert '<strong>waiver expired</strong>: <a href="/checks/log4j-vulnerability">log4j-vulnerability</a>' \
+               " for search-index ended with 2020-01-31:" in team
+        service = httpx.get(f"{site}/services/search-index").text
+        assert "waiver expired: log4j-vulnerability ended with 2020-01-31:" in service
