@@ -21,10 +21,8 @@ from typing import Callable
 
 import requests
 
-from conftest import date_example
+from conftest import EXAMPLE, PROJECT, date_example
 
-PROJECT = Path(__file__).resolve().parent.parent
-EXAMPLE = PROJECT / "catalog-repo-example"
 CATALOG = shutil.which("catalog") or "catalog"
 
 # The origin project's docs (health-checks.md, "Payload: data" and "Updating status"), verbatim but
