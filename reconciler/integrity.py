@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
@@ -22,6 +22,7 @@ from .loader import DEFINITION_KINDS, LoadedFile, display_path, file_of, locate
 from .schema import MAX_WAIVER_DAYS
 
 REFERENCE_FIELD = {"service": "dependencies", "check": "services"}
+PastExpiry = Literal["error", "warning"]  # what a waiver read after its expiry day is (check_integrity)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Verdict:
 
 
 def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex,
-                    today: date | None = None, *, past_expiry: str = "error") -> Verdict:
+                    today: date | None = None, *, past_expiry: PastExpiry = "error") -> Verdict:
     """Every cross-file problem the files read now (and the deleted ones) cause, in one pass.
     `today` (UTC) bounds a waiver's expiry. A waiver read now whose expiry day has passed is an
     error for `catalog validate` (a pull request's new waiver that could never count), a warning for
@@ -356,7 +357,7 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 # -- scorecards, waivers, campaigns ----------------------------------------------------------------
 
 
-def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expiry: str) -> None:
+def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expiry: PastExpiry) -> None:
     """Scorecards, waivers and campaigns after the sync (read now, or kept) name checks, services,
     scorecards and levels that exist; a slug is defined once; a waiver read now expires at most 365
     days ahead, and not in the past (an error or a warning: `past_expiry`). A kept file is blamed too
@@ -392,12 +393,14 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expi
             problems += [(("services", j), _unknown("services", service, catalog))
                          for j, service in enumerate(body["services"]) if not catalog.known(service)]
             expires = date.fromisoformat(body["expires"])
-            if now and expires < today and past_expiry == "error":
-                problems.append((("expires",), f"expires: {expires} is in the past (today is {today}, UTC);"
-                                               " renew the waiver with a reason, or remove it"))
-            elif now and expires < today:
-                verdict.warnings.append(Problem(path, ("expires",), f"expires: {expires} has passed (today is {today},"
-                                                " UTC): the waiver no longer counts; renew it with a reason, or remove it"))
+            if now and expires < today:
+                if past_expiry == "error":
+                    problems.append((("expires",), f"expires: {expires} is in the past (today is {today}, UTC);"
+                                                   " renew the waiver with a reason, or remove it"))
+                else:
+                    verdict.warnings.append(Problem(path, ("expires",), f"expires: {expires} has passed (today is"
+                                                    f" {today}, UTC): the waiver no longer counts; renew it with a"
+                                                    " reason, or remove it"))
             elif now and expires > today + timedelta(days=MAX_WAIVER_DAYS):
                 problems.append((("expires",), f"expires: {expires} is more than {MAX_WAIVER_DAYS} days ahead;"
                                                f" the latest allowed today is {today + timedelta(days=MAX_WAIVER_DAYS)}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,11 @@ EXAMPLE_DATES = {"expires": "2027-03-31", "deadline": "2027-01-31"}
 _TODAY = datetime.now(timezone.utc).date()
 WAIVER_EXPIRES = _TODAY + timedelta(days=120)  # the last day the example's waiver counts
 CAMPAIGN_DEADLINE = _TODAY + timedelta(days=61)  # the example's campaign is overdue after this day
+
+
+def utc_at(day: date, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    """That moment of `day`, UTC (for clocks set relative to WAIVER_EXPIRES or CAMPAIGN_DEADLINE)."""
+    return datetime.combine(day, time(hour, minute, second), tzinfo=timezone.utc)
 
 
 def date_example(root: Path) -> Path:

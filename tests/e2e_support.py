@@ -21,7 +21,7 @@ from typing import Callable
 
 import requests
 
-from conftest import EXAMPLE, PROJECT, date_example
+from conftest import PROJECT, copy_example
 
 CATALOG = shutil.which("catalog") or "catalog"
 
@@ -105,13 +105,11 @@ def git(*args: str, cwd: Path) -> str:
 class CatalogRemote:
     """A bare repository (the catalog's 'GitHub') and a working clone that commits and pushes to it."""
 
-    def __init__(self, root: Path, seed: Path, *, drop_checks: tuple[str, ...] = ()):
+    def __init__(self, root: Path, *, drop_checks: tuple[str, ...] = ()):
         self.bare = root / "catalog.git"
         self.work = root / "work"
         git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare), cwd=root)
-        shutil.copytree(seed, self.work, ignore=shutil.ignore_patterns("__pycache__", "health-checks"))
-        if seed == EXAMPLE:
-            date_example(self.work)
+        copy_example(self.work, ignore=("health-checks",))
         for slug in drop_checks:
             (self.work / "checks" / f"{slug}.yaml").unlink()
         if drop_checks:  # the example's scorecard, waiver and campaign name the dropped checks

@@ -16,7 +16,6 @@ import yaml
 
 from e2e_support import (
     DROPPED_CHECKS,
-    EXAMPLE,
     INITIAL_PAIRS,
     ActionPlayer,
     CatalogRemote,
@@ -49,7 +48,7 @@ class Stack:
     def __init__(self, root: Path, *, sync_interval: float, name: str, hold_actions: bool = False,
                  database_url: str | None = None):
         root.mkdir(parents=True, exist_ok=True)
-        self.remote = CatalogRemote(root, EXAMPLE, drop_checks=DROPPED_CHECKS)
+        self.remote = CatalogRemote(root, drop_checks=DROPPED_CHECKS)
         home = root / "home"
         self.database_url = database_url or f"sqlite://{home / 'catalog.db'}"
         self.action_token = create_token(home, "actions", "results:write", database_url=self.database_url)

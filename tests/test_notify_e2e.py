@@ -7,7 +7,7 @@ import requests
 import yaml
 
 from conftest import BACKENDS
-from e2e_support import EXAMPLE, CatalogRemote, UpProcess, create_token, wait_for
+from e2e_support import CatalogRemote, UpProcess, create_token, wait_for
 from notify_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ def database_url(request, tmp_path):
 
 
 def test_a_payments_check_that_fails_and_recovers_is_told_once_each_even_across_kill_9(tmp_path, database_url):
-    remote = CatalogRemote(tmp_path, EXAMPLE, drop_checks=ONLY_HAS_OWNER)
+    remote = CatalogRemote(tmp_path, drop_checks=ONLY_HAS_OWNER)
     config = yaml.safe_load((remote.work / "catalog.yaml").read_text())
     config["notifications"] = [{"name": "payments-alerts", "url_env": "NOTIFY_PAYMENTS",
                                 "events": ["failing", "recovered"], "services": {"owner": "team-payments"}}]

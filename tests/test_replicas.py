@@ -13,7 +13,6 @@ import yaml
 
 from e2e_support import (
     DROPPED_CHECKS,
-    EXAMPLE,
     INITIAL_PAIRS,
     ActionPlayer,
     CatalogRemote,
@@ -38,7 +37,7 @@ class Replicas:
     each with a home (checkout, write-back clone) of its own."""
 
     def __init__(self, root: Path, database_url: str):
-        self.remote = CatalogRemote(root, EXAMPLE, drop_checks=DROPPED_CHECKS)
+        self.remote = CatalogRemote(root, drop_checks=DROPPED_CHECKS)
         self.database_url = database_url
         token = create_token(root / "home-a", "actions", "results:write", database_url=database_url)
         self.actions = ActionPlayer(root, token)

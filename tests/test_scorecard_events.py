@@ -3,13 +3,13 @@ waiver-expired and campaign-overdue once each when the clock passes their day. B
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
 
 from api.up import Intervals, Loops
-from conftest import CAMPAIGN_DEADLINE, WAIVER_EXPIRES, sync_directory
+from conftest import CAMPAIGN_DEADLINE, WAIVER_EXPIRES, sync_directory, utc_at
 from notify_receiver import Receiver
 from reconciler import scorecard_events, scorecards
 from reconciler.clock import FakeClock
@@ -19,10 +19,6 @@ from store_support import answer, finished_result, new_result
 
 CARD = "scorecards/production-readiness.yaml"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
-
-
-def at(day, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
-    return datetime.combine(day, time(hour, minute, second), tzinfo=timezone.utc)
 
 
 def events_of(store, type: str) -> list[dict]:
@@ -111,7 +107,7 @@ def test_waiver_expiring_and_expired_once_each_as_the_clock_moves(synced_store):
         scorecard_events.record_due(store, now)  # (the example's campaign is overdue by then: its own test)
         return [e["type"] for e in store.events.list() if e["type"].startswith("waiver-")][::-1]
 
-    clock = FakeClock(at(WAIVER_EXPIRES - timedelta(days=15), 23, 59))
+    clock = FakeClock(utc_at(WAIVER_EXPIRES - timedelta(days=15), 23, 59))
     assert waiver_events(clock.now()) == []  # 15 days before: not yet
     clock.advance(60)  # 00:00, 14 days before the expiry day
     assert waiver_events(clock.now()) == ["waiver-expiring"]
@@ -119,8 +115,8 @@ def test_waiver_expiring_and_expired_once_each_as_the_clock_moves(synced_store):
     [expiring] = events_of(store, "waiver-expiring")
     assert (expiring["service"], expiring["check"], expiring["team"]) == ("search-index", "log4j-vulnerability", "team-discovery")
     assert expiring["data"]["expires"] == str(WAIVER_EXPIRES) and expiring["data"]["waiver"] == "search-index-log4j"
-    assert waiver_events(at(WAIVER_EXPIRES, 23, 59)) == ["waiver-expiring"]  # still its day
-    after = at(WAIVER_EXPIRES + timedelta(days=1))
+    assert waiver_events(utc_at(WAIVER_EXPIRES, 23, 59)) == ["waiver-expiring"]  # still its day
+    after = utc_at(WAIVER_EXPIRES + timedelta(days=1))
     assert waiver_events(after) == ["waiver-expiring", "waiver-expired"]
     assert waiver_events(after + timedelta(hours=1)) == ["waiver-expiring", "waiver-expired"]
     [expired] = events_of(store, "waiver-expired")
@@ -134,8 +130,8 @@ def test_campaign_overdue_once_after_its_deadline_unless_complete(synced_store, 
         f"name: Payments owned\nchecks: [has-owner]\nservices: [payments-api]\ndeadline: {CAMPAIGN_DEADLINE}\n")
     sync_directory(store, example_dir)
     finished_result(store, "has-owner", "payments-api", "pass")  # the second campaign is complete
-    assert scorecard_events.record_due(store, at(CAMPAIGN_DEADLINE, 23, 59)) == 0
-    after = at(CAMPAIGN_DEADLINE + timedelta(days=1), second=1)
+    assert scorecard_events.record_due(store, utc_at(CAMPAIGN_DEADLINE, 23, 59)) == 0
+    after = utc_at(CAMPAIGN_DEADLINE + timedelta(days=1), second=1)
     assert scorecard_events.record_due(store, after) == 1
     assert scorecard_events.record_due(store, after + timedelta(days=1)) == 0
     [event] = events_of(store, "campaign-overdue")
@@ -145,7 +141,7 @@ def test_campaign_overdue_once_after_its_deadline_unless_complete(synced_store, 
 
 
 def test_the_leaders_scorecards_loop_records_them_on_its_own_clock(synced_store, example_dir, tmp_path):
-    clock = FakeClock(at(CAMPAIGN_DEADLINE + timedelta(days=1), second=1))  # the campaign's deadline is over
+    clock = FakeClock(utc_at(CAMPAIGN_DEADLINE + timedelta(days=1), second=1))  # the campaign's deadline is over
     loops = Loops(synced_store, Settings(home=tmp_path, repo=str(example_dir), dispatcher="log"), Intervals(), clock)
     loops.scorecards()
     loops.scorecards()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import WAIVER_EXPIRES, sync_directory
+from conftest import WAIVER_EXPIRES, sync_directory, utc_at
 from store_support import answer, finished_result, new_result, raw_rows
 from reconciler import scorecards
 from reconciler.clock import FakeClock
@@ -94,7 +94,7 @@ def test_renaming_a_level_blames_the_campaign_that_names_it_with_both_files(stor
 
 def test_levels_follow_answers_waivers_and_staleness(synced_store):
     store = synced_store
-    clock = FakeClock(datetime.combine(WAIVER_EXPIRES, time(22, 0), tzinfo=timezone.utc))
+    clock = FakeClock(utc_at(WAIVER_EXPIRES, 22))
     now = clock.now()
     assert set(levels_of(store)) == {"storefront-web", "payments-api", "payments-db", "catalog-api",
                                      "ledger-worker", "users-api", "users-db", "search-index"}  # max_priority 3
