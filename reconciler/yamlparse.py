@@ -67,6 +67,14 @@ class _YamlLoader(_SafeLoader):  # type: ignore[valid-type, misc]
     def ascend_resolver(self):  # type: ignore[no-untyped-def]
         pass
 
+    def construct_object(self, node, deep=False):  # type: ignore[no-untyped-def]
+        """A value its constructor cannot make (`2027-02-30`: no such day) is an error at its node,
+        not at the file's first line."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as error:
+            raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
+
 MAX_NODES = 20_000  # counted with aliases expanded: stops "billion laughs" before it grows
 
 
