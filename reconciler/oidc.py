@@ -210,6 +210,8 @@ def _unverified(token: str) -> tuple[dict, dict]:
         raise OidcRefused(f"OIDC token: not a well-formed JWT ({type(error).__name__})") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise OidcRefused("OIDC token: not a well-formed JWT (its header or claims are not JSON objects)")
+    if not isinstance(header.get("kid", ""), str):  # a key id is looked up in a dict: a list or object cannot be
+        raise OidcRefused("OIDC token: not a well-formed JWT (its header's 'kid' is not text)")
     return header, claims
 
 

@@ -54,6 +54,32 @@ def test_a_token_of_the_checks_repository_answers_and_the_result_keeps_its_attes
     assert '"attestation":{"actor":"hubot","repository":"acme-rockets/health-checks","run_attempt":"1"' in line
 
 
+def test_an_attestation_without_the_optional_claims_shows_on_the_result_page(client, synced_store, issuer):
+    """Only `repository` is required of a token; the page shows a dash for each claim it did not carry."""
+    result = new_result(synced_store)
+    token = issuer.mint(sha=None, workflow_ref=None, run_id=None, run_attempt=None, actor=None)
+    assert patch(client, result["id"], token).json()["attestation"] == {"repository": REPOSITORY}
+    page = client.get(f"/results/{result['id']}", headers=auth(make_token(synced_store, "read")))
+    assert page.status_code == 200, page.text
+    assert f"<code>{REPOSITORY}</code>, workflow <code>–</code>, run – (attempt –)" in page.text
+
+
+@pytest.mark.parametrize("kid", [["key-rs"], {"id": "key-rs"}, 7])
+def test_a_token_whose_key_id_is_not_text_is_refused_with_401(client, synced_store, issuer, kid):
+    """Anyone can send such a header: it was a 500 on every route before anything was checked."""
+    import base64
+    import json
+
+    def part(value) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    token = f"{part({'alg': 'RS256', 'kid': kid})}.{part(issuer.claims())}.c2ln"
+    for response in (patch(client, new_result(synced_store)["id"], token),
+                     client.get("/api/services", headers=auth(token, "Bearer"))):
+        assert response.status_code == 401, response.text
+        assert "its header's 'kid' is not text" in response.json()["message"]
+
+
 def test_the_origin_scripts_token_scheme_carries_an_oidc_token_too(client, synced_store, issuer):
     result = new_result(synced_store)
     response = client.patch(f"/api/results/{result['id']}", data={"result": "pass"}, headers=auth(issuer.mint(), "Token"))
