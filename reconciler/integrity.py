@@ -365,7 +365,7 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expi
     index, read, deleted = catalog.index, catalog.read, catalog.deleted
     after: dict[tuple[str, str], tuple[str, dict, bool]] = {}  # (kind, slug) -> (path, body, read now)
     for (kind, slug), row in index.definitions.items():
-        if row["removed_at"] is None and row["path"] not in deleted and row["path"] not in read:
+        if row["removed_at"] is None and row["path"] not in deleted and _kept_whole(read.get(row["path"])):
             after[(kind, slug)] = (row["path"], row["body"], False)
     for path, loaded in sorted((path, f) for path, f in read.items() if f.kind in DEFINITION_KINDS):
         if not loaded.slug:
@@ -380,9 +380,12 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expi
         elif (row := index.definitions.get(key)) is not None and row["removed_at"] is None:
             after[key] = (row["path"], row["body"], False)  # a bad file keeps its last good state
     scorecards = {slug: (path, body) for (kind, slug), (path, body, _) in after.items() if kind == "scorecard"}
+    # the services the definitions list by slug, read in one query rather than one each
+    index.load_services(service for _, body, _ in after.values() for service in _listed(body))
     for (kind, slug), (path, body, now) in sorted(after.items(), key=lambda item: item[1][0]):
         entity = None if now else (kind, slug)
-        problems = []
+        problems = [(("services", j), _unknown("services", service, catalog))
+                    for j, service in enumerate(_listed(body)) if not catalog.known(service)]
         if kind == "scorecard":
             for i, level in enumerate(body["levels"]):
                 problems += [((("levels", i, "checks", j)), _unknown_check("levels", check))
@@ -390,8 +393,6 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expi
         elif kind == "waiver":
             if not _check_known(catalog, body["check"]):
                 problems.append((("check",), _unknown_check("check", body["check"])))
-            problems += [(("services", j), _unknown("services", service, catalog))
-                         for j, service in enumerate(body["services"]) if not catalog.known(service)]
             expires = date.fromisoformat(body["expires"])
             if now and expires < today:
                 if past_expiry == "error":
@@ -418,6 +419,18 @@ def _check_definitions(catalog: _After, verdict: Verdict, today: date, past_expi
                                           f" {card!r} in {card_path} (its levels: {', '.join(names)})", card_path, entity))
         for loc, message in problems:
             verdict.blame(Problem(path, loc, message, entity=entity))
+
+
+def _kept_whole(loaded: LoadedFile | None) -> bool:
+    """Whether a stored definition stays as it is: its file was not read now, or was read and does not
+    parse at all (it declares no slug, so it keeps its last good state and its slug, whatever its error)."""
+    return loaded is None or (not loaded.ok and not loaded.slug)
+
+
+def _listed(body: dict) -> list[str]:
+    """The services a scorecard, waiver or campaign names by slug (`services: [a, b]`; not all, none or a selector)."""
+    services = body.get("services")
+    return services if isinstance(services, list) else []
 
 
 def _check_known(catalog: _After, slug: str) -> bool:

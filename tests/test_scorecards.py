@@ -63,6 +63,41 @@ def test_a_bad_scorecard_keeps_its_last_good_state(store, example_dir):
     assert levels_of(store)  # still evaluated from the last good definition
 
 
+def test_a_scorecard_that_does_not_parse_keeps_its_slug_for_the_campaign_that_names_it(store, example_dir):
+    """The campaign did not change: only the scorecard's own error is reported, and both keep applying."""
+    sync_directory(store, example_dir)
+    card = example_dir / CARD
+    card.write_text(card.read_text() + "  - {name: Platinum, checks: [has-owner]\n")
+    report = sync_directory(store, example_dir)
+    assert [e.location.path for e in report.errors] == [CARD]
+    assert "YAML" in str(report.errors[0])
+    campaign = next(r for r in store.scorecards.definitions() if r["slug"] == "log4j-2026")
+    assert campaign["error"] is None
+    assert {r["slug"] for r in store.scorecards.definitions()} >= {"production-readiness", "log4j-2026"}
+
+
+def test_services_listed_by_a_scorecard_or_campaign_must_exist(store, example_dir):
+    (example_dir / "scorecards" / "listed.yaml").write_text(
+        "name: Listed\nservices: [payments-api, nothere]\nlevels:\n  - {name: One, checks: [has-owner]}\n")
+    (example_dir / "campaigns" / "listed.yaml").write_text(
+        f"name: Listed\nchecks: [has-owner]\nservices: [nothere]\nowner: x\ndeadline: {WAIVER_EXPIRES}\n")
+    errors = [str(e) for e in validate_directory(example_dir)[1]]
+    assert errors == [
+        "campaigns/listed.yaml:3:12: services: unknown service 'nothere' (no service file or Backstage Component defines it)",
+        "scorecards/listed.yaml:2:26: services: unknown service 'nothere' (no service file or Backstage Component defines it)",
+    ]
+    # applied, then the service goes: the kept files are blamed, as a kept check or waiver is
+    for path in ("scorecards/listed.yaml", "campaigns/listed.yaml"):
+        text = (example_dir / path).read_text()
+        (example_dir / path).write_text(text.replace("nothere", "users-db"))
+    assert sync_directory(store, example_dir).errors == []
+    (example_dir / "services" / "users-db.yaml").unlink()
+    report = sync_directory(store, example_dir)
+    blamed = {e.location.path: str(e) for e in report.errors}
+    assert "unknown service 'users-db'" in blamed["scorecards/listed.yaml"]
+    assert "unknown service 'users-db'" in blamed["campaigns/listed.yaml"]
+
+
 def test_a_waiver_past_its_expiry_is_applied_with_a_warning_by_a_first_sync(store, example_dir):
     """A home that first syncs a commit after one of its waivers ended (a new replica, a rebuilt
     database, the example next year) reads it like the homes that applied it in time: the waiver is
