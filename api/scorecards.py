@@ -19,6 +19,7 @@ from api.models import error_responses
 from api.routing import get
 from reconciler import scorecard_views as views
 from reconciler.errors import NotFound
+from reconciler.outcomes import NO_LEVEL
 
 BADGE_COLOURS = {"none": "#6b6b6b", "top": "#2e7d32", "partial": "#a15c00"}
 
@@ -106,7 +107,7 @@ def scorecard_badge(request: Request, state: State, slug: FromPath[str], name: F
             raise NotFound(f"scorecard {scorecard!r} does not exist")
         message, colour = "not applicable", BADGE_COLOURS["none"]
     elif not held["level_index"]:
-        message, colour = "none", BADGE_COLOURS["none"]
+        message, colour = NO_LEVEL, BADGE_COLOURS["none"]
     else:
         top = held["level_index"] == len(held["levels"])
         message, colour = held["level"], BADGE_COLOURS["top" if top else "partial"]

@@ -80,7 +80,10 @@ def service_fields(document: dict) -> tuple[dict, dict[str, tuple]]:
         raise DescriptorProblem(("metadata",), "metadata.name: is required")
     if not isinstance(name, str):
         raise DescriptorProblem(("metadata", "name"), "metadata.name: must be text")
-    fields: dict[str, Any] = {"slug": component_slug(name)}
+    slug = component_slug(name)
+    if not slug:
+        raise DescriptorProblem(("metadata", "name"), "metadata.name: has no letters or digits to make a slug from")
+    fields: dict[str, Any] = {"slug": slug}
     origin: dict[str, tuple] = {"slug": ("metadata", "name")}
     title = metadata.get("title")
     fields["name"], origin["name"] = (title, ("metadata", "title")) if title is not None else (name, ("metadata", "name"))

@@ -21,7 +21,8 @@ def explain(error: ValidationError, node: yaml.Node, relative_path: str, model: 
     items = error.errors(include_url=False)
     fitting = [item for item in items if _is_branch_for_node(node, tuple(item["loc"]))]
     for item in fitting or items:  # never none: an invalid file without an error would pass as good
-        loc = tuple(item["loc"]) if translate is None else translate(tuple(item["loc"]))
+        loc = tuple(item["loc"]) + getattr((item.get("ctx") or {}).get("error"), "loc", ())  # schema.AtKey
+        loc = loc if translate is None else translate(loc)
         field_path = ".".join(str(p) for p in loc if not _is_branch_name(p))
         is_extra = item["type"] == "extra_forbidden"
         where = node_location(node, loc, relative_path, at_key=is_extra)

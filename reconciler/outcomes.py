@@ -14,6 +14,8 @@ STATUSES = OPEN_STATUSES + FINISHED_STATUSES
 RESULT_VALUES = ("pass", "warning", "fail", "error", "skipped")  # what an Action may answer
 RESULTS = ("unknown", *RESULT_VALUES)  # what a result's `result` may be
 
+NO_LEVEL = "none"  # a service below a scorecard's first level, as pages, the API and the write-back name it
+
 
 def sql_list(values: tuple[str, ...]) -> str:
     """`('a', 'b')`: one of these tuples as an SQL list, for statements and schema checks."""

@@ -21,7 +21,7 @@ from pydantic import (
 
 from .cron import schedule_problem
 from .events import ALL_EVENTS, EVENT_TYPES
-from .outcomes import RESULT_VALUES
+from .outcomes import NO_LEVEL, RESULT_VALUES
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
@@ -76,6 +76,16 @@ def format_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+
+
+class AtKey(ValueError):
+    """A model's rule broken at one of its keys (`loc`, from the model): the error is reported at that
+    key's line, not at the file's first line (`model_errors.explain`)."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,8 +119,7 @@ class Service(_Strict):
 
     @model_validator(mode="after")
     def _name_gives_a_slug(self) -> "Service":
-        if not self.identity:
-            raise ValueError("name has no letters or digits to make a slug from; set slug")
+        _identity_or_error(self)
         return self
 
 
@@ -171,9 +180,8 @@ class Check(_Strict):
     @model_validator(mode="after")
     def _frequency_or_schedule(self) -> "Check":
         if self.frequency is not None and self.schedule is not None:
-            raise ValueError("give either frequency or schedule, not both")
-        if not self.identity:
-            raise ValueError("name has no letters or digits to make a slug from; set slug")
+            raise AtKey(("schedule",), "give either frequency or schedule, not both")
+        _identity_or_error(self)
         return self
 
     @property
@@ -183,7 +191,7 @@ class Check(_Strict):
 
 def _identity_or_error(model) -> None:
     if not model.identity:
-        raise ValueError("name has no letters or digits to make a slug from; set slug")
+        raise AtKey(("name",), "has no letters or digits to make a slug from; set slug")
 
 
 class Level(_Strict):
@@ -191,6 +199,14 @@ class Level(_Strict):
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=100)]
     checks: Annotated[list[Slug], Field(min_length=1, max_length=200)]
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_word_for_no_level(cls, value: str) -> str:
+        if value.strip().lower() == NO_LEVEL:
+            raise ValueError(f"{value!r} is what pages, the API and the write-back call a service below the"
+                             " first level; give the level another name")
+        return value
 
 
 MetBy = Literal[RESULT_VALUES]  # type: ignore[valid-type]
@@ -210,9 +226,10 @@ class Scorecard(_Strict):
     def _levels_named_once(self) -> "Scorecard":
         _identity_or_error(self)
         names = [level.name for level in self.levels]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise ValueError(f"levels: each level needs its own name; {', '.join(map(repr, twice))} appears twice")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise AtKey(("levels", i, "name"), f"each level needs its own name; {name!r} is the name of"
+                                                   f" level {names.index(name) + 1} too")
         return self
 
     @property
@@ -250,7 +267,7 @@ class Campaign(_Strict):
     def _scorecard_level_or_checks(self) -> "Campaign":
         _identity_or_error(self)
         if self.checks is not None and (self.scorecard is not None or self.level is not None):
-            raise ValueError("give either scorecard with level, or checks, not both")
+            raise AtKey(("checks",), "give either scorecard with level, or checks, not both")
         if self.checks is None and (self.scorecard is None or self.level is None):
             raise ValueError("give scorecard with level, or checks")
         return self

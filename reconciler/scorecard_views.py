@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NotFound
+from .outcomes import NO_LEVEL
 from .scorecards import CAMPAIGN_PREFIX, Definitions, selects, waiver_end
 
 TREND_DAYS = 365
@@ -35,7 +36,7 @@ def _card_head(slug: str, card: dict) -> dict:
 
 def _by_level(names: list[str], counts: dict[int, int]) -> dict[str, int]:
     """{"none": n, "Bronze": n, ...}: every level, lowest first, zero when no service holds it."""
-    return {"none": counts.get(0, 0), **{name: counts.get(i + 1, 0) for i, name in enumerate(names)}}
+    return {NO_LEVEL: counts.get(0, 0), **{name: counts.get(i + 1, 0) for i, name in enumerate(names)}}
 
 
 def scorecard_summaries(db) -> list[dict]:

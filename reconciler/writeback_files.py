@@ -7,6 +7,8 @@ import json
 import re
 from typing import Iterable
 
+from .outcomes import NO_LEVEL
+
 # Characters that YAML or line-splitting tools read as line breaks, or YAML refuses; JSON leaves them raw.
 _UNSAFE_CHARACTERS = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 
@@ -146,7 +148,7 @@ def scorecard_summary(card: dict, as_of: str) -> str:
     header = {"scorecard": card["slug"], "name": card["name"], "as_of": as_of,
               "levels": [level["name"] for level in card["levels"]], "counts": card["by_level"]}
     return _dump(header, "services", {
-        row["service"]: {"level": row["level"] or "none", **({"checks": row["checks"]} if row["checks"] else {})}
+        row["service"]: {"level": row["level"] or NO_LEVEL, **({"checks": row["checks"]} if row["checks"] else {})}
         for row in sorted(card["service_levels"], key=lambda row: row["service"])
     })
 
@@ -179,7 +181,7 @@ def readme(services: list[dict], checks: list[dict], latest: dict[tuple[int, int
         lines.append("|---|" + ":-:|" * (len(scorecards) + len(per_service)))
         for service in services:
             held = levels.get(service["id"], {})
-            cells = [_cell(held[card["slug"]] or "none") if card["slug"] in held else "-" for card in scorecards]
+            cells = [_cell(held[card["slug"]] or NO_LEVEL) if card["slug"] in held else "-" for card in scorecards]
             for check in per_service:
                 row = latest.get((check["id"], service["id"]))
                 cells.append(SYMBOLS.get(outcome(row), "?") if row else NOT_RUN)

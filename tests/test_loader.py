@@ -63,6 +63,10 @@ BAD_FILES = {
         b"name: A\npriority: 1\nmeta: {true: x}\n",
         "services/payments-api.yaml:3:8: key 'true' is true/false, not text; quote it (\"true\") if it is meant as text",
     ),
+    "a name without letters or digits": (
+        b"name: '___'\npriority: 1\n",
+        "services/payments-api.yaml:1:7: name: has no letters or digits to make a slug from; set slug",
+    ),
     "a date that does not exist": (
         b"name: A\npriority: 1\nmeta:\n  released: 2027-02-30\n",
         "services/payments-api.yaml:4:13: YAML error: day is out of range for month",

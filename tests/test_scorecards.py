@@ -43,6 +43,31 @@ def test_mistakes_in_scorecards_waivers_and_campaigns_name_file_and_line(example
     assert CARD in str(platinum) and platinum.other.path == CARD  # both files named
 
 
+def test_rules_across_a_files_keys_are_errors_at_the_line_of_the_key_that_breaks_them(example_dir):
+    """Not at 1:1: in a pull request the annotation lands on the line to change."""
+    (example_dir / "scorecards" / "twice.yaml").write_text(
+        "name: Twice\nlevels:\n  - {name: A, checks: [has-owner]}\n  - {name: A, checks: [readme-present]}\n")
+    (example_dir / "scorecards" / "none.yaml").write_text(
+        "name: None card\nlevels:\n  - {name: Top, checks: [has-owner]}\n  - {name: None, checks: [readme-present]}\n")
+    (example_dir / "campaigns" / "both.yaml").write_text(
+        "name: Both\nscorecard: production-readiness\nlevel: Gold\nchecks: [has-owner]\ndeadline: 2027-01-31\n")
+    (example_dir / "checks" / "both.yaml").write_text("name: Both\nfrequency: daily\nschedule: '0 * * * *'\n")
+    (example_dir / "services" / "blank.yaml").write_text("priority: 2\nname: '--'\n")
+    (example_dir / "blank").mkdir()
+    (example_dir / "blank" / "catalog-info.yaml").write_text(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: ___\nspec: {type: service, owner: x}\n")
+    errors = sorted(str(e) for e in validate_directory(example_dir)[1])
+    assert errors == [
+        "blank/catalog-info.yaml:4:9: metadata.name: has no letters or digits to make a slug from",
+        "campaigns/both.yaml:4:9: checks: give either scorecard with level, or checks, not both",
+        "checks/both.yaml:3:11: schedule: give either frequency or schedule, not both",
+        "scorecards/none.yaml:4:12: levels.1.name: 'None' is what pages, the API and the write-back call a service"
+        " below the first level; give the level another name",
+        "scorecards/twice.yaml:4:12: levels.1.name: each level needs its own name; 'A' is the name of level 1 too",
+        "services/blank.yaml:2:7: name: has no letters or digits to make a slug from; set slug",
+    ]
+
+
 def test_a_level_naming_an_unknown_check_is_an_error_at_its_line(example_dir):
     card = example_dir / CARD
     card.write_text(card.read_text().replace("checks: [oncall-configured]", "checks: [oncall-configurd]"))
