@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -214,8 +215,8 @@ class LocalDispatcher:
         }
         label = payload.label
         try:
-            process = subprocess.Popen(
-                [str(script)], cwd=self.directory, env=environment,
+            process = subprocess.Popen(  # a session of its own: the time limit kills what it started too
+                [str(script)], cwd=self.directory, env=environment, start_new_session=True,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         except OSError as error:
@@ -224,14 +225,30 @@ class LocalDispatcher:
         try:
             output, _ = process.communicate(timeout=self.time_limit)
         except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+            output = _kill(process)
             log.warning("check script %s killed after %.0f s; output:\n%s", label, self.time_limit, _text(output))
             return
         if process.returncode == 0:  # the answer is in the access log and the store; output only on request
             log.debug("check script %s exited with 0; output:\n%s", label, _text(output))
         else:
             log.warning("check script %s exited with %s; output:\n%s", label, process.returncode, _text(output))
+
+
+def _kill(process: subprocess.Popen) -> bytes:
+    """Kill a script and every process of its session (a shell's `sleep`, `curl`: they hold its output
+    open, so waiting for the output would wait for them); the output it wrote. A process that left the
+    session and still holds the output is not waited for beyond a few seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        output, _ = process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.stdout.close()  # type: ignore[union-attr]
+        process.wait()
+        output = b""
+    return output or b""
 
 
 class LogDispatcher:

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -322,6 +323,31 @@ def test_local_dispatcher_kills_a_script_past_its_time_limit(synced_store, tmp_p
     assert row["status"] == "sent"  # started = sent; unanswered, it times out like a silent Action
     assert "killed after 0 s" in caplog.text or "killed after 1 s" in caplog.text
     assert "working" in caplog.text
+
+
+def test_local_dispatchers_time_limit_kills_what_the_script_started_too(synced_store, tmp_path, clock, caplog):
+    """A shell script waiting on `sleep` or `curl`: killing the shell alone left the child holding the
+    output pipe, and the scheduler waited for it (95 s for a 60 s limit)."""
+    scripts = tmp_path / "checks"
+    write_script(scripts, "github-org-audit",
+                 "import subprocess, time\n"
+                 "child = subprocess.Popen(['sleep', '30'])\n"
+                 "print('child', child.pid, flush=True)\n"
+                 "time.sleep(30)\n")
+    caplog.set_level(logging.WARNING, "catalog.dispatch")
+    started = time.monotonic()
+    run_check(synced_store, LocalDispatcher(scripts, time_limit=1), "github-org-audit", settings=settings_for(), clock=clock)
+    assert time.monotonic() - started < 10
+    child = int(caplog.text.split("child ", 1)[1].split()[0])
+    time.sleep(0.2)  # its new parent (init) reaps it
+    assert not os.path.exists(f"/proc/{child}") or _state(child) == "Z", "the script's child outlived the time limit"
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_local_dispatcher_refuses_a_missing_directory(tmp_path):
