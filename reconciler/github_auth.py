@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jwt
 import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .clock import Clock
@@ -138,7 +139,10 @@ def load_private_key(value: str) -> str:
             raise ConfigError(f"CATALOG_GITHUB_APP_PRIVATE_KEY: cannot read {value[1:]}: {error.strerror or error}") from None
     text = text.replace("\\n", "\n").strip() + "\n"  # a PEM pasted into one line of an env file
     try:
-        load_pem_private_key(text.encode(), password=None)
+        key = load_pem_private_key(text.encode(), password=None)
     except (ValueError, TypeError):
         raise ConfigError("CATALOG_GITHUB_APP_PRIVATE_KEY is not an unencrypted PEM private key (give the text or @PATH)") from None
+    if not isinstance(key, RSAPrivateKey):  # GitHub signs app JWTs with RS256 only
+        raise ConfigError("CATALOG_GITHUB_APP_PRIVATE_KEY is not an RSA key: a GitHub App's private key is the RSA"
+                          " .pem GitHub generates in the app's settings")
     return text

@@ -260,6 +260,18 @@ def test_a_github_app_works_in_place_of_a_token(tmp_path, store):
         dispatcher_from_settings(Settings.resolve({}, {"CATALOG_GITHUB_APP_ID": "1", "CATALOG_GITHUB_APP_PRIVATE_KEY": "nope"}))
 
 
+def test_a_github_app_key_that_is_not_rsa_is_refused_at_start_not_at_every_dispatch():
+    """An EC key parsed, then every dispatch failed with an internal error and the results stayed pending."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with pytest.raises(ConfigError, match="CATALOG_GITHUB_APP_PRIVATE_KEY is not an RSA key") as refused:
+        dispatcher_from_settings(Settings.resolve({}, {"CATALOG_GITHUB_APP_ID": "1", "CATALOG_GITHUB_APP_PRIVATE_KEY": pem}))
+    assert "PRIVATE KEY" not in str(refused.value)
+
+
 # -- for check authors: the local dispatcher and `catalog answer` ---------------------------------
 
 
