@@ -13,12 +13,11 @@ import msgspec
 from litestar import Controller, MediaType, Request
 from litestar.response import Stream
 from litestar.datastructures import State
-from litestar.exceptions import ClientException
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp
 
 from api.auth import SECURITY, identity_of, requires_answer, requires_read
-from api.body import read_fields
+from api.body import Repeated, UnsupportedMediaType, decode_json, is_json, read_fields
 from api.errors import error_body
 from api.models import (
     MAX_ID,
@@ -222,12 +221,11 @@ def _settle(batch: list[tuple[tuple, asyncio.Future]], outcomes: list | None = N
 
 def parse_bulk(body: bytes) -> list:
     """The items of a bulk PATCH body, or InvalidInput / 400 for a body that is not one."""
-    try:
-        document = msgspec.json.decode(body) if body.strip() else None
-    except msgspec.DecodeError as error:
-        raise ClientException(f"the body is not valid JSON: {error}") from None
+    document = decode_json(body) if body.strip() else None
     if not isinstance(document, dict) or set(document) != {"results"} or not isinstance(document["results"], list):
         raise InvalidInput('the body must be a JSON object {"results": [{"id", "result", "message"?, "url"?}, ...]}')
+    if isinstance(document, Repeated):
+        raise InvalidInput(f"field {document.repeated!r} is given more than once")
     items = document["results"]
     if len(items) > MAX_BULK_ANSWERS:
         raise InvalidInput(f"{len(items)} answers in one request; at most {MAX_BULK_ANSWERS}, send the rest in another")
@@ -244,6 +242,8 @@ def bulk_item(item: object) -> tuple[int, dict]:
     unknown = sorted(set(item) - {"id", *ANSWER_FIELDS})
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}; the fields are 'id', 'result', 'message', 'url'")
+    if isinstance(item, Repeated):
+        raise InvalidInput(f"field {item.repeated!r} is given more than once")
     return result_id, {key: item[key] for key in ANSWER_FIELDS if key in item}
 
 
@@ -297,11 +297,14 @@ class ResultController(Controller):
             " result keeps the token's claims as `attestation`."
         ),
         operation_class=BulkAnswerOperation,
-        responses={**ok(BulkAnswerOut), **error_responses(400, 401, 403, 413, 422)},
+        responses={**ok(BulkAnswerOut), **error_responses(400, 401, 403, 413, 415, 422)},
         media_type=MediaType.JSON,
         request_max_body_size=MAX_BULK_BODY_BYTES,
     )
     async def complete_results(self, request: Request, state: State) -> ASGIApp:
+        if not is_json(request):
+            raise UnsupportedMediaType(f"unsupported content type {request.headers.get('content-type')!r}:"
+                                       " send the answers as application/json")
         items = parse_bulk(await request.body())
         identity = identity_of(request)
         # the store checks an OIDC token's repository rule per result and keeps what it attests (as for one answer)

@@ -125,6 +125,10 @@ def test_admin_token_may_answer(client, synced_store):
         ({"data": {"result": "pass", "status": "completed"}}, 422, "unknown field 'status'"),
         ({"content": b"result=pass&result=fail", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
          422, "more than once"),
+        ({"content": b'{"result": "pass", "result": "fail"}', "headers": {"Content-Type": "application/json"}},
+         422, "field 'result' is given more than once"),
+        ({"content": b'{"result": "pass", "message": "a\\nb", "message": "c"}', "headers": {"Content-Type": "application/json"}},
+         422, "field 'message' is given more than once"),
         ({"data": {"result": "pass", "message": "x" * (64 * 1024 + 1)}}, 422, "64 KiB"),
         ({"data": {"result": "pass", "url": "javascript:alert(1)"}}, 422, "http(s) link"),
         ({"json": {"result": "pass", "message": ["a"]}}, 422, "must be text"),
@@ -146,6 +150,24 @@ def test_bad_bodies_get_a_clear_error_and_leave_the_result_pending(client, synce
     assert error["status"] == status
     assert fragment in error["message"]
     assert synced_store.results.get(result["id"])["status"] == "pending"
+
+
+def test_a_bulk_item_that_repeats_a_field_is_refused_alone_and_a_body_that_is_not_json_is_415(client, synced_store, writer):
+    """JSON decoders keep the last of a repeated key: which answer was meant is unknown, so it is refused."""
+    one, two = new_result(synced_store), new_result(synced_store, "readme-present")
+    body = ('{"results": [{"id": %d, "result": "pass", "result": "fail"}, {"id": %d, "result": "fail"}]}'
+            % (one["id"], two["id"])).encode()
+    response = client.patch("/api/results", content=body, headers={**auth(writer), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert [item["status"] for item in response.json()["results"]] == [422, 200]
+    assert "field 'result' is given more than once" in response.json()["results"][0]["error"]["message"]
+    assert synced_store.results.get(one["id"])["status"] == "pending"
+    twice = client.patch("/api/results", content=b'{"results": [], "results": []}',
+                         headers={**auth(writer), "Content-Type": "application/json"})
+    assert twice.status_code == 422 and "field 'results' is given more than once" in twice.json()["message"]
+    form = client.patch("/api/results", content=b"id=1&result=pass",
+                        headers={**auth(writer), "Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and "send the answers as application/json" in form.json()["message"]
 
 
 def test_a_bulk_item_with_a_nul_is_refused_alone(client, synced_store, writer):
