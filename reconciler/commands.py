@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 
-from .errors import CatalogError
+from .errors import CatalogError, ConfigError
 from .logs import redact_credentials
 from .settings import Settings
 
@@ -214,9 +214,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         "github_budget": _budget_status(store, settings),
         "notifications": store.events.delivery_summary(failed_limit=10),
     }
+    broken_setting = 1 if status["github_budget"].get("error") else 0  # shown with the rest, and the exit says so
     if args.json:
         print(redact_credentials(json.dumps(status, indent=2)))  # a message recorded by an older version may quote CATALOG_REPO
-        return 0
+        return broken_setting
     run, counts = status["last_run"], status["counts"]
     print(f"database: {status['database']} (schema version {status['schema_version']})")
     if run is None:
@@ -241,8 +242,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f" {counts['sent_results']} sent"
     )
     budget = status["github_budget"]
-    print("GitHub budget: " + ", ".join(f"{w['window']} ({w['left']} left)" for w in budget["windows"])
-          + (f"; paused until {budget['paused_until']} (GitHub's rate limit)" if budget["paused_until"] else ""))
+    if budget.get("error"):
+        print(f"GitHub budget: {budget['error']} (the scheduler dispatches nothing until it is fixed)", file=sys.stderr)
+    else:
+        print("GitHub budget: " + ", ".join(f"{w['window']} ({w['left']} left)" for w in budget["windows"])
+              + (f"; paused until {budget['paused_until']} (GitHub's rate limit)" if budget["paused_until"] else ""))
     for error in status["file_errors"]:
         print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
     for finding in status["writeback_tampering"]:
@@ -253,7 +257,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for failed in notifications["failed_deliveries"]:
         print(f"failed notification: route {failed['route']}, event {failed['event_id']} ({failed['type']}):"
               f" {failed['last_error']}")
-    return 0
+    return broken_setting
 
 
 def _budget_status(store, settings: Settings) -> dict:
@@ -263,7 +267,10 @@ def _budget_status(store, settings: Settings) -> dict:
     from .budget import Budget, describe_window
     from .clock import format_time
 
-    budget = Budget.from_text(store, settings.github_budget)
+    try:
+        budget = Budget.from_text(store, settings.github_budget)
+    except ConfigError as error:  # said, beside everything else status shows: it is the command to diagnose with
+        return {"error": str(error), "windows": [], "paused_until": None}
     paused = store.budget.paused_until()
     now = budget.clock.now()
     return {
