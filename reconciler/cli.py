@@ -242,8 +242,9 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
     except KeyboardInterrupt:
         print("catalog: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return EXIT_ERROR
+    except BrokenPipeError:  # `catalog run-check ... | head -1`: the reader closed our output, having what it wanted
+        _quiet_stdout()
+        return 0
     except OSError as error:
         print(f"catalog: {redact_credentials(str(error))}", file=sys.stderr)
         return EXIT_ERROR
@@ -255,6 +256,14 @@ def main(argv: list[str] | None = None, *, handlers: dict[str, Callable[[argpars
         first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
         print(f"catalog: database error: {redact_credentials(first_line)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _internal_error(error: Exception) -> int:

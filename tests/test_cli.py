@@ -274,3 +274,18 @@ def test_status_shows_notifications_that_failed_after_the_last_retry(example_dir
     assert "tok3n" not in status.stdout + status.stderr and "s3cret" not in status.stdout + status.stderr
     data = json.loads(run("status", "--json", home=home).stdout)
     assert data["notifications"]["failed"] == 1
+
+
+def test_a_reader_that_takes_the_first_line_and_closes_the_pipe_is_no_failure(example_dir, tmp_path):
+    """docs/writing-checks.md: `catalog run-check ... --dispatcher log | head -1 > event.json`. The pipe
+    closed after one line made the command exit 1 without a word, failing a `set -o pipefail` script."""
+    home = tmp_path / "home"
+    assert run("sync", home=home, repo=example_dir).returncode == 0
+    # `true` has closed the pipe before the first line is written: the broken pipe every time
+    for check, reader in (("has-owner", "head -1"), ("readme-present", "true")):
+        pipeline = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", f"{CATALOG} run-check {check} --home {home} --dispatcher log | {reader}"],
+            capture_output=True, text=True, timeout=120)
+        assert pipeline.returncode == 0, pipeline.stderr
+        assert pipeline.stderr == ""
+    assert run("status", home=home).returncode == 0
