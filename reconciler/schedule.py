@@ -177,27 +177,22 @@ def run_pass(
     # not created only to wait (and time out) as pending rows.
     capacity = getattr(dispatcher, "capacity", lambda: None)()
     dispatches = max_results if capacity is None else min(max_results, capacity)
+    by_id = {c["id"]: c for c in checks}
+    # Older results first: pending ones (deferred by a rate limit or a failure, a crash's leftovers),
+    # then new due pairs in the room they leave. New work first starved them when the catalog did
+    # not fit its budget: they timed out while newer results were sent.
+    retries = _claim_retries(store, by_id, now, holder, dispatches)
+    report.retried = [row["id"] for row in retries]
     created = store.dispatch.create_due(
         due_cutoffs(checks, now, unschedulable=report.unschedulable),
         now=format_time(now),
         revision=store.state.get("applied_revision"),
         claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
         holder=holder,
-        limit=dispatches,
+        limit=dispatches - len(dispatch_units(retries, by_id)),
     )
     report.created = [row["id"] for row in created]
-    by_id = {c["id"]: c for c in checks}
-    batch_sizes = [c.get("batch_size", 1) for c in checks]
-    # a pass killed with -9 holds its leases until they expire: free them now, not minutes later
-    store.dispatch.release_leases(now=format_time(now), keep=holder_is_alive)
-    retries = store.dispatch.claim_pending(
-        now=format_time(now),
-        claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)),
-        holder=holder,
-        limit=max(0, dispatches - len(dispatch_units(created, by_id))) * max(batch_sizes, default=1),
-    )
-    report.retried = [row["id"] for row in retries]
-    _send_all(store, dispatcher, created + retries, by_id, settings, clock, holder, report)
+    _send_all(store, dispatcher, retries + created, by_id, settings, clock, holder, report)
     # what /metrics shows of the scheduler: counting due pairs on every scrape would cost a due query
     store.state.set({LAST_PASS_KEY: {
         "at": format_time(now), "due": len(created), "capped": len(created) >= max_results,
@@ -205,6 +200,25 @@ def run_pass(
         "deferred": len(report.deferred), "expired": len(report.expired),
     }})
     return report
+
+
+def _claim_retries(store: Database, checks: dict[int, dict], now, holder: str, dispatches: int) -> list[dict]:
+    """Lease the pending results due for another try, oldest first, as many as `dispatches` dispatches
+    carry (a `batch: N` check's rows go N to a dispatch); those beyond stay claimable by the next pass."""
+    # a pass killed with -9 holds its leases until they expire: free them now, not minutes later
+    store.dispatch.release_leases(now=format_time(now), keep=holder_is_alive)
+    if dispatches <= 0:
+        return []
+    largest = max((check.get("batch_size", 1) for check in checks.values()), default=1)
+    claimed = store.dispatch.claim_pending(
+        now=format_time(now), claim_until=format_time(now + timedelta(seconds=CLAIM_SECONDS)), holder=holder,
+        limit=dispatches * largest,
+    )
+    units = dispatch_units(claimed, checks)
+    if len(units) <= dispatches:
+        return claimed
+    store.dispatch.defer([row["id"] for unit in units[dispatches:] for row in unit], until=format_time(now), error=None)
+    return [row for unit in units[:dispatches] for row in unit]
 
 
 def run_check(

@@ -200,6 +200,26 @@ def test_a_failed_batch_send_fails_or_defers_every_result_in_it(tmp_path, store)
     assert len(report.failed) == 10 and len(report.sent) == 10  # leftovers re-batched; a 422 fails its 10
 
 
+def test_results_deferred_by_a_rate_limit_go_before_new_due_pairs_when_the_budget_is_short(tmp_path, store):
+    """A catalog that does not fit its budget: new due pairs took all of every pass's room, and the
+    results GitHub had deferred waited until they timed out."""
+    from github_standin import Answer
+
+    sync_directory(store, catalog(tmp_path / "catalog", 10, 2, 1))
+    clock = FakeClock()
+    with GitHubStandIn(token=TOKEN, clock=clock) as github:
+        config = settings(github.url, github_budget="3/min,1000/h")
+        github.script(Answer.ok(), Answer.rate_limited(retry_after=30))
+        first = run_pass(store, dispatcher_from_settings(config, clock=clock, store=store), settings=config, clock=clock)
+        assert len(first.created) == 3 and len(first.sent) == 1
+        deferred = sorted({result_id for result_id, _ in first.deferred})
+        assert len(deferred) == 2
+        clock.advance(61)
+        second = run_pass(store, dispatcher_from_settings(config, clock=clock, store=store), settings=config, clock=clock)
+    assert second.retried == deferred and set(deferred) <= set(second.sent)
+    assert len(second.created) == 1 and len(second.sent) == 3  # the budget's room: the two, then one new
+
+
 # -- bulk answers ---------------------------------------------------------------------------------
 
 
