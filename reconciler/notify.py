@@ -42,6 +42,7 @@ SEND_TIMEOUT = 10.0  # seconds for one message: a slow receiver is a failed atte
 DIGEST_LINES = 50  # a digest's chat message lists this many events, then counts the rest
 MARK_EVERY = 100  # sends between marks: a crash resends at most this many (and those in flight)
 SEND_WORKERS = 4  # messages in flight at once (bench/bench_notify.py: Apprise opens a connection per message)
+HELD = object()  # a lane's outcome for a message not sent: an earlier one of its pair failed in this pass
 USER_AGENT = "service-catalog-notifications"
 SIGNATURE_HEADER = "X-Catalog-Signature-256"
 
@@ -271,10 +272,30 @@ def notify_pass(store: Database, *, clock: Clock | None = None, environ: Mapping
         due = store.events.due(now=clock.now(), limit=batch)
         if not due:
             break
-        _send(store, due, routes, clock, policy, server_url, report, workers)
-        if len(due) < batch:
+        handled = _send(store, _in_order(store, due, routes, clock.now()), routes, clock, policy, server_url, report, workers)
+        if len(due) < batch or not handled:
             break
     return report
+
+
+def _order_key(route: str, row: dict, routes: dict[str, Destination]) -> tuple:
+    """What keeps its order: a pair's messages on a route (`failing` before `recovered`), or a digest's."""
+    destination = routes.get(route)
+    if destination is not None and destination.route.digest != "none":
+        return (route, row["team"])
+    return (route, row["service"], row["check_slug"])
+
+
+def _in_order(store: Database, due: list[dict], routes: dict[str, Destination], now: datetime) -> list[dict]:
+    """The due deliveries in the order their events happened, less those behind an earlier delivery of
+    the same pair and route that waits for a retry: a `recovered` sent before the `failing` it follows
+    left receivers on the wrong state."""
+    waiting: dict[tuple, int] = {}
+    for row in store.events.retrying(now=now):
+        key = _order_key(row["route"], row, routes)
+        waiting[key] = min(waiting.get(key, row["delivery_id"]), row["delivery_id"])
+    return [row for row in sorted(due, key=lambda row: row["delivery_id"])
+            if row["delivery_id"] < waiting.get(_order_key(row["route"], row, routes), row["delivery_id"] + 1)]
 
 
 def _route(store: Database, events: list[dict], routes: dict[str, Destination], now: datetime, report: NotifyReport) -> None:
@@ -314,20 +335,25 @@ def _messages(due: list[dict], routes: dict[str, Destination], server_url: str) 
 
 
 def _send(store: Database, due: list[dict], routes: dict[str, Destination], clock: Clock, policy: RetryPolicy,
-          server_url: str, report: NotifyReport, workers: int) -> None:
+          server_url: str, report: NotifyReport, workers: int) -> int:
     """Send the messages in `workers` lanes at once (a receiver's round trip is most of a send), each
     message of one pair (or one digest) always in the same lane, so a pair's `failing` and `recovered`
-    keep their order. Marks are written here, by this thread, as the lanes report."""
+    keep their order; after a failed send, the lane sends nothing more of that pair in this pass. Marks
+    are written here, by this thread, as the lanes report. Returns how many deliveries it was given."""
     attempts = {row["delivery_id"]: row["attempts"] for row in due}
     lanes: list[list[tuple[Message, list[int]]]] = [[] for _ in range(workers)]
     for message, delivery_ids in _messages(due, routes, server_url):
         event = message.events[0]
         lane_key = f"{message.route}|{message.team}" if message.digest else f"{message.route}|{event['service']}|{event['check']}"
-        lanes[zlib.crc32(lane_key.encode()) % workers].append((message, delivery_ids))
+        lanes[zlib.crc32(lane_key.encode()) % workers].append((lane_key, message, delivery_ids))
     outcomes: queue.Queue = queue.Queue()
 
-    def run_lane(lane: list[tuple[Message, list[int]]]) -> None:
-        for message, delivery_ids in lane:
+    def run_lane(lane: list[tuple[str, Message, list[int]]]) -> None:
+        failed: set[str] = set()
+        for lane_key, message, delivery_ids in lane:
+            if lane_key in failed:  # behind a message of its pair that failed: waits for that one's retry
+                outcomes.put((message.route, delivery_ids, HELD))
+                continue
             destination = routes.get(message.route)
             try:
                 if destination is None:
@@ -336,8 +362,10 @@ def _send(store: Database, due: list[dict], routes: dict[str, Destination], cloc
                     raise DeliveryFailed(destination.problem or "the route cannot send")
                 destination.channel.send(message)
             except DeliveryFailed as failure:
+                failed.add(lane_key)
                 outcomes.put((message.route, delivery_ids, str(failure)))
             except Exception as error:  # a channel's bug must not stop the other lanes: retried, its kind named
+                failed.add(lane_key)
                 outcomes.put((message.route, delivery_ids, f"sending failed ({type(error).__name__})"))
             else:
                 outcomes.put((message.route, delivery_ids, None))
@@ -350,6 +378,8 @@ def _send(store: Database, due: list[dict], routes: dict[str, Destination], cloc
             pool.submit(run_lane, lane)
         for _ in range(expected):
             route, delivery_ids, error = outcomes.get()
+            if error is HELD:
+                continue
             if error is not None:
                 _retry(store, delivery_ids, error, attempts, clock, policy, report, route)
                 continue
@@ -362,6 +392,7 @@ def _send(store: Database, due: list[dict], routes: dict[str, Destination], cloc
     if sent:
         store.events.delivered(sent, now=clock.now())
         report.delivered += len(sent)
+    return len(due)
 
 
 def _retry(store, delivery_ids, error, attempts, clock, policy, report, route) -> None:

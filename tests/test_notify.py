@@ -96,6 +96,39 @@ def test_a_failed_send_is_retried_with_backoff_after_500s_and_time_outs(synced_s
     assert synced_store.events.get(event["id"])["deliveries"][0]["status"] == "delivered"
 
 
+def test_a_pairs_later_events_wait_behind_one_that_waits_for_a_retry(synced_store, example_dir, receiver, webhook_env):
+    """A `recovered` delivered before the `failing` it follows leaves a receiver on the wrong state."""
+    add_routes(synced_store, example_dir, [WEBHOOK])
+    clock = FakeClock()
+    policy = RetryPolicy(attempts=5, first=10, cap=60)
+    finished_result(synced_store, "has-owner", "payments-api", "fail", now=clock.now())
+    receiver.script(500)
+    assert notify_pass(synced_store, environ=webhook_env, clock=clock, policy=policy).retried == 1
+    clock.advance(1)
+    finished_result(synced_store, "has-owner", "payments-api", "pass", now=clock.now())
+    finished_result(synced_store, "has-owner", "users-api", "fail", now=clock.now())  # another pair: not held
+    held = notify_pass(synced_store, environ=webhook_env, clock=clock, policy=policy)
+    assert (held.messages, held.retried) == (1, 0)
+    clock.advance(10)
+    notify_pass(synced_store, environ=webhook_env, clock=clock, policy=policy)
+    sent = [(m.json["service"], m.json["type"]) for m in receiver.messages]
+    assert sent == [("users-api", "failing"), ("payments-api", "failing"), ("payments-api", "recovered")]
+
+
+def test_after_a_failed_send_a_pass_sends_nothing_more_of_that_pair(synced_store, example_dir, receiver, webhook_env):
+    add_routes(synced_store, example_dir, [WEBHOOK])
+    clock = FakeClock()
+    policy = RetryPolicy(attempts=5, first=10, cap=60)
+    finished_result(synced_store, "has-owner", "payments-api", "fail", now=clock.now())
+    finished_result(synced_store, "has-owner", "payments-api", "pass", now=clock.now())
+    receiver.script(500)
+    first = notify_pass(synced_store, environ=webhook_env, clock=clock, policy=policy)
+    assert (first.messages, first.retried) == (0, 1)
+    clock.advance(10)
+    notify_pass(synced_store, environ=webhook_env, clock=clock, policy=policy)
+    assert [m.json["type"] for m in receiver.messages] == ["failing", "recovered"]
+
+
 def test_after_the_last_retry_a_delivery_is_failed_and_counted(synced_store, example_dir, receiver, webhook_env):
     add_routes(synced_store, example_dir, [WEBHOOK])
     clock = FakeClock()

@@ -133,6 +133,17 @@ class EventRepository:
                 (format_time(now), limit),
             )
 
+    def retrying(self, *, now: datetime) -> list[dict]:
+        """Pending deliveries that failed and wait for their next try (the deliveries that came after
+        theirs for the same pair and route wait behind them), with their event's team, service and check."""
+        with self.db.session() as session:
+            return session.all(
+                "SELECT d.id AS delivery_id, d.route, e.team, e.service, e.check_slug"
+                " FROM event_deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                " WHERE d.status = 'pending' AND d.not_before > ? AND d.attempts > 0",
+                (format_time(now),),
+            )
+
     def delivered(self, delivery_ids: list[int], *, now: datetime) -> None:
         """Mark deliveries sent (after the receiver said so); a crash before this sends them again."""
         d = self.db.dialect
