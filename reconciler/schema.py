@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, Mapping, Union
 
 from anyascii import anyascii
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -26,6 +27,19 @@ from .outcomes import NO_LEVEL, RESULT_VALUES
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Slug = Annotated[StrictStr, Field(pattern=SLUG_PATTERN, min_length=1, max_length=100)]
 Text = Annotated[StrictStr, Field(max_length=200)]
+
+
+def _a_day(value: Any) -> Any:
+    """A day as YAML writes one (2027-01-31, quoted or not): not a number of seconds, nor a time of day."""
+    if isinstance(value, datetime) or not isinstance(value, (date, str)) or (
+        isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)
+    ):
+        shown = value.isoformat() if isinstance(value, datetime) else repr(value)
+        raise ValueError(f"must be a day such as 2027-01-31, not {shown}")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_a_day)]
 Frequency = Literal["hourly", "daily", "weekly", "ad-hoc"]
 
 FREQUENCY_PERIODS: dict[str, timedelta] = {
@@ -247,7 +261,7 @@ class Waiver(_Strict):
     services: Annotated[list[Slug], Field(min_length=1, max_length=1000)]
     reason: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
     owner: Text | None = None
-    expires: date = Field(description=f"the last day it counts (UTC), at most {MAX_WAIVER_DAYS} days ahead")
+    expires: Day = Field(description=f"the last day it counts (UTC), at most {MAX_WAIVER_DAYS} days ahead")
 
 
 class Campaign(_Strict):
@@ -261,7 +275,7 @@ class Campaign(_Strict):
     checks: Annotated[list[Slug], Field(min_length=1, max_length=200)] | None = None
     services: Targets = "all"
     owner: Text | None = None
-    deadline: date
+    deadline: Day
 
     @model_validator(mode="after")
     def _scorecard_level_or_checks(self) -> "Campaign":

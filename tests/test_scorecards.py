@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -65,6 +66,24 @@ def test_rules_across_a_files_keys_are_errors_at_the_line_of_the_key_that_breaks
         " below the first level; give the level another name",
         "scorecards/twice.yaml:4:12: levels.1.name: each level needs its own name; 'A' is the name of level 1 too",
         "services/blank.yaml:2:7: name: has no letters or digits to make a slug from; set slug",
+    ]
+
+
+def test_an_expiry_or_deadline_is_a_day_not_a_number_of_seconds_or_a_time(example_dir):
+    """The schema says `format: date`; pydantic took 1798761600 as 2027-01-01 and a time with an offset as its day."""
+    for name, value in (("seconds", "1798761600"), ("time", "2027-01-01T00:00:00-05:00"), ("compact", "'20270101'")):
+        (example_dir / "waivers" / f"{name}.yaml").write_text(
+            f"check: has-owner\nservices: [payments-api]\nreason: r\nexpires: {value}\n")
+    (example_dir / "waivers" / "quoted.yaml").write_text(
+        f"check: has-owner\nservices: [users-api]\nreason: r\nexpires: '{WAIVER_EXPIRES}'\n")
+    campaign = example_dir / "campaigns" / "log4j-2026.yaml"
+    campaign.write_text(re.sub(r"deadline: .*", "deadline: 1798761600", campaign.read_text()))
+    errors = sorted(str(e) for e in validate_directory(example_dir)[1])
+    assert errors == [
+        "campaigns/log4j-2026.yaml:9:11: deadline: must be a day such as 2027-01-31, not 1798761600",
+        "waivers/compact.yaml:4:10: expires: must be a day such as 2027-01-31, not '20270101'",
+        "waivers/seconds.yaml:4:10: expires: must be a day such as 2027-01-31, not 1798761600",
+        "waivers/time.yaml:4:10: expires: must be a day such as 2027-01-31, not 2027-01-01T00:00:00-05:00",
     ]
 
 
