@@ -130,6 +130,8 @@ def compose_documents(data: bytes, relative_path: str) -> list[yaml.Node | None]
     """Every document of a `---` separated stream (a Backstage descriptor file), None for an empty one.
     Marks count lines from the start of the file, so each error lands inside the right document."""
     if b"---" not in data:  # one document (most descriptors): libyaml's one-document call is faster
+        if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
+            return [None]  # nothing yet, or only comments: no document (a whole catalog file would be an error)
         return [compose(data, relative_path)]
     _decode(data, relative_path)
     if data.startswith(b"\xef\xbb\xbf"):

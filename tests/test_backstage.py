@@ -74,6 +74,19 @@ def test_other_kinds_are_skipped_with_a_note_and_other_yaml_is_not_read(store, b
     assert "docs/mkdocs.yml" not in paths and "teams/groups.yaml" not in paths
 
 
+def test_a_catalog_info_file_with_nothing_yet_is_no_error(store, backstage_dir):
+    """A team adds catalog-info.yaml with a comment, to fill in later: not a failing pull request."""
+    (backstage_dir / "new-app").mkdir()
+    (backstage_dir / "new-app" / "catalog-info.yaml").write_text("# our Component comes here\n\n")
+    (backstage_dir / "empty-app").mkdir()
+    (backstage_dir / "empty-app" / "catalog-info.yaml").write_text("")
+    assert _errors(backstage_dir) == []
+    report = sync_directory(store, backstage_dir)
+    assert report.outcome == "applied" and not report.errors
+    assert "new-app/catalog-info.yaml: holds no Backstage Component; nothing read from it" in report.plan.notes
+    assert "empty-app/catalog-info.yaml: holds no Backstage Component; nothing read from it" in report.plan.notes
+
+
 @pytest.mark.skipif(not SHARED_EXAMPLES.is_dir(), reason="shared/backstage-examples is beside the project only")
 def test_backstage_own_examples_become_services_unchanged(store, tmp_path):
     root = tmp_path / "catalog"
