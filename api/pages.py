@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from litestar import Request, Response, Router
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -26,7 +26,7 @@ from api.results import existing_result_id
 from api.scorecards import chart, scorecard_badge
 from reconciler import scorecard_views
 from api.routing import get, post
-from reconciler.errors import NotFound
+from reconciler.errors import InvalidInput, NotFound
 from reconciler.events import EVENT_TYPES
 from reconciler.tokens import verify_token
 
@@ -370,6 +370,16 @@ def not_found_page(request: Request, error: Exception) -> Response:
     return _page(request, "error.html", status_code=404, title="Not found", message=message)
 
 
+def bad_request_page(request: Request, error: Exception) -> Response:
+    """A query parameter a page cannot take (`?page=0`, `?before=x`): said on a page, as a 400."""
+    if isinstance(error, ValidationException) and isinstance(error.extra, list) and error.extra:
+        message = "; ".join(f"{item.get('key')}: {item.get('message')}" if isinstance(item, dict) else str(item)
+                            for item in error.extra)
+    else:
+        message = error.detail if isinstance(error, HTTPException) else str(error)
+    return _page(request, "error.html", status_code=400, title="Bad request", message=message)
+
+
 def forbidden_page(request: Request, error: HTTPException) -> Response:
     return _page(request, "error.html", status_code=error.status_code, title="Not allowed", message=error.detail)
 
@@ -382,7 +392,8 @@ PAGE_HANDLERS: list = [
                         list_events, show_event],
         guards=[requires_read],
         include_in_schema=False,
-        exception_handlers={NotAuthenticated: redirect_to_login, NotFound: not_found_page, 403: forbidden_page},
+        exception_handlers={NotAuthenticated: redirect_to_login, NotFound: not_found_page, 403: forbidden_page,
+                            400: bad_request_page, InvalidInput: bad_request_page},
     ),
     Router(path="/", route_handlers=[show_login, login, logout], include_in_schema=False),
     *BADGE_HANDLERS, scorecard_badge,

@@ -203,6 +203,17 @@ def test_unknown_service_check_and_result_are_html_404_pages(site):
         assert page.headers["content-type"].startswith("text/html") and "does not exist" in page.text
 
 
+def test_a_query_a_page_cannot_take_is_an_html_400_page(site):
+    """A browser was shown raw JSON for `?page=0`."""
+    base, _ = site
+    for path, key in (("/scorecards/production-readiness?page=0", "page"), ("/scorecards/production-readiness?page=abc", "page"),
+                      ("/results?before=x", "before"), ("/sync?before=x", "before")):
+        response = httpx.get(base + path, timeout=10)
+        assert response.status_code == 400, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "Bad request" in response.text and f"{key}:" in response.text, path
+
+
 def test_sync_page_lists_runs_and_per_file_errors(synced_store, example_dir, clock):
     from conftest import sync_directory
 
