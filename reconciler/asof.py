@@ -1,25 +1,36 @@
-"""`catalog as-of TIME`: every (check, service) pair's latest finished result at TIME, from the ledger alone."""
+"""`catalog as-of TIME`: every (check, service) pair's latest finished result at TIME, from the ledger alone
+(the history lines of every write-back folder the branch has)."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, time, timezone
 
 import msgspec
 
+from . import writeback_files as files
 from .clock import format_time
 from .errors import InvalidInput
-from .ledger import ResultsBranch
+from .ledger import ResultsBranch, history_files
+
+
+# The TIME `catalog as-of` reads: a day (its end), or RFC 3339's date-time, its seconds and zone optional.
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
 
 
 def parse_moment(text: str) -> str:
-    """An ISO 8601 time (UTC unless it says otherwise) as stored; a bare date means the end of that day."""
+    """`YYYY-MM-DD` (the end of that day, UTC) or `YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM]` (T or a space;
+    UTC without a zone) as stored."""
     value = text.strip()
     try:
-        if len(value) == 10:
-            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        if _DAY.fullmatch(value):
+            day = datetime.strptime(value, "%Y-%m-%d")
             return format_time(datetime.combine(day, time.max, timezone.utc))
-        moment = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+        if not _MOMENT.fullmatch(value):
+            raise ValueError
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"TIME must be an ISO 8601 date or time such as 2026-01-05 or 2026-01-05T12:00:00Z,"
                            f" not {text!r}") from None
@@ -42,15 +53,16 @@ _decode = msgspec.json.Decoder(_Pair).decode  # ~7x json.loads: bench/bench_trus
 
 def state_at(branch: ResultsBranch, moment: str, *, service: str | None = None) -> list[dict]:
     """The history line (without `prev`) of each pair's latest result finished at or before `moment`, the
-    latest being the one with the highest id (as the store's latest_results has it), by service then check."""
-    root = branch.root()
-    last_day = f"{root}history/{moment[0:4]}/{moment[5:7]}/{moment[8:10]}.jsonl"
-    entries = [(sha, path) for sha, path in branch.files(root + "history/")
-               if path.endswith(".jsonl") and path <= last_day]  # a day's file holds the results finished that day
+    latest being the one with the highest id (as the store's latest_results has it), by service then check,
+    from every write-back folder of the branch. Raises InvalidInput when no line names `service`."""
+    by_root = history_files(branch.tree())
+    entries = []  # (blob, path, whole day?): a day's file holds the results finished that day
+    for root, listed in by_root.items():
+        last_day = files.history_path(root, moment)
+        entries += [(sha, path, path < last_day) for sha, path in listed if path <= last_day]
     needle = None if service is None else ('"service":' + json.dumps(service, ensure_ascii=False)).encode()
     latest: dict[tuple, tuple[int, bytes]] = {}
-    for (_, path), data in zip(entries, branch.blobs([sha for sha, _ in entries])):
-        whole_day = path < last_day
+    for (_, _, whole_day), data in zip(entries, branch.blobs([sha for sha, _, _ in entries])):
         for text in data.split(b"\n"):
             if not text or (needle is not None and needle not in text):
                 continue
@@ -63,10 +75,21 @@ def state_at(branch: ResultsBranch, moment: str, *, service: str | None = None) 
                 kept = latest.get(key)
                 if kept is None or line.id > kept[0]:
                     latest[key] = (line.id, text)
+    if needle is not None and not latest and not _names(branch, by_root, needle):
+        raise InvalidInput(f"no history line names service {service!r}")
     rows = [json.loads(latest[key][1]) for key in sorted(latest)]
     for row in rows:
         row.pop("prev", None)
     return rows
+
+
+def _names(branch: ResultsBranch, by_root: dict[str, list[tuple[str, str]]], needle: bytes) -> bool:
+    """Does any history file, of any day, hold `needle`?"""
+    shas = [sha for listed in by_root.values() for sha, _ in listed]
+    found = False
+    for data in branch.blobs(shas):  # read to the end: leaving `git cat-file --batch` early would block it
+        found = found or needle in data
+    return found
 
 
 def table(rows: list[dict], moment: str) -> list[str]:

@@ -169,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify", help="prove from git alone that the results history is complete and unaltered",
-        description="Check the results branch: every history line parses, every prev link holds, no result id"
-        " appears twice, no commit changed or removed a line, and (with results/allowed_signers) every commit is"
-        " signed. Exit 0 verified, 1 with the findings, one per line.",
+        description="Check the results branch, in every write-back folder it has or had: every history line"
+        " parses, every prev link holds, no result id appears twice, no commit changed or removed a line, and"
+        " (once an allowed_signers file was added) every commit is signed. A branch without history lines is a"
+        " finding. Exit 0 verified, 1 with the findings, one per line.",
     )
     _add_ledger_flags(verify)
     verify.add_argument("--against-store", action="store_true",
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     as_of = commands.add_parser(
         "as-of", help="every pair's latest finished result at a past time, from the ledger alone",
         description="Read the results branch and print, for each (service, check) pair, the latest result"
-        " finished at or before TIME. TIME is ISO 8601; a bare date means the end of that day (UTC).",
+        " finished at or before TIME. TIME is YYYY-MM-DD (the end of that day, UTC) or"
+        " YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM] (UTC without a zone).",
     )
     as_of.add_argument("time", metavar="TIME", help="e.g. 2026-01-05 or 2026-01-05T12:00:00Z")
     _add_ledger_flags(as_of)

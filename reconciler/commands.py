@@ -429,8 +429,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as bars:  # a bar on a terminal's stderr, gone before the findings print
         report = verify(_results_branch(args, store), store=store, progress=_progress_bars(bars, args.quiet))
     if args.format == "json":
-        print(json.dumps({"ok": report.ok, "branch": report.branch, "tip": report.tip, "lines": report.lines,
-                          "chained": report.chained, "commits": report.commits, "queued": report.queued,
+        print(json.dumps({"ok": report.ok, "branch": report.branch, "tip": report.tip, "folders": report.roots,
+                          "lines": report.lines, "chained": report.chained, "commits": report.commits, "queued": report.queued,
                           "findings": [finding.as_dict() for finding in report.findings]}, indent=2))
     else:
         for line in lines_of(report):
@@ -439,6 +439,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_as_of(args: argparse.Namespace) -> int:
+    """Each pair's latest result at TIME; exit 1 for a TIME it cannot read or a service no line names."""
     from .asof import parse_moment, state_at, table
 
     moment = parse_moment(args.time)

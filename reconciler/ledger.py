@@ -1,9 +1,11 @@
 """The ledger on the results branch: where the chain of history lines stands, and who signs its commits.
 
-Every history line carries `prev`, the sha256 of the line written before it; `results/ledger.json`
-and each commit's `Ledger-Head:` trailer name the newest line's hash. A branch written before the
-ledger continues cleanly: its first chained line links to the last unchained one (the one with the
-highest result id), or to 64 zeros on an empty branch.
+Every history line carries `prev`, the sha256 of the line written before it; the write-back folder's
+`ledger.json` (`results/ledger.json`) and each commit's `Ledger-Head:` trailer name the newest line's
+hash. A branch written before the ledger continues cleanly: its first chained line links to the last
+unchained one (the one with the highest result id), or to 64 zeros on an empty branch. When
+catalog.yaml's writeback.path changes, the new folder starts a chain of its own from 64 zeros: a branch
+may hold several write-back folders ("roots"), and `ResultsBranch.roots()` names them all.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class ResultsBranch:
         self.tip = tip
         self.branch = branch
         self.where = where  # for messages: the repository as given (credentials redacted)
+        self._tip_tree: list[tuple[str, str]] | None = None
+        self._ledgers_added: dict[str, str] | None = None
 
     @classmethod
     def open(cls, repo: str, branch: str, home: Path) -> "ResultsBranch":
@@ -134,25 +138,52 @@ class ResultsBranch:
     def git(self, *args: str, check: bool = True, stdin: bytes | None = None) -> bytes:
         return _git(self.git_dir, *args, check=check, stdin=stdin, text=False)
 
-    def root(self) -> str:
-        """The write-back folder: the one holding `history/` (catalog.yaml's writeback.path when it was written)."""
-        names = self.git("ls-tree", "-r", "-z", "--name-only", self.tip).decode("utf-8", "replace").split("\0")
-        roots = sorted({name[: name.index("history/")] for name in names
-                        if "history/" in name and name.endswith(".jsonl")}, key=len)
-        if roots:
-            return roots[0]
-        ledgers = sorted((name[: -len(files.LEDGER_FILE)] for name in names if name.endswith(files.LEDGER_FILE)), key=len)
-        return ledgers[0] if ledgers else "results/"
+    def roots(self) -> list[str]:
+        """Every write-back folder of the branch, by path: each holding history files or a ledger.json at
+        the tip, and each that ever held a ledger.json (catalog.yaml's writeback.path may have changed, and
+        a folder deleted since is still checked). The top level is ""."""
+        tip = self.tree()
+        at_tip = {path[: -len(files.LEDGER_FILE)] for _, path in tip if is_file_named(path, files.LEDGER_FILE)}
+        return sorted(set(history_files(tip)) | at_tip | set(self.ledgers_added()))
 
-    def files(self, prefix: str, commit: str | None = None) -> list[tuple[str, str]]:
-        """(blob sha, path) of the files under `prefix`, by path."""
-        out = self.git("ls-tree", "-r", "-z", commit or self.tip, "--", prefix).decode("utf-8", "replace")
+    def ledgers_added(self) -> dict[str, str]:
+        """Each folder that ever held a ledger.json -> the commit that first added it, oldest first."""
+        if self._ledgers_added is None:
+            added = self._added_files(files.LEDGER_FILE)
+            self._ledgers_added = {}
+            for commit, path in added:
+                self._ledgers_added.setdefault(path[: -len(files.LEDGER_FILE)], commit)
+        return self._ledgers_added
+
+    def _added_files(self, name: str) -> list[tuple[str, str]]:
+        """(commit, path) of every addition of a file called `name`, in any folder, oldest first."""
+        out = self.git("log", "--reverse", "--format=%x01%H", "-m", "--name-only", "--diff-filter=A", "-z",
+                       self.tip, "--", f":(glob)**/{name}").decode("utf-8", "replace")
+        added = []
+        for chunk in out.split("\x01")[1:]:
+            commit, _, paths = chunk.partition("\0")
+            added += [(commit, path) for path in paths.lstrip("\n").split("\0") if is_file_named(path, name)]
+        return added
+
+    def tree(self, commit: str | None = None) -> list[tuple[str, str]]:
+        """(blob sha, path) of every file at `commit` (the tip), by path."""
+        if commit is None and self._tip_tree is not None:
+            return self._tip_tree
+        out = self.git("ls-tree", "-r", "-z", commit or self.tip).decode("utf-8", "replace")
         entries = []
         for entry in out.split("\0"):
-            if entry:
-                meta, _, path = entry.partition("\t")
+            meta, _, path = entry.partition("\t")
+            if path and meta.split()[1] == "blob":
                 entries.append((meta.split()[2], path))
-        return sorted(entries, key=lambda entry: entry[1])
+        entries.sort(key=lambda entry: entry[1])
+        if commit is None:
+            self._tip_tree = entries
+        return entries
+
+    def parent(self, commit: str) -> str | None:
+        """The commit's first parent, or None for a first commit."""
+        out = self.git("rev-parse", "--verify", "--quiet", f"{commit}^", check=False).decode().strip()
+        return out or None
 
     def read(self, path: str, commit: str | None = None) -> bytes | None:
         out = self.git("cat-file", "blob", f"{commit or self.tip}:{path}", check=False)
@@ -202,6 +233,38 @@ class _Feeder:
 
     def join(self) -> None:
         self.thread.join()
+
+
+def history_root(path: str) -> str | None:
+    """The write-back folder a history file (`.jsonl` under a `history/` folder) belongs to: the path before
+    its last `history/` folder (`results/history/2026/01/05.jsonl` -> `results/`), else None."""
+    if not path.endswith(".jsonl"):
+        return None
+    parts = path.split("/")
+    for at in range(len(parts) - 2, -1, -1):
+        if parts[at] == "history":
+            return "/".join(parts[:at]) + "/" if at else ""
+    return None
+
+
+def history_files(tree: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """A tree's history files by write-back folder: root -> [(blob sha, path)], in the tree's order."""
+    by_root: dict[str, list[tuple[str, str]]] = {}
+    for sha, path in tree:
+        root = history_root(path) if "history/" in path else None
+        if root is not None:
+            by_root.setdefault(root, []).append((sha, path))
+    return by_root
+
+
+def no_blob(sha: str) -> bool:
+    """git's name for no blob (all zeros): the old side of an added file, the new side of a deleted one."""
+    return set(sha) == {"0"}
+
+
+def is_file_named(path: str, name: str) -> bool:
+    """Is `path` a file called `name` (at the top level or in a folder)?"""
+    return path == name or path.endswith("/" + name)
 
 
 def _git_dir(path: Path) -> str:

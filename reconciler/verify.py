@@ -1,68 +1,33 @@
 """`catalog verify`: prove from the results branch alone that its history is complete and unaltered.
 
-From the branch's tip: every history line parses; no result id appears twice; every `prev` names a
-line (a link to nothing means the line before was changed or removed); every chained line is linked
-to by the next, up to the head that results/ledger.json names; each file holds its lines in chain
-order. From its commits: each `Ledger-Head:` trailer is still a line of the chain (else lines written
-by then were rewritten), no history file ever shrank, and, when results/allowed_signers is on the
-branch, every commit since it came is signed by one of its keys. With a store: every finished result
-written back is there, exactly as the store has it.
+Every write-back folder ("root") is checked: each holding history files or a ledger.json at the tip, and
+each that ever held a ledger.json (catalog.yaml's writeback.path may change; each folder has a chain and
+a ledger.json of its own). The branch must hold history lines at all (else it may not be the results
+branch). From the tip, per folder: every history line parses; every `prev` names a line (a link to
+nothing means the line before was changed or removed); every chained line is linked to by the next, up
+to the head that the folder's ledger.json names; each file holds its lines in chain order; a line
+without `prev` is one the folder had before its ledger began. Across folders: no result id appears
+twice. From the commits, per folder: each `Ledger-Head:` trailer is still a line of the chain (else
+lines written by then were rewritten) and no history file ever shrank; from the first commit that added
+an allowed_signers file, every commit is signed by a key listed before it (signatures.py). With a
+store: every finished result written back is there, exactly as the store has it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import msgspec
 
 from . import writeback_files as files
-from .ledger import ResultsBranch
+from .ledger import ResultsBranch, history_files, history_root, no_blob
 from .progress import Progress
-
-_DETAILED = 50  # findings of one kind named one by one; the rest are counted
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing wrong with the branch: what kind, where (file, line, commit) and a sentence."""
-
-    kind: str  # changed-line, removed-line, broken-link, outside-chain, reordered, id-twice, unparseable,
-    # ledger, rewritten-commit, shrunk-file, unsigned-commit, wrongly-signed-commit, missing-result, not-in-store
-    message: str
-    path: str | None = None
-    line: int | None = None
-    commit: str | None = None
-    result_id: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: " if self.path and self.line else f"{self.path}: " if self.path else ""
-        return f"{where}{self.kind}: {self.message}"
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "path": self.path, "line": self.line,
-                "commit": self.commit, "result_id": self.result_id}
-
-
-@dataclass
-class VerifyReport:
-    branch: str
-    where: str
-    tip: str
-    root: str
-    lines: int = 0
-    chained: int = 0
-    commits: int = 0
-    signed_from: str | None = None  # the first commit that had to be signed
-    queued: int = 0  # with a store: finished results not written back yet (not a finding)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
+from .signatures import check_signatures
+from .verify_report import DETAILED, Finding, VerifyReport
 
 
 class _Parsed(msgspec.Struct):
@@ -92,7 +57,8 @@ class _Lines:
     """The branch's history lines as columns, one entry per line in file order: a million objects cost
     more than every check together (bench/bench_trust.py ledger)."""
 
-    def __init__(self, keep_text: bool):
+    def __init__(self, root: str, keep_text: bool):
+        self.root = root
         self.paths: list[str] = []
         self.file: list[int] = []  # index into paths
         self.number: list[int] = []  # 1-based line number in its file
@@ -104,6 +70,10 @@ class _Lines:
     def __len__(self) -> int:
         return len(self.id)
 
+    @property
+    def chained(self) -> int:
+        return len(self.id) - self.prev.count(None)
+
     def at(self, index: int) -> _Line:
         return _Line(index, self.paths[self.file[index]], self.number[index], self.id[index], self.digest[index],
                      self.prev[index])
@@ -113,27 +83,49 @@ def verify(branch: ResultsBranch, *, store=None, progress: Callable[[str, int], 
     """Every check of `catalog verify` on `branch`; with `store` (a Database), the store comparison too.
     `progress(description, total)` gives an `advance(count)` for the long parts: reading the history
     files (per file) and comparing with the store (per result)."""
-    root = branch.root()
-    report = VerifyReport(branch.branch, branch.where, branch.tip, root)
-    lines = _read_lines(branch, root, report, keep_text=store is not None, progress=progress)
-    _check_ids(lines, report)
-    # digest -> the index of the first line with it (dict() keeps the last of equal keys: built backwards)
-    by_hash = dict(zip(reversed(lines.digest), range(len(lines) - 1, -1, -1)))
-    ledger = _read_ledger(branch, root, report)
-    positions = _check_chain(branch, lines, by_hash, ledger, report)
-    _check_order(lines, positions, report)
-    _check_commits(branch, root, lines, by_hash, report)
-    _check_signatures(branch, root, report)
+    roots = branch.roots()
+    report = VerifyReport(branch.branch, branch.where, branch.tip, roots)
+    every = _read_roots(branch, roots, report, keep_text=store is not None, progress=progress)
+    if not report.lines:
+        report.findings.append(Finding("no-history", f"branch {branch.branch} has no history line: it may not be the"
+                                       " results branch (catalog.yaml's writeback.branch; try --branch)"))
+    _check_ids(every, report)
+    commits: set[str] = set()
+    for lines in every:
+        commits |= _check_root(branch, lines, report)
+    report.commits = len(commits)
+    check_signatures(branch, report)
     if store is not None:
-        _check_store(branch, store, lines, report, progress)
+        _check_store(branch, store, every, report, progress)
     return report
 
 
-def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_text: bool,
-                progress: Callable[[str, int], Progress] | None = None) -> _Lines:
-    entries = [(sha, path) for sha, path in branch.files(root + "history/") if path.endswith(".jsonl")]
-    advance = progress("reading history files", len(entries)) if progress else None
-    lines = _Lines(keep_text)
+def _check_root(branch: ResultsBranch, lines: _Lines, report: VerifyReport) -> set[str]:
+    """The checks of one write-back folder, which has a chain and a ledger.json of its own; the commits
+    that wrote to it."""
+    # digest -> the index of the first line with it (dict() keeps the last of equal keys: built backwards)
+    by_hash = dict(zip(reversed(lines.digest), range(len(lines) - 1, -1, -1)))
+    ledger = _read_ledger(branch, lines.root, report)
+    positions = _check_chain(branch, lines, by_hash, ledger, report)
+    _check_order(lines, positions, report)
+    _check_unchained(branch, lines, report)
+    return _check_commits(branch, lines, by_hash, report)
+
+
+def _read_roots(branch: ResultsBranch, roots: list[str], report: VerifyReport, *, keep_text: bool,
+                progress: Callable[[str, int], Progress] | None = None) -> list[_Lines]:
+    """The history lines of each write-back folder at the tip."""
+    by_root = history_files(branch.tree())
+    advance = progress("reading history files", sum(len(by_root.get(root, [])) for root in roots)) if progress else None
+    every = [_read_lines(branch, root, by_root.get(root, []), report, keep_text, advance) for root in roots]
+    report.lines = sum(len(lines) for lines in every)
+    report.chained = sum(lines.chained for lines in every)
+    return every
+
+
+def _read_lines(branch: ResultsBranch, root: str, entries: list[tuple[str, str]], report: VerifyReport,
+                keep_text: bool, advance: Callable[[int], None] | None) -> _Lines:
+    lines = _Lines(root, keep_text)
     sha256, decode = hashlib.sha256, _decode
     for (_, path), data in zip(entries, branch.blobs([sha for sha, _ in entries])):
         file = len(lines.paths)
@@ -171,22 +163,22 @@ def _read_lines(branch: ResultsBranch, root: str, report: VerifyReport, *, keep_
             lines.text += parts
         if advance is not None:
             advance(1)
-    report.lines = len(lines)
-    report.chained = len(lines) - lines.prev.count(None)
     return lines
 
 
-def _check_ids(lines: _Lines, report: VerifyReport) -> None:
-    if len(set(lines.id)) == len(lines):
+def _check_ids(every: list[_Lines], report: VerifyReport) -> None:
+    """No result id on two lines, in one folder or across folders."""
+    if len(set(itertools.chain.from_iterable(lines.id for lines in every))) == report.lines:
         return
-    first: dict[int, int] = {}
-    for index, result_id in enumerate(lines.id):
-        seen = first.setdefault(result_id, index)
-        if seen != index:
-            line, other = lines.at(index), lines.at(seen)
-            report.findings.append(Finding(
-                "id-twice", f"result {result_id} appears twice: here and at {other.path}:{other.number}",
-                line.path, line.number, result_id=result_id))
+    first: dict[int, tuple[_Lines, int]] = {}
+    for lines in every:
+        for index, result_id in enumerate(lines.id):
+            seen, at = first.setdefault(result_id, (lines, index))
+            if seen is not lines or at != index:
+                line, other = lines.at(index), seen.at(at)
+                report.findings.append(Finding(
+                    "id-twice", f"result {result_id} appears twice: here and at {other.path}:{other.number}",
+                    line.path, line.number, result_id=result_id))
 
 
 def _read_ledger(branch: ResultsBranch, root: str, report: VerifyReport) -> dict | None:
@@ -210,9 +202,9 @@ def _check_chain(branch, lines: _Lines, by_hash, ledger, report) -> dict[str, tu
     linked = {prev for prev in prevs if prev is not None}
     broken = [lines.at(i) for i, prev in enumerate(prevs) if prev is not None and prev != zero and prev not in by_hash]
     head = ledger["head"] if ledger else None
-    chained = report.chained
+    chained = lines.chained
     if head is None and chained:
-        report.findings.append(Finding("ledger", "history lines are chained but ledger.json is missing", report.root + files.LEDGER_FILE))
+        report.findings.append(Finding("ledger", "history lines are chained but ledger.json is missing", lines.root + files.LEDGER_FILE))
     # Lines nobody links to: the head, else each is a changed line (its successor names its old hash) or one
     # inserted outside the chain.
     ends = [lines.at(i) for i, (digest, prev) in enumerate(zip(digests, prevs))
@@ -220,7 +212,7 @@ def _check_chain(branch, lines: _Lines, by_hash, ledger, report) -> dict[str, tu
     head_missing = head is not None and head != zero and head not in by_hash
     # Fewer chained lines than ledger.json counts: a link to nothing is a removal, not a change.
     removed = max(0, ledger["lines"] - chained) if ledger else 0
-    _classify(branch, broken, ends, head_missing, head, removed, report)
+    _classify(branch, lines.root, broken, ends, head_missing, head, removed, report)
     walk = not all(_directly_linked(lines))
     positions = _walk(lines, by_hash, head, ends) if walk or broken or ends else None
     if ledger and not head_missing and head != zero and not broken:
@@ -228,7 +220,7 @@ def _check_chain(branch, lines: _Lines, by_hash, ledger, report) -> dict[str, tu
         if length != ledger["lines"]:
             report.findings.append(Finding(
                 "removed-line", f"ledger.json counts {ledger['lines']} chained lines but {length} lead to its head:"
-                " lines at the start of the chain were removed", report.root + files.LEDGER_FILE))
+                " lines at the start of the chain were removed", lines.root + files.LEDGER_FILE))
     return positions if walk else None
 
 
@@ -252,7 +244,7 @@ def _walk(lines: _Lines, by_hash, head, ends) -> dict[str, tuple[int, int]]:
     return positions
 
 
-def _classify(branch, broken, ends, head_missing, head, removed, report) -> None:
+def _classify(branch, root, broken, ends, head_missing, head, removed, report) -> None:
     """Pair each link to nothing with the line it should have named: a changed line; unpaired, or while
     lines are missing from ledger.json's count, a removed one (the line before it then links to nothing)."""
     ends = list(ends)
@@ -290,7 +282,7 @@ def _classify(branch, broken, ends, head_missing, head, removed, report) -> None
         else:
             report.findings.append(Finding(
                 "removed-line", f"ledger.json's head {head[:12]} names no line: the newest line was removed",
-                report.root + files.LEDGER_FILE))
+                root + files.LEDGER_FILE))
     for end in ends:
         report.findings.append(Finding(
             "outside-chain", f"the line of result {end.result_id} is linked to by no line: added outside the chain",
@@ -322,7 +314,7 @@ def _check_order(lines: _Lines, positions, report: VerifyReport) -> None:
             before = positions.get(lines.digest[previous])
             if before is not None and before[0] == place[0] and before[1] <= place[1]:
                 reported += 1
-                if reported <= _DETAILED:
+                if reported <= DETAILED:
                     line = lines.at(index)
                     report.findings.append(Finding(
                         "reordered", f"the line of result {line.result_id} was written before the line above it"
@@ -332,33 +324,75 @@ def _check_order(lines: _Lines, positions, report: VerifyReport) -> None:
             previous = index
 
 
-def _check_commits(branch: ResultsBranch, root: str, lines: _Lines, by_hash: dict, report: VerifyReport) -> None:
-    """Each commit's Ledger-Head is still a line; no commit shrank a history file."""
+def _check_commits(branch: ResultsBranch, lines: _Lines, by_hash: dict, report: VerifyReport) -> set[str]:
+    """Each commit's Ledger-Head is still a line of the folder's chain; no commit shrank a history file.
+    Returns the commits that wrote to the folder."""
+    root = lines.root
+    history, ledger = root + "history/", root + files.LEDGER_FILE
     log = branch.git("log", "--no-renames", "--raw", "--no-abbrev", "-z",
                      f"--format=%x01%H%x00%(trailers:key={files.LEDGER_TRAILER},valueonly,separator=%x20)",
-                     branch.tip, "--", root + "history/", root + files.LEDGER_FILE).decode("utf-8", "replace")
+                     branch.tip, "--", f":(literal){history}", f":(literal){ledger}").decode("utf-8", "replace")
     named = set(lines.prev)  # a head still named by its successor: a changed line, reported above
+    commits: set[str] = set()
     changes: list[tuple[str, str, str, str]] = []  # commit, old blob, new blob, path
     for chunk in log.split("\x01")[1:]:
         fields = chunk.split("\x00")
         commit, trailer = fields[0], fields[1].strip() if len(fields) > 1 else ""
-        report.commits += 1
+        rest = fields[2:]
+        mine = [(meta.strip().split(), path) for meta, path in zip(rest[0::2], rest[1::2])
+                if path == ledger or (path.startswith(history) and history_root(path) == root)]
+        if not mine:
+            continue  # it wrote only to a write-back folder inside this one's history/
+        commits.add(commit)
         if trailer and trailer != files.ZERO_HASH and trailer not in by_hash and trailer not in named:
             report.findings.append(Finding(
-                "rewritten-commit", f"commit {commit[:12]} names Ledger-Head {trailer[:12]}, which no line of the branch"
+                "rewritten-commit", f"commit {commit[:12]} names Ledger-Head {trailer[:12]}, which no line of {history}"
                 " has any more: lines written up to that commit were changed or removed since", commit=commit))
-        rest = fields[2:]
-        for meta, path in zip(rest[0::2], rest[1::2]):
-            parts = meta.strip().split()
-            if len(parts) >= 4 and path.startswith(root + "history/"):
-                changes.append((commit, parts[2], parts[3], path))
-    blobs = sorted({sha for _, old, new, _ in changes for sha in (old, new) if set(sha) != {"0"}})
+        changes += [(commit, parts[2], parts[3], path) for parts, path in mine if len(parts) >= 4 and path != ledger]
+    blobs = sorted({sha for _, old, new, _ in changes for sha in (old, new) if not no_blob(sha)})
     sizes = _sizes(branch, blobs)
     for commit, old, new, path in changes:
-        if set(old) != {"0"} and (set(new) == {"0"} or sizes.get(new, 0) < sizes.get(old, 0)):
+        if not no_blob(old) and (no_blob(new) or sizes.get(new, 0) < sizes.get(old, 0)):
             report.findings.append(Finding(
-                "shrunk-file", f"commit {commit[:12]} {'deleted' if set(new) == {'0'} else 'shortened'} the file:"
+                "shrunk-file", f"commit {commit[:12]} {'deleted' if no_blob(new) else 'shortened'} the file:"
                 " written lines were removed", path, commit=commit))
+    return commits
+
+
+def _check_unchained(branch: ResultsBranch, lines: _Lines, report: VerifyReport) -> None:
+    """Lines without `prev` are history written before the ledger: each must be, byte for byte and in its
+    file, a line the folder had just before the commit that added its ledger.json (for a folder that never
+    had one: before the branch's first ledger.json). Nothing to do on a branch whose lines are all chained."""
+    if lines.chained == len(lines):
+        return
+    added = branch.ledgers_added()
+    began = added.get(lines.root) or next(iter(added.values()), None)
+    if began is None:
+        return  # no ledger.json was ever written: the whole branch predates the ledger
+    before = _lines_at(branch, lines.root, branch.parent(began))
+    strays = [index for index, prev in enumerate(lines.prev)
+              if prev is None and (lines.paths[lines.file[index]], lines.digest[index]) not in before]
+    for index in strays[:DETAILED]:
+        line = lines.at(index)
+        commit = _blame(branch, line)
+        report.findings.append(Finding(
+            "outside-chain", f"the line of result {line.result_id} has no prev and is not as it was when the ledger"
+            f" began: added or changed in commit {(commit or '?')[:12]} (only lines written before the ledger may be"
+            " unchained)", line.path, line.number, commit, line.result_id))
+    if len(strays) > DETAILED:
+        report.findings.append(Finding("outside-chain", f"and {len(strays) - DETAILED} more lines without prev"
+                                       f" added or changed since the ledger began in {lines.root}history/"))
+
+
+def _lines_at(branch: ResultsBranch, root: str, commit: str | None) -> set[tuple[str, str]]:
+    """(path, sha256) of every history line of the folder at `commit` (none before the first commit)."""
+    if commit is None:
+        return set()
+    entries = history_files(branch.tree(commit)).get(root, [])
+    found = set()
+    for (_, path), data in zip(entries, branch.blobs([sha for sha, _ in entries])):
+        found.update((path, hashlib.sha256(text).hexdigest()) for text in data.split(b"\n") if text)
+    return found
 
 
 def _sizes(branch: ResultsBranch, shas: list[str]) -> dict[str, int]:
@@ -373,64 +407,22 @@ def _sizes(branch: ResultsBranch, shas: list[str]) -> dict[str, int]:
     return sizes
 
 
-def _check_signatures(branch: ResultsBranch, root: str, report: VerifyReport) -> None:
-    """With results/allowed_signers on the branch, every commit since it was added is signed by a key the
-    file listed before that commit (the first one: by a key it adds), so a commit adding a key of its own
-    does not vouch for itself."""
-    signers_path = root + files.ALLOWED_SIGNERS_FILE
-    if branch.read(signers_path) is None:
-        return
-    added = branch.git("log", "--format=%H", "--diff-filter=A", branch.tip, "--", signers_path).decode().split()
-    if not added:
-        return
-    first = added[-1]
-    report.signed_from = first
-    parents = branch.git("rev-list", "--parents", "-n", "1", first).decode().split()[1:]
-    span = [f"^{parent}" for parent in parents] + [branch.tip]
-    commits = branch.git("rev-list", "--topo-order", "--reverse", *span).decode().split()
-    changed = set(branch.git("rev-list", *span, "--", signers_path).decode().split())
-    groups: dict[str, list[str]] = {}  # the commit whose allowed_signers applies -> the commits it vouches for
-    version = first
-    for commit in commits:
-        groups.setdefault(version, []).append(commit)
-        if commit in changed:
-            version = commit  # applies from the next commit on
-    states: dict[str, str] = {}
-    for version, vouched in groups.items():
-        with tempfile.NamedTemporaryFile("wb", suffix=".allowed_signers") as handle:
-            handle.write(branch.read(signers_path, version) or b"")
-            handle.flush()
-            out = branch.git("-c", f"gpg.ssh.allowedSignersFile={handle.name}", "log", "--no-walk=unsorted",
-                             "--stdin", "--format=%H %G?", stdin=("\n".join(vouched) + "\n").encode()).decode()
-        states.update(row.split(" ", 1) for row in out.splitlines() if " " in row)
-    for commit in reversed(commits):  # newest first, as git log lists them
-        state = states.get(commit, "N")
-        if state == "G":
-            continue
-        if state == "N":
-            report.findings.append(Finding("unsigned-commit", f"commit {commit[:12]} is not signed, but every commit"
-                                           f" since {first[:12]} added {signers_path} must be", commit=commit))
-        else:
-            why = {"B": "a bad signature", "U": "a key not in allowed_signers", "E": "a signature git cannot check",
-                   "X": "an expired signature", "Y": "an expired key", "R": "a revoked key"}.get(state, f"state {state}")
-            report.findings.append(Finding("wrongly-signed-commit", f"commit {commit[:12]} is signed with {why}"
-                                           f" ({signers_path} lists the allowed keys)", commit=commit))
-
-
-def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyReport,
+def _check_store(branch: ResultsBranch, store, every: list[_Lines], report: VerifyReport,
                  progress: Callable[[str, int], Progress] | None = None) -> None:
     """Every finished result written back is on the branch, as the store has it; no line of another result."""
-    in_git = dict(zip(reversed(lines.id), range(len(lines) - 1, -1, -1)))  # id -> its first line
+    in_git: dict[int, tuple[_Lines, int]] = {}  # id -> its first line (earlier folders win: updated last)
+    for lines in reversed(every):
+        in_git.update(zip(reversed(lines.id), ((lines, index) for index in range(len(lines) - 1, -1, -1))))
     finished = store.writeback.finished()
     missing = [rid for rid, written in finished.items() if written and rid not in in_git]
     report.queued = sum(1 for rid, written in finished.items() if not written and rid not in in_git)
-    for rid in missing[:_DETAILED]:
+    for rid in missing[:DETAILED]:
         report.findings.append(Finding("missing-result", f"finished result {rid} was written back but is not on the"
                                        " branch", result_id=rid))
-    if len(missing) > _DETAILED:
-        report.findings.append(Finding("missing-result", f"and {len(missing) - _DETAILED} more finished results"))
-    strangers = [index for rid, index in in_git.items() if rid not in finished]
-    for index in strangers[:_DETAILED]:
+    if len(missing) > DETAILED:
+        report.findings.append(Finding("missing-result", f"and {len(missing) - DETAILED} more finished results"))
+    strangers = [place for rid, place in in_git.items() if rid not in finished]
+    for lines, index in strangers[:DETAILED]:
         line = lines.at(index)
         report.findings.append(Finding("not-in-store", f"result {line.result_id} is no finished result of this store",
                                        line.path, line.number, result_id=line.result_id))
@@ -441,10 +433,10 @@ def _check_store(branch: ResultsBranch, store, lines: _Lines, report: VerifyRepo
         if advance is not None:
             advance(len(rows))
         for rid, row in rows.items():
-            index = in_git[rid]
+            lines, index = in_git[rid]
             line = lines.at(index)
             text = lines.text[index].decode("utf-8", "replace")
-            if files.history_line(row) != files.unchained(text) or files.history_path(report.root, row["finished_at"]) != line.path:
+            if files.history_line(row) != files.unchained(text) or files.history_path(lines.root, row["finished_at"]) != line.path:
                 report.findings.append(Finding("changed-line", f"the line of result {rid} differs from the store",
                                                line.path, line.number, _blame(branch, line), rid))
 
@@ -460,6 +452,8 @@ def lines_of(report: VerifyReport) -> list[str]:
     """What `catalog verify` prints: a summary line, then one line per finding."""
     what = (f"{report.lines} history lines ({report.chained} chained) in {report.commits} commits of branch"
             f" {report.branch} of {report.where} (tip {report.tip[:12]})")
+    if report.roots:
+        what += "; folders " + ", ".join(root or "(top level)" for root in report.roots)
     if report.signed_from:
         what += f"; commits signed since {report.signed_from[:12]}"
     if report.queued:

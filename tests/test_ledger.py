@@ -42,6 +42,7 @@ class Branch:
 
     def __init__(self, tmp_path: Path, example_dir: Path, store=None, signing_key: Path | None = None):
         self.tmp = tmp_path
+        self.example = example_dir
         self.remote = tmp_path / "remote.git"
         git("init", "-q", "--bare", str(self.remote))
         self.store = store or open_database(tmp_path / "state" / "catalog.db")
@@ -89,11 +90,27 @@ class Branch:
         work = self.clone()
         lines = (work / path).read_text().splitlines()
         (work / path).write_text("".join(line + "\n" for line in change(lines)))
+        return self.push(amend=amend, sign_with=sign_with)
+
+    def push(self, *, amend: bool = False, sign_with: Path | None = None, message: str = "Tidy") -> str:
+        """Commit everything changed in the clone (added and deleted files too), force-push; the new commit."""
+        work = self.clone()
         signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={sign_with}"] if sign_with else []
-        git(*signing, "commit", "-q", "-a", *(["--amend", "--no-edit"] if amend else ["-m", "Tidy"]),
+        git("add", "-A", cwd=work)
+        git(*signing, "commit", "-q", *(["--amend", "--no-edit"] if amend else ["-m", message]),
             *(["-S"] if sign_with else []), cwd=work)
         git("push", "-q", "--force", "origin", "catalog-results", cwd=work)
         return git("rev-parse", "HEAD", cwd=work).strip()
+
+    def as_of(self, moment: str, *extra: str) -> subprocess.CompletedProcess:
+        return catalog("as-of", moment, "--repo", str(self.remote), "--format", "json", *extra, home=self.tmp / "auditor")
+
+    def move_writeback_to(self, path: str) -> None:
+        """catalog.yaml's writeback.path changed, as an operator would, and synced."""
+        config = self.example / "catalog.yaml"
+        config.write_text(config.read_text().replace("path: results/", f"path: {path}"))
+        report = sync_directory(self.store, self.example)
+        assert report.outcome == "applied" and not report.errors, report.errors
 
     def verify(self, *extra: str) -> subprocess.CompletedProcess:
         backend = self.store.backend
@@ -331,3 +348,144 @@ def test_a_remote_branch_is_fetched_and_verified_and_a_missing_repository_is_one
     missing = catalog("verify", "--repo", str(branch.tmp / "nowhere"), home=branch.tmp / "auditor")
     assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
         f"catalog: {branch.tmp / 'nowhere'} does not exist: give --repo a repository URL or a local git repository"]
+
+
+def pairs(result: subprocess.CompletedProcess) -> dict:
+    """`catalog as-of --format json`'s answer as {(service, check): (id, result)}."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {(row["service"], row["check"]): (row["id"], row["result"]) for row in json.loads(result.stdout)["results"]}
+
+
+def test_a_decoy_history_folder_does_not_hide_the_real_one(branch):
+    work = branch.clone()
+    (work / "history").mkdir()
+    (work / "history/a.jsonl").write_text("")
+    (work / "results/ledger.json").unlink()
+    text = (work / DAY_ONE).read_text()
+    (work / DAY_ONE).write_text(text.replace('"result":"fail"', '"result":"pass"', 1))
+    commit = branch.push()
+    found = findings(branch.verify())
+    assert f"{DAY_ONE}:2: changed-line: the line of result {branch.ids[1]} was changed in commit {commit[:12]}:" \
+           f" the next line ({DAY_ONE}:3) links to its hash as it was" in found, found
+    assert "results/ledger.json: ledger: history lines are chained but ledger.json is missing" in found, found
+    assert len(pairs(branch.as_of("2026-01-06"))) == 3
+
+
+def test_deleting_the_whole_writeback_folder_beside_a_decoy_is_found(branch):
+    work = branch.clone()
+    git("rm", "-q", "-r", "results", cwd=work)
+    (work / "history").mkdir()
+    (work / "history/a.jsonl").write_text("")
+    commit = branch.push()
+    found = findings(branch.verify())
+    assert f"{DAY_ONE}: shrunk-file: commit {commit[:12]} deleted the file: written lines were removed" in found, found
+    assert f"{DAY_TWO}: shrunk-file: commit {commit[:12]} deleted the file: written lines were removed" in found, found
+
+
+def test_a_changed_writeback_path_is_verified_and_read_in_both_folders(branch):
+    branch.move_writeback_to("zz/audit/")
+    branch.clock.advance(timedelta(days=1))
+    moved = branch.finish("has-owner", "users-api", "warning")
+    branch.write()
+    assert git("--git-dir", str(branch.remote), "show", "catalog-results:zz/audit/history/2026/01/07.jsonl")
+    result = branch.verify("--against-store")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("verified: 7 history lines (7 chained) in 4 commits"), result.stdout
+    assert pairs(branch.as_of("2026-01-07"))[("users-api", "has-owner")] == (moved, "warning")
+
+    branch.tamper("zz/audit/history/2026/01/07.jsonl", lambda lines: [lines[0].replace('"warning"', '"pass"')])
+    found = findings(branch.verify())
+    assert any(line.startswith("zz/audit/history/2026/01/07.jsonl:1: changed-line:") for line in found), found
+
+
+def test_a_signed_branch_whose_writeback_path_changed_verifies_with_the_keys_of_either_folder(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    branch.move_writeback_to("zz/audit/")
+    branch.finish("has-owner", "users-api", "warning")
+    branch.write()
+    result = branch.verify()
+    assert result.returncode == 0 and "; folders results/, zz/audit/" in result.stdout, result.stdout + result.stderr
+    git("rm", "-q", "-r", "results", cwd=branch.clone())
+    deleted = branch.push(sign_with=keys["bot"])
+    found = findings(branch.verify())
+    assert f"results/allowed_signers: signers-removed: commit {deleted[:12]} deleted the file: keys are only ever added" \
+           in found, found
+    assert not any("signed" in line for line in found), found  # every commit is signed by the bot's key
+
+
+def test_a_branch_without_any_history_line_is_a_finding(branch):
+    work = branch.clone()
+    git("checkout", "-q", "--orphan", "main", cwd=work)
+    git("rm", "-q", "-r", "--cached", ".", cwd=work)
+    git("commit", "-q", "--allow-empty", "-m", "Start", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    assert findings(branch.verify("--branch", "main")) == [
+        "no-history: branch main has no history line: it may not be the results branch"
+        " (catalog.yaml's writeback.branch; try --branch)"]
+
+
+def test_deleting_allowed_signers_does_not_turn_off_signing(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    git("rm", "-q", "results/allowed_signers", cwd=branch.clone())
+    deleted = branch.push(sign_with=keys["bot"])  # the deleted file's keys still vouch for later commits
+    assert findings(branch.verify()) == [
+        f"results/allowed_signers: signers-removed: commit {deleted[:12]} deleted the file: keys are only ever added"]
+    unsigned = branch.tamper(DAY_TWO, lambda lines: lines[:1] + [lines[1].replace('"pass"', '"fail"')])
+    found = findings(branch.verify())
+    assert any(line.startswith(f"unsigned-commit: commit {unsigned[:12]} is not signed") for line in found), found
+
+
+def test_replacing_the_key_in_allowed_signers_is_found(tmp_path, example_dir, keys):
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    mallory = " ".join((keys["mallory"].parent / "mallory_key.pub").read_text().split()[:2])
+    forged = branch.tamper("results/allowed_signers", lambda lines: [f'mallory@example.com namespaces="git" {mallory}'],
+                           sign_with=keys["mallory"])
+    later = branch.tamper("results/README.md", lambda lines: lines + ["A note"], sign_with=keys["mallory"])
+    found = findings(branch.verify())
+    assert f"results/allowed_signers: signers-removed: commit {forged[:12]} removed keys from the file:" \
+           " keys are only ever added" in found, found
+    assert f"wrongly-signed-commit: commit {forged[:12]} is signed with a key not in allowed_signers" \
+           " (results/allowed_signers lists the allowed keys)" in found, found
+    assert not any(later[:12] in line for line in found), found  # mallory's key was added by then
+
+
+def test_an_unchained_line_appended_after_the_ledger_began_is_outside_the_chain(branch):
+    def forge(lines):
+        record = json.loads(lines[-1])
+        del record["prev"]
+        record["id"], record["result"] = 29, "pass"
+        return [*lines, json.dumps(record, sort_keys=True, separators=(",", ":"))]
+
+    commit = branch.tamper(DAY_TWO, forge)
+    found = findings(branch.verify())
+    assert found == [f"{DAY_TWO}:3: outside-chain: the line of result 29 has no prev and is not as it was when the"
+                     f" ledger began: added or changed in commit {commit[:12]} (only lines written before the ledger"
+                     " may be unchained)"], found
+
+
+def test_an_unchained_folder_added_after_the_ledger_began_is_outside_the_chain(branch):
+    work = branch.clone()
+    line = json.loads((work / DAY_TWO).read_text().splitlines()[-1])
+    del line["prev"]
+    line["id"], line["finished"] = 30, "2026-01-07T09:00:00.000000Z"
+    (work / "decoy/history/2026/01").mkdir(parents=True)
+    (work / "decoy/history/2026/01/07.jsonl").write_text(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+    branch.push()
+    found = findings(branch.verify())
+    assert len(found) == 1 and found[0].startswith("decoy/history/2026/01/07.jsonl:1: outside-chain: the line of result 30"), found
+
+
+def test_as_of_accepts_only_a_date_or_an_rfc_3339_time(branch):
+    ids = branch.ids
+    for moment in ("2026-01-05T12:30:00Z", "2026-01-05 12:30", "2026-01-05t12:30:00.5z", "2026-01-05T13:30:00+01:00"):
+        assert pairs(branch.as_of(moment)) == {("payments-api", "has-owner"): (ids[0], "pass"),
+                                               ("users-api", "has-owner"): (ids[1], "fail")}, moment
+    for moment in ("20260105", "2026-W02", "2026-005", "2026-01-05T12", "2026-01-05T12:30:00+0100", "2026-01"):
+        result = branch.as_of(moment)
+        assert result.returncode == 1 and result.stderr.startswith("catalog: TIME must be"), (moment, result.stdout)
+
+
+def test_as_of_for_a_service_no_line_names_is_an_error(branch):
+    result = branch.as_of("2026-01-06", "--service", "nope")
+    assert result.returncode == 1 and result.stderr == "catalog: no history line names service 'nope'\n", result.stderr
+    assert pairs(branch.as_of("2026-01-05T11:00:00Z", "--service", "users-api")) == {}  # named, not finished yet

@@ -251,7 +251,7 @@ def test_an_action_without_a_catalog_secret_records_its_result_and_its_history_l
     assert response.status_code == 200, response.text
     assert writeback_pass(synced_store, settings).pushed
     branch = ResultsBranch.open(settings.repo, "catalog-results", settings.home)
-    [line] = [line for sha, path in branch.files("results/history/") for line in branch.read(path).splitlines()]
+    [line] = [line for _, path in branch.tree() if path.startswith("results/history/") for line in branch.read(path).splitlines()]
     assert json.loads(line)["attestation"]["run_id"] == "777"
     assert verify(branch).ok
 
