@@ -18,7 +18,9 @@ from typing import Iterable, Literal
 
 from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
-from .loader import DEFINITION_KINDS, LoadedFile, display_path, file_of, locate
+from .document_paths import display_path, file_of
+from .last_good import Keepers
+from .loader import DEFINITION_KINDS, LoadedFile, locate
 from .schema import MAX_WAIVER_DAYS
 
 REFERENCE_FIELD = {"service": "dependencies", "check": "services"}
@@ -106,6 +108,7 @@ class _After:
             elif loaded.kind == "service":
                 self.unnamed.setdefault(path.rpartition("/")[2].rpartition(".")[0], path)
         self.applying = set(self.order)  # shrinks as files break the rules
+        self.keepers = Keepers(read, deleted, index, self.applying.__contains__)
         if not index.is_whole:  # one query for the rows the rules ask for, rather than one each
             index.load_services(
                 set(self.declared["service"])
@@ -119,21 +122,11 @@ class _After:
     def break_rule(self, verdict: Verdict, problem: Problem) -> None:
         verdict.blame(problem)
         self.applying.discard(problem.path)
+        self.keepers.forget()
 
     def keeper(self, kind: str, slug: str) -> str | None:
-        """The file that keeps the stored entity of a slug after the sync, if any: its file unless
-        deleted or applying a new definition now (a bad file keeps its last good state)."""
-        row = self.index.row(kind, slug)
-        if row is None or row["removed_at"] is not None:
-            return None
-        path = row["path"]
-        if path in self.deleted or path in self.applying:
-            return None
-        if path not in self.read and self.index.is_whole:
-            file_row = self.index.files.get(path)
-            if file_row is None or (file_row["kind"], file_row["slug"]) != (kind, slug):
-                return None  # the store's file no longer defines it
-        return path
+        """The file that keeps the stored entity of a slug after the sync, if any (`last_good`)."""
+        return self.keepers.keeper(kind, slug)
 
     def applied_by(self, kind: str, slug: str) -> str | None:
         path = self.declared[kind].get(slug)
@@ -190,9 +183,8 @@ def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
             if len(contenders) > 1:
                 clashes.append((kind, slug, sorted(contenders)))
     for kind, slug, contenders in sorted(clashes):
-        row = catalog.index.row(kind, slug)
-        incumbent = row["path"] if row is not None and row["removed_at"] is None else None
-        winner = incumbent if incumbent in contenders else contenders[0]
+        holder = catalog.keepers.holder(kind, slug)  # the file (or document) that had it, wherever it moved in its file
+        winner = holder if holder in contenders else contenders[0]
         for path in contenders:
             if path != winner:
                 catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {display_path(winner)}", winner))

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import backstage
+from .document_paths import YAML_SUFFIXES, document_path, file_of
 from .entity_records import definition_record, record_of
 from .errors import CatalogFileError, Location
 from .model_errors import explain
@@ -42,7 +43,6 @@ MODELS: dict[str, type[BaseModel]] = {
     "service": Service, "check": Check, "catalog": CatalogConfig,
     "scorecard": Scorecard, "waiver": Waiver, "campaign": Campaign,
 }
-YAML_SUFFIXES = (".yaml", ".yml")
 _SLUG = re.compile(SLUG_PATTERN)
 # A top-level `apiVersion: backstage.io/...` line: what makes a YAML file outside services/ and checks/
 # (and not named catalog-info.yaml) a descriptor file, whose mistakes are then reported
@@ -117,23 +117,6 @@ def list_catalog_files(root: Path, ignored_prefix: str | None = None) -> list[st
             elif kind_of(relative, ignored_prefix):
                 found.append(relative)
     return sorted(found)
-
-
-def document_path(file_path: str, number: int) -> str:
-    """Where the Nth document (from 1) of a file of several documents is kept: `file#N`."""
-    return f"{file_path}#{number}"
-
-
-def file_of(path: str) -> str:
-    """The file a stored path is in: `team.yaml#2` -> `team.yaml`; a file's own path as it is."""
-    head, sign, number = path.rpartition("#")
-    return head if sign and number.isdigit() and head.endswith(YAML_SUFFIXES) else path
-
-
-def display_path(path: str) -> str:
-    """A stored path as a person reads it: `team.yaml (document 2)`."""
-    real = file_of(path)
-    return path if real == path else f"{real} (document {path[len(real) + 1:]})"
 
 
 def read_file(

@@ -27,11 +27,13 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 from . import scorecards
 from .catalog_index import CatalogIndex
 from .clock import Clock, format_time
+from .document_paths import file_of
 from .errors import CatalogError, CatalogFileError, Conflict, SyncRefused
 from .gitsource import Source
 from .integrity import Problem, Verdict, check_integrity, locate_problems, locate_warnings
+from .last_good import Keepers
 from .loader import (
-    CATALOG_FILE, DEFINITION_KINDS, SKIPPED, LoadedFile, file_of, kind_of, list_catalog_files, locate, read_file, read_files,
+    CATALOG_FILE, DEFINITION_KINDS, SKIPPED, LoadedFile, kind_of, list_catalog_files, locate, read_file, read_files,
 )
 from .progress import Progress
 from .schema import CatalogConfig, route_problems
@@ -84,6 +86,7 @@ class Plan:
     check_records: list[dict] = field(default_factory=list)
     definition_records: list[dict] = field(default_factory=list)  # scorecards, waivers, campaigns
     entity_errors: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    moved: dict[tuple[str, str], str] = field(default_factory=dict)  # kept at their last good state, at a new path
     files: list[FileRow] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     config: dict | None = None
@@ -152,9 +155,12 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None,
     plan.deleted_files = selection.deleted
     plan.warnings = locate_warnings(source.root, verdict) + _route_warnings(source.root, config)
     selection.index.load_files(path for path in file_errors if path not in read)  # blamed, not read now
-    _plan_changes(plan, selection, read, applied)
-    _plan_error_marks(plan, selection.index, read, applied, file_errors, verdict)
-    _plan_file_rows(plan, selection.index, read, applied, file_errors, verdict)
+    keepers = Keepers(read, selection.deleted, selection.index, applied.__contains__)
+    _plan_changes(plan, selection, read, applied, keepers)
+    owners = {path: _owner_after(keepers, path, verdict.problems) for path in _read_or_blamed(read, file_errors)
+              if path not in applied}
+    _plan_error_marks(plan, selection.index, read, applied, file_errors, owners)
+    _plan_file_rows(plan, selection.index, read, applied, file_errors, owners)
     # the documents of a file that cannot be parsed share its one error: reported once
     unique = {str(e): e for errors in file_errors.values() for e in errors}
     plan.errors = sorted(unique.values(), key=lambda e: str(e.location))
@@ -273,8 +279,10 @@ def _file_errors(root: Path, read: dict[str, LoadedFile], verdict: Verdict) -> d
     return {path: list({str(error): error for error in found}.values()) for path, found in errors.items()}
 
 
-def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile], applied: dict[str, dict]) -> None:
-    """Creates and updates from the records applied now; removals of what no file defines any more."""
+def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile], applied: dict[str, dict],
+                  keepers: Keepers) -> None:
+    """Creates and updates from the records applied now; removals of what no file defines or keeps any
+    more; the new path of what a document keeps that moved within its file."""
     index = selection.index
     targets = {"service": plan.service_records, "check": plan.check_records,
                **{kind: plan.definition_records for kind in DEFINITION_KINDS}}
@@ -295,11 +303,12 @@ def _plan_changes(plan: Plan, selection: _Selection, read: dict[str, LoadedFile]
     for kind, slug, current in _removal_candidates(selection, read):
         if slug in defined[kind] or current["removed_at"] is not None:
             continue
-        path = current["path"]
-        keeps = path not in selection.deleted and path not in applied and (
-            path in read or not index.is_whole or (index.files.get(path) or {}).get("slug") == slug)
-        if not keeps:
-            plan.changes.append(Change(kind, slug, "remove", path))
+        keeper = keepers.keeper(kind, slug)
+        if keeper is None:
+            plan.changes.append(Change(kind, slug, "remove", current["path"]))
+        elif keeper != current["path"]:  # a broken document that moved in its file keeps it there
+            plan.changes.append(Change(kind, slug, "update", keeper, ["path"]))
+            plan.moved[(kind, slug)] = keeper
     plan.active_before = {kind: index.active(kind) for kind in ("service", "check", *DEFINITION_KINDS)}
     plan.unchanged = sum(plan.active_before.values()) - plan.count("update") - plan.count("remove")
 
@@ -330,21 +339,17 @@ def _read_or_blamed(read: dict[str, LoadedFile], file_errors: dict) -> list[str]
     return [*read, *sorted(path for path in file_errors if path not in read)]
 
 
-def _owner_after(
-    index: CatalogIndex, read: dict[str, LoadedFile], applied: dict, path: str, problems: dict[str, list[Problem]]
-) -> tuple[str, str] | None:
-    """The (kind, slug) a file defines after the sync: its new record's, else its last good one."""
-    if path in applied:
-        return read[path].kind, applied[path]["slug"]
-    row = index.files.get(path)
-    if row and row["slug"]:
-        return row["kind"], row["slug"]
-    return next((problem.entity for problem in problems.get(path, ()) if problem.entity), None)
+def _owner_after(keepers: Keepers, path: str, problems: dict[str, list[Problem]]) -> tuple[str, str] | None:
+    """The (kind, slug) a file or document that does not apply now defines after the sync: the last
+    good state it keeps (`last_good`), if any."""
+    return keepers.kept_by(path) or next(
+        (problem.entity for problem in problems.get(path, ()) if problem.entity and keepers.keeper(*problem.entity) == path), None)
 
 
 def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
-                      file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
-    """Each entity carries its own file's first error, or none: only the marks that change are written."""
+                      file_errors: dict[str, list[CatalogFileError]], owners: dict[str, tuple[str, str] | None]) -> None:
+    """Each entity carries its own file's first error, or none: only the marks that change are written.
+    `owners`: what each file read or blamed now that does not apply keeps (`_owner_after`)."""
     for path in _read_or_blamed(read, file_errors):
         record = applied.get(path)
         if record is not None:  # most files, a first sync's 100,000: applied now, so without an error
@@ -352,12 +357,10 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
             if current is not None and current["error"] is not None:
                 plan.entity_errors[(read[path].kind, record["slug"])] = None
             continue
-        key = _owner_after(index, read, applied, path, verdict.problems)
+        key = owners[path]
         if key is None or key[0] == "catalog":
-            continue
+            continue  # a newcomer that duplicates a slug keeps nothing: it does not mark the incumbent
         current = index.row(*key)
-        if current is None or current["path"] != path and path not in applied:
-            continue  # a newcomer that duplicates a slug does not mark the incumbent
         errors = file_errors.get(path)
         error = str(errors[0]) if errors else None
         if current["error"] != error:
@@ -365,7 +368,7 @@ def _plan_error_marks(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFil
 
 
 def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile], applied: dict,
-                    file_errors: dict[str, list[CatalogFileError]], verdict: Verdict) -> None:
+                    file_errors: dict[str, list[CatalogFileError]], owners: dict[str, tuple[str, str] | None]) -> None:
     """The catalog_files row of every file read now or blamed now: what it defines and its error."""
     for path in _read_or_blamed(read, file_errors):
         record = applied.get(path)
@@ -374,7 +377,7 @@ def _plan_file_rows(plan: Plan, index: CatalogIndex, read: dict[str, LoadedFile]
             plan.files.append(FileRow(path, loaded.kind, record["slug"], loaded.digest, None))
             continue
         loaded, row = read.get(path), index.files.get(path)
-        key = _owner_after(index, read, applied, path, verdict.problems)
+        key = owners[path]
         errors = file_errors.get(path)
         plan.files.append(FileRow(
             path,
@@ -417,6 +420,7 @@ def apply_plan(
         definitions=plan.definition_records,
         removed_definitions=[(c.kind, c.slug) for c in plan.changes if c.kind in DEFINITION_KINDS and c.action == "remove"],
         entity_errors=plan.entity_errors,
+        moved=plan.moved,
         files=plan.files,
         deleted_files=plan.deleted_files,
         state={"applied_revision": plan.revision, "catalog_config": plan.config},

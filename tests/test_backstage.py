@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT, GitCatalog, sync_directory
-from reconciler.gitsource import GitSource
+from reconciler.gitsource import DirectorySource, GitSource
 from reconciler.reconcile import sync
 from reconciler.schema import json_schema
 from reconciler.validation import validate_directory
@@ -231,3 +231,108 @@ def test_a_file_that_grows_a_second_document_keeps_no_stale_row(store, tmp_path)
     sync_directory(store, root)
     assert rows() == ["ledger/catalog-info.yml#1", "ledger/catalog-info.yml#2"]
     assert _services(store)["ledger"]["path"] == "ledger/catalog-info.yml#1" and "ledger-ui" in _services(store)
+
+
+def _component(name: str, owner: str, metadata: str = "") -> str:
+    return (f"apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}{metadata}}}\n"
+            f"spec: {{type: service, lifecycle: production, owner: {owner}}}\n")
+
+
+ALPHA_THEN_BETA = _component("alpha", "team-a") + "---\n" + _component("beta", "team-b")
+PREPENDED = {  # a document put before the others: every document after it moves one place down
+    "a Component": _component("zeta", "team-z") + "---\n",
+    "a Group": "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata: {name: team-z}\nspec: {type: team, children: []}\n---\n",
+}
+
+
+class _Catalog:
+    """A catalog of one file of several documents, synced from a plain directory (every file read) or
+    from git (only the changed files read, against the rows of the store they name)."""
+
+    def __init__(self, store, tmp_path: Path, how: str):
+        self.store = store
+        if how == "git":
+            self.repo = GitCatalog(tmp_path / "git")
+            self.root, self.source = self.repo.work, GitSource(self.repo.url, tmp_path / "checkout")
+        else:
+            self.repo, self.root = None, tmp_path / "catalog"
+            self.root.mkdir()
+            self.source = DirectorySource(self.root)
+
+    def write(self, text: str) -> None:
+        (self.root / "multi.yaml").write_text(text)
+
+    def sync(self):
+        if self.repo is not None:
+            self.repo.commit()
+        return sync(self.store, self.source)
+
+    def services(self) -> dict[str, dict]:
+        """Every service row, removed or not."""
+        return {row["slug"]: row for row in raw_rows(self.store, "SELECT * FROM services")}
+
+    def file_rows(self) -> dict[str, tuple]:
+        return {row["path"]: (row["slug"], json.loads(row["error"])["message"] if row["error"] else None)
+                for row in raw_rows(self.store, "SELECT path, slug, error FROM catalog_files")}
+
+
+@pytest.fixture(params=["directory", "git"])
+def multi_catalog(request, store, tmp_path) -> _Catalog:
+    return _Catalog(store, tmp_path, request.param)
+
+
+@pytest.mark.parametrize("prepended", sorted(PREPENDED))
+def test_a_broken_component_that_moves_in_its_file_keeps_its_own_last_good_state(multi_catalog, prepended):
+    multi_catalog.write(ALPHA_THEN_BETA)
+    assert not multi_catalog.sync().errors
+    broken = ALPHA_THEN_BETA.replace("{name: alpha}", "{name: alpha, title: [x]}")
+    multi_catalog.write(broken)
+    assert [str(e) for e in multi_catalog.sync().errors] == ["multi.yaml:3:32: metadata.title: must be text"]
+    multi_catalog.write(PREPENDED[prepended] + broken)
+    report = multi_catalog.sync()
+    assert [str(e) for e in report.errors] == ["multi.yaml:8:32: metadata.title: must be text"]
+    assert not [c for c in report.plan.changes if c.action == "remove"], report.plan.changes
+    services = multi_catalog.services()
+    alpha, beta = services["alpha"], services["beta"]
+    # alpha: its last good state, moved with its document, marked with its own error
+    assert (alpha["removed_at"], alpha["path"], alpha["owner"]) == (None, "multi.yaml#2", "team-a")
+    assert alpha["error"] == "multi.yaml:8:32: metadata.title: must be text"
+    assert (beta["removed_at"], beta["path"], beta["error"]) == (None, "multi.yaml#3", None)
+    rows = multi_catalog.file_rows()
+    assert rows["multi.yaml#2"] == ("alpha", "metadata.title: must be text")
+    assert rows["multi.yaml#3"] == ("beta", None)
+    if prepended == "a Component":
+        assert (services["zeta"]["path"], services["zeta"]["error"]) == ("multi.yaml#1", None)
+        assert rows["multi.yaml#1"] == ("zeta", None)
+    else:
+        assert "zeta" not in services and "multi.yaml#1" not in rows
+    (multi_catalog.root / "notes.yaml").write_text("not: a catalog file\n")  # a later sync re-reads the broken file
+    again = multi_catalog.sync()
+    assert [str(e) for e in again.errors] == [str(e) for e in report.errors] and not again.plan.changes
+    multi_catalog.write(PREPENDED[prepended] + ALPHA_THEN_BETA)  # fixed
+    assert not multi_catalog.sync().errors
+    services = multi_catalog.services()
+    assert [(services[s]["path"], services[s]["error"], services[s]["removed_at"]) for s in ("alpha", "beta")] == [
+        ("multi.yaml#2", None, None), ("multi.yaml#3", None, None)]
+
+
+def test_a_component_whose_name_cannot_be_read_keeps_one_its_file_had(multi_catalog):
+    """A document without a name to go by keeps the Component of its place; when that one is named by
+    another document now, a Component of its file that no document names any more: never a named one."""
+    multi_catalog.write(ALPHA_THEN_BETA)
+    multi_catalog.sync()
+    unnamed = ALPHA_THEN_BETA.replace("{name: alpha}", "{title: Alpha}")
+    multi_catalog.write(unnamed)
+    assert [str(e) for e in multi_catalog.sync().errors] == ["multi.yaml:3:11: metadata.name: is required"]
+    assert multi_catalog.services()["alpha"]["error"] == "multi.yaml:3:11: metadata.name: is required"
+    multi_catalog.write(PREPENDED["a Component"] + unnamed)  # its place (document 2) was beta's
+    report = multi_catalog.sync()
+    assert [str(e) for e in report.errors] == ["multi.yaml:8:11: metadata.name: is required"]
+    assert not [c for c in report.plan.changes if c.action == "remove"], report.plan.changes
+    services = multi_catalog.services()
+    assert [(services[s]["path"], services[s]["error"], services[s]["removed_at"]) for s in ("zeta", "alpha", "beta")] == [
+        ("multi.yaml#1", None, None),
+        ("multi.yaml#2", "multi.yaml:8:11: metadata.name: is required", None),
+        ("multi.yaml#3", None, None),
+    ]
+

@@ -134,10 +134,12 @@ class CatalogRepository:
         sync_run: dict,
         definitions: list[dict] = (),  # type: ignore[assignment]
         removed_definitions: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        moved: dict[tuple[str, str], str] | None = None,
     ) -> dict:
         """Apply one sync in one transaction; Conflict if another sync applied in the meantime.
         `files`: (path, kind, slug, digest, error (a dict, or None)) of each catalog file read or
-        blamed: tuples, not dicts, as a first sync writes 100,000 of them."""
+        blamed: tuples, not dicts, as a first sync writes 100,000 of them. `moved`: (kind, slug) ->
+        the new path of an entity kept at its last good state (a broken document that moved in its file)."""
         stamp = format_time(now)
         with self.db.transaction(serialize="sync") as session:
             current = session.value("SELECT value FROM catalog_state WHERE key = 'applied_revision'")
@@ -185,9 +187,17 @@ class CatalogRepository:
                     f"UPDATE {table} SET error = ? WHERE slug = ? AND error IS DISTINCT FROM ?",
                     [(error, slug, error) for (k, slug), error in entity_errors.items() if k == kind],
                 )
+                session.many(
+                    f"UPDATE {table} SET path = ?, updated_at = ? WHERE slug = ?",
+                    [(path, stamp, slug) for (k, slug), path in (moved or {}).items() if k == kind],
+                )
             session.many(
                 "UPDATE definitions SET error = ? WHERE kind = ? AND slug = ? AND error IS DISTINCT FROM ?",
                 [(error, k, slug, error) for (k, slug), error in entity_errors.items() if k not in ("service", "check")],
+            )
+            session.many(
+                "UPDATE definitions SET path = ?, updated_at = ? WHERE kind = ? AND slug = ?",
+                [(path, stamp, k, slug) for (k, slug), path in (moved or {}).items() if k not in ("service", "check")],
             )
             _insert_many(
                 session,
