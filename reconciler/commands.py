@@ -123,8 +123,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if file_errors:
         # the files with errors kept their last good state; the rest was applied
         for row in file_errors:
-            error = row["error"]
-            print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
+            for error in row["errors"]:
+                print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
         count = len(file_errors)
         print(f"{count} file{'s' if count != 1 else ''} with errors kept their last good state", file=sys.stderr)
         return _EXIT_APPLIED_WITH_ERRORS
@@ -209,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "last_check": store.state.get("last_sync_check"),
         "last_run": runs[0] if runs else None,
         "counts": store.catalog.counts(),
-        "file_errors": [row["error"] for row in store.catalog.file_errors()],
+        "file_errors": [error for row in store.catalog.file_errors() for error in row["errors"]],
         "writeback_tampering": store.state.get(FINDINGS_KEY, []),
         "github_budget": _budget_status(store, settings),
         "notifications": store.events.delivery_summary(failed_limit=10),

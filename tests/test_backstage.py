@@ -336,3 +336,34 @@ def test_a_component_whose_name_cannot_be_read_keeps_one_its_file_had(multi_cata
         ("multi.yaml#3", None, None),
     ]
 
+
+def _cli(*args: str, home: Path, database_url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "api.cli", *args, "--home", str(home), "--database-url", database_url],
+                          capture_output=True, text=True, cwd=PROJECT, timeout=120)
+
+
+def test_a_file_of_several_broken_documents_is_one_file_with_errors_each_error_once(store, database_url, tmp_path):
+    root, home = tmp_path / "catalog", tmp_path / "home"
+    root.mkdir()
+    path = root / "multi.yaml"
+    path.write_text(ALPHA_THEN_BETA + "---\n" + _component("gamma", "team-c"))
+    assert _cli("sync", "--repo", str(root), home=home, database_url=database_url).returncode == 0
+    path.write_text(path.read_text().replace("{name: alpha}", "{name: alpha, title: [x]}")
+                    .replace("{name: beta}", "{name: beta, tags: 5}"))
+    synced = _cli("sync", "--repo", str(root), home=home, database_url=database_url)
+    assert synced.returncode == 3
+    assert synced.stderr.splitlines() == [
+        "multi.yaml:3:32: metadata.title: must be text",
+        "multi.yaml:8:30: metadata.tags: must be a list",
+        "1 file with errors kept their last good state",
+    ]
+    assert store.metrics.file_error_count() == 1  # catalog_sync_file_errors: files, not documents
+    assert [row["path"] for row in store.catalog.file_errors()] == ["multi.yaml"]
+    path.write_text(path.read_text() + "  oops: [unclosed\n")  # a YAML syntax error: every document shares it
+    synced = _cli("sync", "--repo", str(root), home=home, database_url=database_url)
+    lines = synced.stderr.splitlines()
+    assert synced.returncode == 3 and len(lines) == 2, lines
+    assert lines[0].startswith("multi.yaml:15:3: YAML syntax error") and lines[1] == "1 file with errors kept their last good state"
+    assert store.metrics.file_error_count() == 1
+    status = _cli("status", home=home, database_url=database_url)
+    assert [line for line in status.stdout.splitlines() if line.startswith("error: ")] == [f"error: {lines[0]}"]

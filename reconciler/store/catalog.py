@@ -8,6 +8,7 @@ from itertools import chain, islice
 from typing import Any, Iterable, Iterator
 
 from ..clock import format_time
+from ..document_paths import document_number, file_of
 from ..errors import Conflict
 from ..events import Event
 from .rows import CHECK_COLUMNS, SERVICE_COLUMNS, check_values, decode_sync_run, positional, service_values, updates
@@ -285,12 +286,18 @@ class CatalogRepository:
         return runs[0] if runs else None
 
     def file_errors(self) -> list[dict]:
-        """Every catalog file whose current version has an error: {path, kind, slug, error (decoded)}."""
+        """Every catalog file whose current version has an error, once: {path, errors (decoded, each
+        once, in document order)}. A file of several documents has a row per document, and an error
+        of the whole file (a YAML syntax error) is on each of them."""
         with self.db.session() as session:
-            rows = session.all(
-                "SELECT path, kind, slug, error FROM catalog_files WHERE error IS NOT NULL ORDER BY path"
-            )
-        return [{**row, "error": json.loads(row["error"])} for row in rows]
+            rows = session.tuples("SELECT path, error FROM catalog_files WHERE error IS NOT NULL")
+        files: dict[str, list[dict]] = {}
+        for path, text in sorted(rows, key=lambda row: (file_of(row[0]), document_number(row[0]))):
+            errors = files.setdefault(file_of(path), [])
+            error = json.loads(text)
+            if error not in errors:
+                errors.append(error)
+        return [{"path": path, "errors": errors} for path, errors in files.items()]
 
     def counts(self) -> dict[str, int]:
         """Counts for `catalog status`: services, checks, open and all results. The results' counts come

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..document_paths import file_of
+
 
 class MetricsRepository:
     """Reads for Prometheus scrapes. Each is an index lookup or a read of a small maintained table,
@@ -35,9 +37,11 @@ class MetricsRepository:
             )
 
     def file_error_count(self) -> int:
-        """Catalog files whose current version has an error (a partial index holds just those)."""
+        """Catalog files whose current version has an error (a partial index holds just those rows;
+        the documents of a file of several have a row each, and count as their one file)."""
         with self.db.session() as session:
-            return int(session.value("SELECT count(*) FROM catalog_files WHERE error IS NOT NULL"))
+            paths = session.tuples("SELECT path FROM catalog_files WHERE error IS NOT NULL")
+        return len({file_of(path) for path, in paths})
 
     def notification_backlog(self, now: str) -> dict:
         """Events not yet handed to routes (the outbox holds only those) and when the oldest was
