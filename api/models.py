@@ -9,10 +9,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
+from reconciler.answer_limits import MAX_MESSAGE_BYTES, MAX_URL_LENGTH
 from reconciler.outcomes import RESULT_VALUES, RESULTS, STATUSES
 
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_URL_LENGTH = 2048
 # Ids are SQLite INTEGERs: a larger number names no row, and the driver cannot even bind it.
 MAX_ID = 2**63 - 1
 

@@ -21,8 +21,6 @@ from api.body import Repeated, UnsupportedMediaType, decode_json, is_json, read_
 from api.errors import error_body
 from api.models import (
     MAX_ID,
-    MAX_MESSAGE_BYTES,
-    MAX_URL_LENGTH,
     AnswerOperation,
     BulkAnswerOperation,
     BulkAnswerOut,
@@ -37,15 +35,14 @@ from api.models import (
 )
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
+from reconciler.answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES, MAX_MESSAGE_BYTES, MAX_URL_LENGTH
 from reconciler.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from reconciler.export import check_filters, csv_chunks, parse_since, result_batches
 from reconciler.oidc import OidcIdentity
-from reconciler.outcomes import RESULT_VALUES
+from reconciler.outcomes import parse_result
 from reconciler.store import Database
 
 ANSWER_FIELDS = ("result", "message", "url")
-MAX_BULK_ANSWERS = 1000  # DESIGN.md section 9
-MAX_BULK_BODY_BYTES = 8 * 1024 * 1024  # 1,000 answers of a few KiB each; a message is at most 64 KiB
 # About SQLite's own autocheckpoint interval (1,000 pages) at the ~6 pages an answer dirties.
 CHECKPOINT_EVERY = 200
 log = logging.getLogger("catalog.api")
@@ -53,11 +50,7 @@ log = logging.getLogger("catalog.api")
 
 def parse_answer(fields: dict) -> tuple[str, str | None, str | None]:
     """(result, message, url) from a PATCH body, or InvalidInput saying what is wrong."""
-    result = fields.get("result")
-    if result is None:
-        raise InvalidInput(f"'result' is required: one of {', '.join(RESULT_VALUES)}")
-    if not isinstance(result, str) or result.strip().lower() not in RESULT_VALUES:
-        raise InvalidInput(f"'result' must be one of {', '.join(RESULT_VALUES)}, not {result!r}")
+    result = parse_result(fields.get("result"))
     message = fields.get("message")
     if message is not None:
         if not isinstance(message, str):
@@ -75,7 +68,7 @@ def parse_answer(fields: dict) -> tuple[str, str | None, str | None]:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InvalidInput(f"'url' must be an http(s) link to the run, not {url[:100]!r}")
-    return result.strip().lower(), message or None, url or None
+    return result, message or None, url or None
 
 
 # A result id as documented: the document names the range, the handlers answer 404 past it.
