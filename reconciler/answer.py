@@ -8,6 +8,12 @@ It reads `$PAYLOAD` (the dispatch's base64 `data`), and authenticates with `$SER
 or, without it, with a GitHub Actions OIDC token requested for the server URL as audience
 (`ACTIONS_ID_TOKEN_REQUEST_URL` / `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, given to jobs with
 `permissions: id-token: write`). The catalog's server checks that token (section 12).
+
+Requests that fail for now are tried again (`catalog_client`). That is safe: a result is finished by
+one answer only, and every later answer gets 409. So a 409 that answers a retry, after an attempt whose
+response was lost (a connection error, a timeout, a 5xx), counts as recorded: that attempt finished the
+result. (It cannot tell that attempt from a timeout or another answer finishing the result in the
+seconds between; the catalog keeps whichever came first.)
 """
 
 from __future__ import annotations
@@ -17,20 +23,22 @@ import binascii
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import IO, Mapping
-from urllib.parse import quote
 
 import requests
 
-from .errors import ConfigError, InvalidInput
-from .outcomes import RESULT_VALUES
+from .answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES, MAX_MESSAGE_BYTES
+from .catalog_client import CatalogClient, authorization, retry_from
+from .errors import CatalogError, ConfigError, InvalidInput
+from .outcomes import FINISHED_STATUSES, parse_result
 
-MAX_BULK = 1000  # PATCH /api/results takes at most this many answers
-TIMEOUT = 30.0
+LINE_FIELDS = ("service", "result", "message", "url")
+BULK_HEAD, BULK_TAIL = b'{"results":[', b"]}"  # a bulk body around its answers, joined by commas
 
 
 def read_payload(environ: Mapping[str, str]) -> dict:
-    """The decoded `data` of the dispatch, from $PAYLOAD."""
+    """The decoded `data` of the dispatch, from $PAYLOAD; ConfigError saying what is wrong with it."""
     text = environ.get("PAYLOAD")
     if not text:
         raise ConfigError("PAYLOAD is not set: give the step `env: PAYLOAD: ${{ github.event.client_payload.data }}`")
@@ -40,34 +48,26 @@ def read_payload(environ: Mapping[str, str]) -> dict:
         raise ConfigError("PAYLOAD is not the base64 JSON the catalog sends (client_payload.data)") from None
     if not isinstance(data, dict) or not isinstance(data.get("server"), dict):
         raise ConfigError("PAYLOAD has no `server`: is it client_payload.data of a catalog dispatch?")
+    _check_server(data["server"])
+    if "batch" in data:
+        _check_batch(data["batch"])
     return data
 
 
-def authorization(server_url: str, environ: Mapping[str, str], session: requests.Session) -> str:
-    """`Bearer <token>`: $SERVICE_CATALOG_TOKEN, else an Actions OIDC token for `server_url`."""
-    token = environ.get("SERVICE_CATALOG_TOKEN")
-    if token:
-        return f"Bearer {token}"
-    request_url, request_token = environ.get("ACTIONS_ID_TOKEN_REQUEST_URL"), environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
-    if not (request_url and request_token):
-        raise ConfigError(
-            "no SERVICE_CATALOG_TOKEN and no OIDC token: set the secret in the step's env, or give the job"
-            " `permissions: id-token: write` so GitHub provides ACTIONS_ID_TOKEN_REQUEST_URL"
-        )
-    separator = "&" if "?" in request_url else "?"
-    try:
-        response = session.get(f"{request_url}{separator}audience={quote(server_url, safe='')}",
-                               headers={"Authorization": f"bearer {request_token}", "Accept": "application/json"},
-                               timeout=TIMEOUT)
-    except requests.RequestException as error:
-        raise ConfigError(f"the OIDC token request failed ({type(error).__name__})") from None
-    try:
-        value = response.json().get("value") if response.status_code == 200 else None
-    except (ValueError, AttributeError):
-        value = None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"the OIDC token request answered {response.status_code} without a token")
-    return f"Bearer {value}"
+def _check_server(server: dict) -> None:
+    url, endpoint = server.get("url"), server.get("endpoint")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"PAYLOAD's server.url must be the catalog's http(s) URL, not {_brief(url)}")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise ConfigError(f"PAYLOAD's server.endpoint must be a path such as /api/results/29/, not {_brief(endpoint)}")
+
+
+def _check_batch(batch: object) -> None:
+    batch_id = batch.get("id") if isinstance(batch, dict) else None
+    if isinstance(batch_id, bool) or not isinstance(batch_id, int):
+        raise ConfigError(f"PAYLOAD's batch must be an object {{id, size, results?}} with a number as id, not {_brief(batch)}")
+    if not isinstance(batch.get("results"), (list, type(None))):
+        raise ConfigError(f"PAYLOAD's batch.results must be a list, not {_brief(batch['results'])}")
 
 
 def run_url(environ: Mapping[str, str]) -> str | None:
@@ -76,88 +76,177 @@ def run_url(environ: Mapping[str, str]) -> str | None:
     return f"{server}/{repository}/actions/runs/{run}" if server and repository and run else None
 
 
-def answer_one(data: dict, result: str, message: str | None, url: str | None, *, header: str,
-               session: requests.Session) -> dict:
-    """PATCH the one result of a single-pair payload; the recorded result."""
+def answer_one(data: dict, result: str, message: str | None, url: str | None, client: CatalogClient) -> dict | None:
+    """PATCH the one result of a single-pair payload: the recorded result, or None when a retry found it
+    recorded by an earlier attempt whose response was lost."""
     if "batch" in data:
         raise InvalidInput(f"this payload is a batch of {data['batch'].get('size')} results: answer them with --results FILE")
-    _check_result(result)
-    body = {"result": result, **({"message": message} if message else {}), **({"url": url} if url else {})}
-    response = _call(session, "PATCH", data["server"]["url"] + data["server"]["endpoint"], header, body)
-    return response
+    body = {"result": parse_result(result), **({"message": message} if message else {}), **({"url": url} if url else {})}
+    reply = client.request("PATCH", data["server"]["endpoint"], _encode(body))
+    if reply.status == 409 and reply.maybe_delivered:
+        return None
+    return reply.json()
 
 
-def answer_batch(data: dict, lines: list[dict], default_url: str | None, *, header: str,
-                 session: requests.Session) -> tuple[list[dict], list[str]]:
-    """Bulk-PATCH a batch's answers, given per service; (the outcomes, services left unanswered)."""
-    batch = data.get("batch")
-    server = data["server"]["url"]
-    items = batch_results(data, header=header, session=session)
-    by_service = {(item["service"] or {}).get("slug"): item["result"]["id"] for item in items}
-    answers = []
-    for number, line in enumerate(lines, 1):
-        service = line.get("service")
-        if service not in by_service:
-            raise InvalidInput(f"line {number}: service {service!r} is not in batch {batch['id']}")
-        _check_result(line.get("result"), f"line {number}: ")
-        answer = {"id": by_service.pop(service), "result": line["result"]}
-        for key in ("message", "url"):
-            if line.get(key):
-                answer[key] = line[key]
-        if "url" not in answer and default_url:
-            answer["url"] = default_url
-        answers.append(answer)
-    outcomes = []
-    for start in range(0, len(answers), MAX_BULK):
-        outcomes += _call(session, "PATCH", f"{server}/api/results", header, {"results": answers[start:start + MAX_BULK]})["results"]
-    return outcomes, sorted(str(service) for service in by_service)
+@dataclass(frozen=True)
+class Line:
+    """One line of --results: the answer for one service of the batch."""
+
+    number: int
+    service: str | None  # None for a check with `services: none`
+    answer: dict  # result (as parse_result reads it), message?, url?
 
 
-def batch_results(data: dict, *, header: str, session: requests.Session) -> list[dict]:
-    """The batch's results [{result, service, endpoint}]: from the payload, or from the server when
-    the payload left them out (over 64 KB)."""
-    batch = data.get("batch")
-    if not isinstance(batch, dict):
-        raise InvalidInput("this payload is one result, not a batch: answer it with `catalog answer RESULT`")
-    if batch.get("results") is not None:
-        return batch["results"]
-    return _call(session, "GET", f"{data['server']['url']}/api/batches/{batch['id']}", header)["results"]
-
-
-def read_lines(source: IO[str], name: str) -> list[dict]:
+def read_lines(source: IO[str], name: str) -> list[Line]:
     """JSON lines `{"service", "result", "message"?, "url"?}`; blank lines skipped."""
     lines = []
     for number, text in enumerate(source, 1):
         if not text.strip():
             continue
         try:
-            line = json.loads(text)
+            fields = json.loads(text)
         except ValueError as error:
             raise InvalidInput(f"{name}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(line, dict) or set(line) - {"service", "result", "message", "url"}:
+        if not isinstance(fields, dict) or set(fields) - set(LINE_FIELDS):
             raise InvalidInput(f'{name}:{number}: each line is an object {{"service", "result", "message"?, "url"?}}')
-        lines.append(line)
+        lines.append(_line(number, fields))
     return lines
 
 
-def _check_result(result: object, where: str = "") -> None:
-    if result not in RESULT_VALUES:
-        raise InvalidInput(f"{where}result must be one of {', '.join(RESULT_VALUES)}, not {result!r}")
+def _line(number: int, fields: dict) -> Line:
+    service = fields.get("service")
+    if service is not None and not isinstance(service, str):
+        raise InvalidInput(f"line {number}: 'service' must be a service's slug (null for `services: none`),"
+                           f" not {_brief(service)}")
+    try:
+        result = parse_result(fields.get("result"))
+    except InvalidInput as error:
+        raise InvalidInput(f"line {number}: {error}") from None
+    return Line(number, service, {"result": result, **{key: fields[key] for key in ("message", "url") if fields.get(key)}})
 
 
-def _call(session: requests.Session, method: str, url: str, header: str, body: dict | None = None) -> dict:
+@dataclass
+class BatchReport:
+    """What became of a batch's answers."""
+
+    outcomes: list[dict] = field(default_factory=list)  # the server's, one per answer sent: {id, status, result | error}
+    recorded_earlier: set[int] = field(default_factory=set)  # ids whose retry got 409 after a lost response
+    unanswered: list[str] = field(default_factory=list)  # services given no answer, their results still open
+    finished: list[str] = field(default_factory=list)  # services given no answer, their results already finished
+
+
+def answer_batch(data: dict, lines: list[Line], default_url: str | None, client: CatalogClient) -> BatchReport:
+    """Bulk-PATCH a batch's answers, given per service, in as many requests as the server's limits need."""
+    ids = result_ids(batch_results(data, client))
+    report = BatchReport()
+    for body in bulk_bodies(encoded_answers(lines, ids, data["batch"]["id"], default_url)):
+        reply = client.request("PATCH", "/api/results", body)
+        outcomes = reply.json().get("results")
+        if not isinstance(outcomes, list):
+            raise InvalidInput(f"{reply.request} answered without its list of results")
+        if reply.maybe_delivered:
+            report.recorded_earlier |= {outcome["id"] for outcome in outcomes if outcome["status"] == 409}
+        report.outcomes += outcomes
+    answered = {line.service for line in lines}
+    left = [service for service in ids if service not in answered]
+    report.unanswered, report.finished = _open_and_finished(data, left, client) if left else ([], [])
+    return report
+
+
+def batch_results(data: dict, client: CatalogClient) -> list:
+    """The batch's results [{result, service, endpoint}]: from the payload, or from the server when
+    the payload left them out (over 64 KB)."""
+    batch = data.get("batch")
+    if batch is None:
+        raise InvalidInput("this payload is one result, not a batch: answer it with `catalog answer RESULT`")
+    if batch.get("results") is not None:
+        return batch["results"]
+    return client.request("GET", f"/api/batches/{batch['id']}").json().get("results")
+
+
+def result_ids(items: object) -> dict[str | None, int]:
+    """{service slug, None for `services: none`: result id} of a batch's results; ConfigError when
+    they are not the list the catalog sends."""
+    if not isinstance(items, list):
+        raise ConfigError(f"the batch's results must be a list, not {_brief(items)}")
+    ids = {}
+    for index, item in enumerate(items):
+        result, service = (item.get("result"), item.get("service")) if isinstance(item, dict) else (None, None)
+        result_id = result.get("id") if isinstance(result, dict) else None
+        slug = service.get("slug") if isinstance(service, dict) else None
+        if isinstance(result_id, bool) or not isinstance(result_id, int) or not (service is None or isinstance(slug, str)):
+            raise ConfigError(f"the batch's results[{index}] must be {{result: {{id}}, service: {{slug}} or null,"
+                              f" endpoint}}, not {_brief(item)}")
+        ids[slug] = result_id
+    return ids
+
+
+def encoded_answers(lines: list[Line], ids: dict[str | None, int], batch_id: int, default_url: str | None) -> list[bytes]:
+    """Each line's answer for its result, as JSON; InvalidInput for a service not in the batch, given
+    twice, or an answer larger than a request may carry."""
+    first_line: dict[str | None, int] = {}
+    answers = []
+    for line in lines:
+        if line.service in first_line:
+            raise InvalidInput(f"line {line.number}: service {line.service!r} is given twice"
+                               f" (first on line {first_line[line.service]})")
+        if line.service not in ids:
+            raise InvalidInput(f"line {line.number}: service {line.service!r} is not in batch {batch_id}")
+        first_line[line.service] = line.number
+        answer = {"id": ids[line.service], **line.answer}
+        if "url" not in answer and default_url:
+            answer["url"] = default_url
+        encoded = _encode(answer)
+        if len(BULK_HEAD) + len(encoded) + len(BULK_TAIL) > MAX_BULK_BODY_BYTES:
+            raise InvalidInput(f"line {line.number}: the answer is {len(encoded)} bytes as JSON, more than a request"
+                               f" may carry; 'message' is at most {MAX_MESSAGE_BYTES} bytes")
+        answers.append(encoded)
+    return answers
+
+
+def bulk_bodies(answers: list[bytes]) -> list[bytes]:
+    """The encoded answers as PATCH /api/results bodies, each within the server's limits: at most
+    MAX_BULK_ANSWERS answers and MAX_BULK_BODY_BYTES bytes."""
+    bodies, chunk, size = [], [], 0
+    for answer in answers:
+        if chunk and (len(chunk) == MAX_BULK_ANSWERS or _bulk_size(size + len(answer), len(chunk) + 1) > MAX_BULK_BODY_BYTES):
+            bodies.append(BULK_HEAD + b",".join(chunk) + BULK_TAIL)
+            chunk, size = [], 0
+        chunk.append(answer)
+        size += len(answer)
+    if chunk:
+        bodies.append(BULK_HEAD + b",".join(chunk) + BULK_TAIL)
+    return bodies
+
+
+def _bulk_size(answer_bytes: int, count: int) -> int:
+    """The bytes of a bulk body holding `count` answers of `answer_bytes` in all."""
+    return len(BULK_HEAD) + answer_bytes + (count - 1) + len(BULK_TAIL)
+
+
+def _open_and_finished(data: dict, services: list[str | None], client: CatalogClient) -> tuple[list[str], list[str]]:
+    """(still open, already finished) among these services of the batch, by their results' status now
+    (the server's list; the payload's is as dispatched). All still open when the server cannot say."""
     try:
-        response = session.request(method, url, json=body, headers={"Authorization": header}, timeout=TIMEOUT)
-    except requests.RequestException as error:
-        raise ConfigError(f"{method} {url} failed ({type(error).__name__})") from None
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
-    if response.status_code != 200 or not isinstance(document, dict):
-        message = document.get("message") if isinstance(document, dict) else (response.text or "")[:200]
-        raise InvalidInput(f"{method} {url} answered {response.status_code}: {message}")
-    return document
+        items = client.request("GET", f"/api/batches/{data['batch']['id']}").json().get("results")
+        result_ids(items)
+    except CatalogError:
+        items = []
+    status = {(item["service"] or {}).get("slug"): item["result"].get("status") for item in items}
+    finished = [service for service in services if status.get(service) in FINISHED_STATUSES]
+    still_open = [str(service) for service in services if service not in finished]
+    return sorted(still_open), sorted(f"{service} ({status[service]})" for service in finished)
+
+
+def _encode(document: dict) -> bytes:
+    """JSON as sent: compact, ASCII (so its length is the bytes the server counts)."""
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+def _brief(value: object) -> str:
+    """A value for a message: its repr, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def run_answer(result: str | None, *, message: str | None, url: str | None, results: str | None, listing: bool) -> int:
@@ -166,25 +255,49 @@ def run_answer(result: str | None, *, message: str | None, url: str | None, resu
         raise InvalidInput("give one of RESULT (one result), --results FILE (a batch) or --list")
     environ = os.environ
     data = read_payload(environ)
-    session = requests.Session()
-    header = authorization(data["server"]["url"], environ, session)
+    lines = None
+    if results is not None:
+        with (sys.stdin if results == "-" else open(results, encoding="utf-8")) as source:
+            lines = read_lines(source, results)
+    retry, session = retry_from(environ), requests.Session()
+    client = CatalogClient(data["server"]["url"], authorization(data["server"]["url"], environ, session, retry), session, retry)
     if listing:
-        for item in batch_results(data, header=header, session=session):
+        items = batch_results(data, client)
+        result_ids(items)
+        for item in items:
             print(json.dumps(item, separators=(",", ":")))
         return 0
     url = url or run_url(environ)
     if result is not None:
-        row = answer_one(data, result.strip().lower(), message, url, header=header, session=session)
+        return _report_one(answer_one(data, result, message, url, client), client.server_url + data["server"]["endpoint"])
+    return _report_batch(answer_batch(data, lines, url, client))
+
+
+def _report_one(row: dict | None, url: str) -> int:
+    if row is None:
+        print(f"{url}: recorded by an earlier attempt whose response was lost (the retry got 409)", file=sys.stderr)
+    else:
         print(f"result {row['id']}: {row['result']}", file=sys.stderr)
-        return 0
-    with (sys.stdin if results == "-" else open(results, encoding="utf-8")) as source:
-        lines = read_lines(source, results)
-    outcomes, unanswered = answer_batch(data, lines, url, header=header, session=session)
-    refused = [outcome for outcome in outcomes if outcome["status"] != 200]
+    return 0
+
+
+def _report_batch(report: BatchReport) -> int:
+    refused = [outcome for outcome in report.outcomes
+               if outcome["status"] != 200 and outcome["id"] not in report.recorded_earlier]
     for outcome in refused:
         print(f"catalog: result {outcome['id']}: {outcome['status']} {outcome['error']['message']}", file=sys.stderr)
-    if unanswered:
-        print(f"catalog: {len(unanswered)} results of the batch not answered (they will time out): "
-              + ", ".join(unanswered[:10]) + (" ..." if len(unanswered) > 10 else ""), file=sys.stderr)
-    print(f"answered {len(outcomes) - len(refused)} of {len(outcomes)} results", file=sys.stderr)
-    return 1 if refused or unanswered else 0
+    if report.recorded_earlier:
+        print(f"{len(report.recorded_earlier)} results recorded by an earlier attempt whose response was lost"
+              f" (the retry got 409): {_listed(sorted(map(str, report.recorded_earlier)))}", file=sys.stderr)
+    if report.finished:
+        print(f"{len(report.finished)} results of the batch were already finished, not answered again: "
+              + _listed(report.finished), file=sys.stderr)
+    if report.unanswered:
+        print(f"catalog: {len(report.unanswered)} results of the batch not answered (they will time out): "
+              + _listed(report.unanswered), file=sys.stderr)
+    print(f"answered {len(report.outcomes) - len(refused)} of {len(report.outcomes)} results", file=sys.stderr)
+    return 1 if refused or report.unanswered else 0
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")

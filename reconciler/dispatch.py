@@ -160,7 +160,7 @@ class GitHubDispatcher:
     def _failure(self, response: requests.Response, repository: str) -> DispatchError:
         message = _github_message(response)
         status = response.status_code
-        retry_after = _retry_after(response)
+        retry_after = retry_after_seconds(response)
         rate_limited = (
             status == 429
             or retry_after is not None
@@ -326,7 +326,8 @@ def _github_message(response: requests.Response) -> str:
     return message
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The seconds a response's Retry-After asks to wait, if it gives a number (GitHub's, the catalog's)."""
     value = response.headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None

@@ -333,6 +333,7 @@ class Recorder:
 
         recorder = self
         self.requests: list[tuple[str, str, dict, dict | None]] = []
+        self.batch: list[dict] = []  # what GET /api/batches/{id} lists
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -344,6 +345,8 @@ class Recorder:
                 recorder.requests.append((method, self.path, dict(self.headers), body))
                 if self.path.startswith("/oidc"):
                     document = {"value": "header.oidc-jwt.signature"}
+                elif method == "GET" and self.path.startswith("/api/batches/"):
+                    document = {"results": recorder.batch}
                 elif method == "PATCH" and self.path == "/api/results":
                     document = {"results": [{"id": item["id"], "status": 200 if item["id"] != 12 else 409,
                                              **({"result": item} if item["id"] != 12 else
@@ -390,7 +393,7 @@ def test_catalog_answer_sends_one_result_with_an_oidc_token_for_the_server_audie
 
 def test_catalog_answer_results_answers_a_batch_in_one_bulk_patch(tmp_path):
     recorder = Recorder()
-    items = [{"result": {"id": 10 + i}, "service": {"slug": f"svc-{i}"}, "endpoint": f"/api/results/{10 + i}/"} for i in range(4)]
+    recorder.batch = items = [{"result": {"id": 10 + i}, "service": {"slug": f"svc-{i}"}, "endpoint": f"/api/results/{10 + i}/"} for i in range(4)]
     data = {"server": {"url": recorder.url, "endpoint": "/api/results"}, "check": {"slug": "c"},
             "batch": {"id": 3, "size": 4, "results": items}}
     env = {"PAYLOAD": encoded(data), "SERVICE_CATALOG_TOKEN": "catalog-secret"}
@@ -400,8 +403,9 @@ def test_catalog_answer_results_answers_a_batch_in_one_bulk_patch(tmp_path):
     done = answer_cli(env, "--results", str(tmp_path / "results.jsonl"))
     assert done.returncode == 1  # one refused (409), one service left unanswered
     assert "result 12: 409" in done.stderr and "svc-3" in done.stderr and "catalog-secret" not in done.stderr
-    (method, path, headers, body), = recorder.requests
+    (method, path, headers, body), listing = recorder.requests  # the list tells which unanswered results are still open
     assert (method, path, headers["Authorization"]) == ("PATCH", "/api/results", "Bearer catalog-secret")
+    assert listing[:2] == ("GET", "/api/batches/3")
     assert [item["id"] for item in body["results"]] == [10, 11, 12] and body["results"][1]["message"] == "no"
     assert answer_cli(env, "--list").stdout.splitlines() == [json.dumps(item, separators=(",", ":")) for item in items]
     bad = answer_cli(env, "--results", "-", stdin='{"service": "nope", "result": "pass"}\n')
