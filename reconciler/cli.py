@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a check's answer to the catalog from its Action, without hand-written HTTP. Reads"
         " $PAYLOAD (client_payload.data) and authenticates with $SERVICE_CATALOG_TOKEN, or else with a GitHub"
         " Actions OIDC token for the server URL (the job needs `permissions: id-token: write`). A batch"
-        " dispatch is answered with --results FILE: JSON lines {\"service\", \"result\", \"message\"?, \"url\"?}.",
+        " dispatch is answered with --results FILE: JSON lines {\"service\", \"result\", \"message\"?, \"url\"?}."
+        " A connection error, a timeout, a 5xx or a 429 is tried again (5 attempts; $CATALOG_ANSWER_BACKOFF"
+        " seconds before the first retry, default 1, doubling).",
     )
     answer.add_argument("result", nargs="?", help="pass, warning, fail, error or skipped (one result)")
     answer.add_argument("--message", help="text shown with the result")
