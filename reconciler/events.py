@@ -16,7 +16,7 @@ EVENT_TYPES = (
     "waiver-expiring",   # 14 days before a waiver's expiry
     "waiver-expired",
     "campaign-overdue",
-    "sync-failed",       # a merged file that does not validate (once per file and version of it)
+    "sync-failed",       # a merged file that does not validate (once per file, version of it and error)
     "tamper-detected",   # the write-back found pushed history changed
 )
 ALL_EVENTS = "all"  # in a route's `events:`, every type

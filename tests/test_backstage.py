@@ -367,3 +367,6 @@ def test_a_file_of_several_broken_documents_is_one_file_with_errors_each_error_o
     assert store.metrics.file_error_count() == 1
     status = _cli("status", home=home, database_url=database_url)
     assert [line for line in status.stdout.splitlines() if line.startswith("error: ")] == [f"error: {lines[0]}"]
+    # sync-failed: once per broken Component (each its team's), and the syntax error once, not per document
+    failed = sorted(event["summary"].split(": ", 1)[1] for event in store.events.list(type="sync-failed"))
+    assert failed == sorted(["metadata.tags: must be a list", "metadata.title: must be text", lines[0].split(": ", 1)[1]])

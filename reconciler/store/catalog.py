@@ -216,8 +216,15 @@ class CatalogRepository:
 
     def _sync_failures(self, session, files: list[tuple], revision: str | None) -> list[Event]:
         """A `sync-failed` event per file with an error, once per version of the file (its digest): a
-        file that stays broken across syncs is reported when it breaks, not at every poll."""
-        broken = [f for f in files if f[4]]  # (path, kind, slug, digest, error), as `apply` takes them
+        file that stays broken across syncs is reported when it breaks, not at every poll. A file of
+        several Components has a row per document: one event per distinct error (an error of the whole
+        file, such as its YAML syntax, is on every document's row and reported once)."""
+        seen: set[tuple[str, str, str]] = set()
+        broken = []
+        for row in files:  # (path, kind, slug, digest, error), as `apply` takes them
+            if row[4] and (once := (file_of(row[0]), row[3], json.dumps(row[4], sort_keys=True))) not in seen:
+                seen.add(once)
+                broken.append(row)
         if not broken:
             return []
         slugs = [slug for _, kind, slug, _, _ in broken if kind == "service" and slug]
