@@ -388,8 +388,11 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .clock import Clock
     from .tokens import revoke_token
 
-    revoke_token(open_store(settings_from(args)), args.name, now=Clock().now())
-    print(f"revoked token {args.name!r} (servers stop accepting it within seconds)", file=sys.stderr)
+    before = revoke_token(open_store(settings_from(args)), args.name, now=Clock().now())
+    if before is not None:
+        print(f"token {args.name!r} was revoked already, at {before}", file=sys.stderr)
+    else:
+        print(f"revoked token {args.name!r} (servers stop accepting it within seconds)", file=sys.stderr)
     return 0
 
 

@@ -78,8 +78,9 @@ def list_tokens(store: Database) -> list[dict]:
     ]
 
 
-def revoke_token(store: Database, name: str, *, now: datetime) -> None:
-    store.tokens.revoke(name, format_time(now))
+def revoke_token(store: Database, name: str, *, now: datetime) -> str | None:
+    """Revoke the token called `name`; the time it was revoked already, if it was (NotFound: no such token)."""
+    return store.tokens.revoke(name, format_time(now))
 
 
 def verify_token(store: Database, secret: str, *, now: datetime) -> Identity | None:

@@ -90,10 +90,16 @@ def test_a_live_name_cannot_be_reused_but_a_revoked_one_can(store, clock):
     with pytest.raises(Conflict, match="already exists"):
         create_token(store, "ci", ["read"], now=clock.now())
     assert verify_token(store, old, now=clock.now()) is not None
-    revoke_token(store, "ci", now=clock.now())
+    assert revoke_token(store, "ci", now=clock.now()) is None
+    revoked_at = list_tokens(store)[0]["revoked_at"]
+    assert revoke_token(store, "ci", now=clock.now()) == revoked_at  # again: said, and nothing changes
     new = create_token(store, "ci", ["sync"], now=clock.now())
     assert verify_token(store, old, now=clock.now()) is None
     assert verify_token(store, new, now=clock.now()).scopes == {"sync"}
+    # the revoked token stays listed for an auditor, under a name no token can be given
+    listed = {row["name"]: row for row in list_tokens(store)}
+    assert listed[f"ci (revoked {revoked_at})"]["scopes"] == ["read"]
+    assert listed["ci"]["revoked_at"] is None and listed["ci"]["scopes"] == ["sync"]
 
 
 def test_revoking_an_unknown_token_is_not_found(store, clock):
