@@ -55,18 +55,24 @@ class AuthUnavailable(HTTPException):
     status_code = 503
 
 
-def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The token from the Authorization header, else from the catalog_token cookie."""
+# The methods the sign-in cookie authorizes. A browser sends a cookie with a form another site posts
+# (same-site pages on another port, too), so a write needs the Authorization header.
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def token_from_headers(headers: list[tuple[bytes, bytes]], *, cookie_allowed: bool = True) -> tuple[str | None, bool]:
+    """The token from the Authorization header, else (for reads) from the catalog_token cookie; and
+    whether a cookie was there but not allowed."""
     cookie = None
     for key, value in headers:
         if key == b"authorization":
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() in _SCHEMES and token.strip():
-                return token.strip()
-            return None  # a malformed header is not silently replaced by a cookie
+                return token.strip(), False
+            return None, False  # a malformed header is not silently replaced by a cookie
         if key == b"cookie":
             cookie = _cookie_value(value.decode("latin-1"), COOKIE_NAME) or cookie
-    return cookie
+    return (cookie, False) if cookie_allowed else (None, cookie is not None)
 
 
 def _cookie_value(header: str, name: str) -> str | None:
@@ -89,7 +95,10 @@ class AuthMiddleware:
         if scope["type"] == "http":
             scope.setdefault("state", {})["started_at"] = time.perf_counter()  # for the access log's time taken
             identity: Identity = ANONYMOUS
-            token = token_from_headers(scope["headers"])
+            token, cookie_refused = token_from_headers(scope["headers"], cookie_allowed=scope["method"] in COOKIE_METHODS)
+            if cookie_refused:
+                scope.setdefault("state", {})["auth_error"] = (
+                    "the sign-in cookie authorizes reads only; a write needs the Authorization header")
             if token is not None and self.oidc is not None and looks_like_jwt(token):
                 identity = await self._oidc_identity(token, scope)
             elif token is not None:

@@ -75,11 +75,13 @@ def decode_json(body: bytes):
     a body with a repeated key or an escape is decoded again to find which object repeats which key."""
     try:
         document = msgspec.json.decode(body)
+        if b"\\" not in body and len(_KEY.findall(body)) == _keys_in(document):
+            return document
+        return json.loads(body, object_pairs_hook=_object)
     except msgspec.DecodeError as error:
         raise ClientException(f"the body is not valid JSON: {error}") from None
-    if b"\\" not in body and len(_KEY.findall(body)) == _keys_in(document):
-        return document
-    return json.loads(body, object_pairs_hook=_object)
+    except RecursionError:  # `[[[[...]]]]`: no body we take nests deeper than a few levels
+        raise ClientException("the body is not valid JSON: it nests too deeply") from None
 
 
 def _keys_in(value) -> int:

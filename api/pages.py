@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response, Router
@@ -335,6 +335,9 @@ def login(
     request: Request, state: State,
     data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response:
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     token = (data.get("token") or "").strip()
     target = _local_path(data.get("next"))
     identity = verify_token(state.store, token, now=_now(state)) if token else None
@@ -351,8 +354,25 @@ def login(
     return Redirect(path=target, status_code=303, cookies=[cookie])
 
 
+def _cross_site(request: Request) -> Response | None:
+    """A 403 page for a form another site posted here (its Origin is not this server's): signing a
+    browser in with someone else's token, or out, is not another site's to do."""
+    origin = request.headers.get("origin")
+    if origin is None or (origin == "null" and request.headers.get("sec-fetch-site") in (None, "same-origin")):
+        return None  # no Origin (an older browser, curl), or a same-origin request that says so
+    # this server as the browser reached it (its Host), or as CATALOG_SERVER_URL names it (behind a proxy)
+    ours = {request.headers.get("host", "").lower(), urlsplit(request.app.state.settings.server_url).netloc.lower()}
+    if urlsplit(origin).netloc.lower() in ours:
+        return None
+    return _page(request, "error.html", status_code=403, title="Not allowed",
+                 message="This form was sent from another site; sign in from this server's own page.")
+
+
 @post("/logout", sync_to_thread=False, status_code=303)
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     return Redirect(path="/login", status_code=303,
                     cookies=[Cookie(key=COOKIE_NAME, value="", path="/", max_age=0, httponly=True, samesite="lax")])
 

@@ -59,11 +59,14 @@ def test_every_authorization_scheme_is_accepted(client, synced_store, writer, sc
     assert response.status_code == 200, response.text
 
 
-def test_token_in_the_dashboard_cookie_is_accepted(client, synced_store, writer):
+def test_the_dashboards_sign_in_cookie_cannot_answer(client, synced_store, writer):
+    """A browser sends the cookie with a form another site posts: a write needs the Authorization header."""
     result = new_result(synced_store)
     client.cookies.set("catalog_token", writer)
     response = client.patch(f"/api/results/{result['id']}", data={"result": "skipped"})
-    assert response.status_code == 200, response.text
+    assert response.status_code == 401, response.text
+    assert "the sign-in cookie authorizes reads only" in response.json()["message"]
+    assert synced_store.results.get(result["id"])["status"] == "pending"
 
 
 def test_second_answer_is_refused_with_409_and_changes_nothing(client, synced_store, writer):
@@ -135,6 +138,9 @@ def test_admin_token_may_answer(client, synced_store):
         ({"json": {"result": "pass", "message": "a\x00b"}}, 422, "NUL character"),
         ({"json": {"result": "pass", "url": "https://ci/\x00"}}, 422, "without NUL"),
         ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        ({"content": b"[" * 5000 + b"]" * 5000, "headers": {"Content-Type": "application/json"}}, 400, "nests too deeply"),
+        ({"content": b'{"result": ' + b"[" * 50 + b"]" * 50 + b"}", "headers": {"Content-Type": "application/json"}},
+         422, "must be one of"),
         ({"content": b"result=pass", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported content type"),
         ({"content": b"result=pass&message=" + b"x" * (1024 * 1024 + 10),
           "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 413, ""),

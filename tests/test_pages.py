@@ -301,6 +301,34 @@ def test_login_refuses_bad_tokens_and_foreign_redirects(private_site):
     assert empty.status_code == 401 and "Paste a token" in empty.text
 
 
+def test_the_sign_in_cookie_authorizes_reads_only(private_site, synced_store):
+    """A form another site posts carries the cookie (SameSite=Lax does not stop a page on another port
+    of the host): with an admin token signed in, it ran checks and syncs."""
+    from reconciler.tokens import create_token
+
+    base, _, _ = private_site
+    admin = create_token(synced_store, "root", ["admin"], now=FakeClock().now())
+    cookies = {"catalog_token": admin}
+    assert httpx.get(base + "/api/services", cookies=cookies).status_code == 200
+    for method, path in (("POST", "/api/sync"), ("POST", "/api/checks/has-owner/run")):
+        refused = httpx.request(method, base + path, cookies=cookies, data={"x": "1"})
+        assert refused.status_code == 401, path
+        assert "the sign-in cookie authorizes reads only" in refused.json()["message"]
+    sent = httpx.post(base + "/api/sync", headers={"Authorization": f"Token {admin}"})
+    assert sent.status_code == 202
+
+
+def test_login_and_logout_posted_by_another_site_are_refused(private_site):
+    base, reader, _ = private_site
+    evil = {"Origin": "http://127.0.0.1:18650"}  # a page on another port of the same host
+    signed = httpx.post(base + "/login", data={"token": reader, "next": "/"}, headers=evil, follow_redirects=False)
+    assert signed.status_code == 403 and "set-cookie" not in signed.headers and "another site" in signed.text
+    assert httpx.post(base + "/logout", headers=evil, follow_redirects=False).status_code == 403
+    own = httpx.post(base + "/login", data={"token": reader, "next": "/"}, headers={"Origin": base},
+                     follow_redirects=False)
+    assert own.status_code == 303 and "catalog_token=" in own.headers["set-cookie"]
+
+
 def test_login_never_redirects_off_site(private_site):
     base, reader, _ = private_site
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
