@@ -255,7 +255,11 @@ def _classify(branch, root, broken, ends, head_missing, head, removed, report) -
                 if end.path == line.path and end.number == line.number - 1:
                     ends.remove(end)
                     return end
-        return ends.pop() if len(ends) == 1 and (line is None or len(broken) == 1) else None
+        others = [end for end in ends if line is None or end.index != line.index]  # never the line itself
+        if len(others) == 1 and (line is None or len(broken) == 1):
+            ends.remove(others[0])
+            return others[0]
+        return None
 
     for line in broken:
         if removed == 0 and any(end.index == line.index for end in ends):
@@ -329,7 +333,9 @@ def _check_commits(branch: ResultsBranch, lines: _Lines, by_hash: dict, report: 
     Returns the commits that wrote to the folder."""
     root = lines.root
     history, ledger = root + "history/", root + files.LEDGER_FILE
-    log = branch.git("log", "--no-renames", "--raw", "--no-abbrev", "-z",
+    # every commit, merges too, each against each parent: history simplification follows one TREESAME
+    # parent of a merge and hid the commits (and Ledger-Head trailers) of the other side
+    log = branch.git("log", "--full-history", "-m", "--no-renames", "--raw", "--no-abbrev", "-z",
                      f"--format=%x01%H%x00%(trailers:key={files.LEDGER_TRAILER},valueonly,separator=%x20)",
                      branch.tip, "--", f":(literal){history}", f":(literal){ledger}").decode("utf-8", "replace")
     named = set(lines.prev)  # a head still named by its successor: a changed line, reported above
@@ -343,8 +349,9 @@ def _check_commits(branch: ResultsBranch, lines: _Lines, by_hash: dict, report: 
                 if path == ledger or (path.startswith(history) and history_root(path) == root)]
         if not mine:
             continue  # it wrote only to a write-back folder inside this one's history/
+        first_time = commit not in commits  # a merge comes once per parent
         commits.add(commit)
-        if trailer and trailer != files.ZERO_HASH and trailer not in by_hash and trailer not in named:
+        if first_time and trailer and trailer != files.ZERO_HASH and trailer not in by_hash and trailer not in named:
             report.findings.append(Finding(
                 "rewritten-commit", f"commit {commit[:12]} names Ledger-Head {trailer[:12]}, which no line of {history}"
                 " has any more: lines written up to that commit were changed or removed since", commit=commit))

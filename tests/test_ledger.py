@@ -463,6 +463,39 @@ def test_an_unchained_line_appended_after_the_ledger_began_is_outside_the_chain(
                      " may be unchained)"], found
 
 
+def test_a_line_appended_with_a_made_up_prev_is_outside_the_chain(branch):
+    def forge(lines):
+        record = json.loads(lines[-1])
+        record.update(id=9002, result="pass", message="forged", prev="ab" * 32)
+        return [*lines, json.dumps(record, sort_keys=True, separators=(",", ":"))]
+
+    branch.tamper(DAY_TWO, forge)
+    found = findings(branch.verify())
+    assert found == [f"{DAY_TWO}:3: outside-chain: the line of result 9002 is linked to by no line: added outside the chain"], found
+
+
+def test_a_rewritten_line_hidden_behind_a_merge_is_found(branch):
+    """No force-push: the tampered commit merges the honest tip (`-s ours`), so a plain push takes it. git's
+    history simplification followed the tampered side only and never showed the tip's Ledger-Head."""
+    work = branch.clone()
+    tip = git("rev-parse", "HEAD", cwd=work).strip()
+    git("checkout", "-q", "-b", "forged", "HEAD~1", cwd=work)
+    git("checkout", "-q", tip, "--", ".", cwd=work)
+    lines = (work / DAY_TWO).read_text().splitlines()
+    record = json.loads(lines[-1])
+    record["result"] = "fail" if record["result"] != "fail" else "pass"
+    lines[-1] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    (work / DAY_TWO).write_text("".join(line + "\n" for line in lines))
+    ledger = json.loads((work / "results/ledger.json").read_text())
+    ledger["head"] = hashlib.sha256(lines[-1].encode()).hexdigest()
+    (work / "results/ledger.json").write_text(json.dumps(ledger))
+    git("commit", "-qam", f"Record results\n\nLedger-Head: {ledger['head']}", cwd=work)
+    git("merge", "-q", "-s", "ours", tip, "-m", "Merge", cwd=work)
+    git("push", "-q", "origin", "forged:catalog-results", cwd=work)  # a fast-forward: no --force
+    found = findings(branch.verify())
+    assert any(f"commit {tip[:12]} names Ledger-Head" in line and "rewritten-commit" in line for line in found), found
+
+
 def test_an_unchained_folder_added_after_the_ledger_began_is_outside_the_chain(branch):
     work = branch.clone()
     line = json.loads((work / DAY_TWO).read_text().splitlines()[-1])
