@@ -13,6 +13,7 @@ from . import writeback_files as files
 from .clock import format_time
 from .errors import InvalidInput
 from .ledger import ResultsBranch, history_files
+from .logs import escape_control
 
 
 # The TIME `catalog as-of` reads: a day (its end), or RFC 3339's date-time, its seconds and zone optional.
@@ -97,8 +98,10 @@ def table(rows: list[dict], moment: str) -> list[str]:
     if not rows:
         return [f"no finished results at {moment}"]
     header = ("SERVICE", "CHECK", "OUTCOME", "FINISHED", "ID", "ATTESTED BY")
-    body = [(row["service"] or "-", row["check"], row["result"] if row["status"] == "completed" else row["status"],
-             row["finished"], str(row["id"]), (row.get("attestation") or {}).get("repository", "")) for row in rows]
+    # a history line is text anyone with push access wrote: no escape sequence of it reaches the terminal
+    body = [tuple(escape_control(str(cell)) for cell in (
+        row["service"] or "-", row["check"], row["result"] if row["status"] == "completed" else row["status"],
+        row["finished"], row["id"], (row.get("attestation") or {}).get("repository", ""))) for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     return [f"state at {moment}:"] + ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
                                       for line in [header, *body]]

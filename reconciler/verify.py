@@ -25,6 +25,7 @@ import msgspec
 
 from . import writeback_files as files
 from .ledger import ResultsBranch, history_files, history_root, no_blob
+from .logs import escape_control
 from .progress import Progress
 from .signatures import check_signatures
 from .verify_report import DETAILED, Finding, VerifyReport
@@ -466,5 +467,6 @@ def lines_of(report: VerifyReport) -> list[str]:
     if report.queued:
         what += f"; {report.queued} finished results are queued for write-back"
     if report.ok:
-        return [f"verified: {what}"]
-    return [f"{len(report.findings)} findings in {what}:"] + [str(finding) for finding in report.findings]
+        return [f"verified: {escape_control(what)}"]
+    # paths and messages quote the branch's own text: no escape sequence of it reaches the terminal
+    return [escape_control(f"{len(report.findings)} findings in {what}:")] + [escape_control(str(f)) for f in report.findings]

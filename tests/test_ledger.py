@@ -496,6 +496,24 @@ def test_a_rewritten_line_hidden_behind_a_merge_is_found(branch):
     assert any(f"commit {tip[:12]} names Ledger-Head" in line and "rewritten-commit" in line for line in found), found
 
 
+def test_escape_sequences_in_the_branch_never_reach_the_terminal(branch):
+    """A history line or file name is text anyone who can push wrote: `\\x1b]0;...` retitled the window."""
+    escape = "\x1b[2J\x1b]0;PWNED\x07"
+    work = branch.clone()
+    first = (work / DAY_ONE).read_text().splitlines()[0]
+    (work / f"results/history/2026/01/x{escape}.jsonl").write_text(first + "\n")
+    lines = (work / DAY_TWO).read_text().splitlines()
+    record = json.loads(lines[-1])
+    record.update(id=9003, service=f"pay{escape}ments")
+    (work / DAY_TWO).write_text("".join(line + "\n" for line in [*lines, json.dumps(record)]))
+    branch.push()
+    verified = branch.verify()
+    state = catalog("as-of", "2027-01-01", "--repo", str(branch.remote), home=branch.tmp / "auditor")
+    for output in (verified.stdout + verified.stderr, state.stdout + state.stderr):
+        assert "\x1b" not in output and "\x07" not in output
+    assert "\\x1b]0;PWNED" in verified.stdout + verified.stderr and "pay\\x1b[2J" in state.stdout
+
+
 def test_an_unchained_folder_added_after_the_ledger_began_is_outside_the_chain(branch):
     work = branch.clone()
     line = json.loads((work / DAY_TWO).read_text().splitlines()[-1])
