@@ -13,6 +13,9 @@ Within a file that changed:
    first, then the others in order. A file of one document is the simple case: it keeps the entity
    its path had, whatever its error. An entity that none keeps is removed.
 
+3. An entity that nothing in its file keeps, whose slug a new file read now names (the file moved in
+   the commit that broke it), is kept by that file, at its path.
+
 An entity whose file did not change is kept where it is.
 """
 
@@ -37,6 +40,7 @@ class Keepers:
         self.read, self.deleted, self.index, self.applies = read, set(deleted), index, applies
         self._by_file: dict[str, dict[Key, str]] = {}  # file -> entity -> the path that has it
         self._read_in: dict[str, list[str]] | None = None  # file -> its paths read now, in document order
+        self._declaring: dict[Key, str] | None = None  # (kind, slug) -> the first new path read now naming it
 
     def forget(self) -> None:
         """What applies changed: decide again."""
@@ -58,7 +62,7 @@ class Keepers:
             loaded = self.read.get(path)
             if loaded is not None and loaded.kind == kind and loaded.slug == slug:  # where it was: most syncs
                 return path
-            return self._holders_in(file_of(path)).get((kind, slug))
+            return self._holders_in(file_of(path)).get((kind, slug)) or self._moved_to(kind, slug)
         if self.index.is_whole:
             file_row = self.index.files.get(path)
             if file_row is None or (file_row["kind"], file_row["slug"]) != (kind, slug):
@@ -77,6 +81,16 @@ class Keepers:
         if row and row["slug"] and self.keeper(row["kind"], row["slug"]) == path:
             return row["kind"], row["slug"]
         return None
+
+    def _moved_to(self, kind: str, slug: str) -> str | None:
+        """A new file read now that names the slug (moved in the same commit that broke it): it keeps the
+        entity. Only a path the store has no entity at, so that no path keeps two."""
+        if self._declaring is None:
+            self._declaring = {}
+            for path, loaded in sorted(self.read.items()):
+                if loaded.slug and path not in self.index.files:
+                    self._declaring.setdefault((loaded.kind, loaded.slug), path)
+        return self._declaring.get((kind, slug))
 
     def _holders_in(self, file: str) -> dict[Key, str]:
         if file not in self._by_file:

@@ -84,6 +84,28 @@ def test_bad_file_keeps_last_good_state_and_blocks_nothing(synced_store, example
     assert check["frequency"] == "daily" and check["error"] is None
 
 
+def test_a_file_moved_and_broken_in_one_commit_keeps_its_service(store, git_catalog, tmp_path):
+    """`git mv` to a sub-folder plus a typo: the old path's deletion removed the service, although the
+    broken file at the new path still names it. A bad file never removes anything."""
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    assert sync(store, source).outcome == "applied"
+    old = git_catalog.work / "services" / "users-api.yaml"
+    moved = git_catalog.work / "services" / "identity" / "users-api.yaml"
+    moved.parent.mkdir()
+    moved.write_text(re.sub(r"priority: .*", "priority: 11", old.read_text()))
+    old.unlink()
+    git_catalog.commit("Move users-api, with a typo")
+    report = sync(store, source)
+    assert [str(e) for e in report.errors] == ["services/identity/users-api.yaml:3:11: priority: must be <= 10"]
+    assert report.plan.count("remove") == 0
+    row = _service(store, "users-api")
+    assert row["removed_at"] is None and row["path"] == "services/identity/users-api.yaml"
+    assert row["error"].startswith("services/identity/users-api.yaml:3:11") and row["priority"] == 2
+    moved.write_text(re.sub(r"priority: .*", "priority: 3", moved.read_text()))  # fixed: it applies there
+    git_catalog.commit("Fix the typo")
+    assert sync(store, source).errors == [] and _service(store, "users-api")["priority"] == 3
+
+
 def test_deleting_a_file_soft_deletes_and_keeps_results(synced_store, example_dir):
     service = _service(synced_store, "notifications-worker")
     result = new_result(synced_store, "has-owner", "notifications-worker", now=NOW)
