@@ -250,7 +250,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for error in status["file_errors"]:
         print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
     for finding in status["writeback_tampering"]:
-        print(f"tampering: {finding['path']}: {finding['message']}")
+        print(f"tampering: {finding['path'] + ': ' if finding['path'] else ''}{finding['message']}")
     notifications = status["notifications"]
     print(f"notifications: {notifications['unrouted'] + notifications['pending']} waiting,"
           f" {notifications['failed']} failed after the last retry")

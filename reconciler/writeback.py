@@ -30,6 +30,7 @@ from .store import Database
 BATCH_SIZE = 50_000
 PUSH_ATTEMPTS = 6
 BASELINE_KEY = "writeback_verified_commit"  # the newest remote commit this store has checked or pushed
+BASELINE_BRANCH_KEY = "writeback_verified_branch"  # the branch of that commit (unset: written before it was kept)
 FINDINGS_KEY = "writeback_findings"  # tampering found so far, newest last (kept for `status`)
 _KEPT_FINDINGS = 200
 
@@ -142,8 +143,8 @@ def writeback_pass(
         clone = Clone(settings.home / "writeback", target.url)
         # Checked on every pass, batch or not, so tampering shows up on the next pass after it.
         head = clone.remote_head(target.branch)
-        findings = verify_since(store, clone, store.state.get(BASELINE_KEY), head, target.path)
-        _remember(store, findings, head, clock)
+        findings = verify_since(store, clone, _baseline(store, target.branch), head, target.path)
+        _remember(store, findings, head, target.branch, clock)
         report.findings += findings
         advance = progress("writing results back", store.writeback.queue_size()) if progress else None
         while batch := store.writeback.batch(batch_size):
@@ -179,14 +180,14 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
     while True:
         head = clone.remote_head(target.branch)
         parent, on_remote = head, True
-        baseline = store.state.get(BASELINE_KEY)
+        baseline = _baseline(store, target.branch)
         findings = verify_since(store, clone, baseline, head, target.path)
         if head is None and baseline and clone.has_commit(baseline):
             # The branch vanished from the remote: rebuild on what we last saw rather than start over.
             findings.append(TamperFinding("", f"branch {target.branch} was deleted on the remote; restoring it from {baseline[:12]}"))
             parent, on_remote = baseline, False
         build = _build(store, clone, parent, batch, target, clock, author, findings)
-        _remember(store, findings, head if on_remote else baseline, clock)
+        _remember(store, findings, head if on_remote else baseline, target.branch, clock)
         report.findings += findings
         if build.commit is None and on_remote:
             store.writeback.record_writes({rid: head for rid in build.present}, now=clock.now())
@@ -203,7 +204,8 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
             commits = {rid: build.commit for rid in build.appended}
             commits.update({rid: head for rid in build.present if on_remote})
             commits.update({rid: build.commit for rid in build.present if not on_remote})
-            store.writeback.record_writes(commits, now=clock.now(), state={BASELINE_KEY: build.commit})
+            store.writeback.record_writes(commits, now=clock.now(),
+                                          state={BASELINE_KEY: build.commit, BASELINE_BRANCH_KEY: target.branch})
             report.written += sorted(commits)
             report.appended += len(build.appended)
             report.commits.append(build.commit)
@@ -220,11 +222,19 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         clock.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))
 
 
-def _remember(store: Database, findings: list[TamperFinding], verified: str | None, clock: Clock) -> None:
+def _baseline(store: Database, branch: str) -> str | None:
+    """The commit of `branch` this store last checked or pushed. None when it checked another branch
+    (catalog.yaml's writeback.branch changed): the new branch starts, it was not deleted."""
+    recorded = store.state.get(BASELINE_BRANCH_KEY)
+    return store.state.get(BASELINE_KEY) if recorded in (None, branch) else None
+
+
+def _remember(store: Database, findings: list[TamperFinding], verified: str | None, branch: str, clock: Clock) -> None:
     """Persist findings with the commit they were checked up to, so each is reported once and kept."""
     state: dict = {}
     if verified:
         state[BASELINE_KEY] = verified
+        state[BASELINE_BRANCH_KEY] = branch
     if findings:
         kept = store.state.get(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
         state[FINDINGS_KEY] = kept[-_KEPT_FINDINGS:]

@@ -314,6 +314,21 @@ def test_the_synced_branch_itself_can_hold_the_results(store, example_dir, tmp_p
     assert history_ids_in_log(remote, "main") == [result["id"]]
 
 
+def test_a_new_writeback_branch_starts_without_a_tampering_alarm(store, example_dir, remote, tmp_path, clock):
+    """Changing writeback.branch is a plain start of the new branch: it was taken for the old one deleted."""
+    sync_directory(store, example_dir)
+    finish(store, clock, "has-owner", "payments-api")
+    assert writeback_pass(store, settings_for(tmp_path, remote), clock=clock).findings == []
+    config = example_dir / "catalog.yaml"
+    config.write_text(config.read_text().replace("branch: catalog-results", "branch: audit-results"))
+    sync_directory(store, example_dir)
+    result = finish(store, clock, "has-owner", "users-api")
+    report = writeback_pass(store, settings_for(tmp_path, remote), clock=clock)
+    assert report.branch == "audit-results" and report.pushed and report.findings == []
+    assert store.events.list(type="tamper-detected") == []
+    assert history_ids_in_log(remote, "audit-results") == [result["id"]]
+
+
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CATALOG_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True, env=env)
