@@ -115,8 +115,9 @@ class CatalogCollector:
         yield GaugeMetricFamily("catalog_sync_last_duration_seconds", "How long the last sync that planned took",
                                 value=(run["duration_ms"] / 1000) if run else 0)
         outcome = GaugeMetricFamily("catalog_sync_last_outcome", "1 for the outcome of the last recorded sync"
-                                    " (applied, refused or failed)", labels=("outcome",))
-        for name in ("applied", "refused", "failed"):
+                                    " (applied, refused, failed, or unchanged: reachable again after a failure)",
+                                    labels=("outcome",))
+        for name in ("applied", "refused", "failed", "unchanged"):
             outcome.add_metric((name,), 1 if run and run["outcome"] == name else 0)
         yield outcome
         yield _timestamp("catalog_sync_last_success_timestamp_seconds", "When a sync last applied a revision or"

@@ -444,6 +444,7 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
             raise
         if plan.same_revision:
             store.state.set({"last_sync_check": {"at": format_time(clock.now()), "revision": plan.revision}})
+            _record_recovery(store, plan, clock, started, started_at)
             return SyncReport("unchanged", plan.revision, previous, plan, _ms(started))
         try:
             # one transaction: the levels the sync changed, and their level-changed events, commit with it
@@ -463,6 +464,15 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
             raise
         return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run,
                           level_changes=level_changes)
+
+
+def _record_recovery(store, plan, clock, started, started_at) -> None:
+    """A sync that found its revision applied is not recorded (one row per poll), unless the last
+    recorded run failed: the `unchanged` run then says the source is reachable again (status,
+    /api/sync and catalog_sync_last_outcome showed `failed` until the next commit)."""
+    runs = store.catalog.sync_runs(limit=1)
+    if runs and runs[0]["outcome"] == "failed":
+        store.catalog.record_sync_run(_run_row(plan, "unchanged", clock.now(), started, plan.revision, [], None, started_at))
 
 
 def _record_failure(store, clock, started, started_at, previous, attempted, outcome, message, plan=None) -> None:

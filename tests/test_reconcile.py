@@ -106,6 +106,26 @@ def test_a_file_moved_and_broken_in_one_commit_keeps_its_service(store, git_cata
     assert sync(store, source).errors == [] and _service(store, "users-api")["priority"] == 3
 
 
+def test_a_source_reachable_again_is_no_longer_a_failed_sync(store, git_catalog, tmp_path):
+    """The last recorded run stayed `failed` (status, /api/sync, catalog_sync_last_outcome's alert)
+    until the next commit, however long that took."""
+    from reconciler.errors import SourceError
+
+    source = GitSource(git_catalog.url, tmp_path / "checkout")
+    assert sync(store, source).outcome == "applied"
+    assert sync(store, source).outcome == "unchanged" and len(store.catalog.sync_runs(limit=10)) == 1  # polls: no row
+    away = git_catalog.remote.with_name("away.git")
+    git_catalog.remote.rename(away)
+    with pytest.raises(SourceError):
+        sync(store, source)
+    assert store.catalog.sync_runs(limit=1)[0]["outcome"] == "failed"
+    away.rename(git_catalog.remote)
+    assert sync(store, source).outcome == "unchanged"
+    assert store.catalog.sync_runs(limit=1)[0]["outcome"] == "unchanged"
+    sync(store, source)
+    assert len(store.catalog.sync_runs(limit=10)) == 3  # applied, failed, unchanged: polls after it add none
+
+
 def test_deleting_a_file_soft_deletes_and_keeps_results(synced_store, example_dir):
     service = _service(synced_store, "notifications-worker")
     result = new_result(synced_store, "has-owner", "notifications-worker", now=NOW)
