@@ -74,10 +74,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     source = source_from_settings(settings)
-    plan = make_plan(open_store(settings), source)
+    store = open_store(settings)
+    plan = make_plan(store, source)
     if plan.same_revision:
         print(f"no changes: revision {plan.revision} is already applied")
-        return 0
+        errors = [error for row in store.catalog.file_errors() for error in row["errors"]]
+        for error in errors:  # the applied revision's files that kept their last good state
+            print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
+        return EXIT_ERROR if errors else 0
     print(f"plan: {plan.previous_revision or '(nothing applied yet)'} -> {plan.revision}")
     for change in plan.changes:
         print(f"  {change}")

@@ -90,6 +90,11 @@ def test_plan_detailed_exitcode_2_then_0_then_1(example_dir, tmp_path):
     broken = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
     assert broken.returncode == 1
     assert "services/users-db.yaml:2:11: priority: must be >= 1" in broken.stderr
+    # synced: the revision is applied, but a file of it still has its error (the exit said 0)
+    assert run("sync", home=home, repo=example_dir).returncode == 3
+    applied = run("plan", "--detailed-exitcode", home=home, repo=example_dir)
+    assert applied.returncode == 1 and "no changes" in applied.stdout
+    assert "services/users-db.yaml:2:11: priority: must be >= 1" in applied.stderr
 
 
 def test_plan_without_a_repository_is_one_line(tmp_path):
