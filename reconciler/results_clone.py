@@ -25,6 +25,7 @@ class Author:
     name: str
     email: str
     signer: Signer | None = None
+    previous: Signer | None = None  # after a key rotation: vouches for the new key (writeback._vouched)
 
 
 

@@ -42,6 +42,8 @@ class Settings:
     oidc_issuer: str = DEFAULT_OIDC_ISSUER
     oidc_audience: str | None = None
     writeback_signing_key: str | None = field(default=None, repr=False)
+    # the key that signed before a rotation: it signs the one commit that adds the new key
+    writeback_previous_signing_key: str | None = field(default=None, repr=False)
 
     @property
     def checkout_path(self) -> Path:

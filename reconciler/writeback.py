@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import random
 from collections import defaultdict
@@ -26,6 +27,8 @@ from .results_clone import Author, Clone
 from .schema import CatalogConfig
 from .settings import Settings
 from .store import Database
+
+log = logging.getLogger("catalog.writeback")
 
 BATCH_SIZE = 50_000
 PUSH_ATTEMPTS = 6
@@ -134,7 +137,8 @@ def writeback_pass(
     """
     clock = clock or Clock()
     target = resolve_target(store, settings)
-    author = Author(settings.bot_name, settings.bot_email, signer_for(settings.writeback_signing_key))
+    author = Author(settings.bot_name, settings.bot_email, signer_for(settings.writeback_signing_key),
+                    signer_for(settings.writeback_previous_signing_key))
     report = WritebackReport(redact_credentials(target.url), target.branch, target.path, target.local_fallback)
     settings.home.mkdir(parents=True, exist_ok=True)
     with _exclusive(settings.home / "writeback.lock"):
@@ -286,12 +290,29 @@ def _build(store, clone, parent, batch, target, clock, author, findings) -> _Bui
     changed[target.path + files.LEDGER_FILE] = files.ledger_json(head, chained, max(appended)).encode()
     if author.signer is not None:
         signers_path = target.path + files.ALLOWED_SIGNERS_FILE
-        signers = with_allowed_signer(clone.read(parent, signers_path) if parent else None, author.signer, author.email)
+        listed = clone.read(parent, signers_path) if parent else None
+        signers = with_allowed_signer(listed, author.signer, author.email)
         if signers is not None:
             changed[signers_path] = signers
+            author = _vouched(author, listed)
     message = _message(appended, head)
     commit = clone.commit(parent, changed, message, author, int(clock.now().timestamp()))
     return _Build(commit, appended, present)
+
+
+def _vouched(author: Author, listed: bytes | None) -> Author:
+    """Who signs the commit that adds the signing key to an allowed_signers that lists other keys: a
+    key may not vouch for itself (`catalog verify`), so the previous key does, when it is given
+    (CATALOG_WRITEBACK_PREVIOUS_SIGNING_KEY) and listed."""
+    text = (listed or b"").decode("utf-8", errors="replace")
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.split("\n")):
+        return author  # the first key of the branch: its own first commit is the start of signing
+    if author.previous is not None and author.previous.public_key in text:
+        return Author(author.name, author.email, author.previous)
+    log.warning("write-back: the signing key is new to allowed_signers, and no listed key vouches for it:"
+                " `catalog verify` will report this commit (set CATALOG_WRITEBACK_PREVIOUS_SIGNING_KEY to the"
+                " key that signed before, for the write-back that adds the new one)")
+    return author
 
 
 def _summaries(store: Database, batch: list[dict], root: str, as_of: str) -> dict[str, bytes]:

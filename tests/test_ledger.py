@@ -284,6 +284,34 @@ def test_signed_write_back_verifies_and_an_unsigned_or_wrongly_signed_commit_is_
                      " (results/allowed_signers lists the allowed keys)"], found
 
 
+def test_a_signing_key_rotated_with_the_previous_key_given_verifies(tmp_path, example_dir, keys, caplog):
+    """The first commit of a new key added it to allowed_signers signed by itself: `catalog verify` then
+    failed forever. With the previous key given for that write-back, the previous key vouches for it."""
+    import dataclasses
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "next", "-f", str(tmp_path / "next_key")], check=True)
+    branch = Branch(tmp_path, example_dir, signing_key=keys["bot"]).honest()
+    branch.settings = dataclasses.replace(branch.settings, writeback_signing_key=str(tmp_path / "next_key"),
+                                          writeback_previous_signing_key=str(keys["bot"]))
+    branch.finish("has-owner", "users-api", "warning")
+    branch.write()
+    branch.settings = dataclasses.replace(branch.settings, writeback_previous_signing_key=None)  # rotated
+    branch.finish("has-owner", "payments-api", "pass")
+    branch.write()
+    result = branch.verify()
+    assert result.returncode == 0, result.stdout + result.stderr
+    signers = git("--git-dir", str(branch.remote), "show", "catalog-results:results/allowed_signers")
+    assert len(signers.splitlines()) == 2
+    # without the previous key, the write-back says what verify will report
+    mallory = dataclasses.replace(branch.settings, writeback_signing_key=str(keys["mallory"]))
+    branch.settings = mallory
+    branch.finish("has-owner", "users-api", "fail")
+    with caplog.at_level("WARNING", "catalog.writeback"):
+        branch.write()
+    assert "no listed key vouches for it" in caplog.text
+    assert any("wrongly-signed-commit" in line for line in findings(branch.verify()))
+
+
 def test_a_branch_written_before_the_ledger_continues_from_its_last_unchained_line(tmp_path, example_dir):
     branch = Branch(tmp_path, example_dir)
     first, second = branch.finish("has-owner", "payments-api", "pass"), branch.finish("has-owner", "users-api", "fail")
