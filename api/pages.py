@@ -53,6 +53,10 @@ def template_config() -> TemplateConfig:
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 
+# No other site may show a page in a frame (a sign-in form under someone else's page: clickjacking).
+NOT_FRAMED = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
 def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> Template:
     identity = identity_of(request)
     context.setdefault("title", "")
@@ -62,7 +66,7 @@ def _page(request: Request, name: str, status_code: int = 200, **context: Any) -
         path=request.url.path,
     )
     return Template(template_name=name, context=context, status_code=status_code,
-                    headers={"Cache-Control": "no-store"})
+                    headers={"Cache-Control": "no-store", **NOT_FRAMED})
 
 
 def _now(state: State) -> datetime:

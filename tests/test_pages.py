@@ -329,6 +329,14 @@ def test_login_and_logout_posted_by_another_site_are_refused(private_site):
     assert own.status_code == 303 and "catalog_token=" in own.headers["set-cookie"]
 
 
+def test_pages_and_the_sign_in_form_may_not_be_framed_by_another_site(site):
+    base, _ = site
+    for path in ("/", "/login", "/services/payments-api", "/services/nope"):
+        response = httpx.get(base + path)
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'", path
+
+
 def test_login_never_redirects_off_site(private_site):
     base, reader, _ = private_site
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
