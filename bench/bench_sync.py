@@ -103,7 +103,7 @@ def main() -> None:
     if args.one_cold:  # a cold sync in this new process: print its seconds and CPU seconds
         origin, checkout, database = args.one_cold
         cpu = cpu_now()
-        seconds = timed(open_database(database), GitSource(origin, Path(checkout)), "applied", as_cli=True)
+        seconds = timed(open_database(Path(database)), GitSource(origin, Path(checkout)), "applied", as_cli=True)
         print(seconds, cpu_now() - cpu)
         return
 

@@ -5,8 +5,9 @@ clears the terminal, or a bidi override. Written raw, it starts a fake log line.
 into a line is escaped (`\\x0a`, `\\x1b`, `\\u202e`): `escape_control` for lines written by hand (the
 access log), the `EscapeControlCharacters` filter for everything logged through `logging`.
 
-The same filter removes the user and password of any URL in a value (`redact_credentials`):
-`CATALOG_REPO=https://user:TOKEN@host/...` must never reach a log, whichever error quotes it.
+The same filter removes the user and password of any URL in a value, and any `password=` setting (a
+libpq URL's `?password=`), with `redact_credentials`: `CATALOG_REPO=https://user:TOKEN@host/...` must
+never reach a log, whichever error quotes it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from collections.abc import Mapping
 
 # The user:password@ of a URL: everything from :// to the authority's last @ (a password may hold an @).
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s'\"@]*(?:@[^/\s'\"@]*)*@")
+# A password given as a setting: a libpq URL's `?password=` (any case: a misspelt one is quoted by errors).
+# Its value ends where the URL does; a colon before a space ends it too (`URL: error`), so a text redacted
+# twice keeps its colon.
+_PASSWORD_SETTING = re.compile(r"(?i)\b(password=)(?:[^&#\s'\":]|:(?=\S))+")
 
 
 def redact_credentials(text: str) -> str:
-    """`text` with the credentials of every URL in it replaced by ***."""
-    return _URL_CREDENTIALS.sub("***@", text) if "@" in text else text
+    """`text` with the credentials of every URL in it, and every `password=` value, replaced by ***."""
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub("***@", text)
+    if "=" in text:
+        text = _PASSWORD_SETTING.sub(r"\1***", text)
+    return text
 
 
 def escape_control(text: str) -> str:

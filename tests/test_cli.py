@@ -242,6 +242,74 @@ def test_a_database_url_with_a_password_that_cannot_be_reached_is_one_line_witho
     assert "cannot connect" in result.stderr and "s3cret" not in result.stdout + result.stderr
 
 
+def _outputs_of_catalog_up(database_url: str, home, log) -> str:
+    """What `catalog up` prints on a database until its banner is out."""
+    import signal
+    import sys
+    import time
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+    env.update(CATALOG_HOME=str(home), CATALOG_DATABASE_URL=database_url, CATALOG_DISPATCHER="log")
+    with log.open("w") as sink:
+        up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--port", str(_closed_port())],
+                              env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while "  state  " not in log.read_text():
+                assert time.monotonic() < deadline and up.poll() is None, log.read_text()
+                time.sleep(0.2)
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=30)
+    return log.read_text()
+
+
+def test_a_database_password_is_never_printed_whichever_way_the_url_gives_it(tmp_path, postgres_server):
+    """As a query option (`?password=`), next to `?user=`, and with an unescaped @ (libpq then reads part
+    of it as the host, and psycopg's error quoted that part)."""
+    from postgres_server import free_port
+
+    home, port, database = tmp_path / "home", postgres_server.port, postgres_server.new_database().rsplit("/", 1)[1]
+    given = f"postgresql://postgres@127.0.0.1:{port}/{database}?password=QueryPW99"
+    as_options = f"postgresql://127.0.0.1:{port}/{database}?user=postgres&password=QueryPW99"
+    misspelt = f"postgresql://127.0.0.1:{port}/{database}?user=postgres&PassWord=QueryPW99"  # libpq refuses it
+    refused = f"postgresql://127.0.0.1:{free_port()}/{database}?password=QueryPW99"
+    unescaped = f"postgresql://postgres:p@ssW0rdX@127.0.0.1:{free_port()}/{database}"
+    runs = {"status": run("status", "--database-url", given, home=home),
+            "status --json": run("status", "--json", "--database-url", given, home=home),
+            "migrate": run("migrate", "--database-url", as_options, home=home),
+            "refused": run("status", "--database-url", refused, home=home),
+            "misspelt": run("status", "--database-url", misspelt, home=home),
+            "unescaped @": run("status", "--database-url", unescaped, home=home)}
+    outputs = {name: done.stdout + done.stderr for name, done in runs.items()}
+    outputs["up"] = _outputs_of_catalog_up(given, home, tmp_path / "up.log")
+    for name, output in outputs.items():
+        for secret in ("QueryPW99", "p@ssW0rdX", "ssW0rdX"):
+            assert secret not in output, (name, output)
+    assert f"postgresql://***@127.0.0.1:{port}/{database}?password=*** (schema version " in outputs["status"]
+    assert "password=***: up to date at version" in outputs["migrate"]
+    assert "state  " in outputs["up"] and "?password=***)" in outputs["up"]
+    for name in ("refused", "misspelt", "unescaped @"):
+        assert_one_line_error(runs[name])
+    assert "?password=***: connection failed: " in outputs["refused"] and "PassWord=***: " in outputs["misspelt"]
+    assert "(write an @ in the password as %40)" in outputs["unescaped @"]
+
+
+def test_a_database_url_in_libpq_key_value_form_is_refused_without_the_password(tmp_path):
+    home, folder = tmp_path / "home", tmp_path / "here"
+    folder.mkdir()
+    for environment in (False, True):
+        settings = "host=127.0.0.1 port=5432 password=KVpw77 dbname=cat1"
+        if environment:
+            done = subprocess.run([CATALOG, "status"], capture_output=True, text=True, cwd=folder, timeout=60,
+                                  env={**os.environ, "CATALOG_HOME": str(home), "CATALOG_DATABASE_URL": settings})
+        else:
+            done = run("status", "--database-url", settings, home=home, cwd=folder)
+        assert_one_line_error(done)
+        assert "the database URL is not a URL: use sqlite:///" in done.stderr and "KVpw77" not in done.stdout + done.stderr
+    assert list(folder.iterdir()) == [] and not (home / "catalog.db").exists()
+
+
 def test_scorecard_prints_every_summary_then_services_by_level(example_dir, tmp_path):
     home = tmp_path / "home"
     assert run("sync", home=home, repo=example_dir).returncode == 0

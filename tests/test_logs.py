@@ -44,6 +44,10 @@ def test_redact_credentials_removes_user_and_password_from_every_url_in_a_text()
     assert redact_credentials("'http://u:p@ss@host:8080/x' and ssh://git@host/y") == "'http://***@host:8080/x' and ssh://***@host/y"
     assert redact_credentials("http://***@host/x, user@example.com, git@github.com:acme/c.git") == \
         "http://***@host/x, user@example.com, git@github.com:acme/c.git"
+    assert redact_credentials("postgresql://h/db?user=u&password=a:b@c&sslmode=require: refused") == \
+        "postgresql://h/db?user=u&password=***&sslmode=require: refused"
+    assert redact_credentials("postgresql://h/db?PassWord=p:w: refused") == "postgresql://h/db?PassWord=***: refused"
+    assert redact_credentials(redact_credentials("postgresql://h/db?password=pw: refused")) == "postgresql://h/db?password=***: refused"
 
 
 def test_the_filter_redacts_credentials_in_logged_values():

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,8 +121,13 @@ class StateRepository:
             )
 
 
+# The forms of a database URL (docs/operating.md): the one text every "not a database URL" error gives.
+DATABASE_URL_FORMS = "sqlite:///ABSOLUTE/PATH.db or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog", migrate: bool = True) -> Database:
-    """The database at `url` (`sqlite:///PATH`, `postgresql://...`, `postgres://...`, or a file path);
+    """The database at `url` (`sqlite:///PATH`, `postgresql://...`, `postgres://...`, or a Path);
     by default SQLite in `home`. Applies the migrations unless `migrate` is False."""
     if url is None or url == "":
         url = Path(home) / "catalog.db"
@@ -137,13 +143,17 @@ def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog
         if not path:
             raise ConfigError("a SQLite database URL needs a path: sqlite:///ABSOLUTE/PATH.db")
         backend = SqliteBackend(path)
-    elif "://" in url:
-        scheme = url.split("://", 1)[0]
-        raise ConfigError(f"unknown database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://HOST/DB")
     else:
-        backend = SqliteBackend(url)
+        raise ConfigError(_not_a_database_url(url))
     db = Database(backend)
     if migrate:
         db.migrate()
     return db
 
+
+def _not_a_database_url(url: str) -> str:
+    """Why `url` is refused, without quoting it: it may be libpq's `host=... password=...`."""
+    scheme = _SCHEME.match(url)
+    if scheme:
+        return f"unknown database URL scheme {scheme.group(1)!r}: use {DATABASE_URL_FORMS}"
+    return f"the database URL is not a URL: use {DATABASE_URL_FORMS} (libpq's key=value settings go in the URL)"

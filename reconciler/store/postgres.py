@@ -21,9 +21,11 @@ import zlib
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator, Sequence
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.adapt import Dumper
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -257,6 +259,7 @@ class PostgresBackend:
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE):
         self.url = url
+        self._password_pieces = password_pieces(url)
         self._local = threading.local()
         try:
             psycopg.connect(url, connect_timeout=10).close()  # fail fast, with the server's own reason
@@ -268,14 +271,25 @@ class PostgresBackend:
             )
             self.pool.open(wait=True, timeout=15)
         except (psycopg.Error, PoolTimeout) as error:
-            raise ConfigError(f"cannot connect to the database {redact_credentials(url)}: {_first_line(error)}") from None
+            hint = " (write an @ in the password as %40)" if _authority(url).count("@") > 1 else ""
+            reason = self.redact(_first_line(error))
+            raise ConfigError(f"cannot connect to the database {self.redact(url)}: {reason}{hint}") from None
+
+    def redact(self, text: str) -> str:
+        """`text` without the URL's password, whole or in pieces: psycopg's errors quote what they misread
+        (`postgresql://u:p@ss@host` is host 'ss@host' to libpq). Every text about the database that may
+        reach output or a log passes here."""
+        text = redact_credentials(text)
+        for piece in self._password_pieces:
+            text = text.replace(piece, "***")
+        return text
 
     @property
     def key(self) -> str:
-        return redact_credentials(self.url)
+        return self.redact(self.url)
 
     def describe(self) -> str:
-        return f"PostgreSQL: {redact_credentials(self.url)}"
+        return f"PostgreSQL: {self.redact(self.url)}"
 
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
@@ -391,6 +405,32 @@ class PostgresLeaderLock:
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInt)
+
+
+# A piece of a password shorter than this is not scrubbed from a message: it would blank ordinary words.
+_SHORTEST_PIECE = 3
+_QUERY_PASSWORDS = re.compile(r"(?i)[?&]password=([^&#]*)")
+
+
+def _authority(url: str) -> str:
+    """`USER:PASSWORD@HOST:PORT` of a URL as written: up to the first / after ://."""
+    return url.partition("://")[2].split("/", 1)[0]
+
+
+def password_pieces(url: str) -> tuple[str, ...]:
+    """Each text of `url`'s password an error may quote, longest first: what the user meant (the user
+    info up to the authority's last @), each `password=` value, what libpq reads, each as written and
+    decoded, and their parts between @, :, /, ?, # and & (where libpq may cut a password it misreads)."""
+    passwords = [_authority(url).rpartition("@")[0].partition(":")[2], *_QUERY_PASSWORDS.findall(url)]
+    try:
+        passwords.append(conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:  # a URL libpq cannot read: its error quotes the part it stopped at
+        pass
+    pieces = set()
+    for password in passwords:
+        for text in (password, unquote(password)):
+            pieces.update([text, *re.split(r"[@:/?#&]", text)])
+    return tuple(sorted((piece for piece in pieces if len(piece) >= _SHORTEST_PIECE), key=len, reverse=True))
 
 
 def _first_line(error: BaseException) -> str:
