@@ -31,6 +31,10 @@ def _as_server_user(command: list[str]) -> list[str]:
     return command
 
 
+def _run(command: list[str]) -> None:
+    subprocess.run(_as_server_user(command), check=True, capture_output=True, text=True)
+
+
 def server_tool(name: str) -> str:
     """A PostgreSQL server program: on PATH, or where Debian's postgresql package puts it."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
@@ -59,12 +63,18 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         initdb, pg_ctl = server_tool("initdb"), server_tool("pg_ctl")
-        run = lambda command: subprocess.run(_as_server_user(command), check=True, capture_output=True, text=True)
-        run([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        _run([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        _run([pg_ctl, *self._pg_ctl_options(), "start"])
+        return self
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`, as an operator restarts it: every session is ended, clients see AdminShutdown."""
+        _run([server_tool("pg_ctl"), *self._pg_ctl_options(), "-m", "fast", "restart"])
+
+    def _pg_ctl_options(self) -> list[str]:
         options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
         options += f" -p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder}"
-        run([pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start"])
-        return self
+        return ["-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w"]
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -345,3 +345,37 @@ def test_bulk_answers_reach_the_database_file_through_the_checkpoint_thread(sync
                 break
             time.sleep(0.05)
         assert done == len(answered)
+
+
+def test_every_request_after_postgresql_restarts_succeeds(example_dir, tmp_path):
+    """A restart ends every pooled connection while it is idle; none of them is handed to a request
+    (each was one HTTP 500, AdminShutdown, and an answer lost)."""
+    from conftest import sync_directory
+    from postgres_server import PostgresServer
+    from reconciler.store import open_database
+
+    server = PostgresServer().start()  # a server of its own: this test restarts it
+    store = open_database(server.new_database())
+    try:
+        sync_directory(store, example_dir)
+        writer, reader = make_token(store, "results:write"), make_token(store, "read")
+        services = ("payments-api", "users-api", "catalog-api", "storefront-web", "search-index", "ledger-worker",
+                    "notifications-worker", "admin-console", "users-db", "payments-db")
+        results = [new_result(store, "has-owner", slug) for slug in services]
+        idle = [store.backend.pool.getconn() for _ in range(8)]  # the pool of a busy minute: 8 connections
+        for conn in idle:
+            store.backend.pool.putconn(conn)
+        app = create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)
+        with live_server(app) as base:
+            assert requests.get(f"{base}/api/services/payments-api", headers=auth(reader)).status_code == 200
+            server.restart()
+            statuses = []
+            for result in results:
+                statuses.append(requests.get(f"{base}/api/services/payments-api", headers=auth(reader)).status_code)
+                statuses.append(requests.patch(f"{base}/api/results/{result['id']}", data={"result": "pass"},
+                                               headers=auth(writer)).status_code)
+        assert statuses == [200] * 2 * len(results)
+        assert {store.results.get(result["id"])["status"] for result in results} == {"completed"}
+    finally:
+        store.close()
+        server.stop()

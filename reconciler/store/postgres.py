@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import threading
 import zlib
 from contextlib import contextmanager
@@ -297,7 +298,7 @@ class PostgresBackend:
         if current is not None:  # inside a transaction: read what it wrote
             yield current
             return
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             yield PostgresSession(conn)
 
     @contextmanager
@@ -306,7 +307,7 @@ class PostgresBackend:
         if current is not None:
             yield current
             return
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             session = PostgresSession(conn)
             self._local.session = session
             try:
@@ -314,6 +315,30 @@ class PostgresBackend:
                     yield session
             finally:
                 self._local.session = None
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection, used as psycopg_pool's `connection()` uses one, that the server has not closed."""
+        conn = self._live_connection()
+        try:
+            with conn:  # commits, or rolls back on an error; a pooled connection stays open
+                yield conn
+        finally:
+            self.pool.putconn(conn)
+
+    def _live_connection(self) -> psycopg.Connection:
+        """A restart of the server (or pg_terminate_backend) closes the pooled connections while they are
+        idle; handed to a request, the next statement fails. The first one found closed makes the pool
+        drop every closed one it holds (`check`) and open new ones. psycopg_pool's own `check=` would
+        sleep 1, 2, 4 ... s after each closed one: sequential requests waited 30 s for a PoolTimeout."""
+        for _ in range(self.pool.max_size):  # a connection returned after the check may be closed too
+            conn = self.pool.getconn()
+            if not _closed_by_server(conn):
+                return conn
+            conn.close()  # the pool replaces a closed connection
+            self.pool.putconn(conn)
+            self.pool.check()
+        return self.pool.getconn()
 
     def try_transaction(self) -> None:
         """PostgreSQL never answers at once: callers on an event loop hand the work to a thread."""
@@ -405,6 +430,23 @@ class PostgresLeaderLock:
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInt)
+
+
+def _closed_by_server(conn: psycopg.Connection) -> bool:
+    """True when the server has ended this idle connection. An idle connection hears nothing until the
+    server ends it (a termination message, then end of file), so a socket with nothing to read is alive
+    without a round trip on every request; one with something to read is asked (an empty query)."""
+    if conn.closed:
+        return True
+    waiting = select.poll()  # not select.select: it fails on a descriptor above 1023
+    waiting.register(conn.fileno(), select.POLLIN)
+    if not waiting.poll(0):
+        return False
+    try:
+        conn.execute("")
+    except psycopg.OperationalError:
+        return True
+    return False
 
 
 # A piece of a password shorter than this is not scrubbed from a message: it would blank ordinary words.
