@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,10 @@ from reconciler.writeback import writeback_pass
 log = logging.getLogger("catalog.up")
 
 LOCAL_TOKEN_NAME = "local-dispatcher"  # then the home's digest: local_token_name
+# How long a stop waits for the loops' jobs in flight (a check script answering, a sync's transaction).
+# Less than the local dispatcher's time limit (60 s): with uvicorn's own 10 s for open requests it
+# fits in the 30 s an orchestrator gives (Kubernetes' default grace period) before it kills.
+STOP_WAIT = 15.0
 EXAMPLE_DIRECTORY = "catalog-repo-example"
 
 
@@ -130,20 +134,23 @@ class Loops:
     others serve the API and try the lock every `intervals.leader` seconds, so when the leader dies
     (its lock goes with its connection) one of them takes over. Leases and serialised dispatch keep
     a result from being sent twice even while two processes briefly both believe they lead.
+
+    Only the leader thread starts and stops the loops. A process that loses the lock, or stops,
+    sends no dispatch after that (`_WhileLeading`), so a pass in flight ends at its next send.
     """
 
     def __init__(self, store: Database, settings: Settings, intervals: Intervals, clock: Clock):
         self.store, self.settings, self.clock = store, settings, clock
         self.source = source_from_settings(settings)
         self._stopping = threading.Event()
-        self.dispatcher = _StopAware(dispatcher_from_settings(settings, clock=clock, store=store), self._stopping)
+        self.leading = False
+        self.dispatcher = _WhileLeading(dispatcher_from_settings(settings, clock=clock, store=store), self.may_dispatch)
         self.intervals = intervals
         self.schedulers: dict[str, Scheduler] = {}
         self._sync_requested = threading.Event()
         self._dispatch_requested = threading.Event()
         self._follower_sync = threading.Lock()
         self.leader_lock = store.leader_lock()
-        self.leading = False
         self.threads: list[threading.Thread] = []  # the leader-lock thread
         self._loop_threads: list[threading.Thread] = []  # the loops', while leading
 
@@ -208,8 +215,13 @@ class Loops:
         finally:
             self._follower_sync.release()
 
+    def may_dispatch(self) -> bool:
+        return self.leading and not self._stopping.is_set()
+
     def start(self) -> None:
         """Try the leader lock now and every `intervals.leader` seconds; run the loops while holding it."""
+        if self._stopping.is_set():  # a stop signal came while the server started
+            return
         thread = threading.Thread(target=self._lead, name="catalog-leader", daemon=True)
         thread.start()
         self.threads.append(thread)
@@ -224,14 +236,20 @@ class Loops:
                 self._start_loops()
             elif not holds and self.leading:
                 log.warning("lost the leader lock (database connection lost?): loops stopped until it is back")
-                self.leading = False
-                self._stop_loops()
+                self.leading = False  # no dispatch from now on: another process may lead already
+                self._stop_loops(wait=0)  # not waiting, so the lock is tried again on time
+                told_following = False  # say so again when another process leads
             elif not holds and not told_following:
                 log.info("following: another process leads; this one serves the API and takes over if it stops")
                 told_following = True
             self._stopping.wait(self.intervals.leader)
+        self.leading = False
+        self._stop_loops(wait=STOP_WAIT)
 
     def _start_loops(self) -> None:
+        # Loops told to stop when the lock was lost may still be finishing a job (bounded: no dispatch
+        # is sent meanwhile): wait for them, so that one process never runs two passes of one loop.
+        _join_all(self._loop_threads, STOP_WAIT)
         self.schedulers = {name: Scheduler() for name in ("sync", "dispatch", "writeback", "notify")}
         sync_loop, dispatch_loop, writeback_loop = (self.schedulers[n] for n in ("sync", "dispatch", "writeback"))
         sync_loop.every(self.intervals.sync, "sync", self.sync)
@@ -247,33 +265,38 @@ class Loops:
             thread.start()
             self._loop_threads.append(thread)
 
-    def _stop_loops(self, timeout: float = 60.0) -> None:
+    def _stop_loops(self, *, wait: float) -> None:
+        """Tell the loops to stop after their jobs in flight; wait at most `wait` seconds for those."""
         for scheduler in self.schedulers.values():
             scheduler.stop()
-        for thread in self._loop_threads:
-            thread.join(timeout)
+        _join_all(self._loop_threads, wait)
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let the jobs in flight finish (their transactions with them), then stop and let go of the lock.
-
-        A dispatch pass stops sending at once: its unsent results stay pending for the next start.
-        """
-        self._stopping.set()
-        self._stop_loops(timeout)
-        for thread in self.threads:
-            thread.join(timeout)
+    def stop(self) -> None:
+        """Let the jobs in flight finish (their transactions with them; at most STOP_WAIT seconds), then
+        let go of the lock. A dispatch pass stops sending at once: its unsent results stay pending."""
+        self._stopping.set()  # wakes the leader thread, which stops the loops and waits for them
+        _join_all(self.threads, STOP_WAIT + 5)  # + the lock's own connection, which may be slow to answer
         self.leader_lock.release()
 
 
-class _StopAware:
-    """A dispatcher that refuses new sends once shutdown began (a transient failure: retried later)."""
+def _join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for every thread, `timeout` seconds at most in all."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
-    def __init__(self, inner, stopping: threading.Event):
-        self.inner, self.stopping = inner, stopping
+
+class _WhileLeading:
+    """A dispatcher that sends only while this process leads and is not stopping; otherwise a transient
+    failure, which ends the pass and leaves its unsent results pending (leased) for the leader."""
+
+    def __init__(self, inner, may_dispatch):
+        self.inner, self.may_dispatch = inner, may_dispatch
 
     def send(self, payload) -> None:
-        if self.stopping.is_set():
-            raise DispatchError("shutting down: left pending for the next start", transient=True, retry_after=0)
+        if not self.may_dispatch():
+            raise DispatchError("not leading (lost the lock, or stopping): left pending for the leader",
+                                transient=True, retry_after=0)
         self.inner.send(payload)
 
     def capacity(self) -> int | None:
@@ -291,11 +314,11 @@ def _when(event: threading.Event, job):
 
 
 def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals: Intervals | None = None) -> int:
-    """Run everything until SIGINT/SIGTERM; uvicorn owns the signals, the loops stop after it."""
-    import uvicorn
-
+    """Run everything until SIGINT/SIGTERM: the loops stop first (their jobs in flight answered by the
+    API), then the server; a second signal stops at once."""
     from api.access import AccessLog
     from api.app import LOG_FORMAT, create_app, run_server, server_config, settle_heap
+    from api.shutdown import GracefulServer
     from reconciler.logs import log_to_stderr
 
     log_to_stderr(LOG_FORMAT)
@@ -307,30 +330,28 @@ def up(settings: Settings, *, host: str, port: int, notes: list[str], intervals:
         token_note = str(ensure_local_token(store, settings, clock))
     loops = Loops(store, settings, intervals, clock)
     app = create_app(store, settings, clock=clock, sync_trigger=loops.request_sync, access_log=AccessLog())
-    server = uvicorn.Server(server_config(app, host=host, port=port))
+    server = GracefulServer(server_config(app, host=host, port=port), before_exit=loops.stop)
+    server.install_signal_handlers()  # before the banner, which tells the user they may stop us
 
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(_banner(settings, store, base, notes, token_note), flush=True)
-
-    def start_loops_when_serving() -> None:
-        # The local check scripts PATCH the API: dispatching before it listens would waste a run.
-        while not server.started and not server.should_exit:
-            threading.Event().wait(0.05)
-        if server.started:
-            loops.start()
-
-    threading.Thread(target=start_loops_when_serving, name="catalog-start", daemon=True).start()
-    # uvicorn re-raises a captured SIGTERM once it has shut down, which with the default action would
-    # kill us before the loops stop (exit -15, a job cut off mid-pass); a handler makes it a no-op.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    threading.Thread(target=_start_when_serving, args=(server, loops), name="catalog-start", daemon=True).start()
     settle_heap()
     try:
         run_server(server, base)
     finally:
-        loops.stop()
+        if not server.force_exit:  # a second signal: stop at once, not waiting for the jobs again
+            loops.stop()
         store.close()
     return 0
+
+
+def _start_when_serving(server, loops: Loops) -> None:
+    # The local check scripts PATCH the API: dispatching before it listens would waste a run.
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if server.started:
+        loops.start()
 
 
 def _banner(settings: Settings, store: Database, base: str, notes: list[str], token_file: str) -> str:

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 import yaml
@@ -159,3 +160,37 @@ def test_a_webhook_that_reaches_a_follower_is_honoured(replicas):
                    "the follower's sync of the push")
     assert run["created"] == 1
     assert follower.get("/api/services/checkout-web")["name"] == "Checkout Web"
+
+
+def test_a_leader_that_loses_its_lock_sends_nothing_more_and_says_following_each_time(tmp_path, postgres_server):
+    # One `catalog up` whose check scripts take 2 s each (a pass of 6 takes 12 s); the test plays the
+    # other replica: it ends the leader's lock session, as a lost connection would, and takes the lock.
+    from test_shutdown import local_up, started_checks
+
+    database_url = postgres_server.new_database()
+    up = local_up(tmp_path, database_url, check_seconds=2, CATALOG_LEADER_INTERVAL="1").start()
+    try:
+        in_flight = 0
+        for loss in (1, 2):
+            wait_for(lambda: up.log_text().count("leading:") == loss, "the replica to lead")
+            wait_for(lambda: len(started_checks(up)) > in_flight, "a check script to start", timeout=30)
+            with psycopg.connect(database_url, autocommit=True) as other_replica:
+                take_the_leader_lock(other_replica)
+                wait_for(lambda: up.log_text().count("lost the leader lock") == loss, "the loss to be seen")
+                in_flight = len(started_checks(up))
+                wait_for(lambda: up.log_text().count("following:") == loss, "the replica to follow", timeout=5)
+                time.sleep(3)  # longer than a check script: the pass would have started the next one
+                assert len(started_checks(up)) == in_flight, "no check started after the loss"
+    finally:
+        up.stop()
+
+
+def take_the_leader_lock(conn) -> None:
+    """End the session holding `catalog up`'s leader lock and hold the lock on `conn` instead."""
+    key = "classid, objid"
+    holder = conn.execute(f"SELECT pid, {key} FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                          " AND objid = 6 AND objsubid = 2").fetchone()
+    assert holder, "a leader holds the lock"
+    pid, app_key, lock = holder
+    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (int(app_key), int(lock)))
