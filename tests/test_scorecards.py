@@ -17,20 +17,26 @@ from reconciler.validation import validate_directory
 CARD = "scorecards/production-readiness.yaml"
 
 
+def write_files(root, files: dict[str, str]) -> None:
+    """Write each file (path relative to `root`: its folders are made) as a pull request would add it."""
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
 def levels_of(store, rubric: str = "production-readiness") -> dict[str, int]:
     return {row["service"]: row["level"] for row in store.scorecards.levels(rubric=rubric)}
 
 
 def test_mistakes_in_scorecards_waivers_and_campaigns_name_file_and_line(example_dir):
-    (example_dir / "scorecards" / "broken.yaml").write_text(
-        "name: Broken\nlevels:\n  - name: One\n    checks: [has-owner, no-such-check]\n    chekcs: []\n")
-    (example_dir / "waivers" / "old.yaml").write_text(
-        "check: log4j-vulnerabilty\nservices: [search-index, nobody]\nreason: x\nexpires: 2020-01-01\n")
-    (example_dir / "waivers" / "far.yaml").write_text(
-        f"check: has-owner\nservices: [admin-console]\nreason: x\nexpires: {datetime.now(timezone.utc).date() + timedelta(days=400)}\n")
-    (example_dir / "campaigns" / "platinum.yaml").write_text(
-        "name: Platinum\nscorecard: production-readiness\nlevel: Platinum\ndeadline: 2027-01-01\n")
-    (example_dir / "campaigns" / "nothing.yaml").write_text("name: Nothing\nscorecard: nope\nlevel: Gold\ndeadlin: 2027-01-01\n")
+    write_files(example_dir, {
+        "scorecards/broken.yaml": "name: Broken\nlevels:\n  - name: One\n    checks: [has-owner, no-such-check]\n    chekcs: []\n",
+        "waivers/old.yaml": "check: log4j-vulnerabilty\nservices: [search-index, nobody]\nreason: x\nexpires: 2020-01-01\n",
+        "waivers/far.yaml": "check: has-owner\nservices: [admin-console]\nreason: x\n"
+                            f"expires: {datetime.now(timezone.utc).date() + timedelta(days=400)}\n",
+        "campaigns/platinum.yaml": "name: Platinum\nscorecard: production-readiness\nlevel: Platinum\ndeadline: 2027-01-01\n",
+        "campaigns/nothing.yaml": "name: Nothing\nscorecard: nope\nlevel: Gold\ndeadlin: 2027-01-01\n",
+    })
     count, errors = validate_directory(example_dir)
     text = [str(error) for error in errors]
     assert "scorecards/broken.yaml:5:5: unknown key 'chekcs' (did you mean 'checks'?)" in text
@@ -46,17 +52,16 @@ def test_mistakes_in_scorecards_waivers_and_campaigns_name_file_and_line(example
 
 def test_rules_across_a_files_keys_are_errors_at_the_line_of_the_key_that_breaks_them(example_dir):
     """Not at 1:1: in a pull request the annotation lands on the line to change."""
-    (example_dir / "scorecards" / "twice.yaml").write_text(
-        "name: Twice\nlevels:\n  - {name: A, checks: [has-owner]}\n  - {name: A, checks: [readme-present]}\n")
-    (example_dir / "scorecards" / "none.yaml").write_text(
-        "name: None card\nlevels:\n  - {name: Top, checks: [has-owner]}\n  - {name: None, checks: [readme-present]}\n")
-    (example_dir / "campaigns" / "both.yaml").write_text(
-        "name: Both\nscorecard: production-readiness\nlevel: Gold\nchecks: [has-owner]\ndeadline: 2027-01-31\n")
-    (example_dir / "checks" / "both.yaml").write_text("name: Both\nfrequency: daily\nschedule: '0 * * * *'\n")
-    (example_dir / "services" / "blank.yaml").write_text("priority: 2\nname: '--'\n")
-    (example_dir / "blank").mkdir()
-    (example_dir / "blank" / "catalog-info.yaml").write_text(
-        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: ___\nspec: {type: service, owner: x}\n")
+    write_files(example_dir, {
+        "scorecards/twice.yaml": "name: Twice\nlevels:\n  - {name: A, checks: [has-owner]}\n  - {name: A, checks: [readme-present]}\n",
+        "scorecards/none.yaml": "name: None card\nlevels:\n  - {name: Top, checks: [has-owner]}\n"
+                                "  - {name: None, checks: [readme-present]}\n",
+        "campaigns/both.yaml": "name: Both\nscorecard: production-readiness\nlevel: Gold\nchecks: [has-owner]\ndeadline: 2027-01-31\n",
+        "checks/both.yaml": "name: Both\nfrequency: daily\nschedule: '0 * * * *'\n",
+        "services/blank.yaml": "priority: 2\nname: '--'\n",
+        "blank/catalog-info.yaml": "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: ___\n"
+                                   "spec: {type: service, owner: x}\n",
+    })
     errors = sorted(str(e) for e in validate_directory(example_dir)[1])
     assert errors == [
         "blank/catalog-info.yaml:4:9: metadata.name: has no letters or digits to make a slug from",
