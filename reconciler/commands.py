@@ -78,10 +78,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(store, source)
     if plan.same_revision:
         print(f"no changes: revision {plan.revision} is already applied")
-        errors = [error for row in store.catalog.file_errors() for error in row["errors"]]
-        for error in errors:  # the applied revision's files that kept their last good state
-            print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
-        return EXIT_ERROR if errors else 0
+        return EXIT_ERROR if _print_stored_file_errors(store) else 0
     print(f"plan: {plan.previous_revision or '(nothing applied yet)'} -> {plan.revision}")
     for change in plan.changes:
         print(f"  {change}")
@@ -123,16 +120,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
         _print_warnings(plan.warnings)
         _print_notes(plan.notes)
-    file_errors = store.catalog.file_errors()
-    if file_errors:
-        # the files with errors kept their last good state; the rest was applied
-        for row in file_errors:
-            for error in row["errors"]:
-                print(f"{error['file']}:{error['line']}:{error['col']}: {error['message']}", file=sys.stderr)
-        count = len(file_errors)
+    count = _print_stored_file_errors(store)
+    if count:  # the files with errors kept their last good state; the rest was applied
         print(f"{count} file{'s' if count != 1 else ''} with errors kept their last good state", file=sys.stderr)
         return _EXIT_APPLIED_WITH_ERRORS
     return 0
+
+
+def _print_stored_file_errors(store) -> int:
+    """Each error of the applied revision's files that kept their last good state, on stderr; how many files."""
+    rows = store.catalog.file_errors()
+    for row in rows:
+        for error in row["errors"]:
+            print(_error_text(error), file=sys.stderr)
+    return len(rows)
+
+
+def _error_text(error: dict) -> str:
+    """A stored file error as file:line:col: message."""
+    return f"{error['file']}:{error['line']}:{error['col']}: {error['message']}"
 
 
 def _print_warnings(warnings: list) -> None:
@@ -252,7 +258,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("GitHub budget: " + ", ".join(f"{w['window']} ({w['left']} left)" for w in budget["windows"])
               + (f"; paused until {budget['paused_until']} (GitHub's rate limit)" if budget["paused_until"] else ""))
     for error in status["file_errors"]:
-        print(f"error: {error['file']}:{error['line']}:{error['col']}: {error['message']}")
+        print(f"error: {_error_text(error)}")
     for finding in status["writeback_tampering"]:
         print(f"tampering: {finding['path'] + ': ' if finding['path'] else ''}{finding['message']}")
     notifications = status["notifications"]

@@ -311,26 +311,27 @@ def _route(store: Database, events: list[dict], routes: dict[str, Destination], 
     report.deliveries += len(deliveries)
 
 
-def _messages(due: list[dict], routes: dict[str, Destination], server_url: str) -> list[tuple[Message, list[int]]]:
-    """Due deliveries as messages with the delivery ids each carries: a digest route's, one per team."""
-    messages: list[tuple[Message, list[int]]] = []
-    folded: dict[tuple[str, str | None], tuple[Message, list[int]]] = {}
+def _messages(due: list[dict], routes: dict[str, Destination], server_url: str) -> list[tuple[tuple, Message, list[int]]]:
+    """Due deliveries as messages with the delivery ids each carries: a digest route's, one per team;
+    each with its `_order_key`, what keeps the order of its messages."""
+    messages: list[tuple[tuple, Message, list[int]]] = []
+    folded: dict[tuple, tuple[tuple, Message, list[int]]] = {}
     for row in due:
         destination = routes.get(row["route"])
         event = {key: row[key] for key in ("id", "type", "created_at", "team", "service", "result_id", "outcome",
                                            "summary")}
         event["check"] = row["check_slug"]
         event["data"] = json.loads(row["data"]) if row["data"] else {}
+        key = _order_key(row["route"], row, routes)
         digest = destination.route.digest if destination else "none"
         if digest == "none":
-            messages.append((Message(row["route"], [event], server_url=server_url), [row["delivery_id"]]))
+            messages.append((key, Message(row["route"], [event], server_url=server_url), [row["delivery_id"]]))
             continue
-        key = (row["route"], row["team"])
         if key not in folded:
-            folded[key] = (Message(row["route"], [], digest=digest, team=row["team"], server_url=server_url), [])
+            folded[key] = (key, Message(row["route"], [], digest=digest, team=row["team"], server_url=server_url), [])
             messages.append(folded[key])
-        folded[key][0].events.append(event)
-        folded[key][1].append(row["delivery_id"])
+        folded[key][1].events.append(event)
+        folded[key][2].append(row["delivery_id"])
     return messages
 
 
@@ -342,16 +343,14 @@ def _send(store: Database, due: list[dict], routes: dict[str, Destination], cloc
     are written here, by this thread, as the lanes report. Returns how many deliveries it was given."""
     attempts = {row["delivery_id"]: row["attempts"] for row in due}
     lanes: list[list[tuple[Message, list[int]]]] = [[] for _ in range(workers)]
-    for message, delivery_ids in _messages(due, routes, server_url):
-        event = message.events[0]
-        lane_key = f"{message.route}|{message.team}" if message.digest else f"{message.route}|{event['service']}|{event['check']}"
-        lanes[zlib.crc32(lane_key.encode()) % workers].append((lane_key, message, delivery_ids))
+    for key, message, delivery_ids in _messages(due, routes, server_url):
+        lanes[zlib.crc32("|".join(map(str, key)).encode()) % workers].append((key, message, delivery_ids))
     outcomes: queue.Queue = queue.Queue()
 
-    def run_lane(lane: list[tuple[str, Message, list[int]]]) -> None:
-        failed: set[str] = set()
-        for lane_key, message, delivery_ids in lane:
-            if lane_key in failed:  # behind a message of its pair that failed: waits for that one's retry
+    def run_lane(lane: list[tuple[tuple, Message, list[int]]]) -> None:
+        failed: set[tuple] = set()
+        for key, message, delivery_ids in lane:
+            if key in failed:  # behind a message of its pair that failed: waits for that one's retry
                 outcomes.put((message.route, delivery_ids, HELD))
                 continue
             destination = routes.get(message.route)
@@ -362,10 +361,10 @@ def _send(store: Database, due: list[dict], routes: dict[str, Destination], cloc
                     raise DeliveryFailed(destination.problem or "the route cannot send")
                 destination.channel.send(message)
             except DeliveryFailed as failure:
-                failed.add(lane_key)
+                failed.add(key)
                 outcomes.put((message.route, delivery_ids, str(failure)))
             except Exception as error:  # a channel's bug must not stop the other lanes: retried, its kind named
-                failed.add(lane_key)
+                failed.add(key)
                 outcomes.put((message.route, delivery_ids, f"sending failed ({type(error).__name__})"))
             else:
                 outcomes.put((message.route, delivery_ids, None))

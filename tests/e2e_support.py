@@ -372,3 +372,51 @@ def create_token(home: Path, name: str, *scopes: str, database_url: str | None =
     done = subprocess.run(arguments, env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+# A check script that says when it starts (a file named for its result), takes CHECK_SECONDS, then
+# answers `pass` to the API that ran it, as the example's scripts do.
+SLOW_CHECK = '''#!/usr/bin/env python3
+import base64, json, os, time, urllib.parse, urllib.request
+
+data = json.loads(base64.b64decode(os.environ["PAYLOAD"]))
+marks = os.environ["CHECK_MARKS"]
+open(os.path.join(marks, f"{data['result']['id']}.started"), "w").close()
+time.sleep(float(os.environ["CHECK_SECONDS"]))
+request = urllib.request.Request(
+    data["server"]["url"] + data["server"]["endpoint"], data=urllib.parse.urlencode({"result": "pass"}).encode(),
+    method="PATCH", headers={"Authorization": "Token " + os.environ["SERVICE_CATALOG_TOKEN"]},
+)
+urllib.request.urlopen(request, timeout=10)
+'''
+
+
+def slow_checks(folder: Path) -> Path:
+    """The remote's two checks as SLOW_CHECK scripts; the folder for `local:`."""
+    folder.mkdir()
+    for slug in ("readme-present", "github-org-audit"):
+        (folder / slug).write_text(SLOW_CHECK)
+        (folder / slug).chmod(0o755)
+    return folder
+
+
+def local_up(root: Path, database_url: str, *, check_seconds: float, **env: str) -> UpProcess:
+    """`catalog up` on a catalog remote, its checks run by `local:` slow_checks, more settings in
+    `env`; not started."""
+    remote = CatalogRemote(root, drop_checks=DROPPED_CHECKS)
+    (root / "marks").mkdir()
+    return UpProcess(root / "home", {
+        "CATALOG_DATABASE_URL": database_url,
+        "CATALOG_REPO": str(remote.bare),
+        "CATALOG_DISPATCHER": f"local:{slow_checks(root / 'checks')}",
+        "CATALOG_SYNC_INTERVAL": "3600",
+        "CATALOG_DISPATCH_INTERVAL": "1",
+        "CATALOG_WRITEBACK_INTERVAL": "3600",  # no write-back: what is tested is the dispatch in flight
+        "CHECK_MARKS": str(root / "marks"),
+        "CHECK_SECONDS": str(check_seconds),
+        **env,
+    })
+
+
+def started_checks(up: UpProcess) -> list[int]:
+    return sorted(int(mark.stem) for mark in (up.home.parent / "marks").glob("*.started"))

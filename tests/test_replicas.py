@@ -165,7 +165,7 @@ def test_a_webhook_that_reaches_a_follower_is_honoured(replicas):
 def test_a_leader_that_loses_its_lock_sends_nothing_more_and_says_following_each_time(tmp_path, postgres_server):
     # One `catalog up` whose check scripts take 2 s each (a pass of 6 takes 12 s); the test plays the
     # other replica: it ends the leader's lock session, as a lost connection would, and takes the lock.
-    from test_shutdown import local_up, started_checks
+    from e2e_support import local_up, started_checks
 
     database_url = postgres_server.new_database()
     up = local_up(tmp_path, database_url, check_seconds=2, CATALOG_LEADER_INTERVAL="1").start()
