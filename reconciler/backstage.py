@@ -130,6 +130,18 @@ def document_loc(document: Any, loc: tuple) -> tuple:
     return (*base, *loc[1:])
 
 
+def document_field(document: Any, field: str) -> str:
+    """The Component's own key, dotted, that a `Service` field came from (`spec.dependsOn` for
+    `dependencies`), so a message about the field names what the file's author wrote; else `field`."""
+    if not isinstance(document, dict):
+        return field
+    try:
+        _, origin = service_fields(document)
+    except DescriptorProblem:
+        return field
+    return ".".join(origin[field]) if field in origin else field
+
+
 def declared_slug(document: Any) -> str | None:
     """The slug a Component that fails validation still declares (its name's), for the rules across files."""
     metadata = document.get("metadata") if isinstance(document, dict) else None

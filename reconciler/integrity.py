@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Literal
 
+from . import backstage
 from .catalog_index import CatalogIndex, dependencies_of
 from .errors import CatalogIntegrityError, Location
 from .document_paths import display_path, file_of
@@ -81,7 +82,11 @@ def locate_warnings(root: Path, verdict: Verdict) -> list[CatalogIntegrityError]
 
 def _located(root: Path, problem: Problem, parsed: dict) -> CatalogIntegrityError:
     where = locate(root, problem.path, problem.loc, parsed)
-    return CatalogIntegrityError(where, problem.message, Location(file_of(problem.other)) if problem.other else None)
+    message, held = problem.message, parsed.get(problem.path)
+    if isinstance(held, tuple) and problem.loc and message.startswith(f"{problem.loc[0]}: "):
+        # a Backstage document (locate keeps its node and values): the message names its key, not ours
+        message = backstage.document_field(held[1], problem.loc[0]) + message[len(problem.loc[0]):]
+    return CatalogIntegrityError(where, message, Location(file_of(problem.other)) if problem.other else None)
 
 
 class _After:

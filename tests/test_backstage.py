@@ -138,7 +138,7 @@ def test_an_unknown_component_dependency_is_an_error_at_its_entry(backstage_dir)
     path.write_text(path.read_text().replace("  owner: team-payments\n  providesApis",
                                              "  owner: team-payments\n  dependsOn: [resource:x, component:nope]\n  providesApis", 1))
     assert _errors(backstage_dir) == [
-        "ledger/catalog-info.yml:12:27: dependencies: unknown service 'nope' (no service file or Backstage Component defines it)"
+        "ledger/catalog-info.yml:12:27: spec.dependsOn: unknown service 'nope' (no service file or Backstage Component defines it)"
     ]
 
 
