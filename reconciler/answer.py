@@ -133,15 +133,25 @@ class BatchReport:
     recorded_earlier: set[int] = field(default_factory=set)  # ids whose retry got 409 after a lost response
     unanswered: list[str] = field(default_factory=list)  # services given no answer, their results still open
     finished: list[str] = field(default_factory=list)  # services given no answer, their results already finished
+    stopped: str | None = None  # why a request after the first was refused whole: its answers and the rest unsent
+    unsent: int = 0  # the answers of that request and of those after it
 
 
 def answer_batch(data: dict, lines: list[Line], default_url: str | None, client: CatalogClient) -> BatchReport:
     """Bulk-PATCH a batch's answers, given per service, in as many requests as the server's limits need."""
     ids = result_ids(batch_results(data, client))
     report = BatchReport()
-    for body in bulk_bodies(encoded_answers(lines, ids, data["batch"]["id"], default_url)):
-        reply = client.request("PATCH", "/api/results", body)
-        outcomes = reply.json().get("results")
+    answers = encoded_answers(lines, ids, data["batch"]["id"], default_url)
+    for number, body in enumerate(bulk_bodies(answers)):
+        try:
+            reply = client.request("PATCH", "/api/results", body)
+            outcomes = reply.json().get("results")
+        except (ConfigError, InvalidInput) as error:
+            if number == 0:
+                raise  # nothing recorded: the error says it all
+            # the earlier requests' answers are recorded: say so, and how many were not (a split batch)
+            report.stopped, report.unsent = str(error), len(answers) - len(report.outcomes)
+            break
         if not isinstance(outcomes, list):
             raise InvalidInput(f"{reply.request} answered without its list of results")
         if reply.maybe_delivered:
@@ -295,8 +305,12 @@ def _report_batch(report: BatchReport) -> int:
     if report.unanswered:
         print(f"catalog: {len(report.unanswered)} results of the batch not answered (they will time out): "
               + _listed(report.unanswered), file=sys.stderr)
-    print(f"answered {len(report.outcomes) - len(refused)} of {len(report.outcomes)} results", file=sys.stderr)
-    return 1 if refused or report.unanswered else 0
+    if report.stopped:
+        print(f"catalog: {report.stopped}", file=sys.stderr)
+        print(f"catalog: {report.unsent} answers not recorded: the request carrying them was refused after the earlier"
+              " ones were recorded; their results stay open (answer them again, or they time out)", file=sys.stderr)
+    print(f"answered {len(report.outcomes) - len(refused)} of {len(report.outcomes) + report.unsent} results", file=sys.stderr)
+    return 1 if refused or report.unanswered or report.stopped else 0
 
 
 def _listed(names: list[str]) -> str:

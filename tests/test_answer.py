@@ -170,6 +170,32 @@ def test_a_batch_over_the_servers_body_cap_is_answered_in_several_requests(store
     assert {(row["status"], row["result"], row["message"]) for row in rows} == {("completed", "fail", message)}
 
 
+def test_a_split_batch_refused_after_its_first_request_says_what_was_recorded_and_what_was_not(
+        store, tmp_path, issuer):
+    """The second of two requests refused whole (a proxy's 413): the first request's answers are
+    recorded and said to be; the rest are counted as not recorded, still open, and the exit is 1. (Only
+    the refusal was printed: a check author could not tell that most of the batch had gone in.)"""
+    services = [{"name": f"Service {i}", "slug": f"svc-{i:03d}", "priority": 3} for i in range(130)]
+    check = {"name": "Runbook", "slug": "runbook", "services": "all", "batch": 200}
+    root = write_catalog(tmp_path / "catalog", services, [check], catalog={"defaults": {"repository": REPOSITORY}})
+    message = "x" * 65_000  # 130 of them pass the 8 MiB one request may carry: two requests
+    with serving(store, root, tmp_path / "home", issuer) as (base, dispatch):
+        [data] = dispatch("runbook")
+        with FlakyProxy(base) as proxy:
+            proxy.faults = [None, (413, {})]
+            done = answer(issuer, proxied(data, proxy.url), "--results", "-",
+                          stdin=lines_of(*({"service": s["slug"], "result": "fail", "message": message} for s in services)),
+                          env={"SERVICE_CATALOG_TOKEN": make_token(store, "results:write")})
+    assert done.returncode == 1, done.stderr
+    assert [what for _, _, what in proxy.patches] == ["relay", "413"]
+    statuses = [row["status"] for row in store.results.list(check="runbook", limit=1000)]
+    first = statuses.count("completed")  # the first request's answers, as many as its 8 MiB held
+    assert 0 < first < 130 and statuses.count("sent") == 130 - first
+    assert "answered 413: the proxy answers 413" in done.stderr
+    assert f"{130 - first} answers not recorded" in done.stderr
+    assert done.stderr.splitlines()[-1] == f"answered {first} of 130 results"
+
+
 def test_bulk_bodies_keep_within_the_servers_count_and_byte_limits():
     room = MAX_BULK_BODY_BYTES - len(BULK_HEAD) - len(BULK_TAIL)  # for the answers and their commas
     def answer_of(size: int) -> bytes:  # a JSON answer of `size` bytes (a string will do for the count)
