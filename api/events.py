@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import PathParameter, QueryParameter
 
 from api.auth import SECURITY, requires_read
-from api.models import MAX_ID, CheckFilter, EventDetail, EventPage, ServiceFilter, error_responses
+from api.models import MAX_ID, CheckFilter, EventDetail, EventPage, ServiceFilter, error_responses, given
 from api.routing import get
 from reconciler.errors import InvalidInput, NotFound
 from reconciler.events import EVENT_TYPES
@@ -36,6 +36,7 @@ class EventController(Controller):
         cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="from the `next` link: events before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> EventPage:
+        type, service, check = given(type, service, check)
         if type is not None and type not in EVENT_TYPES:
             raise InvalidInput(f"'type' filter must be one of {', '.join(EVENT_TYPES)}, not {type!r}")
         rows = state.store.events.list(type=type, service=service, check=check, before_id=cursor, limit=limit)

@@ -24,6 +24,12 @@ SinceFilter = Annotated[str | None, QueryParameter(
     description="created at or after this ISO 8601 time", schema_extra={"format": "date-time"})]
 
 
+def given(*filters: str | None) -> tuple[str | None, ...]:
+    """The filters with an empty one (`?service=`, a form's blank field) as not given, in the JSON reads
+    as in the CSV export and the pages (`?service=` listed nothing: no service has the slug '')."""
+    return tuple(value or None for value in filters)
+
+
 class ErrorDetail(TypedDict, total=False):
     status: int
     code: str

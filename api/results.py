@@ -32,6 +32,7 @@ from api.models import (
     SinceFilter,
     StatusFilter,
     error_responses,
+    given,
 )
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
@@ -335,6 +336,7 @@ class ResultController(Controller):
         cursor: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID, description="from the `next` link: results before this id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
     ) -> ResultPage:
+        service, check, result, status, since = given(service, check, result, status, since)
         check_filters(result, status)
         rows = state.store.results.list(service=service, check=check, result=result, status=status,
                                         since=parse_since(since), before_id=cursor, limit=limit)
@@ -361,7 +363,7 @@ async def export_results_csv(
     status: StatusFilter = None,
     since: SinceFilter = None,
 ) -> Stream:
-    service, check, result, status, since = (value or None for value in (service, check, result, status, since))
+    service, check, result, status, since = given(service, check, result, status, since)
     check_filters(result, status)  # before the first byte: a bad filter is a JSON error, not a broken download
     batches = result_batches(state.store, defuse=True, service=service, check=check, result=result, status=status,
                              since=parse_since(since))

@@ -172,6 +172,8 @@ def test_results_filter_by_check_result_status_and_since(client, synced_store):
     assert ids("status=pending") == [late["id"]]
     assert ids("since=" + clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")) == [late["id"]]
     assert ids("service=no-such-service") == []
+    # an empty filter is no filter, as in the CSV export and the pages (it listed nothing)
+    assert ids("service=&check=&result=&status=&since=") == ids("") == [late["id"], early["id"]]
 
 
 @pytest.mark.parametrize(

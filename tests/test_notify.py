@@ -240,6 +240,9 @@ def test_events_api_and_pages_list_filter_and_page_without_secrets(synced_store,
         assert [e["service"] for e in rest["events"]] == ["payments-api"] and rest["next"] is None
         assert [e["type"] for e in client.get("/api/events", params={"service": "users-db"}).json()["events"]] == ["failing"]
         assert client.get("/api/events", params={"check": "readme-present"}).json()["events"] == []
+        # an empty filter is no filter, as in the CSV export and the pages (it listed nothing)
+        blank = client.get("/api/events", params={"service": "", "check": "", "type": ""}).json()["events"]
+        assert [e["service"] for e in blank] == ["search-index", "users-db", "payments-api"]
         bad = client.get("/api/events", params={"type": "nonsense"})
         assert bad.status_code in (400, 422) and bad.json()["error"]["status"] == bad.status_code
         event_id = first["events"][0]["id"]
