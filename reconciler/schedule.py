@@ -182,6 +182,7 @@ def run_pass(
     # then new due pairs in the room they leave. New work first starved them when the catalog did
     # not fit its budget: they timed out while newer results were sent.
     retries = _claim_retries(store, by_id, now, holder, dispatches)
+    retries = _close_retired(store, retries, by_id, now, report)
     report.retried = [row["id"] for row in retries]
     created = store.dispatch.create_due(
         due_cutoffs(checks, now, unschedulable=report.unschedulable),
@@ -200,6 +201,38 @@ def run_pass(
         "deferred": len(report.deferred), "expired": len(report.expired),
     }})
     return report
+
+
+def _close_retired(store: Database, rows: list[dict], checks: dict[int, dict], now, report: PassReport) -> list[dict]:
+    """The leased pending rows still to send; the others are closed as `error` saying why: their check
+    was removed or paused (`active: false`), or their service removed or made inactive, since they were
+    made (a retry after a failure or a rate limit, a crash's leftover). They were sent all the same."""
+    if not rows:
+        return rows
+    services = store.reads.services_by_id(sorted({row["service_id"] for row in rows if row["service_id"] is not None}))
+    keep, closing = [], {}
+    for row in rows:
+        why = _why_not_sent(checks.get(row["check_id"]), services.get(row["service_id"]) if row["service_id"] else None)
+        if why is None:
+            keep.append(row)
+        else:
+            closing.setdefault(why, []).append(row["id"])
+    for why, ids in closing.items():
+        closed = store.dispatch.mark_failed_many(ids, why, now=format_time(now))
+        report.failed.extend((result_id, why) for result_id in closed)
+    return keep
+
+
+def _why_not_sent(check: dict | None, service: dict | None) -> str | None:
+    if check is None or check["removed_at"] is not None:
+        return f"not sent: check {check['slug'] if check else '?'} was removed from the catalog before it was sent"
+    if not check["active"]:
+        return f"not sent: check {check['slug']} was paused (active: false) before it was sent"
+    if service is not None and service["removed_at"] is not None:
+        return f"not sent: service {service['slug']} was removed from the catalog before it was sent"
+    if service is not None and not service["active"]:
+        return f"not sent: service {service['slug']} was made inactive before it was sent"
+    return None
 
 
 def _claim_retries(store: Database, checks: dict[int, dict], now, holder: str, dispatches: int) -> list[dict]:

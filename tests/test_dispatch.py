@@ -167,6 +167,39 @@ def test_retry_after_is_honoured(synced_store, github, clock, answer):
     assert len(second.sent) == 28 and results_by_status(synced_store) == {"sent": 28}
 
 
+def test_a_deferred_result_of_a_check_or_service_retired_meanwhile_is_closed_not_sent(synced_store, example_dir, github, clock):
+    """Results deferred by a rate limit, then their check removed or paused, or their service removed
+    or made inactive by a sync: the next pass closes them as `error` saying why, and sends only the
+    others (all were sent: pausing a broken check did not stop its dispatches)."""
+    github.script(Answer.rate_limited(retry_after=120))
+    dispatcher = github_dispatcher(github, clock)
+    assert len(run_pass(synced_store, dispatcher, settings=settings_for(github.url), clock=clock).deferred) == 28
+    (example_dir / "checks" / "github-org-audit.yaml").unlink()
+    paused = example_dir / "checks" / "readme-present.yaml"
+    paused.write_text(paused.read_text() + "active: false\n")
+    (example_dir / "services" / "admin-console.yaml").unlink()
+    quiet = example_dir / "services" / "notifications-worker.yaml"
+    quiet.write_text(quiet.read_text() + "active: false\n")
+    report = sync_directory(synced_store, example_dir)
+    assert report.outcome == "applied" and not report.errors, report.errors
+
+    clock.advance(121)
+    second = run_pass(synced_store, dispatcher, settings=settings_for(github.url), clock=clock)
+    rows = {row["id"]: row for row in synced_store.results.list(limit=1000)}
+    closed = {(rows[i]["check"], rows[i]["service"]): why for i, why in second.failed}
+    assert closed[("github-org-audit", None)] == "not sent: check github-org-audit was removed from the catalog before it was sent"
+    assert {why for (check, _), why in closed.items() if check == "readme-present"} == {
+        "not sent: check readme-present was paused (active: false) before it was sent"}
+    assert {why for (check, service), why in closed.items() if check not in ("readme-present", "github-org-audit")} == {
+        "not sent: service admin-console was removed from the catalog before it was sent",
+        "not sent: service notifications-worker was made inactive before it was sent"}
+    for result_id, why in second.failed:
+        assert (rows[result_id]["status"], rows[result_id]["message"]) == ("error", why)
+    sent = [json.loads(base64.b64decode(r.body["client_payload"]["data"])) for r in github.dispatches]
+    assert sent and len(sent) == len(second.sent) == 28 - len(second.failed)
+    assert not {(d["check"]["slug"], (d.get("service") or {}).get("slug")) for d in sent} & set(closed)
+
+
 def test_server_errors_and_hangs_leave_results_pending_for_a_later_pass(synced_store, github, clock):
     github.script(Answer.error(500), Answer.hanging(5), Answer.error(502))
     dispatcher = github_dispatcher(github, clock, request_timeout=0.3)
