@@ -21,11 +21,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.resolve(flags)
 
 
-def open_store(settings: Settings):
-    """The configured database (CATALOG_DATABASE_URL / --database-url, else SQLite in the home), migrated."""
+def open_store(settings: Settings, *, existing: bool = False):
+    """The configured database (CATALOG_DATABASE_URL / --database-url, else SQLite in the home), migrated;
+    `existing`: for commands that only read, one already made (a ConfigError names where it looked)."""
     from .store import open_database
 
-    return open_database(settings.database_url, home=settings.home)
+    return open_database(settings.database_url, home=settings.home, create=not existing)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -183,7 +184,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
     from . import scorecard_views
 
-    store = open_store(settings_from(args))
+    store = open_store(settings_from(args), existing=True)
     if args.slug is None:
         cards = scorecard_views.scorecard_summaries(store)
         if args.json:
@@ -210,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .writeback import FINDINGS_KEY
 
     settings = settings_from(args)
-    store = open_store(settings)
+    store = open_store(settings, existing=True)
     runs = store.catalog.sync_runs(limit=1)
     status = {
         "database": store.describe(),
@@ -380,7 +381,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from .tokens import list_tokens
 
-    tokens = list_tokens(open_store(settings_from(args)))
+    tokens = list_tokens(open_store(settings_from(args), existing=True))
     if not tokens:
         print("no tokens; create one with: catalog token create NAME --scope read", file=sys.stderr)
         return 0
@@ -398,7 +399,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .clock import Clock
     from .tokens import revoke_token
 
-    before = revoke_token(open_store(settings_from(args)), args.name, now=Clock().now())
+    before = revoke_token(open_store(settings_from(args), existing=True), args.name, now=Clock().now())
     if before is not None:
         print(f"token {args.name!r} was revoked already, at {before}", file=sys.stderr)
     else:
@@ -438,7 +439,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 when the branch verifies, 1 with one line per finding."""
     from .verify import lines_of, verify
 
-    store = open_store(settings_from(args)) if args.against_store else None
+    store = open_store(settings_from(args), existing=True) if args.against_store else None
     with contextlib.ExitStack() as bars:  # a bar on a terminal's stderr, gone before the findings print
         report = verify(_results_branch(args, store), store=store, progress=_progress_bars(bars, args.quiet))
     if args.format == "json":
@@ -473,7 +474,7 @@ def cmd_export_results(args: argparse.Namespace) -> int:
     check_filters(args.result, args.status)
     filters = {"service": args.service, "check": args.check, "result": args.result, "status": args.status,
                "since": parse_since(args.since)}
-    store = open_store(settings_from(args))
+    store = open_store(settings_from(args), existing=True)
     filtered = any(value is not None for value in filters.values())
     total = None if filtered else sum(row["count"] for row in store.metrics.result_counts())
     output = open(args.output, "wb") if args.output else sys.stdout.buffer

@@ -13,8 +13,8 @@ CATALOG = shutil.which("catalog")
 pytestmark = pytest.mark.skipif(CATALOG is None, reason="the project is not installed (pip install -e .)")
 
 
-def run(*args, home, cwd=None, repo=None):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}
+def run(*args, home, cwd=None, repo=None, env=None):
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("CATALOG_")}, **(env or {})}
     env["CATALOG_HOME"] = str(home)
     if repo is not None:
         env["CATALOG_REPO"] = str(repo)
@@ -162,8 +162,26 @@ def test_sync_unreachable_repository_is_one_line(tmp_path):
 
 
 def test_status_before_any_sync(tmp_path):
+    assert run("token", "create", "ci", "--scope", "read", home=tmp_path / "home").returncode == 0  # makes the store
     result = run("status", home=tmp_path / "home")
     assert result.returncode == 0 and "last sync: never" in result.stdout
+
+
+def test_commands_that_only_read_refuse_a_store_that_does_not_exist_and_make_none(tmp_path, database_url):
+    """A mistyped CATALOG_HOME (or an empty database): status, export, token list and revoke, scorecard
+    and verify --against-store said "nothing" with exit 0, and made an empty store where they looked."""
+    typo = tmp_path / "hoem"
+    if database_url.startswith("sqlite"):
+        env, where = {}, f"no catalog store at {typo / 'catalog.db'}"
+    else:  # a PostgreSQL database nobody has synced into
+        env, where = {"CATALOG_DATABASE_URL": database_url}, "holds no catalog yet"
+    for command in (["status"], ["status", "--json"], ["export", "results"], ["token", "list"],
+                    ["token", "revoke", "ci"], ["scorecard"],
+                    ["verify", "--against-store", "--repo", str(tmp_path / "nothing.git")]):
+        result = run(*command, home=typo, env=env)
+        assert_one_line_error(result)
+        assert where in result.stderr, (command, result.stderr)
+    assert not typo.exists()
 
 
 def test_status_shows_writeback_tampering_found_earlier(tmp_path):
@@ -275,9 +293,9 @@ def test_a_database_password_is_never_printed_whichever_way_the_url_gives_it(tmp
     misspelt = f"postgresql://127.0.0.1:{port}/{database}?user=postgres&PassWord=QueryPW99"  # libpq refuses it
     refused = f"postgresql://127.0.0.1:{free_port()}/{database}?password=QueryPW99"
     unescaped = f"postgresql://postgres:p@ssW0rdX@127.0.0.1:{free_port()}/{database}"
-    runs = {"status": run("status", "--database-url", given, home=home),
+    runs = {"migrate": run("migrate", "--database-url", as_options, home=home),  # first: status reads a store made
+            "status": run("status", "--database-url", given, home=home),
             "status --json": run("status", "--json", "--database-url", given, home=home),
-            "migrate": run("migrate", "--database-url", as_options, home=home),
             "refused": run("status", "--database-url", refused, home=home),
             "misspelt": run("status", "--database-url", misspelt, home=home),
             "unescaped @": run("status", "--database-url", unescaped, home=home)}
@@ -287,7 +305,7 @@ def test_a_database_password_is_never_printed_whichever_way_the_url_gives_it(tmp
         for secret in ("QueryPW99", "p@ssW0rdX", "ssW0rdX"):
             assert secret not in output, (name, output)
     assert f"postgresql://***@127.0.0.1:{port}/{database}?password=*** (schema version " in outputs["status"]
-    assert "password=***: up to date at version" in outputs["migrate"]
+    assert "password=***: migrated from version 0 to " in outputs["migrate"]
     assert "state  " in outputs["up"] and "?password=***)" in outputs["up"]
     for name in ("refused", "misspelt", "unescaped @"):
         assert_one_line_error(runs[name])

@@ -126,11 +126,19 @@ DATABASE_URL_FORMS = "sqlite:///ABSOLUTE/PATH.db or postgresql://USER[:PASSWORD]
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog", migrate: bool = True) -> Database:
+def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog", migrate: bool = True,
+                  create: bool = True) -> Database:
     """The database at `url` (`sqlite:///PATH`, `postgresql://...`, `postgres://...`, or a Path);
-    by default SQLite in `home`. Applies the migrations unless `migrate` is False."""
+    by default SQLite in `home`. Applies the migrations unless `migrate` is False. With `create` False
+    (commands that only read), a store that does not exist yet is a ConfigError, not a new empty one:
+    a mistyped CATALOG_HOME made `status` and `export` answer "nothing", exit 0."""
     if url is None or url == "":
         url = Path(home) / "catalog.db"
+    if not create:
+        path = url if isinstance(url, Path) else Path(url[len("sqlite://"):]) if url.startswith("sqlite://") else None
+        if path is not None and not path.is_file():
+            raise ConfigError(f"no catalog store at {path}: check CATALOG_HOME (--home) and CATALOG_DATABASE_URL"
+                              " (`catalog sync` or `catalog up` makes one)")
     if isinstance(url, Path):
         backend = SqliteBackend(url)
     elif url.startswith(("postgresql://", "postgres://")):
@@ -146,6 +154,11 @@ def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog
     else:
         raise ConfigError(_not_a_database_url(url))
     db = Database(backend)
+    if not create and db.schema_version() == 0:
+        described = db.describe()
+        db.close()
+        raise ConfigError(f"{described} holds no catalog yet: check CATALOG_DATABASE_URL"
+                          " (`catalog sync` or `catalog up` makes one)")
     if migrate:
         db.migrate()
     return db

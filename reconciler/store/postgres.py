@@ -382,6 +382,8 @@ class PostgresBackend:
 
     def schema_version(self) -> int:
         with self.session() as session:
+            if session.value("SELECT to_regclass('schema_migrations') IS NULL"):
+                return 0  # a database no migration has run in
             return session.value("SELECT max(version) FROM schema_migrations") or 0
 
     # -- the leader lock ----------------------------------------------------------------------

@@ -387,6 +387,8 @@ class SqliteBackend:
 
     def schema_version(self) -> int:
         with self.session() as session:
+            if not session.value("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"):
+                return 0  # a database no migration has run in
             return session.value("SELECT max(version) FROM schema_migrations") or 0
 
 
