@@ -37,7 +37,10 @@ def parse_moment(text: str) -> str:
                            f" not {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return format_time(moment)
+    try:
+        return format_time(moment)
+    except OverflowError:  # an offset past year 1 or 9999 in UTC
+        raise InvalidInput(f"TIME is out of range (years 1 to 9999 in UTC): {text!r}") from None
 
 
 class _Pair(msgspec.Struct):

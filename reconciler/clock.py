@@ -10,7 +10,10 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+    utc = moment.astimezone(timezone.utc)
+    text = utc.strftime(TIME_FORMAT)
+    # C's %Y does not pad a year before 1000 (`999-12-31...`, which sorted after 2026): padded here
+    return text if utc.year >= 1000 else f"{utc.year:04d}{text[text.index('-'):]}"
 
 
 def parse_time(text: str) -> datetime:

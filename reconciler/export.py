@@ -34,7 +34,10 @@ def parse_since(value: str | None) -> str | None:
         raise InvalidInput(f"'since' must be an ISO 8601 time such as 2026-01-05T12:00:00Z, not {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return format_time(moment)
+    try:
+        return format_time(moment)
+    except OverflowError:  # an offset past year 1 or 9999 in UTC
+        raise InvalidInput(f"'since' is out of range (years 1 to 9999 in UTC): {value!r}") from None
 
 
 def check_filters(result: str | None, status: str | None) -> None:

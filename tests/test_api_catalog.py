@@ -172,6 +172,7 @@ def test_results_filter_by_check_result_status_and_since(client, synced_store):
     assert ids("status=pending") == [late["id"]]
     assert ids("since=" + clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")) == [late["id"]]
     assert ids("service=no-such-service") == []
+    assert ids("since=0999-01-01") == [late["id"], early["id"]]  # `999-...` sorted after 2026: it listed nothing
     # an empty filter is no filter, as in the CSV export and the pages (it listed nothing)
     assert ids("service=&check=&result=&status=&since=") == ids("") == [late["id"], early["id"]]
 
@@ -179,7 +180,8 @@ def test_results_filter_by_check_result_status_and_since(client, synced_store):
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [("result=passed", "'result' filter"), ("status=done", "'status' filter"), ("since=yesterday", "ISO 8601"),
-     ("limit=0", ""), ("limit=100000", ""), ("cursor=abc", "")],
+     ("limit=0", ""), ("limit=100000", ""), ("cursor=abc", ""),
+     ("since=0001-01-01T00:00:00%2B05:00", "out of range"), ("since=9999-12-31T23:00:00-05:00", "out of range")],
 )
 def test_bad_result_filters_are_clear_errors(client, query, fragment):
     response = client.get(f"/api/results?{query}")

@@ -562,6 +562,11 @@ def test_as_of_accepts_only_a_date_or_an_rfc_3339_time(branch):
     for moment in ("20260105", "2026-W02", "2026-005", "2026-01-05T12", "2026-01-05T12:30:00+0100", "2026-01"):
         result = branch.as_of(moment)
         assert result.returncode == 1 and result.stderr.startswith("catalog: TIME must be"), (moment, result.stdout)
+    # before year 1000 (C's %Y wrote `999-...`, after 2026: the state "at" 999 was today's), and past 9999 in UTC
+    assert pairs(branch.as_of("0999-12-31")) == {}
+    for moment in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        result = branch.as_of(moment)
+        assert result.returncode == 1 and result.stderr.startswith("catalog: TIME is out of range"), (moment, result.stderr)
 
 
 def test_as_of_for_a_service_no_line_names_is_an_error(branch):
