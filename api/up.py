@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler import scorecard_events, scorecards
+from reconciler import scorecard_events
 from reconciler.clock import Clock
 from reconciler.dispatch import LOCAL_TOKEN_FILE, dispatcher_from_settings
 from reconciler.errors import DispatchError, NotFound
@@ -184,13 +184,11 @@ class Loops:
 
     def scorecards(self) -> None:
         """Levels that time alone changes (a result gone stale, a waiver past its day), and the day's snapshot."""
-        changes = scorecards.refresh_due(self.store, self.clock.now())  # with their level-changed events
-        if changes:
-            log.info("scorecards: %d levels changed with time", len(changes))
-        recorded = scorecard_events.record_due(self.store, self.clock.now())  # waivers ending, campaigns overdue
+        changed, recorded = scorecard_events.time_pass(self.store, self.clock.now())
+        if changed:
+            log.info("scorecards: %d levels changed with time", changed)
         if recorded:
             log.info("scorecards: %d waiver or campaign events", recorded)
-        scorecards.snapshot(self.store, self.clock.now())
 
     def notify(self) -> None:
         report = notify_pass(self.store, clock=self.clock, server_url=self.settings.server_url)

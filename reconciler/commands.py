@@ -294,6 +294,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     """One pass; exit 1 when a dispatch failed for good (results in `error`), else 0."""
     from .clock import Clock, format_time
     from .dispatch import dispatcher_from_settings
+    from . import scorecard_events
     from .schedule import due_pairs, expire_results, run_pass
 
     settings = settings_from(args)
@@ -314,6 +315,10 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     report = run_pass(store, dispatcher_from_settings(settings, clock=clock, store=store), settings=settings, clock=clock)
     _print_outcomes(store, report)
     print(f"dispatch: {report}", file=sys.stderr)
+    # what `catalog up` runs with each pass: without it, a cron-run catalog never saw a level go stale
+    changed, recorded = scorecard_events.time_pass(store, clock.now())
+    if changed or recorded:
+        print(f"scorecards: {changed} levels changed with time, {recorded} waiver or campaign events", file=sys.stderr)
     return EXIT_ERROR if report.failed else 0
 
 

@@ -17,10 +17,21 @@ from datetime import date, datetime, timedelta, timezone
 
 from . import scorecard_views
 from .events import Event
-from .scorecards import waiver_end
+from .scorecards import refresh_due, snapshot, waiver_end
 
 EXPIRING_DAYS = 14  # waiver-expiring: this many days before the expiry day
 MISSING_LISTED = 100  # campaign-overdue: services not meeting it listed in the event's data
+
+
+def time_pass(db, now: datetime) -> tuple[int, int]:
+    """What time alone changes, run with each dispatch pass (`catalog up`'s scorecards job, and `catalog
+    dispatch` for those who run the passes from cron): levels whose results went stale or whose waiver
+    ended (with their level-changed events), waiver and campaign events due, and the day's snapshot.
+    Returns (levels changed, events recorded)."""
+    changes = refresh_due(db, now)
+    recorded = record_due(db, now)
+    snapshot(db, now)
+    return len(changes), recorded
 
 
 def record_due(db, now: datetime) -> int:

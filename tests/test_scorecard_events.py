@@ -150,3 +150,30 @@ def test_the_leaders_scorecards_loop_records_them_on_its_own_clock(synced_store,
     loops.scorecards()
     loops.scorecards()
     assert sorted(e["type"] for e in synced_store.events.list()) == ["campaign-overdue", "waiver-expired"]
+
+
+def test_catalog_dispatch_from_cron_applies_what_time_changes_as_catalog_up_does(synced_store, database_url, tmp_path):
+    """operating.md's separate processes run `catalog dispatch` from cron and no `catalog up`: its pass
+    must do the scorecards job too. A level whose results went stale stayed Bronze for ever, and no
+    snapshot was taken."""
+    import os
+    import subprocess
+    import sys
+
+    store = synced_store
+    long_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    for check in ("has-owner", "readme-present"):
+        finished_result(store, check, "payments-api", "pass", now=long_ago)
+    service_id = store.catalog.service_index()["payments-api"]["id"]
+    with store.transaction() as session:
+        assert store.scorecards.stored_levels(session, [service_id])[("production-readiness", service_id)][0] == 1
+    count = len(events_of(store, "level-changed"))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")},
+           "CATALOG_HOME": str(tmp_path / "home"), "CATALOG_DATABASE_URL": database_url, "CATALOG_DISPATCHER": "log"}
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "dispatch"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "scorecards: " in done.stderr and "levels changed with time" in done.stderr
+    moved = [e for e in events_of(store, "level-changed")[count:] if e["service"] == "payments-api"]
+    assert [e["summary"] for e in moved] == ["payments-api: Production readiness level fell from Bronze to no level"]
+    assert store.state.get("scorecard_snapshot_day") == datetime.now(timezone.utc).strftime("%Y-%m-%d")
