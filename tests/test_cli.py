@@ -150,7 +150,10 @@ def test_sync_refused_mass_removal_exits_1_then_allowed(example_dir, tmp_path):
     refused = run("sync", home=home, repo=example_dir)
     assert_one_line_error(refused)
     assert "refusing to remove 11 of 11 services" in refused.stderr
-    assert "refused" in run("status", home=home).stdout
+    status = run("status", home=home).stdout
+    assert "last sync: refused" in status
+    assert "  0 created, 0 updated, 0 removed," in status  # it said "11 removed" of a catalog it left whole
+    assert json.loads(run("status", "--json", home=home).stdout)["last_run"]["removed"] == 0
     allowed = run("sync", "--allow-mass-removal", home=home, repo=example_dir)
     assert allowed.returncode == 3 or allowed.returncode == 0, allowed.stderr  # checks now target nothing
 
