@@ -463,7 +463,8 @@ def record_level_events(db, session, evaluator: Evaluator, changes: list[LevelCh
 def snapshot(db, now: datetime) -> bool:
     """Record today's level of every (rubric, service) and today's counts, once a day; True if it did."""
     day = now.astimezone(timezone.utc).strftime("%Y-%m-%d")
-    if db.state.get("scorecard_snapshot_day") == day:
+    if (db.state.get("scorecard_snapshot_day") or "") >= day:
+        # today's is taken; an earlier day is history (a clock stepped back rewrote a recorded day)
         return False
     db.scorecards.record_snapshot(day)
     db.state.set({"scorecard_snapshot_day": day})

@@ -253,6 +253,11 @@ def test_daily_snapshot_records_levels_and_counts_once_a_day(synced_store):
             and (day, 2, 1) in store.scorecards.trend("production-readiness", since="2000-01-01"))
     assert store.scorecards.trend("production-readiness", team="team-payments", since="2000-01-01")
     assert store.scorecards.service_trend("production-readiness", service_id, since="2000-01-01") == [(day, 2)]
+    # the next day's, then the clock stepped back to the first day: a recorded day is history, not rewritten
+    assert scorecards.snapshot(store, now + timedelta(days=1)) is True
+    finished_result(store, "has-owner", "payments-db", "fail", now=now + timedelta(days=1, hours=1))
+    assert scorecards.snapshot(store, now + timedelta(hours=12)) is False
+    assert store.scorecards.service_trend("production-readiness", service_id, since="2000-01-01")[0] == (day, 2)
 
 
 
