@@ -90,6 +90,20 @@ def test_concurrent_takers_never_pass_the_budget(store, database_url):
     assert sum(taken) == 30
 
 
+def test_a_clock_stepped_back_holds_dispatching_for_a_window_not_for_the_step(store):
+    """Requests recorded, and a pause set, before the clock stepped back two days (NTP correcting a
+    clock that ran ahead): they held every window for the two days and the hour, nothing sent."""
+    clock = FakeClock()
+    budget = Budget(store, parse_budget("5/h"), clock)
+    assert [budget.take() for _ in range(5)] == [0.0] * 5
+    budget.pause(7200)  # and GitHub asked for two hours, measured on the clock that ran ahead
+    clock.advance(-2 * 86400)
+    assert budget.capacity() == 0  # spent: as if the five were made now, under an hour's pause at most
+    assert 0 < budget.take() <= 3600.01
+    clock.advance(3601)
+    assert budget.capacity() == 5 and budget.take() == 0.0
+
+
 def test_a_rate_limit_answer_pauses_every_process(store, tmp_path):
     clock = FakeClock()
     budget = Budget(store, parse_budget("80/min,500/h"), clock)

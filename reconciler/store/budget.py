@@ -9,6 +9,9 @@ _WAITS_KEY = "dispatch_budget_waits"  # requests that found the budget spent (or
 _COUNT = ("INSERT INTO catalog_state (key, value) VALUES (?, '1') ON CONFLICT (key)"
           " DO UPDATE SET value = CAST(CAST(catalog_state.value AS BIGINT) + 1 AS TEXT)")
 _EPSILON = 0.001  # a request leaves its window strictly after `seconds`: wait that much past it
+# GitHub asks for waits of an hour at most (its primary limit's reset): a pause ending further off was
+# set before the clock stepped back (NTP, a VM's snapshot), and holds no longer than this from now
+LONGEST_PAUSE = 3600.0
 
 
 class BudgetRepository:
@@ -25,6 +28,7 @@ class BudgetRepository:
         longest = max(seconds for _, seconds in windows)
         with self.db.transaction(serialize="budget") as session:
             session.run("DELETE FROM dispatch_budget WHERE sent_at <= ?", (now - longest,))
+            self._after_a_step_back(session, now)
             wait = 0.0
             paused = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
             if paused is not None and float(paused) > now:
@@ -42,6 +46,21 @@ class BudgetRepository:
                 return wait
             session.run("INSERT INTO dispatch_budget (sent_at) VALUES (CAST(? AS DOUBLE PRECISION))", (now,))
             return 0.0
+
+    def settle(self, now: float) -> None:
+        """Bring what a clock stepped back left in the future to `now` (before reading what is left)."""
+        with self.db.transaction(serialize="budget") as session:
+            self._after_a_step_back(session, now)
+
+    @staticmethod
+    def _after_a_step_back(session, now: float) -> None:
+        """Requests stamped after `now` were made before the clock stepped back: counted as made now, they
+        leave the windows in one window's time, not the step's (days: nothing was sent meanwhile). A pause
+        ending past LONGEST_PAUSE from now ends then."""
+        session.run("UPDATE dispatch_budget SET sent_at = CAST(? AS DOUBLE PRECISION) WHERE sent_at > ?", (now, now))
+        paused = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
+        if paused is not None and float(paused) > now + LONGEST_PAUSE:
+            session.run("UPDATE catalog_state SET value = ? WHERE key = ?", (repr(now + LONGEST_PAUSE), _PAUSE_KEY))
 
     def used(self, now: float, seconds: float) -> int:
         """Requests made in the last `seconds`."""
