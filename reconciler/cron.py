@@ -52,8 +52,13 @@ def next_time(expression: str, after: datetime) -> datetime | None:
 
 
 def runs_per_day(expression: str, start: datetime) -> float:
-    """How often the schedule fires a day, on average over the week from `start` (for dispatch plans)."""
-    count, moment, week_end = 0, start, start.timestamp() + 7 * 86400
-    while (moment := next_time(expression, moment)) is not None and moment.timestamp() <= week_end:
-        count += 1
-    return count / 7
+    """How often the schedule fires a day, on average (for dispatch plans): over the week from `start`,
+    or, for a schedule firing less than daily, over the four years from it (a leap day's included): a
+    week's sample gave `@monthly` 0 or 1 run, so a plan's verdict hung on the day it was made."""
+    for days in (7, 4 * 365 + 1):
+        count, moment, end = 0, start, start.timestamp() + days * 86400
+        while (moment := next_time(expression, moment)) is not None and moment.timestamp() <= end:
+            count += 1
+        if count >= days:
+            break
+    return count / days

@@ -17,7 +17,7 @@ from api.app import create_app
 from api_support import live_server
 from conftest import sync_directory
 from reconciler.clock import FakeClock
-from reconciler.cron import next_time, previous_time, schedule_problem
+from reconciler.cron import next_time, previous_time, runs_per_day, schedule_problem
 from reconciler.dispatch import LogDispatcher
 from reconciler.schedule import due_pairs, run_pass
 from reconciler.schema import Check
@@ -129,3 +129,13 @@ def test_pages_and_badges_survive_a_stored_check_that_cannot_be_scheduled(synced
                      "/badges/services/payments-api.svg", "/badges/services/payments-api/has-owner.svg"):
             assert httpx.get(base + path).status_code == 200, path
         assert "not scheduled" in httpx.get(base + "/checks/has-owner").text
+
+
+@pytest.mark.parametrize("expression, per_year", [("@monthly", 12), ("0 0 1 1,7 *", 2), ("0 3 * * 1", 52.18), ("0 0 29 2 *", 0.25)])
+def test_a_dispatch_plan_counts_a_rare_schedule_by_its_year_whatever_the_day(expression, per_year):
+    """A week's sample gave `@monthly` 0 runs a day on 5 January and 0.14 on 27 January: the plan's
+    verdict (and its exit status) hung on the day it was made."""
+    for day in (datetime(2026, 1, 5, 12, tzinfo=timezone.utc), datetime(2026, 1, 27, 12, tzinfo=timezone.utc),
+                datetime(2027, 6, 30, 23, tzinfo=timezone.utc)):
+        assert runs_per_day(expression, day) == pytest.approx(per_year / 365.25, rel=0.01), day
+    assert runs_per_day("*/5 * * * *", datetime(2026, 1, 5, tzinfo=timezone.utc)) == 288
