@@ -25,9 +25,33 @@ def schedule_problem(expression: str, now: datetime | None = None) -> str | None
 
     if not croniter.is_valid(text):
         return f"{expression!r} is not a cron expression such as '0 3 * * 1'"
+    surprise = _surprising_field(text)
+    if surprise:
+        return f"{expression!r}: {surprise}"
     now = now or datetime.now(timezone.utc)
     if next_time(text, now) is None or previous_time(text, now) is None:
         return f"{expression!r} never fires (no date matches it, such as 30 February); the check would never run"
+    return None
+
+
+# The values of each field, for the rules croniter does not keep: (name, lowest, highest)
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
+
+
+def _surprising_field(text: str) -> str | None:
+    """What croniter accepts with a meaning nobody writes on purpose: a range that runs backwards (`5-1`
+    is read as wrapping round: 57 runs an hour) or a step past the field's values (`*/1000`: once)."""
+    if text.lower() in ALIASES:
+        return None
+    for (name, lowest, highest), field in zip(_FIELDS, text.split()):
+        for item in field.split(","):
+            base, _, step = item.partition("/")
+            start, dash, end = base.partition("-")
+            if dash and start.isdigit() and end.isdigit() and int(start) > int(end):
+                return (f"the {name} range {base} runs backwards; write it upwards"
+                        f" ({end}-{start}), or as two ranges if it should wrap round")
+            if step.isdigit() and int(step) > highest - lowest:
+                return f"the {name} step /{step} is larger than the field's values ({lowest}-{highest}): it would fire once"
     return None
 
 

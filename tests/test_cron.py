@@ -61,10 +61,23 @@ def test_a_schedule_needs_exactly_five_fields(expression):
 
 @pytest.mark.parametrize("expression", [
     "0 3 * * 1", "0 9 * * 1-5", "0 0 29 2 *", "0 0 L 2 *", "@daily", "@HOURLY", " 0 3 * * mon ",
+    "*/59 * * * *", "0 0 * * 0-7", "0 0 1-31/10 * *", "0 */12 * * *",
 ])
 def test_usual_schedules_are_accepted(expression):
     assert schedule_problem(expression, NOW) is None
     assert Check.model_validate({"name": "C", "schedule": expression}).schedule == expression
+
+
+@pytest.mark.parametrize("expression, why", [
+    ("5-1 * * * *", "the minute range 5-1 runs backwards"),  # croniter: 5..59 and 0..1, 57 runs an hour
+    ("0 0 * * 5-1", "the day-of-week range 5-1 runs backwards"),
+    ("*/1000 * * * *", "the minute step /1000 is larger than the field's values (0-59)"),  # croniter: hourly
+    ("0 0 */40 * *", "the day-of-month step /40 is larger than the field's values (1-31)"),
+])
+def test_a_range_that_runs_backwards_or_a_step_past_the_field_is_an_error(expression, why):
+    assert why in schedule_problem(expression, NOW)
+    with pytest.raises(ValidationError, match="runs backwards|is larger than"):
+        Check.model_validate({"name": "C", "schedule": expression})
 
 
 def test_times_of_a_schedule_that_never_fires_are_none_not_an_exception():
