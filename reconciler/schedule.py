@@ -19,12 +19,11 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
-
-import schedule as schedule_library
 
 from . import cron
 from .clock import Clock, format_time
@@ -425,50 +424,73 @@ def _retry_delay(attempts: int) -> float:
 # -- the loop ----------------------------------------------------------------------------------
 
 
-class Scheduler:
-    """Runs registered periodic jobs with the `schedule` library until stopped.
+@dataclass
+class _Entry:
+    """A job of a Scheduler: its interval now (shorter while it fails), its own, and when it is next due."""
 
-    A failing job is logged with its reason and retried with backoff (5 s, 10 s ... never more
-    than its interval); it never stops the loop. `run()` stops cleanly on SIGINT/SIGTERM (when
-    called from the main thread) or when `stop()` is called from any thread.
+    name: str
+    job: Callable[[], object]
+    interval: float
+    every: float
+    due: float  # on the scheduler's monotonic clock
+
+
+class Scheduler:
+    """Runs registered periodic jobs until stopped, timed on the monotonic clock.
+
+    Wall time is never read: the `schedule` library timed jobs on naive local time, so at a DST
+    fall-back (or an NTP step back) every loop of `catalog up` stood still for the hour. A failing job
+    is logged with its reason and retried with backoff (5 s, 10 s ... never more than its interval); it
+    never stops the loop. `run()` stops cleanly on SIGINT/SIGTERM (when called from the main thread) or
+    when `stop()` is called from any thread. `monotonic` is the clock (seconds, never going back).
     """
 
-    def __init__(self, *, retry_base_seconds: float = 5.0, tick_seconds: float = 1.0):
-        self._jobs = schedule_library.Scheduler()
+    def __init__(self, *, retry_base_seconds: float = 5.0, tick_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self._entries: list[_Entry] = []
         self._stopping = threading.Event()
+        self._monotonic = monotonic
         self.retry_base_seconds = retry_base_seconds
         self.tick_seconds = tick_seconds
         self.failures: dict[str, int] = {}
 
     def every(self, seconds: float, name: str, job: Callable[[], object], *, run_now: bool = True) -> None:
         """Run `job` every `seconds` (first at once, unless `run_now` is False)."""
-        entry = self._jobs.every(seconds).seconds
-        entry.do(self._guarded, name, job, entry, seconds)
+        self._entries.append(_Entry(name, job, seconds, seconds, self._monotonic() + (0.0 if run_now else seconds)))
         self.failures[name] = 0
-        if run_now:
-            entry.next_run = datetime.now()
 
-    def _guarded(self, name: str, job: Callable[[], object], entry, interval: float) -> None:
+    def run_pending(self) -> float | None:
+        """Run the jobs due now, the longest due first, each next due its interval after it ended;
+        the seconds until the next one is due (None: no job)."""
+        for entry in sorted(self._entries, key=lambda entry: entry.due):
+            if entry.due <= self._monotonic() and not self._stopping.is_set():
+                self._guarded(entry)
+                entry.due = self._monotonic() + entry.interval
+        if not self._entries:
+            return None
+        return max(0.0, min(entry.due for entry in self._entries) - self._monotonic())
+
+    def _guarded(self, entry: "_Entry") -> None:
+        name = entry.name
         try:
-            job()
+            entry.job()
         except Exception as error:  # a failing job must never stop the loop
             self.failures[name] += 1
-            entry.interval = min(interval, self.retry_base_seconds * 2 ** (self.failures[name] - 1))
+            entry.interval = min(entry.every, self.retry_base_seconds * 2 ** (self.failures[name] - 1))
             log.error("job %s failed (%s: %s); retrying in %.0f s", name, type(error).__name__, error, entry.interval)
         else:
             if self.failures[name]:
                 log.info("job %s recovered after %d failures", name, self.failures[name])
             self.failures[name] = 0
-            entry.interval = interval
+            entry.interval = entry.every
 
     def run(self) -> None:
         """Run jobs as they fall due until `stop()` or SIGINT/SIGTERM."""
         previous = self._install_signal_handlers()
         try:
             while not self._stopping.is_set():
-                self._jobs.run_pending()
-                idle = self._jobs.idle_seconds
-                self._stopping.wait(self.tick_seconds if idle is None else max(0.0, min(idle, self.tick_seconds)))
+                idle = self.run_pending()
+                self._stopping.wait(self.tick_seconds if idle is None else min(idle, self.tick_seconds))
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

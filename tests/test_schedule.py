@@ -306,6 +306,25 @@ def test_a_failing_job_is_retried_with_backoff_and_never_stops_the_loop(caplog):
     assert scheduler.failures["bad"] == 0  # recovered
 
 
+def test_jobs_are_timed_on_the_monotonic_clock_alone():
+    """Each job is next due its interval after it ended, read from the scheduler's monotonic clock only:
+    timed on naive local wall time (the `schedule` library), every loop of `catalog up` stood still for
+    an hour at a DST fall-back, and for as long as any step back of the wall clock."""
+    now = [1000.0]
+    scheduler = Scheduler(monotonic=lambda: now[0])
+    ran: list[tuple[str, float]] = []
+    scheduler.every(15, "dispatch", lambda: ran.append(("dispatch", now[0])))
+    scheduler.every(60, "writeback", lambda: ran.append(("writeback", now[0])), run_now=False)
+    assert scheduler.run_pending() == 15 and ran == [("dispatch", 1000.0)]
+    now[0] = 1014.9
+    assert scheduler.run_pending() == pytest.approx(0.1) and len(ran) == 1
+    for step in range(1, 9):  # two minutes of one-second ticks
+        now[0] = 1000.0 + 15 * step
+        scheduler.run_pending()
+    assert [name for name, _ in ran].count("dispatch") == 9 and ran.count(("writeback", 1060.0)) == 1
+    assert [at for name, at in ran if name == "dispatch"] == [1000.0 + 15 * k for k in range(9)]
+
+
 def test_stop_from_another_thread_ends_the_loop():
     scheduler = Scheduler(tick_seconds=0.05)
     scheduler.every(3600, "idle", lambda: None)
