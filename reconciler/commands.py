@@ -261,7 +261,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for error in status["file_errors"]:
         print(f"error: {_error_text(error)}")
     for finding in status["writeback_tampering"]:
-        print(f"tampering: {finding['path'] + ': ' if finding['path'] else ''}{finding['message']}")
+        when = f" (found {finding['found_at']})" if finding.get("found_at") else ""  # older entries have no time
+        print(f"tampering{when}: {finding['path'] + ': ' if finding['path'] else ''}{finding['message']}")
     notifications = status["notifications"]
     print(f"notifications: {notifications['unrouted'] + notifications['pending']} waiting,"
           f" {notifications['failed']} failed after the last retry")

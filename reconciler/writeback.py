@@ -240,8 +240,12 @@ def _remember(store: Database, findings: list[TamperFinding], verified: str | No
         state[BASELINE_KEY] = verified
         state[BASELINE_BRANCH_KEY] = branch
     if findings:
-        kept = store.state.get(FINDINGS_KEY, []) + [finding.as_dict() for finding in findings]
-        state[FINDINGS_KEY] = kept[-_KEPT_FINDINGS:]
+        found_at = format_time(clock.now())
+        new = [{**finding.as_dict(), "found_at": found_at} for finding in findings]
+        # one entry per finding, with when it was last found: status listed one finding as often as found
+        same = {(f["path"], f["message"], f.get("result_id")) for f in new}
+        kept = [f for f in store.state.get(FINDINGS_KEY, []) if (f["path"], f["message"], f.get("result_id")) not in same]
+        state[FINDINGS_KEY] = (kept + new)[-_KEPT_FINDINGS:]
     if state:
         store.writeback.record_writes({}, now=clock.now(), state=state, events=[
             Event("tamper-detected", f"write-back: {finding}"[:1000], result_id=finding.result_id,

@@ -194,11 +194,13 @@ def test_status_shows_writeback_tampering_found_earlier(tmp_path):
     store = open_database(home / "catalog.db")
     store.state.set({"writeback_findings": [
         {"path": "results/history/2026/01/05.jsonl", "message": "line 3 was changed after it was pushed", "result_id": 7},
+        {"path": "", "message": "branch catalog-results was rewritten", "result_id": None, "found_at": "2026-01-06T10:00:00.000000Z"},
     ]})
     store.close()
     result = run("status", home=home)
     assert result.returncode == 0
     assert "tampering: results/history/2026/01/05.jsonl: line 3 was changed after it was pushed" in result.stdout
+    assert "tampering (found 2026-01-06T10:00:00.000000Z): branch catalog-results was rewritten" in result.stdout
     assert json.loads(run("status", "--json", home=home).stdout)["writeback_tampering"][0]["result_id"] == 7
 
 

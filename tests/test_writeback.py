@@ -19,7 +19,7 @@ from reconciler.clock import FakeClock, format_time
 from reconciler.errors import WritebackError
 from reconciler.settings import Settings
 from reconciler.store import Database, open_database
-from reconciler.writeback import writeback_pass
+from reconciler.writeback import _remember, writeback_pass
 
 from conftest import sync_directory
 from store_support import answer
@@ -247,10 +247,14 @@ def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, t
     assert "changed or removed after it was pushed" in str(report.findings[0])
     on_remote = remote_lines(remote, day_file(clock))
     assert on_remote[:2] == lines[:2] and json.loads(on_remote[2])["id"] == later["id"]
-    assert synced_store.state.get("writeback_findings")[0]["result_id"] == ids[1]
+    [kept] = synced_store.state.get("writeback_findings")
+    assert kept["result_id"] == ids[1] and kept["found_at"] == format_time(clock.now())  # status says when
     assert writeback_pass(synced_store, settings, clock=clock).findings == []  # reported once, kept in state
     [event] = synced_store.events.list(type="tamper-detected")  # recorded with the finding, once
     assert event["result_id"] == ids[1] and "changed or removed after it was pushed" in event["summary"]
+    clock.advance(60)  # found again later (a branch pushed back as it was): one entry, with the later time
+    _remember(synced_store, report.findings, None, "catalog-results", clock)
+    assert [f["found_at"] for f in synced_store.state.get("writeback_findings")] == [format_time(clock.now())]
 
 
 def test_a_forged_line_appended_on_the_remote_is_reported(synced_store, remote, tmp_path, clock):
