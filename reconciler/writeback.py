@@ -34,6 +34,7 @@ BATCH_SIZE = 50_000
 PUSH_ATTEMPTS = 6
 BASELINE_KEY = "writeback_verified_commit"  # the newest remote commit this store has checked or pushed
 BASELINE_BRANCH_KEY = "writeback_verified_branch"  # the branch of that commit (unset: written before it was kept)
+BASELINE_REMOTE_KEY = "writeback_verified_remote"  # the repository of that commit, credentials masked (unset: before it was kept)
 FINDINGS_KEY = "writeback_findings"  # tampering found so far, newest last (kept for `status`)
 _KEPT_FINDINGS = 200
 
@@ -148,7 +149,7 @@ def writeback_pass(
         # Checked on every pass, batch or not, so tampering shows up on the next pass after it.
         head = clone.remote_head(target.branch)
         findings = verify_since(store, clone, _baseline(store, target.branch), head, target.path)
-        _remember(store, findings, head, target.branch, clock)
+        _remember(store, findings, head, target.branch, clock, redact_credentials(target.url))
         report.findings += findings
         advance = progress("writing results back", store.writeback.queue_size()) if progress else None
         while batch := store.writeback.batch(batch_size):
@@ -185,13 +186,15 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         head = clone.remote_head(target.branch)
         parent, on_remote = head, True
         baseline = _baseline(store, target.branch)
+        if head is None and baseline:
+            _refuse_another_repository(store, target, len(batch))
         findings = verify_since(store, clone, baseline, head, target.path)
         if head is None and baseline and clone.has_commit(baseline):
             # The branch vanished from the remote: rebuild on what we last saw rather than start over.
             findings.append(TamperFinding("", f"branch {target.branch} was deleted on the remote; restoring it from {baseline[:12]}"))
             parent, on_remote = baseline, False
         build = _build(store, clone, parent, batch, target, clock, author, findings)
-        _remember(store, findings, head if on_remote else baseline, target.branch, clock)
+        _remember(store, findings, head if on_remote else baseline, target.branch, clock, redact_credentials(target.url))
         report.findings += findings
         if build.commit is None and on_remote:
             store.writeback.record_writes({rid: head for rid in build.present}, now=clock.now())
@@ -208,8 +211,9 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
             commits = {rid: build.commit for rid in build.appended}
             commits.update({rid: head for rid in build.present if on_remote})
             commits.update({rid: build.commit for rid in build.present if not on_remote})
-            store.writeback.record_writes(commits, now=clock.now(),
-                                          state={BASELINE_KEY: build.commit, BASELINE_BRANCH_KEY: target.branch})
+            store.writeback.record_writes(commits, now=clock.now(), state={
+                BASELINE_KEY: build.commit, BASELINE_BRANCH_KEY: target.branch,
+                BASELINE_REMOTE_KEY: redact_credentials(target.url)})
             report.written += sorted(commits)
             report.appended += len(build.appended)
             report.commits.append(build.commit)
@@ -226,6 +230,21 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         clock.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))
 
 
+def _refuse_another_repository(store: Database, target, queued: int) -> None:
+    """WritebackError when the branch this store wrote is missing because CATALOG_REPO now names another
+    repository: the write-back reported a deletion that did not happen, and "restored" the branch by
+    pushing the old repository's whole results history, messages included, into the new one."""
+    recorded, now = store.state.get(BASELINE_REMOTE_KEY), redact_credentials(target.url)
+    if recorded is None or recorded == now:
+        return
+    raise WritebackError(
+        f"branch {target.branch} was last written to {recorded}; the write-back repository is now {now}, which has"
+        f" no such branch: the results history is not copied there, and {queued} results stay queued. If {now} is"
+        f" the catalog's new home, push the branch there first (from a clone of the old repository:"
+        f" git push NEW-URL {target.branch}); the next pass goes on from it"
+    )
+
+
 def _baseline(store: Database, branch: str) -> str | None:
     """The commit of `branch` this store last checked or pushed. None when it checked another branch
     (catalog.yaml's writeback.branch changed): the new branch starts, it was not deleted."""
@@ -233,12 +252,14 @@ def _baseline(store: Database, branch: str) -> str | None:
     return store.state.get(BASELINE_KEY) if recorded in (None, branch) else None
 
 
-def _remember(store: Database, findings: list[TamperFinding], verified: str | None, branch: str, clock: Clock) -> None:
+def _remember(store: Database, findings: list[TamperFinding], verified: str | None, branch: str, clock: Clock,
+              remote: str | None = None) -> None:
     """Persist findings with the commit they were checked up to, so each is reported once and kept."""
     state: dict = {}
     if verified:
         state[BASELINE_KEY] = verified
         state[BASELINE_BRANCH_KEY] = branch
+        state[BASELINE_REMOTE_KEY] = remote
     if findings:
         found_at = format_time(clock.now())
         new = [{**finding.as_dict(), "found_at": found_at} for finding in findings]

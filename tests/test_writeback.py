@@ -257,6 +257,34 @@ def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, t
     assert [f["found_at"] for f in synced_store.state.get("writeback_findings")] == [format_time(clock.now())]
 
 
+def test_a_deleted_branch_is_restored_but_another_repository_is_not_given_the_old_ones_history(
+        synced_store, remote, tmp_path, clock):
+    """The branch deleted on its remote is restored from what this store last saw (a finding). CATALOG_REPO
+    switched to another repository, which has no such branch, is refused: the write-back said the branch
+    had been deleted, and pushed the old repository's whole results history, messages included, there."""
+    first = finish(synced_store, clock, "has-owner", "payments-api", "fail", message="internal finding")
+    writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+    git("--git-dir", str(remote), "branch", "-D", "catalog-results")
+    finish(synced_store, clock, "has-owner", "users-api")
+    restored = writeback_pass(synced_store, settings_for(tmp_path, remote), clock=clock)
+    assert [str(f) for f in restored.findings] == [f"branch catalog-results was deleted on the remote; restoring it from {restored.findings[0].message.rsplit(' ', 1)[1]}"]
+    assert json.loads(remote_lines(remote, day_file(clock))[0])["id"] == first["id"]
+
+    other = tmp_path / "other.git"
+    git("init", "-q", "--bare", str(other))
+    later = finish(synced_store, clock, "has-owner", "users-db")
+    with pytest.raises(WritebackError, match=(
+            f"branch catalog-results was last written to {remote}; the write-back repository is now {other},"
+            " which has no such branch: the results history is not copied there, and 1 results stay queued")):
+        writeback_pass(synced_store, settings_for(tmp_path, other), clock=clock)
+    assert git("--git-dir", str(other), "branch", "--list") == ""
+    assert synced_store.writeback.queue_size() == 1 and synced_store.events.list(type="tamper-detected") != []
+    # pushed there by the operator (the repository's new home): the next pass goes on from it
+    git("--git-dir", str(remote), "push", "-q", str(other), "catalog-results")
+    moved = writeback_pass(synced_store, settings_for(tmp_path, other), clock=clock)
+    assert moved.findings == [] and moved.written == [later["id"]]
+
+
 def test_a_forged_line_appended_on_the_remote_is_reported(synced_store, remote, tmp_path, clock):
     finish(synced_store, clock, "has-owner", "payments-api")
     settings = settings_for(tmp_path, remote)
