@@ -461,6 +461,10 @@ def sync(store: Database, source: Source, *, clock: Clock | None = None, allow_m
             _record_failure(store, clock, started, started_at, previous, plan.revision, "refused", str(error), plan)
             raise
         except Conflict:
+            if store.state.get("applied_revision") == plan.revision:
+                # another process (a cron `catalog sync` beside `serve`'s webhook) applied this very revision
+                # while this one planned it: nothing left to do ("plan again" and exit 1 said otherwise)
+                return SyncReport("unchanged", plan.revision, previous, plan, _ms(started))
             raise
         return SyncReport("applied", plan.revision, previous, plan, run["duration_ms"], run=run,
                           level_changes=level_changes)

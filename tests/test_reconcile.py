@@ -579,3 +579,34 @@ def test_a_first_sync_writes_every_row_of_a_catalog_larger_than_one_insert(store
     assert files["services/zz-broken.yaml"]["error"]["message"].startswith("priority")
     assert json.loads(store.reads.service_json("s137"))["meta"] == {"k": "137"}
     assert sync_directory(store, root).outcome == "unchanged"
+
+
+class _RacedSource(DirectorySource):
+    """A directory whose revision another process (`catalog sync`) applies while this one plans it."""
+
+    def __init__(self, path, database_url: str, home):
+        super().__init__(path)
+        self.database_url, self.home = database_url, home
+
+    def changed_paths(self, old: str, new: str) -> set[str] | None:  # asked once the store's revision is read
+        import os
+        import subprocess
+        import sys
+
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")},
+               "CATALOG_HOME": str(self.home), "CATALOG_REPO": str(self.root), "CATALOG_DATABASE_URL": self.database_url}
+        other = subprocess.run([sys.executable, "-m", "reconciler.cli", "sync"], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert other.returncode == 0, other.stderr
+        return super().changed_paths(old, new)
+
+
+def test_a_revision_another_process_applied_meanwhile_is_no_conflict(store, database_url, example_dir, tmp_path):
+    """Two syncs of one revision at once (a cron `catalog sync` beside `serve`'s webhook): the one that
+    applied second exited 1, "another sync applied a revision in the meantime; plan again", though
+    its revision was applied."""
+    sync_directory(store, example_dir)
+    (example_dir / "services" / "zeta.yaml").write_text("name: Zeta\npriority: 3\n")
+    report = sync(store, _RacedSource(example_dir, database_url, tmp_path / "home"))
+    assert report.outcome == "unchanged" and report.revision == store.state.get("applied_revision")
+    assert "zeta" in store.catalog.service_index()
