@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import git
 
@@ -34,6 +36,9 @@ class Source(Protocol):
     def changed_paths(self, old: str, new: str) -> set[str] | None:
         """Paths changed between two revisions, or None when unknown (then everything is re-read)."""
 
+    def exclusive(self) -> contextlib.AbstractContextManager:
+        """Held while a sync fetches `root` and reads it: no other process moves it meanwhile."""
+
 
 class DirectorySource:
     """A plain directory that is not a git repository; its revision is a hash of its catalog files."""
@@ -41,6 +46,9 @@ class DirectorySource:
     def __init__(self, path: str | Path):
         self.root = Path(path).resolve()
         self.description = str(self.root)
+
+    def exclusive(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # somebody else's folder: nothing here moves it
 
     def fetch(self) -> str:
         if not self.root.is_dir():
@@ -67,6 +75,19 @@ class GitSource:
         self._repo: git.Repo | None = None
         self._default: str | None = None  # the remote's default branch, asked once per process
         self._last_diff: tuple[str, str, frozenset[str]] | None = None  # (old, new, paths) of the last fetch
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The checkout to this process, from its fetch to the last file read: a cron `catalog sync`
+        beside `serve`'s webhook sync fetched into one checkout at once (`cannot lock ref`, recorded as
+        a failed sync), and one could move the files the other was reading."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.with_name(self.root.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def fetch(self) -> str:
         repo = self._open_or_clone()

@@ -135,7 +135,13 @@ def make_plan(store: Database, source: Source, *, revision: str | None = None,
     fetch -> select the paths -> read catalog.yaml -> read, parse, validate, record the files ->
     rules across files -> plan the changes, error marks and file rows. `progress(description, total)`,
     when given, is asked for a callback to tell how many files are read (the CLI draws a bar).
+    The source is held (`exclusive`) from the fetch to the last file read.
     """
+    with source.exclusive():
+        return _plan(store, source, revision, progress)
+
+
+def _plan(store: Database, source: Source, revision: str | None, progress) -> Plan:
     revision = revision or source.fetch()
     previous = store.state.get("applied_revision")
     plan = Plan(previous_revision=previous, revision=revision)

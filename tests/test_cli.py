@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -117,6 +118,27 @@ def test_sync_then_status_from_a_git_repository(git_catalog, tmp_path):
     data = json.loads(run("status", "--json", home=home).stdout)
     assert data["applied_revision"] == head and data["counts"]["pending_results"] == 0
     assert data["last_run"]["outcome"] == "applied" and data["file_errors"] == []
+
+
+def test_a_sync_waits_while_another_process_fetches_into_the_same_checkout(git_catalog, tmp_path):
+    """A cron `catalog sync` beside `serve`'s webhook sync: both fetched into one checkout at once (`cannot
+    lock ref ...`, recorded as a failed sync, and a checkout moving under the other's reads). The second
+    waits for the first; here this test is the first, holding the checkout."""
+    from reconciler.gitsource import GitSource
+    from reconciler.settings import Settings
+
+    home = tmp_path / "home"
+    assert run("sync", home=home, repo=git_catalog.url).returncode == 0
+    (git_catalog.work / "services" / "zeta.yaml").write_text("name: Zeta\npriority: 3\n")
+    head = git_catalog.commit("Add zeta", branch="main")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")},
+           "CATALOG_HOME": str(home), "CATALOG_REPO": git_catalog.url}
+    with GitSource(git_catalog.url, Settings(home=home).checkout_path).exclusive():
+        second = subprocess.Popen([CATALOG, "sync"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        assert second.poll() is None  # waiting for the checkout, not fetching into it
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0 and f"applied {head}" in out, err
 
 
 def test_sync_with_file_errors_exits_3_and_keeps_the_rest(example_dir, tmp_path):
