@@ -21,7 +21,7 @@ from litestar.template.config import TemplateConfig
 from api import dashboard
 from api.auth import COOKIE_NAME, NotAuthenticated, identity_of, requires_read
 from api.badges import BADGE_HANDLERS
-from api.models import MAX_ID
+from api.models import MAX_ID, given
 from api.results import existing_result_id
 from api.scorecards import chart, scorecard_badge
 from reconciler import scorecard_views
@@ -89,9 +89,9 @@ def show_dashboard(
     page: Annotated[int, QueryParameter(ge=1, le=100_000)] = 1,
 ) -> Template:
     store, now = state.store, _now(state)
+    owner, type, tag = given(owner, type, tag)
     version = store.pages.version()  # (sync run, newest result, open results): read once per page
-    grid = dashboard.matrix(store, version, now, owner=owner or None, type=type or None, tag=tag or None,
-                            page=page, per_page=MATRIX_PAGE_SIZE)
+    grid = dashboard.matrix(store, version, now, owner=owner, type=type, tag=tag, page=page, per_page=MATRIX_PAGE_SIZE)
     last_sync = store.catalog.last_sync_run()
     return _page(
         request, "dashboard.html", title="Dashboard",
@@ -175,6 +175,7 @@ def list_results(
     status: FromQuery[str | None] = None, before: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
 ) -> Template:
     store, now = state.store, _now(state)
+    service, check, result, status = given(service, check, result, status)
     problems = []
     if result and result not in dashboard.RESULT_FILTERS:
         problems.append(f"unknown result {result!r}: use one of {', '.join(dashboard.RESULT_FILTERS)}")
@@ -185,8 +186,8 @@ def list_results(
     if service and not _service_exists(store, service):
         problems.append(f"unknown service {service!r}: give a service's slug")
         service = None
-    rows = store.results.list(service=service or None, check=check or None, result=result, status=status,
-                                   before_id=before, limit=RESULTS_PAGE_SIZE + 1)
+    rows = store.results.list(service=service, check=check, result=result, status=status,
+                              before_id=before, limit=RESULTS_PAGE_SIZE + 1)
     more = len(rows) > RESULTS_PAGE_SIZE
     rows = rows[:RESULTS_PAGE_SIZE]
     filters = {"service": service or "", "check": check or "", "result": result or "", "status": status or ""}
@@ -295,10 +296,10 @@ def list_events(
     before: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
 ) -> Template:
     store, now = state.store, _now(state)
-    if type and type not in EVENT_TYPES:
+    type, service, check = given(type, service, check)
+    if type not in EVENT_TYPES:
         type = None
-    rows = store.events.list(type=type or None, service=service or None, check=check or None, before_id=before,
-                             limit=RESULTS_PAGE_SIZE + 1)
+    rows = store.events.list(type=type, service=service, check=check, before_id=before, limit=RESULTS_PAGE_SIZE + 1)
     more = len(rows) > RESULTS_PAGE_SIZE
     rows = rows[:RESULTS_PAGE_SIZE]
     filters = {"type": type or "", "service": service or "", "check": check or ""}

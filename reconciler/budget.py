@@ -68,8 +68,7 @@ class Budget:
     def capacity(self) -> int:
         """Requests that may be made now without waiting: the smallest window's room, 0 while paused."""
         now = self._now()
-        self.store.budget.settle(now)  # what a clock stepped back left in the future
-        paused = self.store.budget.paused_until()
+        paused = self.store.budget.settle(now)  # and what a clock stepped back left in the future, brought to now
         if paused is not None and paused > now:
             return 0
         return min(left for _, _, left in self.left())

@@ -21,12 +21,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.resolve(flags)
 
 
-def open_store(settings: Settings, *, existing: bool = False):
+def open_store(settings: Settings, *, create: bool = True):
     """The configured database (CATALOG_DATABASE_URL / --database-url, else SQLite in the home), migrated;
-    `existing`: for commands that only read, one already made (a ConfigError names where it looked)."""
+    `create=False` for commands that only read: one already made (a ConfigError names where it looked)."""
     from .store import open_database
 
-    return open_database(settings.database_url, home=settings.home, create=not existing)
+    return open_database(settings.database_url, home=settings.home, create=create)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -184,7 +184,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
     from . import scorecard_views
 
-    store = open_store(settings_from(args), existing=True)
+    store = open_store(settings_from(args), create=False)
     if args.slug is None:
         cards = scorecard_views.scorecard_summaries(store)
         if args.json:
@@ -211,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .writeback import FINDINGS_KEY
 
     settings = settings_from(args)
-    store = open_store(settings, existing=True)
+    store = open_store(settings, create=False)
     runs = store.catalog.sync_runs(limit=1)
     status = {
         "database": store.describe(),
@@ -293,9 +293,9 @@ def _budget_status(store, settings: Settings) -> dict:
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
     """One pass; exit 1 when a dispatch failed for good (results in `error`), else 0."""
+    from . import scorecard_events
     from .clock import Clock, format_time
     from .dispatch import dispatcher_from_settings
-    from . import scorecard_events
     from .schedule import due_pairs, expire_results, run_pass
 
     settings = settings_from(args)
@@ -387,7 +387,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from .tokens import list_tokens
 
-    tokens = list_tokens(open_store(settings_from(args), existing=True))
+    tokens = list_tokens(open_store(settings_from(args), create=False))
     if not tokens:
         print("no tokens; create one with: catalog token create NAME --scope read", file=sys.stderr)
         return 0
@@ -405,7 +405,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .clock import Clock
     from .tokens import revoke_token
 
-    before = revoke_token(open_store(settings_from(args), existing=True), args.name, now=Clock().now())
+    before = revoke_token(open_store(settings_from(args), create=False), args.name, now=Clock().now())
     if before is not None:
         print(f"token {args.name!r} was revoked already, at {before}", file=sys.stderr)
     else:
@@ -445,7 +445,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 when the branch verifies, 1 with one line per finding."""
     from .verify import lines_of, verify
 
-    store = open_store(settings_from(args), existing=True) if args.against_store else None
+    store = open_store(settings_from(args), create=False) if args.against_store else None
     with contextlib.ExitStack() as bars:  # a bar on a terminal's stderr, gone before the findings print
         report = verify(_results_branch(args, store), store=store, progress=_progress_bars(bars, args.quiet))
     if args.format == "json":
@@ -480,7 +480,7 @@ def cmd_export_results(args: argparse.Namespace) -> int:
     check_filters(args.result, args.status)
     filters = {"service": args.service, "check": args.check, "result": args.result, "status": args.status,
                "since": parse_since(args.since)}
-    store = open_store(settings_from(args), existing=True)
+    store = open_store(settings_from(args), create=False)
     filtered = any(value is not None for value in filters.values())
     total = None if filtered else sum(row["count"] for row in store.metrics.result_counts())
     output = open(args.output, "wb") if args.output else sys.stdout.buffer

@@ -25,6 +25,18 @@ PACK_LOOSE_FROM = 256
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "GIT_ASKPASS": "/bin/false"}
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Held by one process at a time (an exclusive `flock` on `path`, made if missing): a git folder
+    of CATALOG_HOME that two writers would break (the sync's checkout, the write-back's clone)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Source(Protocol):
     """A catalog source: `fetch` brings `root` to the newest revision and returns that revision."""
 
@@ -76,18 +88,12 @@ class GitSource:
         self._default: str | None = None  # the remote's default branch, asked once per process
         self._last_diff: tuple[str, str, frozenset[str]] | None = None  # (old, new, paths) of the last fetch
 
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> contextlib.AbstractContextManager:
         """The checkout to this process, from its fetch to the last file read: a cron `catalog sync`
         beside `serve`'s webhook sync fetched into one checkout at once (`cannot lock ref`, recorded as
         a failed sync), and one could move the files the other was reading."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.root.with_name(self.root.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.root.with_name(self.root.name + ".lock"))
 
     def fetch(self) -> str:
         repo = self._open_or_clone()

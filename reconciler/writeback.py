@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import git
 
@@ -19,7 +17,7 @@ from . import writeback_files as files
 from .clock import Clock, format_time, parse_time
 from .errors import WritebackError
 from .events import Event
-from .gitsource import is_git_repository
+from .gitsource import exclusive_lock, is_git_repository
 from .ledger import chain_state, signer_for, with_allowed_signer
 from .logs import redact_credentials
 from .progress import Progress
@@ -47,6 +45,11 @@ class Target:
     branch: str
     path: str
     local_fallback: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The URL as printed and kept in the store (`BASELINE_REMOTE_KEY`): credentials masked."""
+        return redact_credentials(self.url)
 
 
 @dataclass(frozen=True)
@@ -140,16 +143,16 @@ def writeback_pass(
     target = resolve_target(store, settings)
     author = Author(settings.bot_name, settings.bot_email, signer_for(settings.writeback_signing_key),
                     signer_for(settings.writeback_previous_signing_key))
-    report = WritebackReport(redact_credentials(target.url), target.branch, target.path, target.local_fallback)
+    report = WritebackReport(target.shown, target.branch, target.path, target.local_fallback)
     settings.home.mkdir(parents=True, exist_ok=True)
-    with _exclusive(settings.home / "writeback.lock"):
+    with exclusive_lock(settings.home / "writeback.lock"):  # one pass at a time per state folder
         if target.local_fallback and not is_git_repository(Path(target.url)):
             git.Repo.init(target.url, bare=True)
         clone = Clone(settings.home / "writeback", target.url)
         # Checked on every pass, batch or not, so tampering shows up on the next pass after it.
         head = clone.remote_head(target.branch)
         findings = verify_since(store, clone, _baseline(store, target.branch), head, target.path)
-        _remember(store, findings, head, target.branch, clock, redact_credentials(target.url))
+        _remember(store, findings, head, target, clock)
         report.findings += findings
         advance = progress("writing results back", store.writeback.queue_size()) if progress else None
         while batch := store.writeback.batch(batch_size):
@@ -160,17 +163,6 @@ def writeback_pass(
                 break
     report.remaining = store.writeback.queue_size()
     return report
-
-
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """One pass at a time per state folder (its clone is not safe for two writers)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -194,7 +186,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
             findings.append(TamperFinding("", f"branch {target.branch} was deleted on the remote; restoring it from {baseline[:12]}"))
             parent, on_remote = baseline, False
         build = _build(store, clone, parent, batch, target, clock, author, findings)
-        _remember(store, findings, head if on_remote else baseline, target.branch, clock, redact_credentials(target.url))
+        _remember(store, findings, head if on_remote else baseline, target, clock)
         report.findings += findings
         if build.commit is None and on_remote:
             store.writeback.record_writes({rid: head for rid in build.present}, now=clock.now())
@@ -211,9 +203,7 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
             commits = {rid: build.commit for rid in build.appended}
             commits.update({rid: head for rid in build.present if on_remote})
             commits.update({rid: build.commit for rid in build.present if not on_remote})
-            store.writeback.record_writes(commits, now=clock.now(), state={
-                BASELINE_KEY: build.commit, BASELINE_BRANCH_KEY: target.branch,
-                BASELINE_REMOTE_KEY: redact_credentials(target.url)})
+            store.writeback.record_writes(commits, now=clock.now(), state=_baseline_state(build.commit, target))
             report.written += sorted(commits)
             report.appended += len(build.appended)
             report.commits.append(build.commit)
@@ -223,18 +213,18 @@ def _write_batch(store, clone, target, batch, report, *, push, clock, author) ->
         moved = clone.remote_head(target.branch) != head
         if not moved or attempt >= PUSH_ATTEMPTS:
             raise WritebackError(
-                f"push to branch {target.branch} of {redact_credentials(target.url)} failed: {outcome};"
+                f"push to branch {target.branch} of {target.shown} failed: {outcome};"
                 f" {len(batch)} results stay queued for the next pass"
             )
         report.push_retries += 1
         clock.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))
 
 
-def _refuse_another_repository(store: Database, target, queued: int) -> None:
+def _refuse_another_repository(store: Database, target: Target, queued: int) -> None:
     """WritebackError when the branch this store wrote is missing because CATALOG_REPO now names another
     repository: the write-back reported a deletion that did not happen, and "restored" the branch by
     pushing the old repository's whole results history, messages included, into the new one."""
-    recorded, now = store.state.get(BASELINE_REMOTE_KEY), redact_credentials(target.url)
+    recorded, now = store.state.get(BASELINE_REMOTE_KEY), target.shown
     if recorded is None or recorded == now:
         return
     raise WritebackError(
@@ -252,20 +242,20 @@ def _baseline(store: Database, branch: str) -> str | None:
     return store.state.get(BASELINE_KEY) if recorded in (None, branch) else None
 
 
-def _remember(store: Database, findings: list[TamperFinding], verified: str | None, branch: str, clock: Clock,
-              remote: str | None = None) -> None:
+def _baseline_state(commit: str, target: Target) -> dict:
+    """The `catalog_state` keys saying which commit, of which branch and repository, this store last checked or pushed."""
+    return {BASELINE_KEY: commit, BASELINE_BRANCH_KEY: target.branch, BASELINE_REMOTE_KEY: target.shown}
+
+
+def _remember(store: Database, findings: list[TamperFinding], verified: str | None, target: Target, clock: Clock) -> None:
     """Persist findings with the commit they were checked up to, so each is reported once and kept."""
-    state: dict = {}
-    if verified:
-        state[BASELINE_KEY] = verified
-        state[BASELINE_BRANCH_KEY] = branch
-        state[BASELINE_REMOTE_KEY] = remote
+    state: dict = _baseline_state(verified, target) if verified else {}
     if findings:
         found_at = format_time(clock.now())
         new = [{**finding.as_dict(), "found_at": found_at} for finding in findings]
         # one entry per finding, with when it was last found: status listed one finding as often as found
-        same = {(f["path"], f["message"], f.get("result_id")) for f in new}
-        kept = [f for f in store.state.get(FINDINGS_KEY, []) if (f["path"], f["message"], f.get("result_id")) not in same]
+        same = {_finding_key(f) for f in new}
+        kept = [f for f in store.state.get(FINDINGS_KEY, []) if _finding_key(f) not in same]
         state[FINDINGS_KEY] = (kept + new)[-_KEPT_FINDINGS:]
     if state:
         store.writeback.record_writes({}, now=clock.now(), state=state, events=[
@@ -273,6 +263,10 @@ def _remember(store: Database, findings: list[TamperFinding], verified: str | No
                   data={**finding.as_dict(), "verified_up_to": verified})
             for finding in findings
         ])
+
+
+def _finding_key(finding: dict) -> tuple:
+    return finding["path"], finding["message"], finding.get("result_id")
 
 
 def _build(store, clone, parent, batch, target, clock, author, findings) -> _Build:

@@ -19,7 +19,7 @@ from reconciler.clock import FakeClock, format_time
 from reconciler.errors import WritebackError
 from reconciler.settings import Settings
 from reconciler.store import Database, open_database
-from reconciler.writeback import _remember, writeback_pass
+from reconciler.writeback import _remember, resolve_target, writeback_pass
 
 from conftest import sync_directory
 from store_support import answer
@@ -253,7 +253,7 @@ def test_a_tampered_line_is_reported_and_not_overwritten(synced_store, remote, t
     [event] = synced_store.events.list(type="tamper-detected")  # recorded with the finding, once
     assert event["result_id"] == ids[1] and "changed or removed after it was pushed" in event["summary"]
     clock.advance(60)  # found again later (a branch pushed back as it was): one entry, with the later time
-    _remember(synced_store, report.findings, None, "catalog-results", clock)
+    _remember(synced_store, report.findings, None, resolve_target(synced_store, settings), clock)
     assert [f["found_at"] for f in synced_store.state.get("writeback_findings")] == [format_time(clock.now())]
 
 

@@ -28,11 +28,8 @@ class BudgetRepository:
         longest = max(seconds for _, seconds in windows)
         with self.db.transaction(serialize="budget") as session:
             session.run("DELETE FROM dispatch_budget WHERE sent_at <= ?", (now - longest,))
-            self._after_a_step_back(session, now)
-            wait = 0.0
-            paused = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
-            if paused is not None and float(paused) > now:
-                wait = float(paused) - now
+            paused = self._after_a_step_back(session, now)
+            wait = paused - now if paused is not None and paused > now else 0.0
             for limit, seconds in windows:
                 # the request whose leaving makes room: the (count - limit + 1)-th oldest in the window
                 oldest = session.value(
@@ -47,20 +44,25 @@ class BudgetRepository:
             session.run("INSERT INTO dispatch_budget (sent_at) VALUES (CAST(? AS DOUBLE PRECISION))", (now,))
             return 0.0
 
-    def settle(self, now: float) -> None:
-        """Bring what a clock stepped back left in the future to `now` (before reading what is left)."""
+    def settle(self, now: float) -> float | None:
+        """Bring what a clock stepped back left in the future to `now` (before reading what is left);
+        when the pause ends (Unix seconds), or None."""
         with self.db.transaction(serialize="budget") as session:
-            self._after_a_step_back(session, now)
+            return self._after_a_step_back(session, now)
 
     @staticmethod
-    def _after_a_step_back(session, now: float) -> None:
+    def _after_a_step_back(session, now: float) -> float | None:
         """Requests stamped after `now` were made before the clock stepped back: counted as made now, they
         leave the windows in one window's time, not the step's (days: nothing was sent meanwhile). A pause
-        ending past LONGEST_PAUSE from now ends then."""
+        ending past LONGEST_PAUSE from now ends then. Returns when the pause ends, or None."""
         session.run("UPDATE dispatch_budget SET sent_at = CAST(? AS DOUBLE PRECISION) WHERE sent_at > ?", (now, now))
-        paused = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
-        if paused is not None and float(paused) > now + LONGEST_PAUSE:
+        value = session.value("SELECT value FROM catalog_state WHERE key = ?", (_PAUSE_KEY,))
+        if value is None:
+            return None
+        if float(value) > now + LONGEST_PAUSE:
             session.run("UPDATE catalog_state SET value = ? WHERE key = ?", (repr(now + LONGEST_PAUSE), _PAUSE_KEY))
+            return now + LONGEST_PAUSE
+        return float(value)
 
     def used(self, now: float, seconds: float) -> int:
         """Requests made in the last `seconds`."""

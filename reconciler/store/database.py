@@ -134,23 +134,20 @@ def open_database(url: str | Path | None = None, *, home: str | Path = ".catalog
     a mistyped CATALOG_HOME made `status` and `export` answer "nothing", exit 0."""
     if url is None or url == "":
         url = Path(home) / "catalog.db"
-    if not create:
-        path = url if isinstance(url, Path) else Path(url[len("sqlite://"):]) if url.startswith("sqlite://") else None
-        if path is not None and not path.is_file():
-            raise ConfigError(f"no catalog store at {path}: check CATALOG_HOME (--home) and CATALOG_DATABASE_URL"
-                              " (`catalog sync` or `catalog up` makes one)")
+    elif isinstance(url, str) and url.startswith("sqlite://"):
+        if not url[len("sqlite://"):]:
+            raise ConfigError("a SQLite database URL needs a path: sqlite:///ABSOLUTE/PATH.db")
+        url = Path(url[len("sqlite://"):])
     if isinstance(url, Path):
+        if not create and not url.is_file():
+            raise ConfigError(f"no catalog store at {url}: check CATALOG_HOME (--home) and CATALOG_DATABASE_URL"
+                              " (`catalog sync` or `catalog up` makes one)")
         backend = SqliteBackend(url)
     elif url.startswith(("postgresql://", "postgres://")):
         # imported here: psycopg and its pool cost a SQLite process ~12 MB it never uses (bench/bench_sync.py's peak)
         from .postgres import PostgresBackend
 
         backend = PostgresBackend(url)
-    elif url.startswith("sqlite://"):
-        path = url[len("sqlite://"):]
-        if not path:
-            raise ConfigError("a SQLite database URL needs a path: sqlite:///ABSOLUTE/PATH.db")
-        backend = SqliteBackend(path)
     else:
         raise ConfigError(_not_a_database_url(url))
     db = Database(backend)
