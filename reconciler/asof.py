@@ -10,7 +10,7 @@ from datetime import datetime, time, timezone
 import msgspec
 
 from . import writeback_files as files
-from .clock import format_time
+from .clock import format_time, given_time
 from .errors import InvalidInput
 from .ledger import ResultsBranch, history_files
 from .logs import escape_control
@@ -35,12 +35,7 @@ def parse_moment(text: str) -> str:
     except ValueError:
         raise InvalidInput(f"TIME must be an ISO 8601 date or time such as 2026-01-05 or 2026-01-05T12:00:00Z,"
                            f" not {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return format_time(moment)
-    except OverflowError:  # an offset past year 1 or 9999 in UTC
-        raise InvalidInput(f"TIME is out of range (years 1 to 9999 in UTC): {text!r}") from None
+    return given_time(moment, "TIME", text)
 
 
 class _Pair(msgspec.Struct):

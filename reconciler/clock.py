@@ -16,6 +16,19 @@ def format_time(moment: datetime) -> str:
     return text if utc.year >= 1000 else f"{utc.year:04d}{text[text.index('-'):]}"
 
 
+def given_time(moment: datetime, name: str, text: str) -> str:
+    """A time a user gave (parsed; no zone: UTC) as stored; InvalidInput naming `name` and `text` when
+    its zone takes it past year 1 or 9999 in UTC."""
+    from .errors import InvalidInput
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return format_time(moment)
+    except OverflowError:
+        raise InvalidInput(f"{name} is out of range (years 1 to 9999 in UTC): {text!r}") from None
+
+
 def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
 

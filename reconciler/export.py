@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterator
 
-from .clock import format_time
+from .clock import given_time
 from .errors import InvalidInput
 from .outcomes import RESULTS, STATUSES
 from .store import Database
@@ -32,12 +32,7 @@ def parse_since(value: str | None) -> str | None:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
         raise InvalidInput(f"'since' must be an ISO 8601 time such as 2026-01-05T12:00:00Z, not {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return format_time(moment)
-    except OverflowError:  # an offset past year 1 or 9999 in UTC
-        raise InvalidInput(f"'since' is out of range (years 1 to 9999 in UTC): {value!r}") from None
+    return given_time(moment, "'since'", value)
 
 
 def check_filters(result: str | None, status: str | None) -> None:

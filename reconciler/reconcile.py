@@ -488,10 +488,10 @@ def _record_recovery(store, plan, clock, started, started_at) -> None:
 def _record_failure(store, clock, started, started_at, previous, attempted, outcome, message, plan=None) -> None:
     errors = [e.as_dict() for e in plan.errors] if plan else []
     row = _run_row(plan, outcome, clock.now(), started, previous, errors, message, started_at)
-    row.update(previous_revision=previous, attempted_revision=attempted, applied_revision=previous)
     # nothing was applied: a refused sync's counts said "17 removed" of a catalog it left whole (its
     # message says what it would have removed)
-    row.update(created=0, updated=0, removed=0)
+    row.update(previous_revision=previous, attempted_revision=attempted, applied_revision=previous,
+               created=0, updated=0, removed=0)
     store.catalog.record_sync_run(row)
 
 
