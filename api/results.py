@@ -262,7 +262,8 @@ class ResultController(Controller):
         summary="Record the answer of a check run (once; a finished result never changes)",
         description=(
             "JSON or form body with `result` (pass, warning, fail, error, skipped), optional `message` "
-            "(at most 64 KiB) and `url`. A pending or sent result becomes completed; any other answers 409."
+            "(at most 64 KiB) and `url`. A pending or sent result becomes completed; any other answers 409,"
+            " as does one whose check's `timeout` has passed (the next scheduler pass times it out)."
             " Authorized by an API token with `results:write`, or by a GitHub Actions OIDC token of the"
             " repository of the result's check (403 for any other), whose claims the result keeps as `attestation`."
         ),

@@ -374,7 +374,7 @@ def bench_day(args) -> None:
         clock = FakeClock()
         action = ActionPlayer(make_token(store, "results:write", name="action"))
         started = time.perf_counter()
-        with live_server(create_app(store, Settings(home=Path(folder)), sync_trigger=lambda: None)) as server, \
+        with live_server(create_app(store, Settings(home=Path(folder)), sync_trigger=lambda: None, clock=clock)) as server, \
                 GitHubStandIn(token="bench", clock=clock, on_dispatch=action) as github:
             config = Settings.resolve({"github_api_url": github.url, "github_token": "bench", "server_url": server}, {})
             dispatcher = dispatcher_from_settings(config, clock=clock, store=store)
@@ -405,7 +405,7 @@ def bench_done(args) -> None:
         clock = FakeClock()
         action = ActionPlayer(make_token(store, "results:write", name="action"))
         started = time.perf_counter()
-        with live_server(create_app(store, Settings(home=home), sync_trigger=lambda: None)) as server, \
+        with live_server(create_app(store, Settings(home=home), sync_trigger=lambda: None, clock=clock)) as server, \
                 GitHubStandIn(token="bench", clock=clock, on_dispatch=action) as github:
             config = Settings.resolve({"github_api_url": github.url, "github_token": "bench", "server_url": server,
                                        "home": str(home), "repo": str(home / "catalog")}, {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from datetime import timedelta
 
 import pytest
 import requests
@@ -78,6 +79,20 @@ def test_second_answer_is_refused_with_409_and_changes_nothing(client, synced_st
     assert response.json()["error"]["code"] == "conflict"
     assert "already completed" in response.json()["error"]["message"]
     assert synced_store.results.get(result["id"]) == before
+
+
+def test_an_answer_past_the_checks_timeout_is_409_alone_and_names_the_timeout(client, synced_store, writer):
+    """The API's clock is the real one: a result created an hour ago is past has-owner's 30m timeout."""
+    late = new_result(synced_store, now=Clock().now() - timedelta(hours=1))
+    response = client.patch(f"/api/results/{late['id']}", data={"result": "pass"}, headers=auth(writer))
+    assert response.status_code == 409, response.text
+    assert response.json()["message"] == (f"result {late['id']} was not answered within its check's timeout (30m):"
+                                          " it is timed out, and this answer is not recorded")
+    fresh = new_result(synced_store, service="users-api")
+    bulk = client.patch("/api/results", json={"results": [{"id": late["id"], "result": "pass"},
+                                                            {"id": fresh["id"], "result": "pass"}]}, headers=auth(writer))
+    assert [item["status"] for item in bulk.json()["results"]] == [409, 200]
+    assert synced_store.results.get(late["id"])["status"] == "pending"  # for the next pass to time out
 
 
 def test_unknown_result_is_404(client, writer):

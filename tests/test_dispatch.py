@@ -459,10 +459,11 @@ def test_every_example_script_answers_single_pairs_and_batches_through_the_local
     assert not sync_directory(store, example).errors
     dispatcher = LocalDispatcher(example / "health-checks", make_token(store, "results:write", name="local"))
     checks = sorted(path.stem for path in (example / "checks").glob("*.yaml"))
-    with live_server(create_app(store, Settings(home=tmp_path / "home"), sync_trigger=lambda: None)) as server:
+    clock = FakeClock()
+    with live_server(create_app(store, Settings(home=tmp_path / "home"), sync_trigger=lambda: None, clock=clock)) as server:
         settings = Settings.resolve({"server_url": server}, {})
         rows = [store.results.get(row["id"]) for check in checks
-                for row in run_check(store, dispatcher, check, settings=settings, clock=FakeClock())]
+                for row in run_check(store, dispatcher, check, settings=settings, clock=clock)]
     assert len(rows) == 31 and results_in_batches(store) == (31 if batch > 1 else 0)
     assert {row["status"] for row in rows} == {"completed"}
     answers = {(row["check"], row["service"]): row["result"] for row in rows}

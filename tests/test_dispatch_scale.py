@@ -124,9 +124,9 @@ def test_a_simulated_day_keeps_to_githubs_limits_and_answers_every_pair_once(tmp
     services, checks, batch = 200, 50, 20
     store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
     sync_directory(store, catalog(tmp_path / "catalog", services, checks, batch))
-    clock = FakeClock()
+    clock = FakeClock()  # the dispatcher's and the API's: the Action answers in the simulated day
     action = ActionPlayer(make_token(store, "results:write", name="action"))
-    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server, \
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None, clock=clock)) as server, \
             GitHubStandIn(token=TOKEN, clock=clock, on_dispatch=action) as github:
         config = settings(github.url, server)
         # two replicas, each pacing itself, taking turns: only the budget in the store keeps them in bounds
@@ -243,7 +243,7 @@ def test_bulk_patch_gives_each_answer_its_own_outcome(tmp_path, store):
     with GitHubStandIn(token=TOKEN) as github:
         sent = run_pass(store, GitHubDispatcher(github.url, TOKEN, clock=clock), settings=settings(github.url), clock=clock).sent
     token = make_token(store, "results:write", name="action")
-    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server:
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None, clock=clock)) as server:
         single = requests.patch(f"{server}/api/results/{sent[4]}", data={"result": "fail"}, headers=auth(token))
         assert single.status_code == 200  # the per-result PATCH stays as it is
         body = {"results": [
@@ -328,9 +328,10 @@ def test_the_local_dispatcher_runs_a_batch_answered_with_catalog_answer(tmp_path
     store = open_database(f"sqlite://{tmp_path / 'catalog.db'}")
     sync_directory(store, example_dir)
     token = make_token(store, "results:write", name="local")
-    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None)) as server:
+    clock = FakeClock()
+    with live_server(create_app(store, Settings(home=tmp_path), sync_trigger=lambda: None, clock=clock)) as server:
         rows = run_check(store, LocalDispatcher(example_dir / "health-checks", token), "readme-present",
-                         settings=Settings.resolve({"server_url": server}, {}), clock=FakeClock())
+                         settings=Settings.resolve({"server_url": server}, {}), clock=clock)
     assert len(rows) == 5
     answered = {row["service"]: (row["status"], row["result"]) for row in store.results.list(check="readme-present")}
     assert answered["storefront-web"] == ("completed", "pass") and len(answered) == 5

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.schedule import due_pairs
 from reconciler.store import open_database
-from store_support import answer, raw_rows
+from store_support import answer, raw_rows, raw_sql
 from store_support import derived_tables_differing
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -120,7 +120,9 @@ def test_latest_runs_keeps_every_row_and_its_json_through_version_12(version_11_
         assert derived_tables_differing(store) == []
         # GET /api/services/{slug}: the same text, its rows' JSON now computed when read
         assert {row["slug"]: store.reads.service_json(row["slug"]) for row in services} == pages
-        # the answer's trigger keeps the rebuilt table (open results are their pair's newest)
+        # the answer's trigger keeps the rebuilt table (open results are their pair's newest); the
+        # fixture's results were sent days before NOW: timeouts of 30 days keep them answerable
+        raw_sql(store, "UPDATE checks SET timeout_seconds = 2592000")
         for n, result_id in enumerate(open_ids):
             answer(store, result_id, ("pass", "fail")[n % 2], now=NOW, url=f"https://ci.example/runs/{n}")
         assert derived_tables_differing(store) == []
@@ -160,6 +162,7 @@ def test_version_13_counts_the_results_finished_before_it_per_check_and_day(vers
         ]
         assert store.pages.pass_rates(check_id, "2000-01-01") == expected
         before = raw_rows(store, "SELECT count(*) AS n FROM check_days")[0]["n"]
+        raw_sql(store, "UPDATE checks SET timeout_seconds = 2592000")  # sent days before: still answerable
         answer(store, open_ids[0], "pass", now=datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc))
         assert raw_rows(store, "SELECT finished, passed FROM check_days WHERE day = '2026-12-01'") == [
             {"finished": 1, "passed": 1}]

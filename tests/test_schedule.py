@@ -29,15 +29,16 @@ class Recorder:
 
     name = "recorder"
 
-    def __init__(self, store=None, *, fail: DispatchError | None = None, answer: str | None = None):
+    def __init__(self, store=None, *, fail: DispatchError | None = None, answer: str | None = None,
+                 clock: FakeClock | None = None):
         self.sent: list = []
-        self.store, self.fail, self.answer = store, fail, answer
+        self.store, self.fail, self.answer, self.clock = store, fail, answer, clock
 
     def send(self, payload) -> None:
         if self.fail:
             raise self.fail
         if self.answer:  # the Action answers before the scheduler records `sent`
-            answer(self.store, payload.result_id, self.answer, now=datetime.now(timezone.utc))
+            answer(self.store, payload.result_id, self.answer, now=self.clock.now())
         self.sent.append(payload)
 
 
@@ -149,7 +150,7 @@ def test_results_carry_the_applied_revision_and_go_pending_to_sent(synced_store,
 
 
 def test_an_answer_before_sent_is_kept(synced_store, clock):
-    report = run_pass(synced_store, Recorder(synced_store, answer="pass"), settings=SETTINGS, clock=clock, max_results=3)
+    report = run_pass(synced_store, Recorder(synced_store, answer="pass", clock=clock), settings=SETTINGS, clock=clock, max_results=3)
     assert report.sent == [] and len(report.answered_first) == 3
     assert {synced_store.results.get(i)["status"] for i in report.answered_first} == {"completed"}
 

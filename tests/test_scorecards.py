@@ -10,7 +10,7 @@ import pytest
 from conftest import WAIVER_EXPIRES, sync_directory, utc_at
 from store_support import answer, finished_result, new_result, raw_rows
 from reconciler import scorecards
-from reconciler.clock import FakeClock
+from reconciler.clock import FakeClock, format_time
 from reconciler.store import open_database
 from reconciler.validation import validate_directory
 
@@ -210,7 +210,7 @@ def test_after_answers_returns_the_level_changes(synced_store):
     store, now = synced_store, datetime.now(timezone.utc)
     result = new_result(store, "has-owner", "payments-db", now=now)
     with store.transaction() as session:
-        completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, "x")])
+        completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, format_time(now))])
         changes = scorecards.after_answers(store, session, completed.values(), now)
         session.run("SELECT 1")  # the hook's writes share the answer's transaction
     service_id = store.catalog.service_index()["payments-db"]["id"]
@@ -374,7 +374,7 @@ def test_a_rolled_back_answer_leaves_no_trace_in_the_levels_the_next_answer_buil
     result = new_result(store, "has-owner", "payments-api", now=now)
     with pytest.raises(RuntimeError):
         with store.transaction() as session:
-            completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, "x")])
+            completed = store.dialect.complete_results(session, [(result["id"], "pass", None, None, format_time(now))])
             assert scorecards.after_answers(store, session, completed.values(), now)  # Bronze, then undone
             raise RuntimeError("the transaction fails after the hook wrote")
     assert (_row(store, "payments-api")["level"], _row(store, "payments-api")["checks"]["has-owner"]) == (0, "missing")

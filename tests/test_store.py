@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from reconciler.clock import Clock, format_time
 from reconciler.errors import Conflict, NotFound
+from reconciler.schedule import expire_results
 from store_support import INTEGRITY_ERRORS, answer, derived_tables_differing, new_result, raw_rows, raw_sql
 
 
@@ -43,6 +46,27 @@ def test_finished_result_cannot_change_through_the_store(synced_store):
     with pytest.raises(NotFound):
         answer(synced_store, 999_999, "fail")
     assert synced_store.results.get(result["id"])["result"] == "pass"
+
+
+def test_an_answer_after_the_checks_timeout_is_refused_and_the_next_pass_times_the_result_out(synced_store):
+    # has-owner's timeout is 30m, counted from sent_at (from created_at while never sent), to the
+    # microsecond as the scheduler's expiry counts it: an answer in its last microsecond is recorded,
+    # one at the timeout is not (it used to be, until a pass expired the result first)
+    store, timeout = synced_store, timedelta(minutes=30)
+    start = Clock().now() - timedelta(hours=2)
+    edge, late, resent = (new_result(store, service=slug, now=start)
+                          for slug in ("payments-api", "users-api", "search-index"))
+    store.dispatch.mark_sent_many([resent["id"]], now=format_time(start + timedelta(minutes=90)))
+    answered = answer(store, edge["id"], "pass", now=start + timeout - timedelta(microseconds=1))
+    assert answered["status"] == "completed"
+    with pytest.raises(Conflict, match=rf"result {late['id']} was not answered within its check's timeout \(30m\)"):
+        answer(store, late["id"], "pass", now=start + timeout)
+    assert answer(store, resent["id"], "fail", now=start + timedelta(minutes=119))["result"] == "fail"  # sent 29m before
+    assert store.results.get(late["id"])["status"] == "pending"
+    assert expire_results(store, start + timeout) == [late["id"]]
+    assert store.results.get(late["id"])["status"] == "timed-out"
+    with pytest.raises(Conflict, match="already timed-out"):
+        answer(store, late["id"], "pass", now=start + timeout)
 
 
 @pytest.mark.parametrize("sql", [
@@ -125,15 +149,16 @@ def test_creating_and_finishing_results_keeps_every_derived_table_exact(synced_s
     first = create(5)
     assert len(first) > 20 and any(row["service_id"] is None for row in first)
     ids = [row["id"] for row in first]
-    answer(store, ids[0], "pass")
-    answer(store, ids[1], "fail", url="https://ci/1")
+    minutes = [datetime(2026, 1, 5, 0, n, tzinfo=timezone.utc) for n in range(60)]  # within every timeout
+    answer(store, ids[0], "pass", now=minutes[1])
+    answer(store, ids[1], "fail", url="https://ci/1", now=minutes[1])
     store.dispatch.mark_sent_many(ids[2:6], now="2026-01-05T00:01:00.000000Z")
-    answer(store, ids[2], "warning")
+    answer(store, ids[2], "warning", now=minutes[2])
     store.dispatch.mark_failed_many(ids[6:8], "refused", now="2026-01-05T00:02:00.000000Z")
     store.dispatch.expire([(row["check_id"], "9999", "too late") for row in first[8:9]], now="2026-01-05T00:03:00.000000Z")
     second = create(6)  # the pairs of the finished results come again, next to their last run
     assert 0 < len(second) < len(first)
-    answer(store, second[0]["id"], "pass")
+    answer(store, second[0]["id"], "pass", now=minutes[5] + timedelta(days=1))
     assert derived_tables_differing(store) == []
     # the open runs of some services (read from latest_runs) are those the open results give
     if not any(key == 0 for _, key in store.pages.open_runs()):
@@ -163,13 +188,13 @@ def test_a_checks_pass_rates_count_each_finished_result_once_on_the_day_it_finis
     services = ["payments-api", "users-api", "admin-console", "users-db"]
     for day, outcomes in ((3, ["fail"]), (4, ["pass", "fail", "warning", "error"]), (5, ["pass", "skipped"])):
         for service, outcome in zip(services, outcomes):
-            answer(store, new_result(store, "has-owner", service, now=at(day, 1))["id"], outcome, now=at(day))
+            answer(store, new_result(store, "has-owner", service, now=at(day, 1))["id"], outcome, now=at(day, 1) + timedelta(minutes=20))
     late = new_result(store, "has-owner", "payments-api", now=at(5, 23))  # finishes the next day, by timing out
     store.dispatch.expire([(check_id, "2026-01-06T00:00:00.000000Z", "too late")], now="2026-01-06T00:30:00.000000Z")
     refused = new_result(store, "has-owner", "users-api", now=at(6, 1))
     store.dispatch.mark_failed_many([refused["id"]], "refused", now="2026-01-06T02:00:00.000000Z")
     new_result(store, "has-owner", "admin-console", now=at(6, 3))  # still open: not finished, not counted
-    answer(store, new_result(store, "readme-present", "payments-api", now=at(6, 1))["id"], "fail", now=at(6))
+    answer(store, new_result(store, "readme-present", "payments-api", now=at(6, 1))["id"], "fail", now=at(6, 1) + timedelta(minutes=20))
     assert store.results.get(late["id"])["status"] == "timed-out"
     assert store.pages.pass_rates(check_id, "2026-01-04") == [
         {"day": "2026-01-04", "finished": 4, "passed": 1, "failed": 2},

@@ -143,7 +143,11 @@ class PostgresDialect:
         "UPDATE results SET status = 'completed', result = a.result, message = a.message, url = a.url,"
         " finished_at = a.finished_at FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
         " AS a (id, result, message, url, finished_at)"
-        f" WHERE results.id = a.id AND results.status IN {OPEN_SQL} RETURNING results.*" + COMPLETED_SLUGS
+        f" WHERE results.id = a.id AND results.status IN {OPEN_SQL}"
+        # before its result times out (as the scheduler's expiry pass counts it), to the microsecond
+        " AND a.finished_at::timestamptz - coalesce(results.sent_at, results.created_at)::timestamptz"
+        " < (SELECT timeout_seconds FROM checks WHERE id = results.check_id) * interval '1 second'"
+        " RETURNING results.*" + COMPLETED_SLUGS
     )
 
     @classmethod

@@ -8,6 +8,8 @@ from typing import Protocol
 from .. import scorecards
 from ..clock import format_time
 from ..errors import Conflict, NotAllowed, NotFound
+from ..outcomes import OPEN_STATUSES
+from ..schema import format_duration
 from .rows import ANSWER_RULE_COLUMNS, RESULT_SELECT, decode_result, encode_attestation, result_filters
 
 # the characters a spreadsheet takes as the start of a formula (=, +, -, @, tab, carriage return)
@@ -24,6 +26,17 @@ class Attestor(Protocol):
     attestation: dict
 
     def refusal(self, rule: dict, result_id: int) -> str | None: ...
+
+
+def _refusal(result_id: int, status: str | None, timeout_seconds: int | None) -> NotFound | Conflict:
+    """Why an answer to this result completed nothing: no such result, a finished one, or an open one
+    whose check's timeout had passed when the answer came (the next scheduler pass times it out)."""
+    if status is None:
+        return NotFound(f"result {result_id} does not exist")
+    if status in OPEN_STATUSES:
+        return Conflict(f"result {result_id} was not answered within its check's timeout"
+                        f" ({format_duration(timeout_seconds)}): it is timed out, and this answer is not recorded")
+    return Conflict(f"result {result_id} is already {status} and can never change")
 
 
 class ResultRepository:
@@ -83,16 +96,14 @@ class ResultRepository:
         for result_id, *_ in answers:
             outcomes.append(completed.pop(result_id, None) or refused.get(result_id))  # popped: a second answer lost
         missing = {answers[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
-        statuses = dict(session.tuples(
-            f"SELECT id, status FROM results WHERE id IN {self.db.dialect.id_table('?')}",
+        statuses = {row[0]: row[1:] for row in session.tuples(
+            "SELECT r.id, r.status, c.timeout_seconds FROM results AS r JOIN checks AS c ON c.id = r.check_id"
+            f" WHERE r.id IN {self.db.dialect.id_table('?')}",
             (self.db.dialect.ids(sorted(missing)),),
-        )) if missing else {}
+        )} if missing else {}
         for i, outcome in enumerate(outcomes):
             if outcome is None:
-                result_id = answers[i][0]
-                status = statuses.get(result_id)
-                outcomes[i] = (NotFound(f"result {result_id} does not exist") if status is None else
-                               Conflict(f"result {result_id} is already {status} and can never change"))
+                outcomes[i] = _refusal(answers[i][0], *statuses.get(answers[i][0], (None, None)))
         return outcomes
 
     def _refusals(self, session, attestors: dict[int, "Attestor"]) -> dict[int, NotAllowed]:

@@ -79,6 +79,19 @@ _SERVICE_JSON = """
 """
 
 
+def _micros(stamp: str) -> str:
+    """A stored time (`clock.TIME_FORMAT`, always 27 characters) as whole microseconds since 1970: exact,
+    where julianday() keeps milliseconds."""
+    return f"(CAST(strftime('%s', substr({stamp}, 1, 19)) AS INTEGER) * 1000000 + CAST(substr({stamp}, 21, 6) AS INTEGER))"
+
+
+def _in_time(answered_at: str) -> str:
+    """An answer at `answered_at` comes before its result times out: the scheduler's expiry pass takes
+    a result sent (or, never sent, created) at or before the answer's time minus its check's timeout."""
+    return (f"{_micros(answered_at)} - {_micros('coalesce(results.sent_at, results.created_at)')}"
+            " < 1000000 * (SELECT timeout_seconds FROM checks WHERE id = results.check_id)")
+
+
 class SqliteDialect:
     """SQL that differs from PostgreSQL's, as fragments and whole statements."""
 
@@ -86,8 +99,8 @@ class SqliteDialect:
 
     # One statement per answer: SQLite runs it in-process, a batch costs no round trips.
     _COMPLETE = (
-        "UPDATE results SET status = 'completed', result = ?, message = ?, url = ?, finished_at = ?"
-        f" WHERE id = ? AND status IN {OPEN_SQL} RETURNING *" + COMPLETED_SLUGS
+        "UPDATE results SET status = 'completed', result = ?1, message = ?2, url = ?3, finished_at = ?4"
+        f" WHERE id = ?5 AND status IN {OPEN_SQL} AND {_in_time('?4')} RETURNING *" + COMPLETED_SLUGS
     )
 
     @classmethod
@@ -122,7 +135,8 @@ class SqliteDialect:
         return (
             "UPDATE results SET status = 'completed', result = a.column2, message = a.column3, url = a.column4,"
             f" finished_at = a.column5 FROM (VALUES {values}) AS a"
-            f" WHERE results.id = a.column1 AND results.status IN {OPEN_SQL} RETURNING *" + COMPLETED_SLUGS
+            f" WHERE results.id = a.column1 AND results.status IN {OPEN_SQL} AND {_in_time('a.column5')}"
+            " RETURNING *" + COMPLETED_SLUGS
         )
 
     @staticmethod
