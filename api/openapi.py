@@ -10,12 +10,13 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import SECURITY_SCHEME
+from api.errors import error_response
 
 SCHEMA_PATH = "/schema"
 JSON_PATH = f"{SCHEMA_PATH}/openapi.json"  # named in docs/operating.md: a stable address
@@ -39,6 +40,12 @@ class SchemaIndexPlugin(OpenAPIRenderPlugin):
         ).encode()
 
 
+def _json_not_found(response: Response) -> Response:
+    """Litestar answers an unknown /schema/... path with an HTML page of its own: ours is the one JSON
+    error shape, as on every other path."""
+    return error_response(404, "Not Found") if response.status_code == 404 else response
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Service catalog API",
@@ -48,6 +55,7 @@ def openapi_config() -> OpenAPIConfig:
             "`Authorization: Token <token>` (also `token <token>` or `Bearer <token>`)."
         ),
         path=SCHEMA_PATH,
+        openapi_router=Router(SCHEMA_PATH, route_handlers=[], include_in_schema=False, after_request=_json_not_found),
         render_plugins=[SchemaIndexPlugin(), JsonRenderPlugin()],
         components=Components(security_schemes={
             SECURITY_SCHEME: SecurityScheme(

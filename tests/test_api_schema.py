@@ -8,6 +8,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from litestar.testing import TestClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -73,3 +74,26 @@ def test_the_document_is_served_at_a_stable_path_and_the_schema_page_loads_nothi
     page = requests.get(f"{url}/schema", timeout=5)
     assert page.status_code == 200 and 'href="/schema/openapi.json"' in page.text
     assert "<script" not in page.text and "http" not in page.text.replace('href="/schema/openapi.json"', "")
+
+
+def test_an_unknown_schema_path_answers_the_one_json_error_shape(server):
+    """Litestar answered /schema/<anything else> with an HTML page of its own."""
+    url, _ = server
+    for path in ("/schema/redoc", "/schema/swagger", "/schema/openapi.yaml", "/schema/a/b"):
+        response = requests.get(url + path, timeout=5)
+        assert (response.status_code, response.headers["content-type"]) == (404, "application/json"), path
+        assert response.json() == {"message": "Not Found",
+                                   "error": {"status": 404, "code": "not_found", "message": "Not Found"}}
+
+
+def test_the_document_is_the_same_from_every_server(tmp_path):
+    """Litestar filled each error response with generated examples (`"status": 4966`, random text),
+    new for every app: two replicas, or one restarted, served different documents."""
+    documents = []
+    for name in ("one", "two"):
+        store = open_database(tmp_path / f"{name}.db")
+        with TestClient(create_app(store, Settings(home=tmp_path / name), sync_trigger=lambda: None)) as client:
+            documents.append(client.get("/schema/openapi.json").content)
+        store.close()
+    assert documents[0] == documents[1]
+    assert b'"examples"' not in documents[0]
