@@ -49,15 +49,18 @@ class Verdict:
 
 
 def check_integrity(read: dict[str, LoadedFile], deleted: Iterable[str], index: CatalogIndex,
-                    today: date | None = None, *, past_expiry: PastExpiry = "error") -> Verdict:
+                    today: date | None = None, *, past_expiry: PastExpiry = "error",
+                    without_store: bool = False) -> Verdict:
     """Every cross-file problem the files read now (and the deleted ones) cause, in one pass.
     `today` (UTC) bounds a waiver's expiry. A waiver read now whose expiry day has passed is an
     error for `catalog validate` (a pull request's new waiver that could never count), a warning for
     a sync (`past_expiry="warning"`): it applies and shows as expired, so every home reads one commit
-    alike, whenever it first syncs (a new replica, a rebuilt database, `./run` next year)."""
+    alike, whenever it first syncs (a new replica, a rebuilt database, `./run` next year).
+    `without_store` (`catalog validate`): which file had a duplicated slug is unknown, so each file
+    defining it is named, not only those a first sync would refuse."""
     catalog = _After(read, set(deleted), index)
     verdict = Verdict()
-    _find_duplicates(catalog, verdict)
+    _find_duplicates(catalog, verdict, without_store)
     _find_unknown_references(catalog, verdict)
     _find_lost_references(catalog, verdict)
     _find_cycles(catalog, verdict)
@@ -167,8 +170,10 @@ class _After:
         return self.applied_by("service", slug) or self.keeper("service", slug)
 
 
-def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
-    """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest."""
+def _find_duplicates(catalog: _After, verdict: Verdict, without_store: bool) -> None:
+    """A slug defined by two files: the file that had it keeps it, else the first path; blame the rest.
+    Without a store the first path is blamed too (not broken: its dependents are still checked): a pull
+    request adding a file with a taken slug was told only about the file that already had it."""
     clashes = []
     for kind, slugs in catalog.declared.items():
         # a slug one file declares and no stored entity has cannot clash: of a first sync's 100,000
@@ -193,6 +198,11 @@ def _find_duplicates(catalog: _After, verdict: Verdict) -> None:
         for path in contenders:
             if path != winner:
                 catalog.break_rule(verdict, Problem(path, ("slug",), f"slug {slug!r} is already defined in {display_path(winner)}", winner))
+        if without_store and holder is None:
+            others = [path for path in contenders if path != winner]
+            verdict.blame(Problem(winner, ("slug",), f"slug {slug!r} is also defined in"
+                                  f" {', '.join(map(display_path, others))}; a sync keeps the file that already has it"
+                                  " and refuses the others", others[0]))
 
 
 def _find_unknown_references(catalog: _After, verdict: Verdict) -> None:

@@ -33,7 +33,7 @@ def validate_directory(root: str | Path, notes: list[str] | None = None) -> tupl
     errors: list[CatalogFileError] = list(config_file.errors) if config_file else []
     for loaded in read.values():
         errors.extend(loaded.errors)
-    for found in locate_problems(root, check_integrity(read, (), CatalogIndex.empty())).values():
+    for found in locate_problems(root, check_integrity(read, (), CatalogIndex.empty(), without_store=True)).values():
         errors.extend(found)
     unique = {str(error): error for error in errors}
     ordered = sorted(unique.values(), key=lambda e: (e.location.path, e.location.line, e.location.col, e.message))

@@ -129,7 +129,9 @@ def test_a_bad_document_keeps_its_last_good_state_and_blocks_none_of_its_file(st
 def test_a_slug_in_both_formats_is_an_error_naming_both_files(backstage_dir):
     (backstage_dir / "services" / "ledger.yaml").write_text("name: Ledger\npriority: 3\n")
     assert _errors(backstage_dir) == [
-        "services/ledger.yaml:1:1: slug 'ledger' is already defined in ledger/catalog-info.yml (document 1)"
+        "ledger/catalog-info.yml:4:9: slug 'ledger' is also defined in services/ledger.yaml; a sync keeps the file"
+        " that already has it and refuses the others",
+        "services/ledger.yaml:1:1: slug 'ledger' is already defined in ledger/catalog-info.yml (document 1)",
     ]
 
 

@@ -174,9 +174,18 @@ def _errors(root: Path) -> list[str]:
 
 
 def test_duplicate_slug_across_files_names_both_files(tmp_path):
+    """`validate` has no store to say which file had the slug: each file is named, so a pull request
+    adding a file with a taken slug sees an error in its own file, whichever name sorts first (it
+    used to be told only that the untouched file clashed with it)."""
     write_catalog(tmp_path, services=[{"name": "A", "slug": "a", "priority": 1}])
     (tmp_path / "services" / "b.yaml").write_text("name: B\nslug: a\npriority: 2\n")
-    assert _errors(tmp_path) == ["services/b.yaml:2:7: slug 'a' is already defined in services/a.yaml"]
+    (tmp_path / "services" / "0-new.yaml").write_text("name: New\npriority: 2\nslug: a\n")
+    assert _errors(tmp_path) == [
+        "services/0-new.yaml:3:7: slug 'a' is also defined in services/a.yaml, services/b.yaml; a sync keeps the"
+        " file that already has it and refuses the others",
+        "services/a.yaml:2:7: slug 'a' is already defined in services/0-new.yaml",
+        "services/b.yaml:2:7: slug 'a' is already defined in services/0-new.yaml",
+    ]
 
 
 def test_unknown_dependency_points_at_the_list_item(tmp_path):
