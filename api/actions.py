@@ -20,6 +20,7 @@ from api.models import Accepted, RunOperation, RunOut, SyncStatus, WebhookOperat
 from api.routing import get, post
 from reconciler.clock import format_time
 from reconciler.errors import ConfigError, InvalidInput
+from reconciler.gitsource import hosted_name
 
 log = logging.getLogger("catalog.api")
 
@@ -69,8 +70,8 @@ class SyncController(Controller):
 @post("/webhooks/github", tags=["actions"], status_code=202, media_type=MediaType.JSON,
       summary="GitHub webhook: a push to the catalog branch starts a sync (HMAC-verified, answered at once)",
       description="Authenticated by `X-Hub-Signature-256` (HMAC-SHA256 of the body with CATALOG_WEBHOOK_SECRET), "
-                  "not by a token. `ping` answers 200; `push` 202 and syncs in the background; other events are "
-                  "ignored (202); a delivery seen before (by `X-GitHub-Delivery` or by its body) is ignored; "
+                  "not by a token. `ping` answers 200; `push` 202 and syncs in the background; other events, and "
+                  "pushes to other branches or to another repository than CATALOG_REPO, are ignored (202); a delivery seen before (by `X-GitHub-Delivery` or by its body) is ignored; "
                   "a signed push payload that is not usable (not JSON, no `ref`) is a 422.",
       operation_class=WebhookOperation, responses=error_responses(401, 422, 503))
 async def webhook_github(request: Request, state: State) -> Response[Accepted]:
@@ -88,7 +89,11 @@ async def webhook_github(request: Request, state: State) -> Response[Accepted]:
         return _answer(200, "pong", "webhook configured")
     if event != "push":
         return _answer(202, "ignored", f"event {event or '(none)'!r} is not acted on; only push is")
-    ref, default_branch = _push_fields(_payload(body, request.headers.get("content-type", "")))
+    ref, default_branch, pushed_to = _push_fields(_payload(body, request.headers.get("content-type", "")))
+    ours = hosted_name(state.settings.repo)
+    if ours and pushed_to and pushed_to.lower() != ours:
+        # An organisation's webhook sends every repository's pushes: only the catalog's start a sync.
+        return _answer(202, "ignored", f"push to repository {pushed_to}; this catalog syncs {ours}")
     branch = state.settings.branch or default_branch
     if branch and ref != f"refs/heads/{branch}":
         # Pushes to other branches (the write-back branch among them) never trigger a sync.
@@ -114,19 +119,21 @@ def _payload(body: bytes, content_type: str) -> dict:
 
 
 def _push_fields(payload: dict) -> tuple[str, str | None]:
-    """(ref, the repository's default branch) of a push payload, or InvalidInput naming what is wrong."""
+    """(ref, the repository's default branch, its full_name) of a push payload, or InvalidInput naming
+    what is wrong."""
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise InvalidInput("the push payload has no 'ref' string (such as refs/heads/main)")
     repository = payload.get("repository")
     if repository is None:
-        return ref, None
+        return ref, None, None
     if not isinstance(repository, dict):
         raise InvalidInput("the push payload's 'repository' must be an object")
-    default_branch = repository.get("default_branch")
-    if default_branch is not None and not isinstance(default_branch, str):
-        raise InvalidInput("the push payload's 'repository.default_branch' must be a string")
-    return ref, default_branch
+    default_branch, full_name = repository.get("default_branch"), repository.get("full_name")
+    for name, value in (("default_branch", default_branch), ("full_name", full_name)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"the push payload's 'repository.{name}' must be a string")
+    return ref, default_branch, full_name
 
 
 async def _first_delivery(state: State, delivery: str, body: bytes) -> bool:

@@ -178,7 +178,27 @@ def _deliver_bytes(client, event: str, body: bytes, *, delivery: str, secret: st
         "X-Hub-Signature-256": signature or digest})
 
 
+@needs_contract
+@pytest.mark.parametrize("repo", ["https://github.com/codertocat/hello-world.git", "git@github.com:Codertocat/Hello-World.git"])
+def test_a_push_to_another_repository_of_the_organisation_starts_no_sync(synced_store, tmp_path, calls, repo):
+    """An organisation's webhook sends every repository's pushes with one secret: a push to another
+    repository's default branch started a sync of the catalog each time. GitHub's own push payload
+    (Codertocat/Hello-World) is the catalog's push when CATALOG_REPO names that repository (any case)."""
+    body = (GITHUB_CONTRACT / "push-with-new-branch.payload.json").read_bytes()
+    other = Settings(home=tmp_path, webhook_secret=SECRET, repo="https://u:SECRET-PASSWORD@github.com/acme/catalog.git")
+    with TestClient(create_app(synced_store, other, sync_trigger=calls.sync)) as client:
+        ignored = _deliver_bytes(client, "push", body, delivery="d-1")
+    assert ignored.status_code == 202 and ignored.json() == {
+        "status": "ignored", "note": "push to repository Codertocat/Hello-World; this catalog syncs acme/catalog"}
+    assert calls.syncs == 0
+    ours = Settings(home=tmp_path, webhook_secret=SECRET, repo=repo)
+    with TestClient(create_app(synced_store, ours, sync_trigger=calls.sync)) as client:
+        assert _deliver_bytes(client, "push", body, delivery="d-2").json()["status"] == "started"
+    assert calls.syncs == 1
+
+
 @pytest.mark.parametrize("payload", [
+    {"ref": "refs/heads/main", "repository": {"full_name": 7}},
     {"ref": "refs/heads/main", "repository": "str"},
     {"ref": "refs/heads/main", "repository": {"default_branch": ["main"]}},
     {"ref": 5, "repository": {"default_branch": "main"}},
