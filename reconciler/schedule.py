@@ -494,7 +494,7 @@ class Scheduler:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            log.info("scheduler stopped")
+            log.info("scheduler stopped: %s", ", ".join(entry.name for entry in self._entries) or "no jobs")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import threading
@@ -326,14 +327,18 @@ def test_jobs_are_timed_on_the_monotonic_clock_alone():
     assert [at for name, at in ran if name == "dispatch"] == [1000.0 + 15 * k for k in range(9)]
 
 
-def test_stop_from_another_thread_ends_the_loop():
+def test_stop_from_another_thread_ends_the_loop_and_says_which_loop_stopped(caplog):
+    """`catalog up` runs four loops: each said only "scheduler stopped", four times alike."""
     scheduler = Scheduler(tick_seconds=0.05)
     scheduler.every(3600, "idle", lambda: None)
+    scheduler.every(3600, "also-idle", lambda: None)
     thread = threading.Thread(target=scheduler.run)
-    thread.start()
-    scheduler.stop()
-    thread.join(5)
+    with caplog.at_level(logging.INFO, logger="catalog.schedule"):
+        thread.start()
+        scheduler.stop()
+        thread.join(5)
     assert not thread.is_alive()
+    assert "scheduler stopped: idle, also-idle" in caplog.messages
 
 
 def test_sigterm_stops_the_loop_cleanly():
