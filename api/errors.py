@@ -54,7 +54,7 @@ CODE_BY_STATUS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    409: "conflict",
+    409: "conflict",  # "timed_out" for an answer after its check's timeout (errors.TooLate)
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
@@ -87,7 +87,7 @@ def status_for(error: CatalogError) -> int:
 
 
 def catalog_error_handler(request: Request, error: CatalogError) -> Response:
-    return error_response(status_for(error), str(error))
+    return error_response(status_for(error), str(error), code=error.code)
 
 
 def http_error_handler(request: Request, error: HTTPException) -> Response:

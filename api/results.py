@@ -248,7 +248,7 @@ def bulk_error(item: object, error: Exception) -> dict:
     result_id = item.get("id") if isinstance(item, dict) else None
     if isinstance(result_id, bool) or not isinstance(result_id, int):
         result_id = None  # not an id: never echoed back as given
-    return {"id": result_id, "status": status, "error": error_body(status, str(error))["error"]}
+    return {"id": result_id, "status": status, "error": error_body(status, str(error), code=getattr(error, "code", None))["error"]}
 
 
 class ResultController(Controller):

@@ -12,8 +12,9 @@ or, without it, with a GitHub Actions OIDC token requested for the server URL as
 Requests that fail for now are tried again (`catalog_client`). That is safe: a result is finished by
 one answer only, and every later answer gets 409. So a 409 that answers a retry, after an attempt whose
 response was lost (a connection error, a timeout, a 5xx), counts as recorded: that attempt finished the
-result. (It cannot tell that attempt from a timeout or another answer finishing the result in the
-seconds between; the catalog keeps whichever came first.)
+result. (It cannot tell that attempt from another answer finishing the result in the seconds between; the
+catalog keeps whichever came first.) A 409 whose code is `timed_out` is never counted so: the answer came
+after the check's timeout, and nothing was recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import requests
 
 from .answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES, MAX_MESSAGE_BYTES
 from .catalog_client import CatalogClient, authorization, retry_from
-from .errors import CatalogError, ConfigError, InvalidInput
+from .errors import CatalogError, ConfigError, InvalidInput, TooLate
 from .outcomes import FINISHED_STATUSES, parse_result
 
 LINE_FIELDS = ("service", "result", "message", "url")
@@ -83,7 +84,7 @@ def answer_one(data: dict, result: str, message: str | None, url: str | None, cl
         raise InvalidInput(f"this payload is a batch of {data['batch'].get('size')} results: answer them with --results FILE")
     body = {"result": parse_result(result), **({"message": message} if message else {}), **({"url": url} if url else {})}
     reply = client.request("PATCH", data["server"]["endpoint"], _encode(body))
-    if reply.status == 409 and reply.maybe_delivered:
+    if reply.status == 409 and reply.maybe_delivered and reply.error_code != TooLate.code:
         return None
     return reply.json()
 
@@ -155,7 +156,8 @@ def answer_batch(data: dict, lines: list[Line], default_url: str | None, client:
         if not isinstance(outcomes, list):
             raise InvalidInput(f"{reply.request} answered without its list of results")
         if reply.maybe_delivered:
-            report.recorded_earlier |= {outcome["id"] for outcome in outcomes if outcome["status"] == 409}
+            report.recorded_earlier |= {outcome["id"] for outcome in outcomes if outcome["status"] == 409
+                                        and outcome.get("error", {}).get("code") != TooLate.code}
         report.outcomes += outcomes
     answered = {line.service for line in lines}
     left = [service for service in ids if service not in answered]

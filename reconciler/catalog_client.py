@@ -107,6 +107,12 @@ class Reply:
     message: str  # what it said, for messages
     maybe_delivered: bool  # an earlier attempt may have got through (see `send`)
 
+    @property
+    def error_code(self) -> str | None:
+        """The stable `code` of the catalog's error, if it answered one (`conflict`, `timed_out`, ...)."""
+        error = (self.document or {}).get("error")
+        return error.get("code") if isinstance(error, dict) else None
+
     def json(self) -> dict:
         """The JSON object of a 200; InvalidInput with the status and the server's message otherwise."""
         if self.status != 200 or self.document is None:

@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 
 class CatalogError(Exception):
-    """Base class: the message is meant for the user, as is."""
+    """Base class: the message is meant for the user, as is. `code`: the API error's stable code, when
+    it is not the one of its HTTP status (api/errors.py)."""
+
+    code: str | None = None
 
 
 class ConfigError(CatalogError):
@@ -86,6 +89,13 @@ class NotFound(CatalogError):
 
 class Conflict(CatalogError):
     """A change the current state does not allow, such as completing a finished result."""
+
+
+class TooLate(Conflict):
+    """An answer that came after its check's timeout: not recorded, the result times out (a retry that
+    gets it was not recorded earlier, unlike one that finds the result completed)."""
+
+    code = "timed_out"
 
 
 class NotAllowed(CatalogError):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -21,6 +22,7 @@ from flaky_proxy import DROP, LOSE, FlakyProxy
 from github_standin import GitHubStandIn
 from reconciler.answer import BULK_HEAD, BULK_TAIL, bulk_bodies
 from reconciler.answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES
+from reconciler.clock import Clock, FakeClock
 from reconciler.dispatch import GitHubDispatcher
 from reconciler.oidc import OidcVerifier
 from reconciler.schedule import run_check
@@ -43,10 +45,11 @@ def serving(store, catalog_dir, home, issuer):
         verifier.audience = base  # the server's URL (CATALOG_OIDC_AUDIENCE's default), known once it listens
         settings = Settings.resolve({"github_api_url": github.url, "github_token": GITHUB_TOKEN, "server_url": base}, {})
 
-        def dispatch(check: str, service: str | None = None) -> list[dict]:
-            """The decoded `data` of each dispatch the run sent: what the Action gets in $PAYLOAD."""
+        def dispatch(check: str, service: str | None = None, *, at: datetime | None = None) -> list[dict]:
+            """The decoded `data` of each dispatch the run sent (`at` that time): what the Action gets in $PAYLOAD."""
             before = len(github.dispatches)
-            run_check(store, GitHubDispatcher(github.url, GITHUB_TOKEN), check, service, settings=settings)
+            run_check(store, GitHubDispatcher(github.url, GITHUB_TOKEN), check, service, settings=settings,
+                      clock=FakeClock(at) if at else None)
             return [json.loads(base64.b64decode(request.body["client_payload"]["data"]))
                     for request in github.dispatches[before:]]
 
@@ -248,6 +251,30 @@ def test_a_batch_waits_as_long_as_a_429_asks_and_counts_409s_after_a_lost_respon
     assert "2 results recorded by an earlier attempt whose response was lost" in done.stderr
     assert "answered 2 of 2 results" in done.stderr
     assert {store.results.get(item["result"]["id"])["status"] for item in items} == {"completed"}
+
+
+def test_an_answer_past_the_checks_timeout_fails_even_when_a_retry_gets_the_409(store, example_dir, tmp_path, issuer):
+    """A dispatch sent an hour ago, past has-owner's 30m timeout (readme-present's batch too): the answer
+    gets 409 `timed_out`. After a dropped first attempt that 409 was taken for "recorded by the lost
+    attempt" and the exit was 0, for an answer nobody recorded."""
+    check = example_dir / "checks" / "readme-present.yaml"
+    check.write_text(check.read_text() + "batch: 2\ntimeout: 30m\n")
+    token = {"SERVICE_CATALOG_TOKEN": make_token(store, "results:write")}
+    an_hour_ago = Clock().now() - timedelta(hours=1)
+    with serving(store, example_dir, tmp_path / "home", issuer) as (base, dispatch):
+        [single], batch = dispatch("has-owner", "payments-api", at=an_hour_ago), dispatch("readme-present", at=an_hour_ago)[0]
+        with FlakyProxy(base) as proxy:
+            proxy.faults = [DROP]
+            one = answer(issuer, proxied(single, proxy.url), "pass", env=token)
+            proxy.faults = [DROP]
+            many = answer(issuer, proxied(batch, proxy.url), "--results", "-", env=token, stdin=lines_of(
+                *({"service": item["service"]["slug"], "result": "pass"} for item in batch["batch"]["results"])))
+    assert one.returncode == 1 and "recorded by an earlier attempt" not in one.stderr
+    assert "answered 409: result" in one.stderr and "was not answered within its check's timeout (30m)" in one.stderr
+    assert many.returncode == 1 and "recorded by an earlier attempt" not in many.stderr
+    assert many.stderr.count(": 409 result ") == 2 and "answered 0 of 2 results" in many.stderr
+    ids = [single["result"]["id"], *(item["result"]["id"] for item in batch["batch"]["results"])]
+    assert {store.results.get(result_id)["status"] for result_id in ids} == {"sent"}  # the next pass times them out
 
 
 def test_a_refusal_is_never_tried_again_and_failures_for_now_give_up_after_five_attempts(store, catalog_server, issuer):

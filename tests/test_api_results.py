@@ -88,10 +88,12 @@ def test_an_answer_past_the_checks_timeout_is_409_alone_and_names_the_timeout(cl
     assert response.status_code == 409, response.text
     assert response.json()["message"] == (f"result {late['id']} was not answered within its check's timeout (30m):"
                                           " it is timed out, and this answer is not recorded")
+    assert response.json()["error"]["code"] == "timed_out"  # a client's retry can tell it from "recorded before"
     fresh = new_result(synced_store, service="users-api")
     bulk = client.patch("/api/results", json={"results": [{"id": late["id"], "result": "pass"},
                                                             {"id": fresh["id"], "result": "pass"}]}, headers=auth(writer))
     assert [item["status"] for item in bulk.json()["results"]] == [409, 200]
+    assert bulk.json()["results"][0]["error"]["code"] == "timed_out"
     assert synced_store.results.get(late["id"])["status"] == "pending"  # for the next pass to time out
 
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from .. import scorecards
 from ..clock import format_time
-from ..errors import Conflict, NotAllowed, NotFound
+from ..errors import Conflict, NotAllowed, NotFound, TooLate
 from ..outcomes import OPEN_STATUSES
 from ..schema import format_duration
 from .rows import ANSWER_RULE_COLUMNS, RESULT_SELECT, decode_result, encode_attestation, result_filters
@@ -34,7 +34,7 @@ def _refusal(result_id: int, status: str | None, timeout_seconds: int | None) ->
     if status is None:
         return NotFound(f"result {result_id} does not exist")
     if status in OPEN_STATUSES:
-        return Conflict(f"result {result_id} was not answered within its check's timeout"
+        return TooLate(f"result {result_id} was not answered within its check's timeout"
                         f" ({format_duration(timeout_seconds)}): it is timed out, and this answer is not recorded")
     return Conflict(f"result {result_id} is already {status} and can never change")
 
