@@ -71,7 +71,8 @@ class SyncController(Controller):
       summary="GitHub webhook: a push to the catalog branch starts a sync (HMAC-verified, answered at once)",
       description="Authenticated by `X-Hub-Signature-256` (HMAC-SHA256 of the body with CATALOG_WEBHOOK_SECRET), "
                   "not by a token. `ping` answers 200; `push` 202 and syncs in the background; other events, and "
-                  "pushes to other branches or to another repository than CATALOG_REPO, are ignored (202); a delivery seen before (by `X-GitHub-Delivery` or by its body) is ignored; "
+                  "pushes to other branches or to another repository than CATALOG_REPO, are ignored (202); a "
+                  "delivery seen before (by `X-GitHub-Delivery` or by its body) is ignored; "
                   "a signed push payload that is not usable (not JSON, no `ref`) is a 422.",
       operation_class=WebhookOperation, responses=error_responses(401, 422, 503))
 async def webhook_github(request: Request, state: State) -> Response[Accepted]:
@@ -118,7 +119,7 @@ def _payload(body: bytes, content_type: str) -> dict:
     return payload
 
 
-def _push_fields(payload: dict) -> tuple[str, str | None]:
+def _push_fields(payload: dict) -> tuple[str, str | None, str | None]:
     """(ref, the repository's default branch, its full_name) of a push payload, or InvalidInput naming
     what is wrong."""
     ref = payload.get("ref")

@@ -37,7 +37,7 @@ from api.models import (
 from api.responses import JSONBytes, ok
 from api.routing import get, patch, read
 from reconciler.answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES, MAX_MESSAGE_BYTES, MAX_URL_LENGTH
-from reconciler.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from reconciler.errors import CatalogError, Conflict, InvalidInput, NotAllowed, NotFound
 from reconciler.export import check_filters, csv_chunks, parse_since, result_batches
 from reconciler.oidc import OidcIdentity
 from reconciler.outcomes import parse_result
@@ -248,7 +248,8 @@ def bulk_error(item: object, error: Exception) -> dict:
     result_id = item.get("id") if isinstance(item, dict) else None
     if isinstance(result_id, bool) or not isinstance(result_id, int):
         result_id = None  # not an id: never echoed back as given
-    return {"id": result_id, "status": status, "error": error_body(status, str(error), code=getattr(error, "code", None))["error"]}
+    code = error.code if isinstance(error, CatalogError) else None  # `timed_out` for a late answer
+    return {"id": result_id, "status": status, "error": error_body(status, str(error), code=code)["error"]}
 
 
 class ResultController(Controller):

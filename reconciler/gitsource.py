@@ -272,7 +272,7 @@ def hosted_name(url: str | None) -> str | None:
     if path.endswith(".git"):
         path = path[:-4]
     parts = path.split("/")
-    return "/".join(parts).lower() if len(parts) == 2 and all(parts) else None
+    return path.lower() if len(parts) == 2 and all(parts) else None
 
 
 def _is_plain_path(path: str) -> bool:
