@@ -253,6 +253,7 @@ def test_a_batch_waits_as_long_as_a_429_asks_and_counts_409s_after_a_lost_respon
     assert {store.results.get(item["result"]["id"])["status"] for item in items} == {"completed"}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the client's reading; both stores refuse alike (test_store.py)
 def test_an_answer_past_the_checks_timeout_fails_even_when_a_retry_gets_the_409(store, example_dir, tmp_path, issuer):
     """A dispatch sent an hour ago, past has-owner's 30m timeout (readme-present's batch too): the answer
     gets 409 `timed_out`. After a dropped first attempt that 409 was taken for "recorded by the lost
