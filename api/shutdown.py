@@ -43,9 +43,22 @@ class GracefulServer(uvicorn.Server):
         # before_exit waits for jobs: not in a signal handler, which would hold up the event loop
         threading.Thread(target=self._exit_after_stopping, name="catalog-stop", daemon=True).start()
 
+    async def shutdown(self, sockets=None) -> None:
+        if self.force_exit:
+            # uvicorn skips the app's lifespan shutdown on a forced exit and asyncio.run then cancels it;
+            # Litestar reports that as a failed shutdown, which uvicorn logged as an ERROR with a traceback
+            log.info("stopping at once: the jobs in flight are not waited for")
+            logging.getLogger("uvicorn.error").addFilter(_cancelled_lifespan)
+        await super().shutdown(sockets)
+
     def _exit_after_stopping(self) -> None:
         log.info("stopping: the jobs in flight finish first, then the server closes (signal again to stop at once)")
         try:
             self.before_exit()
         finally:
             self.should_exit = True
+
+
+def _cancelled_lifespan(record: logging.LogRecord) -> bool:
+    """False for the lifespan's CancelledError traceback of a forced exit: expected, not an error."""
+    return not (record.levelno >= logging.ERROR and "CancelledError" in record.getMessage())

@@ -64,3 +64,6 @@ def test_a_second_sigterm_stops_at_once_without_waiting_for_the_check_script(tmp
     started = time.monotonic()
     assert up.terminate(timeout=5) == 0
     print(f"\ncatalog up exited 0 {time.monotonic() - started:.1f} s after a second SIGTERM")
+    # the app's lifespan, cancelled by the forced exit, was logged as an ERROR with a CancelledError traceback
+    assert "Traceback" not in up.log_text() and "ERROR" not in up.log_text(), up.log_tail()
+    assert "stopping at once" in up.log_text()
