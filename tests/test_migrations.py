@@ -12,8 +12,9 @@ import pytest
 
 from reconciler.schedule import due_pairs
 from reconciler.store import open_database
-from store_support import answer, raw_rows, raw_sql
+from store_support import answer, raw_rows
 from store_support import derived_tables_differing
+from store_support import raw_sql
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -120,8 +121,8 @@ def test_latest_runs_keeps_every_row_and_its_json_through_version_12(version_11_
         assert derived_tables_differing(store) == []
         # GET /api/services/{slug}: the same text, its rows' JSON now computed when read
         assert {row["slug"]: store.reads.service_json(row["slug"]) for row in services} == pages
-        # the answer's trigger keeps the rebuilt table (open results are their pair's newest); the
-        # fixture's results were sent days before NOW: timeouts of 30 days keep them answerable
+        # the answer's trigger keeps the rebuilt table (open results are their pair's newest)
+        # (the fixture's results were sent days before NOW: timeouts of 30 days keep them answerable)
         raw_sql(store, "UPDATE checks SET timeout_seconds = 2592000")
         for n, result_id in enumerate(open_ids):
             answer(store, result_id, ("pass", "fail")[n % 2], now=NOW, url=f"https://ci.example/runs/{n}")
