@@ -20,7 +20,7 @@ from api.models import Accepted, RunOperation, RunOut, SyncStatus, WebhookOperat
 from api.routing import get, post
 from reconciler.clock import format_time
 from reconciler.errors import ConfigError, InvalidInput
-from reconciler.gitsource import hosted_name
+from reconciler.payload import hosted_name
 
 log = logging.getLogger("catalog.api")
 

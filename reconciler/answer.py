@@ -30,7 +30,7 @@ from typing import IO, Mapping
 import requests
 
 from .answer_limits import MAX_BULK_ANSWERS, MAX_BULK_BODY_BYTES, MAX_MESSAGE_BYTES
-from .catalog_client import CatalogClient, authorization, retry_from
+from .catalog_client import CatalogClient, authorization, error_code, retry_from
 from .errors import CatalogError, ConfigError, InvalidInput, TooLate
 from .outcomes import FINISHED_STATUSES, parse_result
 
@@ -77,6 +77,13 @@ def run_url(environ: Mapping[str, str]) -> str | None:
     return f"{server}/{repository}/actions/runs/{run}" if server and repository and run else None
 
 
+def _recorded_before(status: int, body: object) -> bool:
+    """Whether a retry's answer (`body`: the reply's, or one bulk item's) says an earlier attempt whose
+    response was lost finished the result: a 409, unless its code says the answer came after the
+    check's timeout (`timed_out`), when nothing was recorded."""
+    return status == 409 and error_code(body) != TooLate.code
+
+
 def answer_one(data: dict, result: str, message: str | None, url: str | None, client: CatalogClient) -> dict | None:
     """PATCH the one result of a single-pair payload: the recorded result, or None when a retry found it
     recorded by an earlier attempt whose response was lost."""
@@ -84,7 +91,7 @@ def answer_one(data: dict, result: str, message: str | None, url: str | None, cl
         raise InvalidInput(f"this payload is a batch of {data['batch'].get('size')} results: answer them with --results FILE")
     body = {"result": parse_result(result), **({"message": message} if message else {}), **({"url": url} if url else {})}
     reply = client.request("PATCH", data["server"]["endpoint"], _encode(body))
-    if reply.status == 409 and reply.maybe_delivered and reply.error_code != TooLate.code:
+    if reply.maybe_delivered and _recorded_before(reply.status, reply.document):
         return None
     return reply.json()
 
@@ -156,8 +163,8 @@ def answer_batch(data: dict, lines: list[Line], default_url: str | None, client:
         if not isinstance(outcomes, list):
             raise InvalidInput(f"{reply.request} answered without its list of results")
         if reply.maybe_delivered:
-            report.recorded_earlier |= {outcome["id"] for outcome in outcomes if outcome["status"] == 409
-                                        and outcome.get("error", {}).get("code") != TooLate.code}
+            report.recorded_earlier |= {outcome["id"] for outcome in outcomes
+                                        if _recorded_before(outcome["status"], outcome)}
         report.outcomes += outcomes
     answered = {line.service for line in lines}
     left = [service for service in ids if service not in answered]

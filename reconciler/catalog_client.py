@@ -97,6 +97,13 @@ def server_message(response: requests.Response) -> str:
     return (response.text or response.reason or "").strip()[:200]
 
 
+def error_code(body: object) -> str | None:
+    """The stable `code` of an error in the catalog's one shape (`{"error": {"code": ...}}`), a whole
+    reply's or one bulk item's (`conflict`, `timed_out`, ...); None for anything else."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
 @dataclass(frozen=True)
 class Reply:
     """The catalog's final answer to one request."""
@@ -106,12 +113,6 @@ class Reply:
     document: dict | None  # its JSON object, if it sent one
     message: str  # what it said, for messages
     maybe_delivered: bool  # an earlier attempt may have got through (see `send`)
-
-    @property
-    def error_code(self) -> str | None:
-        """The stable `code` of the catalog's error, if it answered one (`conflict`, `timed_out`, ...)."""
-        error = (self.document or {}).get("error")
-        return error.get("code") if isinstance(error, dict) else None
 
     def json(self) -> dict:
         """The JSON object of a 200; InvalidInput with the status and the server's message otherwise."""

@@ -252,29 +252,6 @@ class GitSource:
         return head.removeprefix("refs/remotes/origin/")
 
 
-def hosted_name(url: str | None) -> str | None:
-    """`owner/name` (lower case) of a hosted repository URL (`https://github.com/acme/catalog.git`,
-    `git@github.com:acme/catalog.git`, `ssh://git@host/acme/catalog`), as a push webhook's
-    `repository.full_name` names it; None for a local path or any other shape."""
-    if not url:
-        return None
-    text = url.strip()
-    if "://" in text:
-        scheme, _, rest = text.partition("://")
-        if scheme == "file":
-            return None
-        path = rest.partition("/")[2]
-    elif ":" in text and "@" in text.partition(":")[0] and not text.startswith("/"):
-        path = text.partition(":")[2]  # scp-like: git@github.com:acme/catalog.git
-    else:
-        return None
-    path = path.split("?")[0].split("#")[0].strip("/")
-    if path.endswith(".git"):
-        path = path[:-4]
-    parts = path.split("/")
-    return path.lower() if len(parts) == 2 and all(parts) else None
-
-
 def _is_plain_path(path: str) -> bool:
     parts = path.split("/")
     return bool(path) and not path.startswith("/") and all(part not in ("", ".", "..", ".git") for part in parts)

@@ -179,6 +179,22 @@ def owner_and_repo(repository: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def hosted_name(url: str | None) -> str | None:
+    """`owner/repo` (lower case) of a hosted repository URL (`https://github.com/acme/catalog.git`,
+    `git@github.com:acme/catalog.git`, `ssh://git@host/acme/catalog`), read as `owner_and_repo` reads
+    one and as a push webhook's `repository.full_name` names it; None for a local path or any other shape."""
+    text = (url or "").strip()
+    if "://" in text:
+        parsed = urlparse(text)
+        path = "" if parsed.scheme == "file" else parsed.path
+    elif "@" in text.partition(":")[0] and ":" in text:  # scp-like: git@github.com:acme/catalog.git
+        path = text.partition(":")[2]
+    else:
+        return None
+    match = _OWNER_REPO.match(path.strip("/"))
+    return f"{match.group(1)}/{match.group(2)}".lower() if match else None
+
+
 def check_object(check: dict, repository: str | None) -> dict:
     return {
         "id": check["id"],
